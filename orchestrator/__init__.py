@@ -1,0 +1,1 @@
+"""Studies in SQL, search strategies, execution, resume, export and the CLI."""

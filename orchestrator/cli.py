@@ -1,0 +1,107 @@
+"""The `elastiq` command line: the product surface.
+
+Bad input of any kind prints one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import numpy as np
+import yaml
+
+from search_space import SAMPLE_MODES, InputError, SearchSpace
+
+USAGE_ERROR = 2
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise click.BadParameter(f"{pair!r}: value is not valid YAML", param_hint="--set") from None
+    return overrides
+
+
+config_option = click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+                             help="Study config YAML.")
+set_option = click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
+                          help="Override a config key, e.g. --set search.evaluations=50 (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="elastiq")
+def cli() -> None:
+    """elastiq: hardware-aware neural architecture search for transformers."""
+
+
+@cli.group()
+def space() -> None:
+    """Inspect a search space."""
+
+
+@space.command("check")
+@click.argument("space_path", type=click.Path(dir_okay=False))
+def space_check(space_path: str) -> None:
+    """Validate SPACE_PATH and print a summary with its cardinality."""
+    click.echo(SearchSpace.from_yaml(space_path).summary())
+
+
+@space.command("sample")
+@click.argument("space_path", type=click.Path(dir_okay=False))
+@click.option("-n", "count", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--mode", default="depth_uniform", show_default=True, type=click.Choice(SAMPLE_MODES))
+def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
+    """Print COUNT random architectures of SPACE_PATH as JSON lines."""
+    search_space = SearchSpace.from_yaml(space_path)
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        click.echo(search_space.sample(rng, mode).to_json())
+
+
+@cli.group()
+def config() -> None:
+    """Inspect a study config."""
+
+
+@config.command("show")
+@config_option
+@set_option
+def config_show(config_path: str, set_pairs: tuple[str, ...]) -> None:
+    """Validate a study config and print it resolved (defaults filled, space inlined)."""
+    from orchestrator.config import config_as_dict, load_study_config
+
+    study = load_study_config(config_path, _overrides(set_pairs))
+    click.echo(yaml.safe_dump(config_as_dict(study), sort_keys=False), nl=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="elastiq", standalone_mode=False)
+    except InputError as exc:
+        return _fail(str(exc))
+    except click.exceptions.Abort:
+        return _fail("aborted")
+    except click.ClickException as exc:
+        return _fail(exc.format_message())
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    return 0
+
+
+def _fail(message: str) -> int:
+    # one line, whatever the message carries
+    click.echo(f"elastiq: error: {' '.join(message.split())}", err=True)
+    return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The study config: one YAML file, parsed into typed, validated objects.
+
+Unknown keys are errors. `space` may be inline or a path relative to the
+config file. Overrides (from CLI flags) are dotted keys applied before
+validation, so an override is checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from search_space import InputError, SearchSpace
+
+METRICS = ("accuracy", "latency_ms", "params", "bytes", "macs")
+STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")
+_CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
+class ConfigError(InputError):
+    """Invalid study config."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Section):
+    name: str = "digits"  # a shipped task, or `module:function` for a user task
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SupernetConfig(_Section):
+    steps: int = Field(1500, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    sandwich_random: int = Field(2, ge=0)  # random subnets per step besides largest and smallest
+    distill: bool = True
+    grad_clip: float = Field(1.0, gt=0)
+    checkpoint: str = "elastiq-supernet.pt"
+    checkpoint_every: int = Field(250, gt=0)
+
+
+class TargetConfig(_Section):
+    name: str = "cpu"
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = Field(1, gt=0)
+    batch_size: int = Field(1, gt=0)
+    seq_len: int | None = Field(None, gt=0)  # None: the task's own length
+    dtype: Literal["float32"] = "float32"
+
+
+class SearchConfig(_Section):
+    strategy: Literal[STRATEGIES] = "evolutionary"
+    evaluations: int = Field(100, gt=0)
+    batch_size: int = Field(8, gt=0)
+    finetune_steps: int = Field(0, ge=0)
+
+
+class RayConfig(_Section):
+    address: str | None = None  # None starts a local Ray; "auto" joins a running cluster
+    workers: int = Field(2, gt=0)
+
+
+class Constraint(_Section):
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    def satisfied(self, value: float) -> bool:
+        return value <= self.bound if self.op == "<=" else value >= self.bound
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+class StudyConfig(_Section):
+    study: str = Field(min_length=1)
+    storage: str = "sqlite:///elastiq.db"
+    seed: int = 0
+    task: TaskConfig = TaskConfig()
+    space: SearchSpace
+    supernet: SupernetConfig = SupernetConfig()
+    target: TargetConfig = TargetConfig()
+    objectives: dict[str, Literal["maximize", "minimize"]] = Field(
+        default_factory=lambda: {"accuracy": "maximize", "latency_ms": "minimize"})
+    constraints: list[Constraint] = Field(default_factory=list)
+    search: SearchConfig = SearchConfig()
+    ray: RayConfig = RayConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("at least one objective is needed")
+        for metric in value:
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; choose from {list(METRICS)}")
+        return value
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _parse_constraints(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("expected a list such as ['latency_ms <= 5', 'params <= 1e6']")
+        parsed = []
+        for text in value:
+            match = _CONSTRAINT.match(text) if isinstance(text, str) else None
+            if match is None:
+                raise ValueError(f"{text!r} is not of the form 'metric <= number' or 'metric >= number'")
+            metric, op, bound = match.groups()
+            if metric not in METRICS:
+                raise ValueError(f"constraint on unknown metric {metric!r}; choose from {list(METRICS)}")
+            try:
+                parsed.append({"metric": metric, "op": op, "bound": float(bound)})
+            except ValueError:
+                raise ValueError(f"{text!r}: {bound!r} is not a number") from None
+        return parsed
+
+
+def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value, path)
+    return study_config_from_dict(data, base_dir=path.parent, source=str(path))
+
+
+def study_config_from_dict(data: dict[str, Any], base_dir: Path = Path("."), source: str = "config") -> StudyConfig:
+    data = dict(data)
+    space = data.get("space")
+    try:
+        if isinstance(space, str):
+            data["space"] = SearchSpace.from_yaml(base_dir / space)
+        elif isinstance(space, dict):
+            data["space"] = SearchSpace.from_dict(space)
+        elif "space" in data:
+            raise ConfigError(f"{source}: space: expected a path or an inline mapping")
+    except InputError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "config"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    message = error["msg"].removeprefix("Value error, ")
+    extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{extra}"
+
+
+def _set_dotted(data: dict, key: str, value: Any, path: Path) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: cannot override {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_as_dict(config: StudyConfig) -> dict[str, Any]:
+    """The resolved config as plain data (the space inlined, constraints as text)."""
+    data = config.model_dump(exclude={"space", "constraints"})
+    data["space"] = config.space.to_dict()
+    data["constraints"] = [str(c) for c in config.constraints]
+    return data

@@ -1,0 +1,1 @@
+"""Hardware targets, latency measurement, cost model and learned predictors."""

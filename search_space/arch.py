@@ -1,0 +1,101 @@
+"""`Arch`: one architecture of a search space, frozen and canonical.
+
+Only active layers are stored, so two descriptions of the same network are
+equal and share one `key`. The key is a hash of the canonical JSON, hence
+identical across processes and machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from search_space.errors import SpaceError
+
+
+@dataclass(frozen=True, order=True)
+class LayerArch:
+    num_heads: int
+    mlp_dim: int
+    attention: str
+    bits: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_heads": self.num_heads, "mlp_dim": self.mlp_dim,
+                "attention": self.attention, "bits": self.bits}
+
+
+_LAYER_FIELDS = ("num_heads", "mlp_dim", "attention", "bits")
+
+
+@dataclass(frozen=True)
+class Arch:
+    embed_dim: int
+    layers: tuple[LayerArch, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"embed_dim": self.embed_dim, "layers": [layer.to_dict() for layer in self.layers]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:20]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Arch:
+        if not isinstance(data, dict):
+            raise SpaceError(f"arch: expected a mapping, got {type(data).__name__}")
+        unknown = set(data) - {"embed_dim", "layers"}
+        if unknown:
+            raise SpaceError(f"arch: unknown field(s) {sorted(unknown)}")
+        for field in ("embed_dim", "layers"):
+            if field not in data:
+                raise SpaceError(f"arch: missing field '{field}'")
+        if not isinstance(data["layers"], list) or not data["layers"]:
+            raise SpaceError("arch.layers: expected a non-empty list")
+        layers = []
+        for i, layer in enumerate(data["layers"]):
+            where = f"arch.layers[{i}]"
+            if not isinstance(layer, dict):
+                raise SpaceError(f"{where}: expected a mapping")
+            unknown = set(layer) - set(_LAYER_FIELDS)
+            if unknown:
+                raise SpaceError(f"{where}: unknown field(s) {sorted(unknown)}")
+            missing = [f for f in _LAYER_FIELDS if f not in layer]
+            if missing:
+                raise SpaceError(f"{where}: missing field(s) {missing}")
+            layers.append(LayerArch(
+                num_heads=_int(layer["num_heads"], f"{where}.num_heads"),
+                mlp_dim=_int(layer["mlp_dim"], f"{where}.mlp_dim"),
+                attention=_str(layer["attention"], f"{where}.attention"),
+                bits=_int(layer["bits"], f"{where}.bits"),
+            ))
+        return cls(embed_dim=_int(data["embed_dim"], "arch.embed_dim"), layers=tuple(layers))
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpaceError(f"arch: not valid JSON ({exc.msg} at position {exc.pos})") from None
+        return cls.from_dict(data)
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpaceError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise SpaceError(f"{where}: expected a string, got {value!r}")
+    return value

@@ -1,0 +1,69 @@
+"""Optuna mapping: suggest an `Arch` from a trial and read it back from params.
+
+Every decision of every layer slot is always suggested, so the search space
+Optuna sees is static (its multivariate samplers need that); genes of inactive
+slots are ignored when the `Arch` is built. Parameter values are the choices as
+declared in the space (an `mlp_ratio` space suggests ratios).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search_space.arch import Arch, LayerArch
+from search_space.errors import SpaceError
+from search_space.space import SearchSpace
+
+
+def _param_choices(space: SearchSpace) -> dict[str, tuple]:
+    choices: dict[str, tuple] = {"embed_dim": space.embed_dims, "depth": space.depths}
+    for i, layer in enumerate(space.layers):
+        choices[f"layer{i}.num_heads"] = layer.num_heads
+        choices[f"layer{i}.{layer.mlp_key}"] = layer.mlp_options
+        choices[f"layer{i}.attention"] = layer.attention
+        choices[f"layer{i}.bits"] = layer.bits
+    return choices
+
+
+def distributions(space: SearchSpace) -> dict[str, Any]:
+    """Optuna distributions of every parameter (optuna imported only here)."""
+    from optuna.distributions import CategoricalDistribution
+
+    return {name: CategoricalDistribution(list(values)) for name, values in _param_choices(space).items()}
+
+
+def suggest_arch(space: SearchSpace, trial: Any) -> Arch:
+    params = {name: trial.suggest_categorical(name, list(values))
+              for name, values in _param_choices(space).items()}
+    return arch_from_params(space, params)
+
+
+def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
+    choices = _param_choices(space)
+    for name in ("embed_dim", "depth"):
+        if name not in params:
+            raise SpaceError(f"params: missing '{name}'")
+    embed_dim, depth = params["embed_dim"], params["depth"]
+    if depth not in space.depths:
+        raise SpaceError(f"params.depth: {depth!r} not in {list(space.depths)}")
+    layers = []
+    for i in range(depth):
+        layer = space.layers[i]
+        values = {}
+        for field in ("num_heads", layer.mlp_key, "attention", "bits"):
+            name = f"layer{i}.{field}"
+            if name not in params:
+                raise SpaceError(f"params: missing '{name}'")
+            if params[name] not in choices[name]:
+                raise SpaceError(f"params.{name}: {params[name]!r} not in {list(choices[name])}")
+            values[field] = params[name]
+        option = layer.mlp_options.index(values[layer.mlp_key])
+        layers.append(LayerArch(num_heads=values["num_heads"], mlp_dim=layer.mlp_hidden(option, embed_dim),
+                                attention=values["attention"], bits=values["bits"]))
+    return space.validate(Arch(embed_dim=embed_dim, layers=tuple(layers)))
+
+
+def params_from_arch(space: SearchSpace, arch: Arch) -> dict[str, Any]:
+    """Params of every slot; inactive slots take each choice's first value."""
+    genes = space.genome(arch)
+    return {name: values[int(gene)] for (name, values), gene in zip(_param_choices(space).items(), genes, strict=True)}

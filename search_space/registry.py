@@ -1,0 +1,17 @@
+"""Names the search space accepts for attention types and bit widths.
+
+The kernels themselves live in `supernet` (torch); the space only needs the
+names, so it stays importable without torch. A new kernel registers its name
+here from `supernet.attention`.
+"""
+
+ATTENTION_TYPES: set[str] = {"softmax", "linear", "local"}
+
+# 32 means full precision (quantization off).
+SUPPORTED_BITS: tuple[int, ...] = (32, 8, 4)
+
+
+def register_attention_type(name: str) -> None:
+    if not name or not name.isidentifier():
+        raise ValueError(f"attention type name must be an identifier, got {name!r}")
+    ATTENTION_TYPES.add(name)

@@ -1,0 +1,81 @@
+"""Random architectures and their variation, always from an explicit generator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from search_space.arch import Arch, LayerArch
+from search_space.errors import SpaceError
+from search_space.space import SearchSpace
+
+SAMPLE_MODES = ("depth_uniform", "arch_uniform")
+
+
+def sample(space: SearchSpace, rng: np.random.Generator, mode: str = "depth_uniform") -> Arch:
+    """A random architecture.
+
+    `depth_uniform` draws every decision uniformly, so each depth is equally
+    likely and small models are as common as large ones. `arch_uniform` draws
+    uniformly over the whole set of architectures, where deep ones dominate.
+    """
+    if mode == "depth_uniform":
+        return space.decode(rng.integers(0, space.gene_sizes()))
+    if mode == "arch_uniform":
+        cells = [(e, d) for e in space.embed_dims for d in space.depths]
+        counts = np.array([math.prod(space.layers[i].options(e) for i in range(d)) for e, d in cells], dtype=float)
+        embed_dim, depth = cells[rng.choice(len(cells), p=counts / counts.sum())]
+        layers = []
+        for i in range(depth):
+            choices = space.layers[i]
+            dims = choices.mlp_dims(embed_dim)  # distinct sizes: ratios that round alike count once
+            layers.append(LayerArch(
+                num_heads=choices.num_heads[rng.integers(len(choices.num_heads))],
+                mlp_dim=dims[rng.integers(len(dims))],
+                attention=choices.attention[rng.integers(len(choices.attention))],
+                bits=choices.bits[rng.integers(len(choices.bits))]))
+        return Arch(embed_dim=embed_dim, layers=tuple(layers))
+    raise SpaceError(f"sample mode {mode!r} unknown; choose one of {list(SAMPLE_MODES)}")
+
+
+def largest(space: SearchSpace) -> Arch:
+    """Widest, deepest, full precision; each layer's first declared attention type."""
+    embed_dim = max(space.embed_dims)
+    return _extreme(space, embed_dim, max(space.depths), max)
+
+
+def smallest(space: SearchSpace) -> Arch:
+    """Narrowest and shallowest; precision and attention as in `largest`, so the
+    sandwich rule spans size while quantization is randomized separately."""
+    embed_dim = min(space.embed_dims)
+    return _extreme(space, embed_dim, min(space.depths), min)
+
+
+def _extreme(space: SearchSpace, embed_dim: int, depth: int, pick) -> Arch:
+    layers = tuple(
+        LayerArch(num_heads=pick(c.num_heads), mlp_dim=pick(c.mlp_dims(embed_dim)),
+                  attention=c.attention[0], bits=max(c.bits))
+        for c in space.layers[:depth])
+    return Arch(embed_dim=embed_dim, layers=layers)
+
+
+def mutate(space: SearchSpace, arch: Arch, prob: float, rng: np.random.Generator) -> Arch:
+    """Each decision (including those of inactive layers) changes to another
+    value with probability `prob`."""
+    if not 0.0 <= prob <= 1.0:
+        raise SpaceError(f"mutation probability {prob} is not in [0, 1]")
+    genes = space.genome(arch, rng)
+    sizes = space.gene_sizes()
+    for i, size in enumerate(sizes):
+        if size > 1 and rng.random() < prob:
+            # shift by 1..size-1 so the new value always differs
+            genes[i] = (genes[i] + rng.integers(1, size)) % size
+    return space.decode(genes)
+
+
+def crossover(space: SearchSpace, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
+    """Uniform crossover: each decision from either parent with equal chance."""
+    genes_a, genes_b = space.genome(a, rng), space.genome(b, rng)
+    take_a = rng.random(len(genes_a)) < 0.5
+    return space.decode(np.where(take_a, genes_a, genes_b))

@@ -1,0 +1,1 @@
+"""The elastic transformer supernet: model, tasks, training, extraction, checkpoints."""

@@ -1,0 +1,72 @@
+import pytest
+
+from orchestrator.config import ConfigError, load_study_config, study_config_from_dict
+from tests.conftest import CONFIGS
+
+
+def test_default_study_config_loads():
+    config = load_study_config(CONFIGS / "digits.yaml")
+    assert config.study == "digits-cpu"
+    assert config.space.name == "digits"
+    assert config.objectives == {"accuracy": "maximize", "latency_ms": "minimize"}
+    assert str(config.constraints[0]) == "latency_ms <= 2"
+    assert config.constraints[0].satisfied(1.5) and not config.constraints[0].satisfied(2.5)
+
+
+def test_overrides_win_and_are_validated():
+    config = load_study_config(CONFIGS / "digits.yaml", {"search.evaluations": 10, "storage": "sqlite:///x.db"})
+    assert config.search.evaluations == 10 and config.storage == "sqlite:///x.db"
+    with pytest.raises(ConfigError, match="search.evaluations: Input should be greater than 0"):
+        load_study_config(CONFIGS / "digits.yaml", {"search.evaluations": 0})
+
+
+def test_inline_space():
+    config = study_config_from_dict({"study": "s", "space": {"embed_dim": [16], "depth": [1], "layer": {
+        "num_heads": [1], "mlp_dim": [16], "attention": ["softmax"], "bits": [32]}}})
+    assert config.space.cardinality() == 1
+
+
+GOOD = {"study": "s", "space": "spaces/tiny.yaml"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "colour: unknown key"),
+    ({"supernet": {"stepz": 1}}, "supernet.stepz: unknown key"),
+    ({"supernet": {"steps": "many"}}, "supernet.steps: Input should be a valid integer"),
+    ({"supernet": {"lr": -1}}, "supernet.lr: Input should be greater than 0"),
+    ({"search": {"strategy": "grid"}}, "search.strategy: Input should be"),
+    ({"objectives": {"speed": "minimize"}}, "unknown metric 'speed'"),
+    ({"objectives": {"accuracy": "up"}}, "objectives.accuracy: Input should be 'maximize' or 'minimize'"),
+    ({"objectives": {}}, "at least one objective"),
+    ({"constraints": ["latency_ms < 5"]}, "is not of the form"),
+    ({"constraints": ["flops <= 5"]}, "unknown metric 'flops'"),
+    ({"constraints": "latency_ms <= 5"}, "expected a list"),
+    ({"target": {"device": "tpu"}}, "target.device: Input should be 'cpu' or 'cuda'"),
+    ({"target": {"threads": 0}}, "target.threads"),
+    ({"space": "spaces/missing.yaml"}, "cannot read"),
+    ({"space": 3}, "space: expected a path or an inline mapping"),
+    ({"space": {"embed_dim": [16]}}, "missing key 'depth'"),
+    ({"study": ""}, "study: String should have at least 1 character"),
+])
+def test_bad_configs_name_the_problem(change, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        study_config_from_dict({**GOOD, **change}, base_dir=CONFIGS)
+
+
+def test_missing_space_and_study():
+    with pytest.raises(ConfigError, match="study: Field required"):
+        study_config_from_dict({"space": "spaces/tiny.yaml"}, base_dir=CONFIGS)
+    with pytest.raises(ConfigError, match="space: Field required"):
+        study_config_from_dict({"study": "s"}, base_dir=CONFIGS)
+
+
+def test_malformed_and_non_mapping_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: [unclosed\n")
+    with pytest.raises(ConfigError, match="malformed YAML at line"):
+        load_study_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_study_config(bad)
+    with pytest.raises(ConfigError, match="cannot override 'study.x'"):
+        load_study_config(CONFIGS / "digits.yaml", {"study.x": 1})

@@ -1,0 +1,161 @@
+import itertools
+import subprocess
+import sys
+
+import pytest
+
+from search_space import Arch, LayerArch, SearchSpace, SpaceError
+from tests.conftest import CONFIGS
+
+
+def enumerate_archs(space: SearchSpace) -> set[str]:
+    """Brute force: every combination of every decision, deduplicated by key."""
+    keys = set()
+    for embed_dim in space.embed_dims:
+        for depth in space.depths:
+            per_layer = []
+            for i in range(depth):
+                c = space.layers[i]
+                per_layer.append([LayerArch(h, m, a, b) for h in c.num_heads for m in c.mlp_dims(embed_dim)
+                                  for a in c.attention for b in c.bits])
+            for layers in itertools.product(*per_layer):
+                keys.add(Arch(embed_dim, tuple(layers)).key)
+    return keys
+
+
+def test_cardinality_equals_brute_force_on_tiny(tiny_space):
+    assert tiny_space.cardinality() == len(enumerate_archs(tiny_space)) == 624
+
+
+def test_cardinality_with_colliding_mlp_ratios():
+    # ratios 1.0 and 1.01 round to the same hidden size at embed 16 but not at 200
+    space = SearchSpace.from_dict({"embed_dim": [16, 200], "depth": [1], "layer": {
+        "num_heads": [1], "mlp_ratio": [1.0, 1.01], "attention": ["softmax"], "bits": [32]}})
+    assert space.cardinality() == len(enumerate_archs(space)) == 3
+
+
+def test_cardinality_is_exact_python_int_for_huge_spaces():
+    space = SearchSpace.from_dict({"embed_dim": [64], "depth": [40], "layer": {
+        "num_heads": [1, 2, 4], "mlp_dim": [64, 128, 256], "attention": ["softmax", "linear"], "bits": [32, 8, 4]}})
+    assert space.cardinality() == 54 ** 40  # beyond float precision
+
+
+def test_heterogeneous_override_applies_to_named_layers_only(tiny_space):
+    assert tiny_space.layers[0].num_heads == (1, 2)
+    assert tiny_space.layers[1].num_heads == (2,)
+
+
+def test_literature_spaces_parse():
+    autoformer = SearchSpace.from_yaml(CONFIGS / "spaces" / "autoformer_tiny.yaml")
+    assert autoformer.max_depth == 14 and autoformer.max_mlp_dim(0) == 960
+    hat = SearchSpace.from_yaml(CONFIGS / "spaces" / "hat_encoder.yaml")
+    assert hat.cardinality() == 2 * (2 * 3) ** 6
+
+
+def test_largest_and_smallest(digits_space):
+    big, small = digits_space.largest(), digits_space.smallest()
+    assert big.embed_dim == 128 and big.depth == 4 and all(x.mlp_dim == 512 and x.num_heads == 8 for x in big.layers)
+    assert small.embed_dim == 64 and small.depth == 1 and small.layers[0].mlp_dim == 64
+    assert digits_space.contains(big) and digits_space.contains(small)
+
+
+def test_space_hash_ignores_name_and_tracks_content(tiny_space):
+    data = tiny_space.to_dict()
+    renamed = dict(data, name="other")
+    renamed["layer"] = renamed.pop("layers")[0]
+    same = SearchSpace.from_dict({**renamed, "per_layer": [{"layers": [1], "num_heads": [2]}]})
+    assert same.hash == tiny_space.hash
+    wider = SearchSpace.from_dict({**renamed, "embed_dim": [16, 32, 48], "per_layer": [{"layers": [1], "num_heads": [2]}]})
+    assert wider.hash != tiny_space.hash
+
+
+def test_validate_names_the_offending_field(tiny_space):
+    arch = tiny_space.largest()
+    bad_layer = LayerArch(num_heads=1, mlp_dim=32, attention="softmax", bits=32)  # layer 1 allows only 2 heads
+    with pytest.raises(SpaceError, match=r"arch.layers\[1\].num_heads"):
+        tiny_space.validate(Arch(arch.embed_dim, (arch.layers[0], bad_layer)))
+    with pytest.raises(SpaceError, match="arch.embed_dim"):
+        tiny_space.validate(Arch(24, arch.layers))
+    with pytest.raises(SpaceError, match="depth 3"):
+        tiny_space.validate(Arch(32, arch.layers + arch.layers[:1]))
+    with pytest.raises(SpaceError, match=r"layers\[0\].attention"):
+        tiny_space.validate(Arch(32, (LayerArch(2, 32, "flash", 32),)))
+    with pytest.raises(SpaceError, match=r"layers\[0\].bits"):
+        tiny_space.validate(Arch(32, (LayerArch(2, 32, "softmax", 4),)))
+
+
+BASE = {"embed_dim": [16], "depth": [1, 2], "layer": {
+    "num_heads": [1], "mlp_dim": [16], "attention": ["softmax"], "bits": [32]}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"embed_dim": []}, "space.embed_dim: empty choice list"),
+    ({"embed_dim": [0, 16]}, "space.embed_dim: 0 is not a positive size"),
+    ({"embed_dim": [16.5]}, "space.embed_dim: 16.5 is not an integer"),
+    ({"depth": [1, -2]}, "space.depth: -2 is not a positive size"),
+    ({"depth": [1, 1]}, "duplicate choices"),
+    ({"colour": "red"}, "unknown key"),
+    ({"head_dim": 0}, "space.head_dim: expected a positive integer"),
+    ({"layer": {**BASE["layer"], "attention": ["softmax", "flash"]}}, "unknown attention type 'flash'"),
+    ({"layer": {**BASE["layer"], "bits": [32, 3]}}, "unsupported bit width 3"),
+    ({"layer": {**BASE["layer"], "num_heads": []}}, "num_heads: empty choice list"),
+    ({"layer": {**BASE["layer"], "mlp_ratio": [2]}}, "either mlp_ratio or mlp_dim"),
+    ({"layer": {"num_heads": [1], "attention": ["softmax"], "bits": [32]}}, "missing key"),
+    ({"layer": {**{k: v for k, v in BASE["layer"].items() if k != "mlp_dim"}, "mlp_ratio": [-1]}},
+     "not a positive number"),
+    ({"layer": {**BASE["layer"], "heads": [2]}}, "unknown key"),
+    ({"per_layer": [{"layers": [5], "num_heads": [2]}]}, "not a layer index"),
+    ({"per_layer": [{"num_heads": [2]}]}, "'layers' list"),
+    ({"per_layer": [{"layers": [0], "bogus": [2]}]}, "unknown key"),
+])
+def test_bad_spaces_name_the_problem(change, message):
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        SearchSpace.from_dict({**BASE, **change})
+
+
+def test_space_from_non_mapping():
+    with pytest.raises(SpaceError, match="expected a mapping"):
+        SearchSpace.from_dict([1, 2])
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("embed_dim: [16\ndepth: [1]\n")
+    with pytest.raises(SpaceError, match=r"bad.yaml: malformed YAML at line \d"):
+        SearchSpace.from_yaml(path)
+
+
+def test_arch_json_round_trip_and_canonical_key(tiny_space):
+    arch = tiny_space.largest()
+    assert Arch.from_json(arch.to_json()) == arch
+    assert Arch.from_json(arch.to_json()).key == arch.key
+    assert len({arch.key, tiny_space.smallest().key}) == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not valid JSON"),
+    ("[]", "expected a mapping"),
+    ('{"embed_dim": 16}', "missing field 'layers'"),
+    ('{"embed_dim": "16", "layers": [{"num_heads":1,"mlp_dim":16,"attention":"softmax","bits":32}]}',
+     "embed_dim: expected an integer"),
+    ('{"embed_dim": 16, "layers": [{"num_heads":1,"mlp_dim":16,"attention":"softmax"}]}', "missing field"),
+    ('{"embed_dim": 16, "layers": [], "extra": 1}', "unknown field"),
+])
+def test_bad_arch_json(text, message):
+    with pytest.raises(SpaceError, match=message):
+        Arch.from_json(text)
+
+
+def test_key_is_stable_in_a_fresh_process(tiny_space):
+    arch = tiny_space.largest()
+    code = ("from search_space import Arch; import sys; "
+            "print(Arch.from_json(sys.stdin.read()).key)")
+    out = subprocess.run([sys.executable, "-c", code], input=arch.to_json(), capture_output=True, text=True,
+                         check=True, env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=str(CONFIGS.parent))
+    assert out.stdout.strip() == arch.key
+    # and pinned, so a change of hashing would be caught across releases
+    assert Arch.from_dict({"embed_dim": 16, "layers": [
+        {"num_heads": 1, "mlp_dim": 16, "attention": "softmax", "bits": 32}]}).key == KNOWN_KEY
+
+
+KNOWN_KEY = "dfbcf8b1f558d9a61836"
