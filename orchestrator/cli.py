@@ -5,6 +5,7 @@ Bad input of any kind prints one line on stderr and exits with status 2.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -83,7 +84,38 @@ def config_show(config_path: str, set_pairs: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(config_as_dict(study), sort_keys=False), nl=False)
 
 
+@cli.command("train-supernet")
+@config_option
+@set_option
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Override supernet.steps.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train_supernet_command(config_path: str, set_pairs: tuple[str, ...], steps: int | None, progress: bool) -> None:
+    """Train the supernet of a study, or continue it from its checkpoint."""
+    from orchestrator.config import load_study_config
+    from orchestrator.training import run_supernet_training
+
+    overrides = _overrides(set_pairs)
+    if steps is not None:
+        overrides["supernet.steps"] = steps
+    click.echo(run_supernet_training(load_study_config(config_path, overrides), progress=progress))
+
+
+class _EchoHandler(logging.Handler):
+    """Log lines on stderr, through click so progress bars and test capture see them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"elastiq: {record.getMessage()}", err=True)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("elastiq")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _setup_logging()
     try:
         cli.main(args=argv, prog_name="elastiq", standalone_mode=False)
     except InputError as exc:

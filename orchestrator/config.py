@@ -37,7 +37,7 @@ class TaskConfig(_Section):
 class SupernetConfig(_Section):
     steps: int = Field(1500, gt=0)
     batch_size: int = Field(128, gt=0)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, le=10)
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(100, ge=0)
     sandwich_random: int = Field(2, ge=0)  # random subnets per step besides largest and smallest

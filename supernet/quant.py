@@ -1,0 +1,62 @@
+"""Fake quantization with a straight-through estimator.
+
+Weights: per output channel, symmetric. Activations: per tensor, affine,
+computed from the tensor itself (dynamic), as dynamic int8 kernels do at run
+time. 32 bits means off. The same functions serve the supernet's active path
+and the extracted static model, so both compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+FULL_PRECISION = 32
+
+
+def _straight_through(x: Tensor, quantized: Tensor) -> Tensor:
+    # forward: the quantized values; backward: the identity
+    return x + (quantized - x).detach()
+
+
+def fake_quantize_weight(weight: Tensor, bits: int) -> Tensor:
+    if bits >= FULL_PRECISION:
+        return weight
+    qmax = 2 ** (bits - 1) - 1
+    scale = weight.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
+    quantized = torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale
+    return _straight_through(weight, quantized)
+
+
+def fake_quantize_activation(x: Tensor, bits: int) -> Tensor:
+    if bits >= FULL_PRECISION:
+        return x
+    levels = 2**bits - 1
+    low = x.detach().amin().clamp(max=0.0)  # the range always holds 0, as real kernels require
+    high = x.detach().amax().clamp(min=0.0)
+    scale = ((high - low) / levels).clamp_min(1e-8)
+    zero_point = torch.round(-low / scale)
+    quantized = (torch.clamp(torch.round(x / scale) + zero_point, 0, levels) - zero_point) * scale
+    return _straight_through(x, quantized)
+
+
+def quantized_linear(x: Tensor, weight: Tensor, bias: Tensor | None, bits: int) -> Tensor:
+    return torch.nn.functional.linear(fake_quantize_activation(x, bits), fake_quantize_weight(weight, bits), bias)
+
+
+class QuantLinear(torch.nn.Linear):
+    """A static Linear layer that runs at `bits` with fake quantization.
+
+    Export turns the 8-bit ones into real int8 kernels; this class keeps the
+    training-time numerics so that an extracted model equals the supernet.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = FULL_PRECISION):
+        super().__init__(in_features, out_features, bias=bias)
+        self.bits = bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        return quantized_linear(x, self.weight, self.bias, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bits={self.bits}"

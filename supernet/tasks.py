@@ -1,0 +1,188 @@
+"""Tasks: seeded train/val/test splits plus the input/output shape the model needs.
+
+Shipped: `digits` (scikit-learn's 8x8 digits as patch tokens), `mnist1d` (the
+package's offline generator, never its download), `listops` (generated nested
+list operations; long sequences where the attention type matters). A user task
+is `module:function`, called as `function(seed=..., **options)` and returning
+a `Task`. Everything is generated locally: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from search_space import InputError
+from supernet.model import TaskSpec
+
+SPLITS = ("train", "val", "test")
+
+
+class TaskError(InputError):
+    """Unknown task, bad task options, or a user task that returns the wrong thing."""
+
+
+@dataclass
+class Task:
+    name: str
+    spec: TaskSpec
+    splits: dict[str, tuple[Tensor, Tensor]]  # split -> (inputs, integer labels)
+    metric: str = "accuracy"
+
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        if name not in self.splits:
+            raise TaskError(f"task {self.name!r}: no split {name!r}; splits are {list(self.splits)}")
+        return self.splits[name]
+
+
+def _three_way(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, val: float, test: float) -> dict:
+    order = rng.permutation(len(y))
+    n_test, n_val = int(round(test * len(y))), int(round(val * len(y)))
+    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    return {name: (x[index], y[index]) for name, index in parts.items()}
+
+
+def _as_tensors(splits: dict, input_dtype: torch.dtype) -> dict[str, tuple[Tensor, Tensor]]:
+    return {name: (torch.as_tensor(x, dtype=input_dtype), torch.as_tensor(y, dtype=torch.long))
+            for name, (x, y) in splits.items()}
+
+
+def digits(seed: int = 0, patch: int = 2) -> Task:
+    """8x8 digits cut into patch x patch tokens (patch 2: 16 tokens of 4 pixels)."""
+    from sklearn.datasets import load_digits
+
+    if patch not in (1, 2, 4, 8):
+        raise TaskError(f"task digits: patch must divide 8 (1, 2, 4 or 8), got {patch!r}")
+    data = load_digits()
+    images = data.images.astype(np.float32) / 16.0
+    grid = 8 // patch
+    tokens = (images.reshape(-1, grid, patch, grid, patch).transpose(0, 1, 3, 2, 4)
+              .reshape(-1, grid * grid, patch * patch))
+    tokens = (tokens - 0.3) / 0.4  # roughly zero-mean, unit-variance pixels
+    splits = _three_way(tokens, data.target, np.random.default_rng(seed), val=0.15, test=0.15)
+    spec = TaskSpec("features", input_dim=patch * patch, seq_len=grid * grid, num_classes=10)
+    return Task("digits", spec, _as_tensors(splits, torch.float32))
+
+
+def mnist1d(seed: int = 0, num_samples: int = 5000) -> Task:
+    """MNIST-1D: 40-step sequences of one feature, generated offline."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    args.seed = seed
+    data = make_dataset(args)  # generates; get_dataset would download
+    x = np.asarray(data["x"], dtype=np.float32)[..., None]
+    x_test = np.asarray(data["x_test"], dtype=np.float32)[..., None]
+    mean, std = x.mean(), x.std()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    n_val = len(x) // 10
+    val, train = order[:n_val], order[n_val:]
+    splits = {"train": ((x[train] - mean) / std, data["y"][train]), "val": ((x[val] - mean) / std, data["y"][val]),
+              "test": ((x_test - mean) / std, data["y_test"])}
+    spec = TaskSpec("features", input_dim=1, seq_len=x.shape[1], num_classes=10)
+    return Task("mnist1d", spec, _as_tensors(splits, torch.float32))
+
+
+# listops vocabulary: digits 0-9, four operators, the closing bracket, padding
+_OPERATORS = {"MAX": 10, "MIN": 11, "MED": 12, "SM": 13}
+_CLOSE, _PAD = 14, 15
+_VOCAB = 16
+
+
+def _listops_expression(rng: np.random.Generator, budget: int, depth: int, max_depth: int) -> tuple[list[int], int]:
+    """An expression of at most `budget` tokens; operators while the budget allows."""
+    if budget < 4 or depth >= max_depth or (depth > 0 and rng.random() < 0.15):
+        digit = int(rng.integers(10))
+        return [digit], digit
+    name = list(_OPERATORS)[rng.integers(len(_OPERATORS))]
+    n_args = int(rng.integers(2, min(5, budget - 2) + 1))
+    # share the budget (less the operator and the bracket) at random among the arguments
+    shares = rng.multinomial(budget - 2 - n_args, rng.dirichlet(np.ones(n_args))) + 1
+    tokens, values = [_OPERATORS[name]], []
+    for share in shares:
+        sub_tokens, value = _listops_expression(rng, int(share), depth + 1, max_depth)
+        tokens += sub_tokens
+        values.append(value)
+    tokens.append(_CLOSE)
+    result = {"MAX": max, "MIN": min, "MED": lambda v: int(np.median(v)), "SM": lambda v: sum(v) % 10}[name](values)
+    return tokens, int(result)
+
+
+def listops(seed: int = 0, seq_len: int = 128, train_size: int = 4000, val_size: int = 500,
+            test_size: int = 500, max_depth: int = 10) -> Task:
+    """ListOps (Nangia & Bowman, 2018; as in Long Range Arena): the value (0-9) of a
+    nested expression of MAX, MIN, MED and SM (sum mod 10) over digits, as a
+    token sequence padded to `seq_len`. The answer depends on tokens far apart,
+    so the attention type matters for accuracy as well as for latency."""
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 8:
+        raise TaskError(f"task listops: seq_len must be an integer >= 8, got {seq_len!r}")
+    rng = np.random.default_rng(seed)
+    total = train_size + val_size + test_size
+    x = np.full((total, seq_len), _PAD, dtype=np.int64)
+    y = np.zeros(total, dtype=np.int64)
+    for i in range(total):
+        budget = int(rng.integers(seq_len // 2, seq_len + 1))  # lengths spread over the upper half
+        tokens, y[i] = _listops_expression(rng, budget, 0, max_depth)
+        x[i, : len(tokens)] = tokens
+    splits = {"train": (x[:train_size], y[:train_size]),
+              "val": (x[train_size:train_size + val_size], y[train_size:train_size + val_size]),
+              "test": (x[train_size + val_size:], y[train_size + val_size:])}
+    spec = TaskSpec("tokens", input_dim=_VOCAB, seq_len=seq_len, num_classes=10)
+    return Task("listops", spec, _as_tensors(splits, torch.long))
+
+
+TASKS: dict[str, Callable[..., Task]] = {"digits": digits, "mnist1d": mnist1d, "listops": listops}
+
+
+def load_task(name: str, seed: int = 0, options: dict | None = None) -> Task:
+    options = dict(options or {})
+    if name in TASKS:
+        factory = TASKS[name]
+    elif ":" in name:
+        factory = _user_factory(name)
+    else:
+        raise TaskError(f"unknown task {name!r}; shipped tasks are {sorted(TASKS)}, or give module:function")
+    accepted = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        unknown = set(options) - set(accepted) | ({"seed"} & set(options))
+        if unknown:
+            raise TaskError(f"task {name!r}: unknown option(s) {sorted(unknown)}")
+    task = factory(seed=seed, **options)
+    _check_task(task, name)
+    return task
+
+
+def _user_factory(name: str) -> Callable[..., Task]:
+    module_name, _, function_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskError(f"task {name!r}: cannot import module {module_name!r} ({exc})") from None
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise TaskError(f"task {name!r}: module {module_name!r} has no function {function_name!r}")
+    return factory
+
+
+def _check_task(task: object, name: str) -> None:
+    if not isinstance(task, Task):
+        raise TaskError(f"task {name!r}: the function returned {type(task).__name__}, not a supernet.tasks.Task")
+    for split in SPLITS:
+        if split not in task.splits:
+            raise TaskError(f"task {name!r}: split {split!r} missing")
+        x, y = task.splits[split]
+        if len(x) != len(y) or len(y) == 0:
+            raise TaskError(f"task {name!r}: split {split!r} has {len(x)} inputs and {len(y)} labels")
+        if x.shape[1] > task.spec.seq_len:
+            raise TaskError(f"task {name!r}: split {split!r} has {x.shape[1]} tokens, more than seq_len "
+                            f"{task.spec.seq_len}")
+        if int(y.min()) < 0 or int(y.max()) >= task.spec.num_classes:
+            raise TaskError(f"task {name!r}: split {split!r} has labels outside [0, {task.spec.num_classes})")

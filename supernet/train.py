@@ -1,0 +1,211 @@
+"""Supernet training: sandwich rule with in-place distillation, resumable.
+
+Each step trains the largest arch on the labels, and the smallest plus
+`sandwich_random` random archs on the largest's soft predictions (in-place
+distillation, as in BigNAS and Once-for-All). Every arch but the largest gets
+a random quantization policy. AdamW, linear warm-up then cosine decay,
+gradient clipping. A non-finite loss or gradient skips the step; too many in
+a row abort with a clear message, and a checkpoint is never written with
+non-finite weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from search_space import Arch, InputError, LayerArch
+from supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from supernet.model import Supernet
+from supernet.tasks import Task
+
+log = logging.getLogger("elastiq.supernet")
+
+
+class TrainingDiverged(InputError):
+    """The loss stayed non-finite: the settings (usually the learning rate) are unusable."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    sandwich_random: int = 2
+    distill: bool = True
+    grad_clip: float = 1.0
+    checkpoint_every: int = 250
+    max_bad_steps: int = 5  # consecutive non-finite steps before aborting
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int  # steps done in total, across resumes
+    trained_now: int
+    skipped_steps: int
+    seconds: float
+    record: dict[str, Any] | None  # the last checkpoint's record
+
+
+def random_quantization(arch: Arch, space, rng: np.random.Generator) -> Arch:
+    layers = tuple(LayerArch(layer.num_heads, layer.mlp_dim, layer.attention,
+                             int(space.layers[i].bits[rng.integers(len(space.layers[i].bits))]))
+                   for i, layer in enumerate(arch.layers))
+    return Arch(arch.embed_dim, layers)
+
+
+def _schedule(settings: TrainSettings):
+    def factor(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: int,
+                   checkpoint: str | Path | None = None, task_options: dict | None = None,
+                   progress: bool = True) -> TrainResult:
+    """Train (or continue training) `model` to `settings.steps` steps."""
+    space = model.space
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
+    batches = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    step, skipped, record = 0, 0, None
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+
+    if checkpoint is not None and checkpoint.exists():
+        state, record = load_checkpoint(checkpoint, space, task.name)
+        if record.get("seed") != seed:
+            raise CheckpointError(f"checkpoint {checkpoint}: trained with seed {record.get('seed')}, not {seed}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        batches.set_state(state["batch_rng"])
+        rng.bit_generator.state = json.loads(state["arch_rng"])
+        step, skipped = int(state["step"]), int(state["skipped_steps"])
+        # the config's lr and budget win over the saved schedule, so a changed config takes effect
+        scheduler.base_lrs = [settings.lr for _ in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["initial_lr"] = settings.lr
+            group["lr"] = settings.lr * _schedule(settings)(step)
+        log.info("resuming supernet training from step %d (%s)", step, checkpoint)
+
+    def save() -> dict[str, Any] | None:
+        if checkpoint is None:
+            return None
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingDiverged(f"weights became non-finite by step {step}; checkpoint {checkpoint} not "
+                                   f"overwritten (lower supernet.lr)")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "step": step, "skipped_steps": skipped,
+                 "batch_rng": batches.get_state(), "arch_rng": json.dumps(rng.bit_generator.state)}
+        metadata = {"space_name": space.name, "space_hash": space.hash, "space": space.to_dict(),
+                    "task": task.name, "task_options": task_options or {}, "task_spec": vars(task.spec),
+                    "steps": step, "seed": seed}
+        return save_checkpoint(checkpoint, state, metadata)
+
+    x_train, y_train = task.split("train")
+    largest, smallest = space.largest(), space.smallest()
+    start, started = step, time.perf_counter()
+    bad_in_a_row = 0
+    model.train()
+    bar = tqdm(total=settings.steps, initial=step, disable=not progress, desc="supernet", unit="step",
+               dynamic_ncols=True)
+    try:
+        while step < settings.steps:
+            index = torch.randint(len(y_train), (settings.batch_size,), generator=batches)
+            x, y = x_train[index], y_train[index]
+            students = [random_quantization(smallest, space, rng)]
+            students += [space.sample(rng) for _ in range(settings.sandwich_random)]
+
+            optimizer.zero_grad(set_to_none=True)
+            teacher_logits = model(x, largest)
+            loss = F.cross_entropy(teacher_logits, y)
+            soft_targets = teacher_logits.detach().softmax(dim=-1)
+            small_logits = None
+            for arch in students:
+                logits = model(x, arch)
+                small_logits = logits if small_logits is None else small_logits
+                if settings.distill:
+                    loss = loss + F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+                else:
+                    loss = loss + F.cross_entropy(logits, y)
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                finite = bool(torch.isfinite(grad_norm))
+            if not finite:
+                skipped += 1
+                bad_in_a_row += 1
+                optimizer.zero_grad(set_to_none=True)
+                log.warning("step %d: non-finite loss or gradient; step skipped", step)
+                if bad_in_a_row >= settings.max_bad_steps:
+                    raise TrainingDiverged(
+                        f"training diverged: loss or gradient non-finite for {bad_in_a_row} steps in a row at step "
+                        f"{step} (supernet.lr {settings.lr:g} too high?); no checkpoint written since")
+            else:
+                bad_in_a_row = 0
+                optimizer.step()
+            with warnings.catch_warnings():  # a skipped step still advances the schedule
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % 10 == 0 or step == settings.steps:
+                bar.set_postfix(loss=f"{loss.item():.3f}",
+                                acc_large=f"{(teacher_logits.argmax(-1) == y).float().mean().item():.2f}",
+                                acc_small=f"{(small_logits.argmax(-1) == y).float().mean().item():.2f}")
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                record = save()
+    except KeyboardInterrupt:
+        if step > start:
+            record = save()  # keep the work done; the run continues from here next time
+        raise
+    finally:
+        bar.close()
+    return TrainResult(step=step, trained_now=step - start, skipped_steps=skipped,
+                       seconds=time.perf_counter() - started, record=record)
+
+
+def load_supernet(path: str | Path, space, task: Task, expected_sha256: str | None = None) -> Supernet:
+    """The trained supernet of a checkpoint, after its hash, space and task are checked."""
+    state, _ = load_checkpoint(path, space, task.name, expected_sha256)
+    model = Supernet(space, task.spec)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit this model ({str(exc).splitlines()[0]})") \
+            from None
+    return model.eval()
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, arch: Arch | None, task: Task, split: str = "val",
+             batch_size: int = 512) -> float:
+    """Accuracy of `arch` with inherited weights (or of a static model when arch is None)."""
+    x, y = task.split(split)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for begin in range(0, len(y), batch_size):
+        xb = x[begin:begin + batch_size]
+        logits = model(xb) if arch is None else model(xb, arch)
+        correct += int((logits.argmax(dim=-1) == y[begin:begin + batch_size]).sum())
+    model.train(was_training)
+    return correct / len(y)

@@ -1,0 +1,156 @@
+import json
+
+import pytest
+import torch
+
+from supernet.checkpoint import CheckpointError, load_checkpoint, record_path
+from supernet.model import Supernet
+from supernet.tasks import load_task
+from supernet.train import TrainingDiverged, TrainSettings, evaluate, load_supernet, train_supernet
+
+SETTINGS = TrainSettings(steps=12, batch_size=32, lr=3e-3, warmup_steps=2, sandwich_random=1, checkpoint_every=4)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_task("digits", 0)
+
+
+def fresh(space, task, seed=0):
+    return Supernet(space, task.spec, seed=seed)
+
+
+def state_equal(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_training_learns_and_writes_a_checkpoint(tiny_space, digits, tmp_path):
+    model = fresh(tiny_space, digits)
+    before = evaluate(model, tiny_space.largest(), digits)
+    settings = TrainSettings(**{**vars(SETTINGS), "steps": 150, "batch_size": 64, "lr": 1e-2, "warmup_steps": 10})
+    result = train_supernet(model, digits, settings, seed=0, checkpoint=tmp_path / "sn.pt", progress=False)
+    assert result.step == 150 and result.skipped_steps == 0
+    assert evaluate(model, tiny_space.largest(), digits) > max(before + 0.15, 0.3)
+    record = json.loads(record_path(tmp_path / "sn.pt").read_text())
+    assert record["steps"] == 150 and record["space_hash"] == tiny_space.hash and record["task"] == "digits"
+    loaded = load_supernet(tmp_path / "sn.pt", tiny_space, digits)
+    assert state_equal(loaded, model)
+
+
+def test_interrupted_training_resumes_exactly(tiny_space, digits, tmp_path, monkeypatch):
+    straight = fresh(tiny_space, digits)
+    train_supernet(straight, digits, SETTINGS, seed=5, checkpoint=tmp_path / "a.pt", progress=False)
+
+    import supernet.train as train_module
+
+    saves = []
+
+    def save_then_die_on_the_second(*args, **kwargs):
+        saves.append(train_module.save_checkpoint.__wrapped__(*args, **kwargs))
+        if len(saves) == 2:
+            raise SystemExit("killed after the checkpoint of step 8")
+        return saves[-1]
+
+    save_then_die_on_the_second.__wrapped__ = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die_on_the_second)
+    with pytest.raises(SystemExit):
+        train_supernet(fresh(tiny_space, digits), digits, SETTINGS, seed=5, checkpoint=tmp_path / "b.pt",
+                       progress=False)
+    monkeypatch.undo()
+    assert saves[-1]["steps"] == 8
+    # a new process would start from a fresh model: only the checkpoint carries the state
+    resumed = fresh(tiny_space, digits, seed=99)
+    result = train_supernet(resumed, digits, SETTINGS, seed=5, checkpoint=tmp_path / "b.pt", progress=False)
+    assert result.trained_now == 4 and result.step == 12
+    assert state_equal(resumed, straight)
+
+
+def test_finished_training_does_nothing(tiny_space, digits, tmp_path):
+    model = fresh(tiny_space, digits)
+    train_supernet(model, digits, SETTINGS, seed=0, checkpoint=tmp_path / "c.pt", progress=False)
+    sha = json.loads(record_path(tmp_path / "c.pt").read_text())["sha256"]
+    again = train_supernet(fresh(tiny_space, digits), digits, SETTINGS, seed=0, checkpoint=tmp_path / "c.pt",
+                           progress=False)
+    assert again.trained_now == 0 and again.record["sha256"] == sha
+
+
+def test_nan_loss_aborts_and_keeps_the_last_good_checkpoint(tiny_space, digits, tmp_path):
+    path = tmp_path / "d.pt"
+    model = fresh(tiny_space, digits)
+    train_supernet(model, digits, TrainSettings(**{**vars(SETTINGS), "steps": 4}), seed=0, checkpoint=path,
+                   progress=False)
+    good = path.read_bytes()
+    bad = TrainSettings(**{**vars(SETTINGS), "lr": float("inf"), "steps": 40})
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        train_supernet(fresh(tiny_space, digits), digits, bad, seed=0, checkpoint=path, progress=False)
+    assert path.read_bytes() == good
+    load_checkpoint(path, tiny_space, "digits")  # still valid
+
+
+def test_nan_inputs_skip_steps_then_abort(tiny_space, digits, tmp_path, caplog):
+    poisoned = load_task("digits", 0)
+    x, y = poisoned.splits["train"]
+    poisoned.splits["train"] = (torch.full_like(x, float("nan")), y)
+    settings = TrainSettings(**{**vars(SETTINGS), "checkpoint_every": 10})
+    with pytest.raises(TrainingDiverged, match="5 steps in a row"):
+        train_supernet(fresh(tiny_space, digits), poisoned, settings, seed=0, checkpoint=tmp_path / "e.pt",
+                       progress=False)
+    assert "step skipped" in caplog.text
+    assert not (tmp_path / "e.pt").exists()
+
+
+def test_checkpoint_refusals(tiny_space, digits_space, digits, tmp_path):
+    path = tmp_path / "f.pt"
+    train_supernet(fresh(tiny_space, digits), digits, TrainSettings(**{**vars(SETTINGS), "steps": 2}), seed=0,
+                   checkpoint=path, progress=False)
+    with pytest.raises(CheckpointError, match="not on space 'digits'"):
+        load_checkpoint(path, digits_space)
+    with pytest.raises(CheckpointError, match="not 'mnist1d'"):
+        load_checkpoint(path, tiny_space, "mnist1d")
+    with pytest.raises(CheckpointError, match="trained with seed 0, not 1"):
+        train_supernet(fresh(tiny_space, digits), digits, SETTINGS, seed=1, checkpoint=path, progress=False)
+
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(CheckpointError, match="does not match its record"):
+        load_checkpoint(path, tiny_space)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit flipped
+    with pytest.raises(CheckpointError, match="does not match its record"):
+        load_checkpoint(path, tiny_space)
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="does not match its record"):
+        load_checkpoint(path, tiny_space, expected_sha256="0" * 64)
+    record_path(path).write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable record"):
+        load_checkpoint(path, tiny_space)
+    record_path(path).unlink()
+    with pytest.raises(CheckpointError, match="record .* is missing"):
+        load_checkpoint(path, tiny_space)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.pt", tiny_space)
+
+
+def test_a_pickle_with_a_matching_record_is_still_not_executed(tiny_space, tmp_path):
+    import pickle
+
+    from supernet.checkpoint import sha256_file
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"model": Evil()}))
+    record_path(path).write_text(json.dumps({"format": 1, "sha256": sha256_file(path), "space_hash": tiny_space.hash,
+                                             "task": "digits"}))
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        load_checkpoint(path, tiny_space, "digits")
+
+
+def test_evaluate_static_and_inherited_agree(tiny_space, digits):
+    model = fresh(tiny_space, digits)
+    arch = tiny_space.largest()
+    assert evaluate(model.extract(arch), None, digits, "test") == evaluate(model, arch, digits, "test")
+    model.train()
+    evaluate(model, arch, digits)
+    assert model.training  # mode restored
