@@ -100,6 +100,19 @@ def train_supernet_command(config_path: str, set_pairs: tuple[str, ...], steps: 
     click.echo(run_supernet_training(load_study_config(config_path, overrides), progress=progress))
 
 
+@cli.command("measure")
+@config_option
+@set_option
+@click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Override measure.archs.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def measure_command(config_path: str, set_pairs: tuple[str, ...], count: int | None, progress: bool) -> None:
+    """Build (or complete) the latency dataset of the study's hardware target."""
+    from orchestrator.config import load_study_config
+    from orchestrator.measuring import run_measure
+
+    click.echo(run_measure(load_study_config(config_path, _overrides(set_pairs)), count, progress=progress))
+
+
 class _EchoHandler(logging.Handler):
     """Log lines on stderr, through click so progress bars and test capture see them."""
 

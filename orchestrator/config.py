@@ -56,6 +56,12 @@ class TargetConfig(_Section):
     dtype: Literal["float32"] = "float32"
 
 
+class MeasureConfig(_Section):
+    archs: int = Field(200, gt=0)  # size of the latency dataset for the target
+    max_repeats: int = Field(400, gt=0)
+    max_cv: float = Field(0.10, gt=0)  # spread above which a measurement is repeated, then flagged
+
+
 class SearchConfig(_Section):
     strategy: Literal[STRATEGIES] = "evolutionary"
     evaluations: int = Field(100, gt=0)
@@ -88,6 +94,7 @@ class StudyConfig(_Section):
     space: SearchSpace
     supernet: SupernetConfig = SupernetConfig()
     target: TargetConfig = TargetConfig()
+    measure: MeasureConfig = MeasureConfig()
     objectives: dict[str, Literal["maximize", "minimize"]] = Field(
         default_factory=lambda: {"accuracy": "maximize", "latency_ms": "minimize"})
     constraints: list[Constraint] = Field(default_factory=list)

@@ -209,3 +209,29 @@ def evaluate(model: torch.nn.Module, arch: Arch | None, task: Task, split: str =
         correct += int((logits.argmax(dim=-1) == y[begin:begin + batch_size]).sum())
     model.train(was_training)
     return correct / len(y)
+
+
+def train_standalone(model: torch.nn.Module, task: Task, settings: TrainSettings, seed: int,
+                     progress: bool = False) -> TrainResult:
+    """Train one static model alone (cross-entropy, same optimizer and schedule as
+    the supernet): the baseline that inherited weights are compared with, and
+    the fine-tuning of an extracted subnet."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
+    batches = torch.Generator().manual_seed(seed)
+    x_train, y_train = task.split("train")
+    started, skipped = time.perf_counter(), 0
+    model.train()
+    for _ in tqdm(range(settings.steps), disable=not progress, desc="standalone", unit="step"):
+        index = torch.randint(len(y_train), (settings.batch_size,), generator=batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x_train[index]), y_train[index])
+        if torch.isfinite(loss):
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+        else:
+            skipped += 1
+        scheduler.step()
+    return TrainResult(step=settings.steps, trained_now=settings.steps, skipped_steps=skipped,
+                       seconds=time.perf_counter() - started, record=None)

@@ -1,0 +1,131 @@
+"""elastiq's own tables, beside Optuna's in the same database (SQLAlchemy 2).
+
+One module holds every model. The schema is created once, by the driver,
+before any worker starts; its version is recorded in `elastiq_schema`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from search_space import InputError
+
+SCHEMA_VERSION = 1
+
+
+class StorageError(InputError):
+    """A storage URL that is malformed, unreachable, or holds an incompatible schema."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaInfo(Base):
+    __tablename__ = "elastiq_schema"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class TargetRow(Base):
+    __tablename__ = "elastiq_targets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    settings: Mapped[str] = mapped_column(Text)  # JSON of HardwareTarget
+    fingerprint: Mapped[str] = mapped_column(Text)  # JSON of the machine it was first measured on
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class LatencyRow(Base):
+    __tablename__ = "elastiq_latency"
+    __table_args__ = (UniqueConstraint("target_id", "arch_key", "backend"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("elastiq_targets.id"), index=True)
+    arch_key: Mapped[str] = mapped_column(String(64))
+    arch: Mapped[str] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(64))
+    median_ms: Mapped[float] = mapped_column(Float)
+    iqr_ms: Mapped[float] = mapped_column(Float)
+    cv: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+def masked(url: str) -> str:
+    """The URL with any password replaced, for every log and error line."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<malformed URL>"
+
+
+def connect(url: str, create: bool = True) -> Engine:
+    """An engine on `url`, checked reachable; with `create`, the schema is made if absent."""
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise StorageError(f"storage {masked(url)}: not a usable database URL ({type(exc).__name__})") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.connect() as connection:
+            names = set(inspect(connection).get_table_names())
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        text = str(getattr(exc, "orig", exc))
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise StorageError(f"storage {masked(url)}: cannot connect ({reason.replace(url, masked(url))})") from None
+    if "elastiq_schema" in names:
+        with Session(engine) as session:
+            version = session.scalar(select(SchemaInfo.version))
+        if version != SCHEMA_VERSION:
+            raise StorageError(f"storage {masked(url)}: elastiq schema version {version}, this elastiq needs "
+                               f"{SCHEMA_VERSION}")
+    elif create:
+        try:
+            Base.metadata.create_all(engine)
+            with Session(engine) as session, session.begin():
+                session.add(SchemaInfo(version=SCHEMA_VERSION))
+        except OperationalError as exc:
+            raise StorageError(f"storage {masked(url)}: cannot create the schema "
+                               f"({str(exc.orig).splitlines()[0]})") from None
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,107 @@
+"""`elastiq measure`: the latency dataset of a study's hardware target, in the database.
+
+The archs come from the study seed, so a second run asks for the same list
+and measures only what is missing: an interrupted run loses at most the arch
+it was measuring. Measurements from another machine under the same target
+name are refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.config import StudyConfig
+from orchestrator.db import LatencyRow, StorageError, TargetRow, connect, dumps
+from predictors.dataset import measure_archs, stratified_archs
+from predictors.measure import Protocol
+from predictors.target import HardwareTarget, fingerprint
+from search_space import Arch
+from supernet.deploy import DEFAULT_BACKEND
+from supernet.model import Supernet
+from supernet.tasks import load_task
+from supernet.train import load_supernet
+
+log = logging.getLogger("elastiq.measure")
+_SAME_MACHINE = ("cpu", "cores", "machine", "torch", "quantized_engine", "device")
+
+
+def target_of(config: StudyConfig) -> HardwareTarget:
+    return HardwareTarget(**config.target.model_dump())
+
+
+def register_target(session: Session, target: HardwareTarget) -> TargetRow:
+    """The target's row; refuses a name already used with other settings or on another machine."""
+    here = fingerprint(target)
+    row = session.scalar(select(TargetRow).where(TargetRow.name == target.name))
+    if row is None:
+        row = TargetRow(name=target.name, settings=dumps(target.to_dict()), fingerprint=dumps(here))
+        session.add(row)
+        session.flush()
+        return row
+    if json.loads(row.settings) != target.to_dict():
+        raise StorageError(f"target {target.name!r} is stored with other settings {row.settings}; "
+                           f"give the new settings another target name")
+    stored = json.loads(row.fingerprint)
+    differs = [k for k in _SAME_MACHINE if stored.get(k) != here.get(k)]
+    if differs:
+        raise StorageError(f"target {target.name!r} was measured on another machine ({differs[0]}: "
+                           f"{stored.get(differs[0])!r} vs {here.get(differs[0])!r}); use another target name")
+    return row
+
+
+def measured_latencies(session: Session, target_id: int, backend: str = DEFAULT_BACKEND) -> dict[str, LatencyRow]:
+    rows = session.scalars(select(LatencyRow).where(LatencyRow.target_id == target_id,
+                                                    LatencyRow.backend == backend))
+    return {row.arch_key: row for row in rows}
+
+
+def run_measure(config: StudyConfig, count: int | None = None, progress: bool = True) -> str:
+    target = target_of(config)
+    task = load_task(config.task.name, config.seed, config.task.options)
+    checkpoint = Path(config.supernet.checkpoint)
+    if checkpoint.exists():
+        supernet = load_supernet(checkpoint, config.space, task)
+    else:  # latency does not depend on the weights' values
+        supernet = Supernet(config.space, task.spec, seed=config.seed).eval()
+    if target.seq_len is not None and target.seq_len > task.spec.seq_len:
+        raise StorageError(f"target.seq_len {target.seq_len} is longer than the task's {task.spec.seq_len} tokens")
+    engine = connect(config.storage)  # only once the inputs are known good: nothing written before
+    wanted = stratified_archs(config.space, count or config.measure.archs, np.random.default_rng(config.seed))
+    with Session(engine) as session, session.begin():
+        target_id = register_target(session, target).id
+        done = measured_latencies(session, target_id)
+    if not checkpoint.exists():
+        log.info("no supernet checkpoint at %s: measuring with initial weights", checkpoint)
+    missing = [arch for arch in wanted if arch.key not in done]
+    protocol = Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
+    flagged = 0
+    for record in measure_archs(supernet, missing, target, protocol, progress=progress):
+        m = record.measurement
+        flagged += m.flagged
+        with Session(engine) as session, session.begin():  # one commit per arch: a crash loses one at most
+            session.add(LatencyRow(target_id=target_id, arch_key=record.arch.key, arch=record.arch.to_json(),
+                                   backend=DEFAULT_BACKEND, median_ms=m.median_ms, iqr_ms=m.iqr_ms, cv=m.cv, n=m.n,
+                                   attempts=m.attempts, flagged=m.flagged, fingerprint=dumps(m.fingerprint)))
+    with Session(engine) as session:
+        rows = list(measured_latencies(session, target_id).values())
+    engine.dispose()
+    cvs = [row.cv for row in rows]
+    return (f"target {target.name}: {len(missing)} archs measured now, {len(rows)} in the dataset; "
+            f"median CV {np.median(cvs) * 100:.1f}%, {sum(r.flagged for r in rows)} flagged "
+            f"({flagged} of this run)")
+
+
+def latency_dataset(session: Session, target_name: str) -> tuple[list[Arch], np.ndarray, np.ndarray]:
+    """(archs, median ms, flagged) of a target's stored measurements."""
+    row = session.scalar(select(TargetRow).where(TargetRow.name == target_name))
+    if row is None:
+        raise StorageError(f"target {target_name!r} has no measurements; run `elastiq measure` first")
+    rows = list(measured_latencies(session, row.id).values())
+    return ([Arch.from_json(r.arch) for r in rows], np.array([r.median_ms for r in rows]),
+            np.array([r.flagged for r in rows]))

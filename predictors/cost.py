@@ -1,0 +1,86 @@
+"""Analytic cost model: exact parameters, MACs and bytes of an arch.
+
+Costs are computed per layer and per operation, split by bit width, so that
+predictors see where the work is (a layer-averaged encoding loses that). MACs
+follow what the kernels actually compute: `local` attention below the
+sliding-window threshold runs the masked fused kernel, which costs T^2.
+Bytes are what the deployed artifact stores: fp32 parameters take 4 bytes;
+int8 (and 4-bit, held in int8) weights take 1 byte plus a float scale and an
+integer zero point per output channel; biases stay fp32.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from search_space import Arch, SearchSpace
+from supernet.attention import LocalAttention
+from supernet.model import TaskSpec
+from supernet.quant import FULL_PRECISION
+
+_CHANNEL_QPARAMS_BYTES = 8 + 8  # per output channel: float64 scale and int64 zero point, as torch stores them
+
+
+def _linear_bytes(in_features: int, out_features: int, bits: int) -> int:
+    if bits >= FULL_PRECISION:
+        return 4 * (in_features * out_features + out_features)
+    return in_features * out_features + out_features * (4 + _CHANNEL_QPARAMS_BYTES)
+
+
+def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: int) -> int:
+    """Multiply-accumulates of the token mixing of one sample (the projections excluded)."""
+    if attention == "linear":
+        return 2 * tokens * inner * head_dim
+    if attention == "local" and window < tokens - 1 and tokens >= LocalAttention._UNFOLD_FROM:
+        return 2 * tokens * (2 * window + 1) * inner
+    return 2 * tokens * tokens * inner  # softmax, and local through the masked kernel
+
+
+@dataclass
+class Costs:
+    params: int = 0
+    macs: int = 0
+    bytes: int = 0
+    by_op: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # "op@bits" or "op:kind"
+    per_layer: list[dict[str, float]] = field(default_factory=list)
+
+
+def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int = 1,
+               seq_len: int | None = None) -> Costs:
+    """Parameters, MACs (for `batch_size` samples of `seq_len` tokens) and bytes of `arch`."""
+    tokens = seq_len or task.seq_len
+    e = arch.embed_dim
+    costs = Costs()
+
+    def add(op: str, params: int, macs: int, nbytes: int, layer: dict | None = None) -> None:
+        costs.params += params
+        costs.macs += macs * batch_size
+        costs.bytes += nbytes
+        costs.by_op[op] += macs * batch_size
+        if layer is not None:
+            layer[op] = layer.get(op, 0) + macs * batch_size
+
+    if task.input_kind == "tokens":
+        add("embedding", task.input_dim * e, 0, 4 * task.input_dim * e)
+    else:
+        add("linear@32", task.input_dim * e + e, tokens * task.input_dim * e, _linear_bytes(task.input_dim, e, 32))
+    add("position", task.seq_len * e, tokens * e, 4 * task.seq_len * e)
+    for layer in arch.layers:
+        breakdown: dict[str, float] = {}
+        inner = layer.num_heads * space.head_dim
+        bits = min(layer.bits, FULL_PRECISION)
+        linear = f"linear@{bits}"
+        add("norm", 4 * e, 2 * tokens * e, 4 * 4 * e, breakdown)
+        for in_f, out_f in ((e, inner), (e, inner), (e, inner), (inner, e), (e, layer.mlp_dim), (layer.mlp_dim, e)):
+            add(linear, in_f * out_f + out_f, tokens * in_f * out_f, _linear_bytes(in_f, out_f, bits), breakdown)
+            costs.by_op[f"calls:{linear}"] += 1
+        add(f"mixing:{layer.attention}", 0,
+            mixing_macs(layer.attention, tokens, inner, space.head_dim, space.local_window), 0, breakdown)
+        costs.by_op[f"calls:mixing:{layer.attention}"] += 1
+        add("activation", 0, tokens * layer.mlp_dim, 0, breakdown)
+        costs.per_layer.append(breakdown)
+    add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
+    add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
+        _linear_bytes(e, task.num_classes, 32))
+    return costs

@@ -1,0 +1,72 @@
+"""The latency dataset: stratified archs, each exported and measured in isolation.
+
+Archs are stratified over depth and width (every depth x embed-dim cell in
+turn) and over attention type and bit width (each arch leans towards one type
+and one width, cycling, with the rest of its layers drawn at random), so the
+predictor sees homogeneous and mixed archs across the whole range.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from predictors.measure import Protocol, example_input, measure_latency
+from predictors.target import HardwareTarget
+from search_space import Arch, LayerArch, SearchSpace
+from supernet.deploy import to_deployable
+from supernet.model import Supernet
+
+
+def stratified_archs(space: SearchSpace, count: int, rng: np.random.Generator, lean: float = 0.7) -> list[Arch]:
+    cells = list(itertools.product(space.depths, space.embed_dims))
+    rng.shuffle(cells)
+    attention_cycle = itertools.cycle(rng.permutation(space.attention_types).tolist())
+    bits_cycle = itertools.cycle(rng.permutation(space.bit_widths).tolist())
+    archs: list[Arch] = []
+    seen: set[str] = set()
+    tries = 0
+    while len(archs) < count and tries < 50 * count:
+        tries += 1
+        depth, embed_dim = cells[len(archs) % len(cells)]
+        attention, bits = next(attention_cycle), next(bits_cycle)
+        layers = []
+        for i in range(depth):
+            choices = space.layers[i]
+            dims = choices.mlp_dims(embed_dim)
+            pick = lambda options, preferred: preferred if preferred in options and rng.random() < lean \
+                else options[rng.integers(len(options))]  # noqa: E731
+            layers.append(LayerArch(num_heads=int(choices.num_heads[rng.integers(len(choices.num_heads))]),
+                                    mlp_dim=int(dims[rng.integers(len(dims))]),
+                                    attention=pick(choices.attention, attention), bits=int(pick(choices.bits, bits))))
+        arch = space.validate(Arch(int(embed_dim), tuple(layers)))
+        if arch.key not in seen:  # nothing is measured twice
+            seen.add(arch.key)
+            archs.append(arch)
+    return archs
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    arch: Arch
+    target: HardwareTarget
+    measurement: Any  # LatencyMeasurement
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch.to_dict(), "arch_key": self.arch.key, "target": self.target.to_dict(),
+                **self.measurement.to_dict()}
+
+
+def measure_archs(supernet: Supernet, archs: list[Arch], target: HardwareTarget, protocol: Protocol = Protocol(),
+                  progress: bool = True) -> Iterator[LatencyRecord]:
+    """Export each arch as its deployed static model and measure it; yields as it goes,
+    so a caller can store every record at once and lose nothing on a crash."""
+    inputs = example_input(supernet.task, target)
+    for arch in tqdm(archs, desc=f"measure {target.name}", unit="arch", disable=not progress, dynamic_ncols=True):
+        deployed = to_deployable(supernet.extract(arch))
+        yield LatencyRecord(arch, target, measure_latency(deployed, inputs, target, protocol))

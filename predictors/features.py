@@ -1,0 +1,34 @@
+"""Latency features: the analytic costs of an arch, per operation and bit width.
+
+Latency is close to a sum over operations of (calls x per-call overhead +
+MACs x per-MAC cost), with different constants for fp32 and int8 kernels and
+for each attention kernel. So the features are, per operation and bit width,
+the MACs and the number of calls, from the analytic cost model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from predictors.cost import arch_costs
+from predictors.target import HardwareTarget
+from search_space import Arch, SearchSpace
+from supernet.model import TaskSpec
+from supernet.quant import FULL_PRECISION
+
+
+def latency_feature_names(space: SearchSpace) -> list[str]:
+    bits = sorted({min(b, FULL_PRECISION) for b in space.bit_widths}, reverse=True)
+    names = [f"linear@{b}" for b in bits] + [f"calls:linear@{b}" for b in bits]
+    names += [f"mixing:{a}" for a in space.attention_types] + [f"calls:mixing:{a}" for a in space.attention_types]
+    return names + ["norm", "activation", "position", "depth", "embed_dim"]
+
+
+def latency_features(space: SearchSpace, task: TaskSpec, target: HardwareTarget, archs: list[Arch]) -> np.ndarray:
+    names = latency_feature_names(space)
+    rows = []
+    for arch in archs:
+        costs = arch_costs(space, task, arch, target.batch_size, target.seq_len)
+        values = dict(costs.by_op, depth=arch.depth, embed_dim=arch.embed_dim)
+        rows.append([float(values.get(name, 0.0)) for name in names])
+    return np.asarray(rows, dtype=np.float64).reshape(len(archs), len(names))

@@ -1,0 +1,62 @@
+"""`HardwareTarget`: where and how latency counts, plus the machine's fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from search_space import InputError
+
+
+@dataclass(frozen=True)
+class HardwareTarget:
+    name: str = "cpu"
+    device: str = "cpu"  # cpu | cuda
+    threads: int = 1
+    batch_size: int = 1
+    seq_len: int | None = None  # None: the task's own length
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise InputError(f"target.device: {self.device!r} is not 'cpu' or 'cuda'")
+        if self.threads < 1 or self.batch_size < 1 or (self.seq_len is not None and self.seq_len < 1):
+            raise InputError("target: threads, batch_size and seq_len must be positive")
+        if self.dtype != "float32":
+            raise InputError(f"target.dtype: only float32 is supported, got {self.dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """Identity of the target's settings (the name excluded)."""
+        settings = {k: v for k, v in self.to_dict().items() if k != "name"}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint(target: HardwareTarget) -> dict[str, Any]:
+    """What a latency figure is only valid for: recorded with every measurement."""
+    info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
+                            "torch": torch.__version__, "quantized_engine": torch.backends.quantized.engine,
+                            "device": target.device}
+    if target.device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info

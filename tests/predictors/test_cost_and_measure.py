@@ -1,0 +1,120 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from predictors.cost import arch_costs, mixing_macs
+from predictors.measure import Protocol, example_input, holding, measure_latency
+from predictors.target import HardwareTarget, fingerprint
+from search_space import Arch, InputError, LayerArch
+from supernet.deploy import quantized_layer_count, to_deployable
+from supernet.model import Supernet, TaskSpec
+from tests.supernet.test_model import FEATURES, TOKENS, expected_params
+
+
+@pytest.fixture(scope="module")
+def digits_supernet(digits_space):
+    return Supernet(digits_space, FEATURES, seed=0).eval()
+
+
+def test_params_equal_the_extracted_model(digits_space, digits_supernet):
+    rng = np.random.default_rng(0)
+    for arch in [digits_space.largest(), digits_space.smallest()] + [digits_space.sample(rng) for _ in range(10)]:
+        costs = arch_costs(digits_space, FEATURES, arch)
+        assert costs.params == sum(p.numel() for p in digits_supernet.extract(arch).parameters())
+        assert costs.params == expected_params(digits_space, FEATURES, arch)
+    tokens_arch = digits_space.sample(rng)
+    assert arch_costs(digits_space, TOKENS, tokens_arch).params == expected_params(digits_space, TOKENS, tokens_arch)
+
+
+def test_bytes_are_close_to_the_serialized_deployed_model(digits_space, digits_supernet):
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        arch = digits_space.sample(rng)
+        buffer = io.BytesIO()
+        torch.save(to_deployable(digits_supernet.extract(arch)).state_dict(), buffer)
+        serialized = len(buffer.getvalue())
+        estimated = arch_costs(digits_space, FEATURES, arch).bytes
+        assert estimated <= serialized <= estimated * 1.15 + 40_000  # container overhead only
+
+
+def test_int8_policy_shrinks_bytes_about_four_times(digits_space):
+    def uniform(bits):
+        return Arch(128, tuple(LayerArch(8, 512, "softmax", bits) for _ in range(4)))
+
+    ratio = arch_costs(digits_space, FEATURES, uniform(8)).bytes / arch_costs(digits_space, FEATURES, uniform(32)).bytes
+    assert 0.25 < ratio < 0.32
+
+
+def test_macs_depend_on_attention_type_and_sequence_length(digits_space):
+    for linear_in_tokens in ("linear", "local"):
+        assert mixing_macs(linear_in_tokens, 512, 64, 16, 4) < mixing_macs("softmax", 512, 64, 16, 4) / 10
+        assert mixing_macs(linear_in_tokens, 1024, 64, 16, 4) == 2 * mixing_macs(linear_in_tokens, 512, 64, 16, 4)
+    assert mixing_macs("softmax", 1024, 64, 16, 4) == 4 * mixing_macs("softmax", 512, 64, 16, 4)
+    assert mixing_macs("local", 16, 64, 16, 4) == mixing_macs("softmax", 16, 64, 16, 4)  # masked kernel
+    arch = digits_space.largest()
+    assert arch_costs(digits_space, FEATURES, arch, batch_size=4).macs == 4 * arch_costs(digits_space, FEATURES, arch).macs
+
+
+def test_deployable_uses_real_int8_kernels_only_where_asked(digits_space, digits_supernet):
+    arch = Arch(128, (LayerArch(8, 512, "softmax", 8), LayerArch(8, 512, "linear", 32)))
+    subnet = digits_supernet.extract(arch)
+    deployed = to_deployable(subnet)
+    assert quantized_layer_count(deployed) == 6 and quantized_layer_count(subnet) == 0
+    x = example_input(FEATURES, HardwareTarget(batch_size=8))
+    with torch.no_grad():
+        reference, actual = subnet(x), deployed(x)
+    assert (actual - reference).abs().max() < 0.05 * reference.abs().max()
+    assert torch.equal(actual.argmax(-1), reference.argmax(-1))
+
+
+def test_measurement_protocol_records_spread(digits_space, digits_supernet):
+    target = HardwareTarget("test", threads=1)
+    model = to_deployable(digits_supernet.extract(digits_space.smallest()))
+    protocol = Protocol(warmup=3, round_size=10, max_repeats=60)
+    result = measure_latency(model, example_input(FEATURES, target), target, protocol)
+    assert result.median_ms > 0 and result.iqr_ms >= 0 and result.cv >= 0
+    assert 20 <= result.n <= 60 * protocol.attempts
+    assert result.fingerprint["torch"] == torch.__version__ and result.fingerprint == fingerprint(target)
+    assert torch.get_num_threads() >= 1
+
+
+def test_noisy_measurements_are_repeated_then_flagged():
+    calls = {"n": 0}
+
+    class Jittery(torch.nn.Module):
+        def forward(self, x):
+            calls["n"] += 1
+            import time
+            time.sleep(0.004 if calls["n"] % 2 else 0.0001)
+            return x
+
+    target = HardwareTarget("jitter")
+    result = measure_latency(Jittery(), torch.zeros(1), target, Protocol(warmup=1, round_size=10, max_repeats=20,
+                                                                         max_cv=0.05, attempts=2))
+    assert result.flagged and result.attempts == 2
+
+
+def test_bad_targets():
+    with pytest.raises(InputError, match="device"):
+        HardwareTarget(device="tpu")
+    with pytest.raises(InputError, match="positive"):
+        HardwareTarget(threads=0)
+
+
+def test_target_lock_is_exclusive(tmp_path):
+    import fcntl
+
+    target = HardwareTarget("lock")
+    with holding(target, tmp_path):
+        with open(tmp_path / "elastiq-target-cpu.lock", "w") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(tmp_path / "elastiq-target-cpu.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+
+
+def test_example_input_shapes():
+    spec = TaskSpec("tokens", 16, 128, 10)
+    assert example_input(spec, HardwareTarget(batch_size=3, seq_len=64)).shape == (3, 64)
+    assert example_input(FEATURES, HardwareTarget(batch_size=2)).shape == (2, 16, 4)

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from predictors.dataset import stratified_archs
+from predictors.features import latency_feature_names, latency_features
+from predictors.models import AccuracyPredictor, LatencyPredictor, scores
+from predictors.persist import ArtifactError, load_predictor, save_predictor
+from predictors.target import HardwareTarget
+from search_space import encode_many
+from tests.supernet.test_model import FEATURES
+
+
+def synthetic_latency(X: np.ndarray, names: list[str], rng) -> np.ndarray:
+    """An additive ground truth with per-call overheads, plus 1% noise."""
+    weights = {n: (2e-3 if n.startswith("calls:") else 3e-7 if "@8" in n else 1e-6 if n.startswith(("linear", "mixing"))
+                   else 0.0) for n in names}
+    clean = 0.05 + X @ np.array([weights[n] for n in names])
+    return clean * (1 + 0.01 * rng.standard_normal(len(clean)))
+
+
+def test_latency_predictor_learns_an_additive_cost(digits_space):
+    rng = np.random.default_rng(0)
+    archs = stratified_archs(digits_space, 160, rng)
+    names = latency_feature_names(digits_space)
+    X = latency_features(digits_space, FEATURES, HardwareTarget(), archs)
+    y = synthetic_latency(X, names, rng)
+    predictor = LatencyPredictor(candidates=("ridge", "gbm"), cv=4).fit(X[:120], y[:120])
+    assert predictor.chosen_ == "ridge" and set(predictor.cv_scores_) == {"ridge", "gbm"}
+    result = predictor.score(X[120:], y[120:])
+    assert result.mape < 3 and result.kendall_tau > 0.9
+    mean, std = predictor.predict(X[120:], return_std=True)
+    assert mean.shape == std.shape == (40,) and np.all(std >= 0)
+
+
+def test_accuracy_predictor_with_gp_uncertainty(digits_space):
+    rng = np.random.default_rng(1)
+    archs = [digits_space.sample(rng) for _ in range(80)]
+    X = encode_many(digits_space, archs)
+    y = 0.6 + 0.3 * X[:, 0] + 0.05 * X[:, 1] + 0.01 * rng.standard_normal(80)
+    predictor = AccuracyPredictor(candidates=("gp", "ridge"), cv=4).fit(X[:60], y[:60])
+    mean, std = predictor.predict(X[60:], return_std=True)
+    assert np.all(std > 0) and predictor.score(X[60:], y[60:]).rmse < 0.05
+    far = np.ones((1, X.shape[1])) * 3  # outside the data: less certain
+    assert predictor.predict(far, return_std=True)[1][0] > np.median(std) or predictor.chosen_ == "ridge"
+
+
+def test_predictor_validates_at_fit():
+    with pytest.raises(ValueError, match="positive"):
+        LatencyPredictor().fit(np.ones((10, 2)), -np.ones(10))
+    with pytest.raises(ValueError, match="at least"):
+        LatencyPredictor().fit(np.ones((3, 2)), np.ones(3))
+    with pytest.raises(ValueError):
+        LatencyPredictor().fit(np.full((10, 2), np.nan), np.ones(10))
+    fitted = LatencyPredictor(candidates=("ridge",), cv=3).fit(np.random.default_rng(0).random((12, 2)), np.arange(1, 13))
+    with pytest.raises(ValueError, match="expected 2 features"):
+        fitted.predict(np.ones((1, 3)))
+    assert LatencyPredictor(cv=7).get_params()["cv"] == 7  # constructor only stores
+
+
+def test_scores():
+    s = scores(np.array([1.0, 2.0, 4.0]), np.array([1.1, 1.8, 4.0]))
+    assert abs(s.mape - (10 + 10 + 0) / 3) < 1e-9 and s.kendall_tau == 1.0 and s.spearman == 1.0
+
+
+def test_artifacts_load_only_with_matching_hash(tmp_path):
+    rng = np.random.default_rng(0)
+    predictor = LatencyPredictor(candidates=("ridge",), cv=3).fit(rng.random((12, 2)), rng.random(12) + 1)
+    record = save_predictor(predictor, tmp_path / "p.pkl", {"target": "cpu"})
+    assert record["n_train"] == 12 and record["chosen"] == "ridge" and "mape" in record["cv_scores"]["ridge"]
+    loaded, _ = load_predictor(tmp_path / "p.pkl", record["sha256"])
+    probe = rng.random((3, 2))
+    np.testing.assert_allclose(loaded.predict(probe), predictor.predict(probe))
+    with pytest.raises(ArtifactError, match="does not match"):
+        load_predictor(tmp_path / "p.pkl", "0" * 64)
+    data = (tmp_path / "p.pkl").read_bytes()
+    (tmp_path / "p.pkl").write_bytes(data[:-3] + b"xyz")
+    with pytest.raises(ArtifactError, match="refusing to unpickle"):
+        load_predictor(tmp_path / "p.pkl")
+    (tmp_path / "p.pkl.json").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_predictor(tmp_path / "p.pkl")
+
+
+def test_stratified_archs_cover_the_range(digits_space):
+    archs = stratified_archs(digits_space, 72, np.random.default_rng(0))
+    assert len({a.key for a in archs}) == 72
+    assert {a.depth for a in archs} == set(digits_space.depths)
+    assert {a.embed_dim for a in archs} == set(digits_space.embed_dims)
+    homogeneous = [a for a in archs if len({x.bits for x in a.layers}) == 1 and a.depth > 1]
+    assert {a.layers[0].bits for a in homogeneous} == {32, 8}
+    assert {x.attention for a in archs for x in a.layers} == {"softmax", "linear", "local"}
