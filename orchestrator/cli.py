@@ -113,6 +113,60 @@ def measure_command(config_path: str, set_pairs: tuple[str, ...], count: int | N
     click.echo(run_measure(load_study_config(config_path, _overrides(set_pairs)), count, progress=progress))
 
 
+executor_option = click.option("--executor", type=click.Choice(["ray", "local"]), default=None,
+                                help="Override search.executor (local: in-process, no Ray).")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True)
+
+
+@cli.command("search")
+@config_option
+@set_option
+@executor_option
+@progress_option
+def search_command(config_path: str, set_pairs: tuple[str, ...], executor: str | None, progress: bool) -> None:
+    """Launch a hardware-aware search, or continue the study it names."""
+    from orchestrator.config import load_study_config
+    from orchestrator.search import SearchDriver
+
+    overrides = _overrides(set_pairs)
+    if executor:
+        overrides["search.executor"] = executor
+    click.echo(SearchDriver(load_study_config(config_path, overrides), progress=progress).run())
+
+
+@cli.command("resume")
+@click.option("--storage", required=True, help="Database URL of the study.")
+@click.option("--study", "study_name", required=True)
+@click.option("--evaluations", type=click.IntRange(min=1), default=None, help="Raise the budget.")
+@executor_option
+@progress_option
+def resume_command(storage: str, study_name: str, evaluations: int | None, executor: str | None,
+                   progress: bool) -> None:
+    """Continue a study to its budget from the database alone."""
+    from orchestrator.config import config_as_dict, study_config_from_dict
+    from orchestrator.search import SearchDriver
+    from orchestrator.study import require_study, stored_config
+
+    config = stored_config(require_study(storage, study_name), storage)
+    data = config_as_dict(config)
+    if evaluations:
+        data["search"]["evaluations"] = evaluations
+    if executor:
+        data["search"]["executor"] = executor
+    click.echo(SearchDriver(study_config_from_dict(data), progress=progress).run())
+
+
+@cli.command("status")
+@click.option("--storage", required=True, help="Database URL of the study.")
+@click.option("--study", "study_name", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_command(storage: str, study_name: str, as_json: bool) -> None:
+    """Trial counts, best per objective, Pareto size, hypervolume and budget used."""
+    from orchestrator.status import format_status, study_status
+
+    click.echo(format_status(study_status(storage, study_name), as_json))
+
+
 class _EchoHandler(logging.Handler):
     """Log lines on stderr, through click so progress bars and test capture see them."""
 

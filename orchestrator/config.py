@@ -67,6 +67,8 @@ class SearchConfig(_Section):
     evaluations: int = Field(100, gt=0)
     batch_size: int = Field(8, gt=0)
     finetune_steps: int = Field(0, ge=0)
+    measure_latency: bool = False  # measure every evaluated arch (else the predictor's latency is used)
+    executor: Literal["ray", "local"] = "ray"  # local: in-process, for tests and debugging
 
 
 class RayConfig(_Section):

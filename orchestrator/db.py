@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -38,7 +39,7 @@ class StorageError(InputError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: SQLite keeps no zone
 
 
 class Base(DeclarativeBase):
@@ -49,7 +50,7 @@ class SchemaInfo(Base):
     __tablename__ = "elastiq_schema"
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 
 
 class TargetRow(Base):
@@ -58,7 +59,7 @@ class TargetRow(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     settings: Mapped[str] = mapped_column(Text)  # JSON of HardwareTarget
     fingerprint: Mapped[str] = mapped_column(Text)  # JSON of the machine it was first measured on
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 
 
 class LatencyRow(Base):
@@ -76,7 +77,73 @@ class LatencyRow(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     flagged: Mapped[bool] = mapped_column(Boolean)
     fingerprint: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class SupernetRow(Base):
+    """A supernet checkpoint a study evaluates with; its sha256 is the cache's key."""
+
+    __tablename__ = "elastiq_supernets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    space_hash: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(200))
+    steps: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class PredictorRow(Base):
+    """A fitted predictor: the pickle lives here and is unpickled only if its sha256 matches."""
+
+    __tablename__ = "elastiq_predictors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # latency | accuracy
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    version: Mapped[int] = mapped_column(Integer)
+    n_train: Mapped[int] = mapped_column(Integer)
+    chosen: Mapped[str] = mapped_column(String(32))
+    cv_scores: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class EvaluationRow(Base):
+    """The evaluation cache: nothing is evaluated twice (DESIGN decision 3)."""
+
+    __tablename__ = "elastiq_evaluations"
+    __table_args__ = (UniqueConstraint("supernet_sha256", "split", "target", "arch_key", "finetune_steps"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    supernet_sha256: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(200))
+    arch_key: Mapped[str] = mapped_column(String(64))
+    finetune_steps: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class HypervolumeRow(Base):
+    __tablename__ = "elastiq_hypervolume"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study: Mapped[str] = mapped_column(String(200), index=True)
+    evaluations: Mapped[int] = mapped_column(Integer)
+    hypervolume: Mapped[float] = mapped_column(Float)
+    pareto_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class LeaseRow(Base):
+    """Who drives a study: no two drivers at once (DESIGN decision 2)."""
+
+    __tablename__ = "elastiq_leases"
+    study: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime())
 
 
 def masked(url: str) -> str:

@@ -101,7 +101,7 @@ def latency_dataset(session: Session, target_name: str) -> tuple[list[Arch], np.
     """(archs, median ms, flagged) of a target's stored measurements."""
     row = session.scalar(select(TargetRow).where(TargetRow.name == target_name))
     if row is None:
-        raise StorageError(f"target {target_name!r} has no measurements; run `elastiq measure` first")
+        raise StorageError(f"target {target_name!r} has no latency measurements; run `elastiq measure -c CONFIG` first")
     rows = list(measured_latencies(session, row.id).values())
     return ([Arch.from_json(r.arch) for r in rows], np.array([r.median_ms for r in rows]),
             np.array([r.flagged for r in rows]))

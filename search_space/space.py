@@ -36,7 +36,7 @@ from search_space.arch import Arch, LayerArch
 from search_space.errors import SpaceError
 from search_space.registry import ATTENTION_TYPES, SUPPORTED_BITS
 
-_TOP_KEYS = {"name", "head_dim", "local_window", "embed_dim", "depth", "layer", "per_layer"}
+_TOP_KEYS = {"name", "head_dim", "local_window", "embed_dim", "depth", "layer", "per_layer", "layers"}
 _LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits"}
 GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits
 
@@ -115,6 +115,8 @@ class SearchSpace:
         unknown = set(data) - _TOP_KEYS
         if unknown:
             raise SpaceError(f"space: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+        if "layers" in data:  # the canonical form of `to_dict`: every layer spelled out
+            data = _from_canonical(data)
         for key in ("embed_dim", "depth", "layer"):
             if key not in data:
                 raise SpaceError(f"space: missing key '{key}'")
@@ -298,6 +300,16 @@ class SearchSpace:
                          f"attention {list(layer.attention)}, bits {list(layer.bits)}")
         lines.append(f"  cardinality {self.cardinality():,}")
         return "\n".join(lines)
+
+
+def _from_canonical(data: dict) -> dict:
+    if "layer" in data or "per_layer" in data:
+        raise SpaceError("space: give either 'layers' (every layer) or 'layer' with 'per_layer', not both")
+    layers = data["layers"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(x, dict) for x in layers):
+        raise SpaceError("space.layers: expected a non-empty list of per-layer choices")
+    rest = {k: v for k, v in data.items() if k != "layers"}
+    return {**rest, "layer": layers[0], "per_layer": [{"layers": [i], **spec} for i, spec in enumerate(layers) if i]}
 
 
 def _check_layer_keys(spec: dict, where: str, require_all: bool) -> None:

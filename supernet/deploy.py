@@ -20,7 +20,6 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from supernet.model import Subnet
 from supernet.quant import FULL_PRECISION, QuantLinear
 
 
@@ -63,8 +62,8 @@ BACKENDS: dict[str, Int8Backend] = {TorchDynamicInt8.name: TorchDynamicInt8()}
 DEFAULT_BACKEND = TorchDynamicInt8.name
 
 
-def to_deployable(subnet: Subnet, backend: str = DEFAULT_BACKEND) -> Subnet:
-    """A copy of `subnet` whose quantized layers run real int8 kernels, in eval mode."""
+def to_deployable(subnet: nn.Module, backend: str = DEFAULT_BACKEND) -> nn.Module:
+    """A copy of `subnet` (or of any module of it) whose quantized layers run real int8 kernels, in eval mode."""
     lowering = BACKENDS[backend]
     model = copy.deepcopy(subnet).eval()
     for parent in list(model.modules()):

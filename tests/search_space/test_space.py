@@ -159,3 +159,11 @@ def test_key_is_stable_in_a_fresh_process(tiny_space):
 
 
 KNOWN_KEY = "dfbcf8b1f558d9a61836"
+
+
+def test_canonical_dict_round_trip(tiny_space, digits_space):
+    for space in (tiny_space, digits_space):
+        again = SearchSpace.from_dict(space.to_dict())
+        assert again == space and again.hash == space.hash
+    with pytest.raises(SpaceError, match="not both"):
+        SearchSpace.from_dict({**tiny_space.to_dict(), "layer": {}})

@@ -1,0 +1,169 @@
+"""Latency predictor accuracy on this CPU, against the anchors' methods, in one run.
+
+  1. noise floor: the spread of repeated protocol measurements of one model;
+  2. held-out accuracy of elastiq's predictor (per-op analytic costs, model
+     chosen by CV) trained on 300 measurements, beside (a) an OFA-style
+     lookup table (each block configuration measured in isolation, summed) and
+     (b) a HAT-style MLP on layer-averaged features, trained on the same data;
+  3. sample efficiency: MAPE against the number of measurements.
+Bars: MAPE <= 5% and <= 1.5x the noise floor, Kendall tau >= 0.95.
+
+    .venv/bin/python bench/latency_predictor.py [--archs 500] [--batch 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from predictors.dataset import measure_archs, stratified_archs
+from predictors.features import latency_features
+from predictors.measure import Protocol, example_input, measure_latency
+from predictors.models import LatencyPredictor, scores
+from predictors.target import HardwareTarget
+from search_space import LayerArch, SearchSpace
+from supernet.deploy import to_deployable
+from supernet.model import Subnet, Supernet
+from supernet.tasks import load_task
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def layer_averaged(space: SearchSpace, archs) -> np.ndarray:
+    """HAT's encoding: global choices plus per-layer choices averaged over layers."""
+    rows = []
+    for arch in archs:
+        n = arch.depth
+        rows.append([arch.embed_dim, n, sum(x.num_heads for x in arch.layers) / n,
+                     sum(x.mlp_dim for x in arch.layers) / n]
+                    + [sum(x.attention == a for x in arch.layers) / n for a in space.attention_types]
+                    + [sum(x.bits == b for x in arch.layers) / n for b in space.bit_widths])
+    return np.asarray(rows, dtype=float)
+
+
+def hat_mlp(seed: int):
+    return make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(400, 400, 400), max_iter=3000,
+                                                        random_state=seed))
+
+
+def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol) -> dict:
+    """OFA-style: every block configuration and every stem+head, measured alone."""
+    task = supernet.task
+    tokens = target.seq_len or task.seq_len
+    table = {}
+    for embed_dim in space.embed_dims:
+        stem_head = Subnet(supernet.stem.get_active_subnet(embed_dim), [], supernet.head.get_active_subnet(embed_dim),
+                           arch_json="{}")
+        table[("stem_head", embed_dim)] = measure_latency(
+            stem_head.eval(), example_input(task, target), target, protocol).median_ms
+    configs = []
+    for i, choices in enumerate(space.layers[:1]):  # every layer has the same choices in this space
+        for embed_dim in space.embed_dims:
+            for heads, mlp, attention, bits in itertools.product(choices.num_heads, choices.mlp_dims(embed_dim),
+                                                                 choices.attention, choices.bits):
+                configs.append((i, embed_dim, LayerArch(heads, mlp, attention, bits)))
+    hidden = torch.randn(target.batch_size, tokens, 1)
+    for i, embed_dim, layer in tqdm(configs, desc="lookup table", unit="block"):
+        block = to_deployable(supernet.blocks[i].get_active_subnet(embed_dim, layer))
+        x = hidden.expand(-1, -1, embed_dim).contiguous()
+        table[(embed_dim, layer)] = measure_latency(block, x, target, protocol).median_ms
+    return table
+
+
+def lookup_predict(table: dict, archs) -> np.ndarray:
+    return np.array([table[("stem_head", a.embed_dim)] + sum(table[(a.embed_dim, x)] for x in a.layers)
+                     for a in archs])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default=str(ROOT / "configs/spaces/digits.yaml"))
+    parser.add_argument("--archs", type=int, default=500, help="measured archs: up to 400 to train, the rest held out")
+    parser.add_argument("--train", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out = Path(args.out or ROOT / f"bench/results/latency_predictor_b{args.batch}.json")
+
+    space = SearchSpace.from_yaml(args.space)
+    task = load_task("digits", 0)
+    supernet = Supernet(space, task.spec, seed=args.seed).eval()
+    target = HardwareTarget(f"cpu-b{args.batch}", threads=1, batch_size=args.batch)
+    protocol = Protocol()
+    started = time.perf_counter()
+
+    # 1. noise floor: one mid-size arch, measured again and again with the full protocol
+    probe = supernet.extract(space.sample(np.random.default_rng(123)))
+    deployed = to_deployable(probe)
+    repeats = [measure_latency(deployed, example_input(task.spec, target), target, protocol) for _ in range(15)]
+    medians = np.array([m.median_ms for m in repeats])
+    noise = {"median_ms": float(np.median(medians)),
+             "cv_between_measurements_pct": float(medians.std(ddof=1) / medians.mean() * 100),
+             "mean_abs_pct_dev_from_median": float(np.mean(np.abs(medians - np.median(medians)) / np.median(medians))
+                                                   * 100),
+             "median_within_measurement_cv_pct": float(np.median([m.cv for m in repeats]) * 100)}
+    print("noise floor:", json.dumps(noise))
+
+    # 2. the dataset, measured once for every method
+    archs = stratified_archs(space, args.archs, np.random.default_rng(args.seed))
+    records = list(measure_archs(supernet, archs, target, protocol))
+    y = np.array([r.measurement.median_ms for r in records])
+    flagged = int(sum(r.measurement.flagged for r in records))
+    order = np.random.default_rng(args.seed + 1).permutation(len(archs))
+    held_out = order[400:] if len(archs) > 400 else order[int(0.8 * len(archs)):]
+    pool = np.setdiff1d(order, held_out, assume_unique=True)
+    pool = order[np.isin(order, pool)]  # keep the shuffled order
+    X = latency_features(space, task.spec, target, archs)
+    X_hat = layer_averaged(space, archs)
+
+    train = pool[: args.train]
+    ours = LatencyPredictor(random_state=args.seed).fit(X[train], y[train])
+    hat = hat_mlp(args.seed).fit(X_hat[train], np.log(y[train]))
+    table = lookup_table(supernet, space, target, protocol)
+    results = {
+        "elastiq": {**ours.score(X[held_out], y[held_out]).to_dict(), "chosen": ours.chosen_,
+                    "cv": ours.cv_scores_},
+        "ofa_lookup_table": {**scores(y[held_out], lookup_predict(table, [archs[i] for i in held_out])).to_dict(),
+                             "measurements": len(table)},
+        "hat_mlp_layer_averaged": scores(y[held_out], np.exp(hat.predict(X_hat[held_out]))).to_dict(),
+    }
+    for name, result in results.items():
+        print(f"{name:24s} MAPE {result['mape']:5.2f}%  RMSE {result['rmse']:.4f} ms  "
+              f"Kendall tau {result['kendall_tau']:.3f}  Spearman {result['spearman']:.3f}")
+
+    # 3. sample efficiency
+    efficiency = []
+    for n in (25, 50, 100, 200, 400):
+        if n > len(pool):
+            break
+        subset = pool[:n]
+        ours_n = LatencyPredictor(random_state=args.seed, cv=min(5, n // 5)).fit(X[subset], y[subset])
+        hat_n = hat_mlp(args.seed).fit(X_hat[subset], np.log(y[subset]))
+        row = {"n": n, "elastiq_mape": ours_n.score(X[held_out], y[held_out]).mape, "elastiq_chosen": ours_n.chosen_,
+               "hat_mape": scores(y[held_out], np.exp(hat_n.predict(X_hat[held_out]))).mape}
+        efficiency.append(row)
+        print(f"n={n:3d}: elastiq MAPE {row['elastiq_mape']:.2f}% ({row['elastiq_chosen']}), "
+              f"HAT-style MAPE {row['hat_mape']:.2f}%")
+
+    summary = {"target": target.to_dict(), "archs_measured": len(archs), "train": len(train),
+               "held_out": len(held_out), "flagged": flagged, "latency_range_ms": [float(y.min()), float(y.max())],
+               "noise_floor": noise, "results": results, "sample_efficiency": efficiency,
+               "seconds": time.perf_counter() - started}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

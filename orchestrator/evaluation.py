@@ -1,0 +1,88 @@
+"""What a worker computes for one arch: accuracy with inherited weights (optionally
+after a few fine-tuning steps), the analytic costs, and, where asked, the latency
+of the deployed model. Workers compute and return; the driver records.
+
+A worker process loads each supernet checkpoint once (checked against its
+sha256) and keeps it for every later trial.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from predictors.cost import arch_costs
+from predictors.measure import Protocol, example_input, measure_latency
+from predictors.target import HardwareTarget
+from search_space import Arch, SearchSpace
+from supernet.deploy import to_deployable
+from supernet.tasks import load_task
+from supernet.train import TrainSettings, evaluate, load_supernet, train_standalone
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    arch: str  # Arch JSON
+    checkpoint: str
+    checkpoint_sha256: str
+    space: str  # canonical space JSON
+    task: str
+    task_options: str  # JSON
+    seed: int
+    split: str = "val"
+    finetune_steps: int = 0
+    target: str = "{}"  # HardwareTarget JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(checkpoint: str, sha256: str, space_json: str, task: str, task_options: str, seed: int):
+    space = SearchSpace.from_dict(json.loads(space_json))
+    task_data = load_task(task, seed, json.loads(task_options))
+    return space, task_data, load_supernet(checkpoint, space, task_data, expected_sha256=sha256)
+
+
+def _context(job: EvalJob):
+    return _loaded(job.checkpoint, job.checkpoint_sha256, job.space, job.task, job.task_options, job.seed)
+
+
+def evaluate_arch(job: EvalJob) -> dict[str, Any]:
+    """Accuracy and analytic costs of one arch (deterministic for a given job)."""
+    torch.set_num_threads(1)  # one core per trial: workers run side by side
+    started = time.perf_counter()
+    space, task, supernet = _context(job)
+    arch = space.validate(Arch.from_json(job.arch))
+    if job.finetune_steps > 0:
+        model = supernet.extract(arch)
+        settings = TrainSettings(steps=job.finetune_steps, batch_size=64, lr=5e-4, warmup_steps=0, weight_decay=0.0)
+        train_standalone(model, task, settings, seed=job.seed)
+        accuracy = evaluate(model, None, task, job.split)
+    else:
+        accuracy = evaluate(supernet, arch, task, job.split)
+    target = HardwareTarget(**json.loads(job.target))
+    costs = arch_costs(space, task.spec, arch, target.batch_size, target.seq_len)
+    return {"accuracy": accuracy, "params": costs.params, "bytes": costs.bytes, "macs": costs.macs,
+            "eval_seconds": time.perf_counter() - started}
+
+
+def measure_arch(job: EvalJob) -> dict[str, Any]:
+    """Latency of the deployed (really quantized) static model on the job's target."""
+    space, task, supernet = _context(job)
+    arch = space.validate(Arch.from_json(job.arch))
+    target = HardwareTarget(**json.loads(job.target))
+    deployed = to_deployable(supernet.extract(arch))
+    return measure_latency(deployed, example_input(task.spec, target), target, Protocol()).to_dict()
+
+
+def tune_trainable(config: dict[str, Any]) -> None:
+    """The Ray Tune function trainable: one arch per trial, one report."""
+    from ray import tune
+
+    tune.report(evaluate_arch(EvalJob(**config["job"])))

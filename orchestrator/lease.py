@@ -1,0 +1,77 @@
+"""The study lease: one driver per study (DESIGN decision 2).
+
+A row per study names its driver and carries a heartbeat that a background
+thread refreshes. Another driver is refused while the heartbeat is fresh and
+takes over once it is stale (its driver died).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from orchestrator.db import LeaseRow, _now
+from search_space import InputError
+
+
+class StudyBusy(InputError):
+    """Another live driver holds the study."""
+
+
+class Lease:
+    def __init__(self, engine: Engine, study: str, timeout_s: float = 30.0):
+        self.engine, self.study, self.timeout_s = engine, study, timeout_s
+        self.owner = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> Lease:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(LeaseRow, self.study, with_for_update=True)
+            now = _now()
+            if row is not None and row.owner != self.owner and \
+                    now - row.heartbeat_at < timedelta(seconds=self.timeout_s):
+                age = (now - row.heartbeat_at).total_seconds()
+                raise StudyBusy(f"study {self.study!r} is being run by another driver (pid {row.pid} on "
+                                f"{row.host}, heartbeat {age:.0f} s ago); it can be taken over once its heartbeat "
+                                f"is {self.timeout_s:.0f} s old")
+            if row is None:
+                session.add(LeaseRow(study=self.study, owner=self.owner, host=socket.gethostname(), pid=os.getpid(),
+                                     heartbeat_at=now))
+            else:
+                row.owner, row.host, row.pid, row.heartbeat_at = self.owner, socket.gethostname(), os.getpid(), now
+        self._thread = threading.Thread(target=self._beat, name="elastiq-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.timeout_s / 4):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    row = session.get(LeaseRow, self.study)
+                    if row is not None and row.owner == self.owner:
+                        row.heartbeat_at = _now()
+            except Exception:  # noqa: BLE001 - a missed beat is retried; a lost database shows in the driver
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with Session(self.engine) as session, session.begin():
+            row = session.scalar(select(LeaseRow).where(LeaseRow.study == self.study, LeaseRow.owner == self.owner))
+            if row is not None:
+                session.delete(row)
+
+    def __enter__(self) -> Lease:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

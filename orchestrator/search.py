@@ -1,0 +1,349 @@
+"""`elastiq search` and `elastiq resume`: the driver loop of a study.
+
+    propose a batch (strategy) -> evaluate (executor; cached evaluations are
+    not run again) -> record results in the study -> hypervolume -> repeat
+
+The driver alone writes the study. Trials left RUNNING by a crash are failed
+on the next start and their archs run again, once, before anything new, so a
+resumed search continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from orchestrator.config import StudyConfig
+from orchestrator.db import (
+    EvaluationRow,
+    HypervolumeRow,
+    LatencyRow,
+    PredictorRow,
+    StorageError,
+    SupernetRow,
+    connect,
+    dumps,
+)
+from orchestrator.evaluation import EvalJob
+from orchestrator.executors import Executor, LocalExecutor, RayExecutor
+from orchestrator.lease import Lease
+from orchestrator.measuring import latency_dataset, register_target, target_of
+from orchestrator.objectives import Objectives
+from orchestrator.pareto import hypervolume, pareto_front
+from orchestrator.strategies import SearchContext, ask_fixed, make_strategy
+from orchestrator.study import (
+    REFERENCE_ATTR,
+    SUPERNET_ATTR,
+    check_compatible,
+    create_study,
+    database_exists,
+    evaluations,
+    find_study,
+    interrupted,
+)
+from predictors.cost import arch_costs
+from predictors.features import latency_features
+from predictors.models import LatencyPredictor
+from predictors.persist import ARTIFACT_VERSION
+from search_space import Arch, InputError
+from search_space.optuna_map import arch_from_params, distributions
+from supernet.checkpoint import load_checkpoint
+from supernet.deploy import DEFAULT_BACKEND
+from supernet.tasks import load_task
+
+log = logging.getLogger("elastiq.search")
+SPLIT = "val"  # the search ranks on val; test is kept for the exported models
+
+
+class SearchDriver:
+    def __init__(self, config: StudyConfig, progress: bool = True, executor: Executor | None = None):
+        self.config = config
+        self.progress = progress
+        self._executor = executor
+        self.objectives = Objectives.from_config(config.objectives, config.constraints)
+        self.target = target_of(config)
+
+    # ---- checks before anything is written ---------------------------------
+    def _preflight(self) -> tuple[Any, str, optuna.Study | None]:
+        config = self.config
+        task = load_task(config.task.name, config.seed, config.task.options)
+        checkpoint = Path(config.supernet.checkpoint)
+        if not checkpoint.exists():
+            raise StorageError(f"no supernet checkpoint at {checkpoint}: run `elastiq train-supernet -c CONFIG` first")
+        _, record = load_checkpoint(checkpoint, config.space, task.name)
+        study = find_study(config.storage, config.study)
+        if study is not None:
+            check_compatible(config, study)
+            stored_sha = study.user_attrs.get(SUPERNET_ATTR)
+            if stored_sha != record["sha256"]:
+                raise StorageError(f"study {config.study!r} was evaluated with supernet sha256 {str(stored_sha)[:12]}, "
+                                   f"but {checkpoint} has {record['sha256'][:12]}; use another study name")
+        if self.objectives.needs_latency:
+            if not database_exists(config.storage):
+                raise StorageError(f"target {self.target.name!r} has no latency measurements in {config.storage}; "
+                                   f"run `elastiq measure -c CONFIG` first")
+            engine = connect(config.storage, create=False)
+            with Session(engine) as session:
+                try:
+                    archs, _, _ = latency_dataset(session, self.target.name)
+                except Exception as exc:
+                    if isinstance(exc, StorageError):
+                        raise
+                    raise StorageError(f"target {self.target.name!r} has no latency measurements; run "
+                                       f"`elastiq measure -c CONFIG` first") from None
+            engine.dispose()
+            if len(archs) < 10:
+                raise StorageError(f"target {self.target.name!r} has {len(archs)} latency measurements; at least 10 "
+                                   f"are needed (run `elastiq measure -c CONFIG`)")
+        return task, record["sha256"], study
+
+    # ---- the loop ----------------------------------------------------------------
+    def run(self) -> str:
+        config = self.config
+        task, supernet_sha, study = self._preflight()
+        engine = connect(config.storage)
+        with Session(engine) as session, session.begin():
+            if session.scalar(select(SupernetRow).where(SupernetRow.sha256 == supernet_sha)) is None:
+                session.add(SupernetRow(sha256=supernet_sha, path=str(Path(config.supernet.checkpoint).resolve()),
+                                        space_hash=config.space.hash, task=task.name, steps=config.supernet.steps))
+            register_target(session, self.target)
+        latency_model = self._latency_model(engine, task) if self.objectives.needs_latency else None
+        if study is None:
+            study = create_study(config, supernet_sha, self._reference_point(task, latency_model))
+        self.study = study
+        lease = Lease(engine, config.study).acquire()
+        executor = self._executor or self._make_executor()
+        try:
+            summary = self._loop(engine, study, task, supernet_sha, latency_model, executor)
+        finally:
+            if self._executor is None:
+                executor.close()
+            lease.release()
+            engine.dispose()
+        return summary
+
+    def _make_executor(self) -> Executor:
+        if self.config.search.executor == "local":
+            return LocalExecutor()
+        return RayExecutor(self.config.ray.address, self.config.ray.workers, self.target.name)
+
+    def _loop(self, engine, study, task, supernet_sha, latency_model, executor) -> str:
+        config, space = self.config, self.config.space
+        strategy = make_strategy(config.search.strategy)
+        budget = config.search.evaluations
+        reruns = self._recover(study)
+        done = len(evaluations(study))
+        bar = tqdm(total=budget, initial=min(done, budget), desc=f"search {config.study}", unit="eval",
+                   disable=not self.progress, dynamic_ncols=True)
+        attempts = 0
+        started = time.perf_counter()
+        try:
+            while done < budget and attempts < 3 * budget:
+                count = min(config.search.batch_size, budget - done)
+                if reruns:  # finish the interrupted batch first, exactly as it was
+                    proposals = [(arch, ask_fixed(study, space, arch)) for arch in reruns]
+                    reruns = []
+                else:
+                    context = self._context(study, task, latency_model)
+                    rng = np.random.default_rng([config.seed, done])
+                    proposals = strategy.propose(context, study, count, rng)
+                if not proposals:
+                    log.info("the strategy has nothing new to propose: the space is exhausted")
+                    break
+                attempts += len(proposals)
+                self._evaluate_and_record(engine, study, task, supernet_sha, latency_model, executor, proposals)
+                done = len(evaluations(study))
+                hv, front_size = self._record_hypervolume(engine, study, done)
+                bar.n = min(done, budget)
+                bar.set_postfix(hv=f"{hv:.4g}", pareto=front_size)
+                bar.refresh()
+        finally:
+            bar.close()
+        hv, front_size = self._current_hypervolume(study)
+        return (f"study {config.study}: {done} of {budget} evaluations, Pareto front {front_size}, "
+                f"hypervolume {hv:.4g} ({time.perf_counter() - started:.0f} s this run)")
+
+    def _recover(self, study: optuna.Study) -> list[Arch]:
+        """Fail trials left RUNNING (or WAITING) by a crash; return their archs to run again, once."""
+        space = self.config.space
+        done_keys = {e.arch.key for e in evaluations(study)}
+        archs: list[Arch] = []
+        for frozen in interrupted(study):
+            if frozen.state == TrialState.WAITING:  # enqueued but never asked: take it, to close it
+                trial = study.ask(distributions(space))
+            else:
+                trial = optuna.trial.Trial(study, frozen._trial_id)
+            params = dict(trial.params)
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=TrialState.FAIL)
+            try:
+                arch = arch_from_params(space, params)
+            except InputError:  # the crash came before its params were all set: nothing to run again
+                continue
+            if arch.key not in done_keys and arch.key not in {a.key for a in archs}:
+                archs.append(arch)
+        if archs:
+            log.info("resuming: %d interrupted trial(s) will run again", len(archs))
+        return archs
+
+    def _context(self, study, task, latency_model) -> SearchContext:
+        space = self.config.space
+        # sorted by key: what the strategy sees does not depend on trial order (crashes reorder trials)
+        evaluated = sorted(((e.arch, e.metrics) for e in evaluations(study)), key=lambda item: item[0].key)
+        predict = None
+        if latency_model is not None:
+            def predict(archs: list[Arch]):
+                return latency_model.predict(latency_features(space, task.spec, self.target, archs), return_std=True)
+        return SearchContext(space=space, objectives=self.objectives, evaluated=evaluated,
+                             exact_costs=lambda archs: [self._costs(task, a) for a in archs], predict_latency=predict)
+
+    def _costs(self, task, arch: Arch) -> dict[str, float]:
+        costs = arch_costs(self.config.space, task.spec, arch, self.target.batch_size, self.target.seq_len)
+        return {"params": costs.params, "bytes": costs.bytes, "macs": costs.macs}
+
+    def _job(self, arch: Arch, supernet_sha: str) -> EvalJob:
+        config = self.config
+        return EvalJob(arch=arch.to_json(), checkpoint=str(Path(config.supernet.checkpoint).resolve()),
+                       checkpoint_sha256=supernet_sha, space=json.dumps(config.space.to_dict(), sort_keys=True),
+                       task=config.task.name, task_options=json.dumps(config.task.options, sort_keys=True),
+                       seed=config.seed, split=SPLIT, finetune_steps=config.search.finetune_steps,
+                       target=json.dumps(self.target.to_dict(), sort_keys=True))
+
+    def _evaluate_and_record(self, engine, study, task, supernet_sha, latency_model, executor, proposals) -> None:
+        config = self.config
+        cache_key = {"supernet_sha256": supernet_sha, "split": SPLIT, "target": self.target.name,
+                     "finetune_steps": config.search.finetune_steps}
+        with Session(engine) as session:
+            cached = {row.arch_key: json.loads(row.metrics) for row in session.scalars(
+                select(EvaluationRow).filter_by(**cache_key).where(
+                    EvaluationRow.arch_key.in_([arch.key for arch, _ in proposals])))}
+        to_run = list({arch.key: arch for arch, _ in proposals if arch.key not in cached}.values())
+        results = dict(zip([a.key for a in to_run], executor.evaluate([self._job(a, supernet_sha) for a in to_run]),
+                           strict=True))
+        measured: dict[str, dict] = {}
+        if config.search.measure_latency:
+            ok = [a for a in to_run if not isinstance(results[a.key], Exception)]
+            measured = {a.key: m for a, m in zip(ok, executor.measure([self._job(a, supernet_sha) for a in ok]),
+                                                 strict=True) if not isinstance(m, Exception)}
+        with Session(engine) as session, session.begin():  # the cache first: a crash after it loses no work
+            for arch in to_run:
+                result = results[arch.key]
+                if isinstance(result, Exception):
+                    continue
+                metrics = dict(result)
+                if arch.key in measured:
+                    metrics["latency_measured_ms"] = measured[arch.key]["median_ms"]
+                    self._store_latency(session, arch, measured[arch.key])
+                cached[arch.key] = metrics
+                session.add(EvaluationRow(arch_key=arch.key, metrics=dumps(metrics), **cache_key))
+        predicted = {}
+        if latency_model is not None:
+            archs = [arch for arch, _ in proposals]
+            mean, std = latency_model.predict(latency_features(config.space, task.spec, self.target, archs),
+                                              return_std=True)
+            predicted = {a.key: (float(m), float(s)) for a, m, s in zip(archs, mean, std, strict=True)}
+        for arch, trial in proposals:
+            trial.set_user_attr("arch", arch.to_json())
+            trial.set_user_attr("arch_key", arch.key)
+            if arch.key not in cached:
+                trial.set_user_attr("error", str(results.get(arch.key, "no result"))[:500])
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            metrics = dict(cached[arch.key])
+            if arch.key in predicted:
+                metrics["latency_predicted_ms"], metrics["latency_predicted_std_ms"] = predicted[arch.key]
+                metrics["latency_ms"] = metrics.get("latency_measured_ms", predicted[arch.key][0])
+            violations = self.objectives.violations(metrics)
+            trial.set_user_attr("metrics", metrics)
+            trial.set_user_attr("latency_source", "measured" if "latency_measured_ms" in metrics else "predicted")
+            trial.set_user_attr("constraint_violations", violations)
+            trial.set_user_attr("feasible", all(v <= 0 for v in violations))
+            for constraint, violation in zip(self.config.constraints, violations, strict=True):
+                trial.set_constraint(str(constraint), violation)  # what Optuna's samplers read
+            study.tell(trial, self.objectives.values(metrics))
+
+    def _store_latency(self, session: Session, arch: Arch, m: dict) -> None:
+        target_id = register_target(session, self.target).id
+        exists = session.scalar(select(LatencyRow).where(LatencyRow.target_id == target_id,
+                                                         LatencyRow.arch_key == arch.key,
+                                                         LatencyRow.backend == DEFAULT_BACKEND))
+        if exists is None:
+            session.add(LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(),
+                                   backend=DEFAULT_BACKEND, median_ms=m["median_ms"], iqr_ms=m["iqr_ms"], cv=m["cv"],
+                                   n=m["n"], attempts=m["attempts"], flagged=m["flagged"],
+                                   fingerprint=dumps(m["fingerprint"])))
+
+    # ---- predictors and hypervolume ------------------------------------------------
+    def _latency_model(self, engine, task) -> LatencyPredictor:
+        """The target's latency predictor: loaded from the study database when one was fitted on
+        the same measurements (and its sha256 matches), fitted and stored otherwise."""
+        with Session(engine) as session:
+            archs, latency, _ = latency_dataset(session, self.target.name)
+            row = session.scalar(select(PredictorRow).where(
+                PredictorRow.study == self.config.study, PredictorRow.kind == "latency",
+                PredictorRow.target == self.target.name, PredictorRow.n_train == len(archs),
+                PredictorRow.version == ARTIFACT_VERSION).order_by(PredictorRow.id.desc()))
+            if row is not None:
+                if hashlib.sha256(row.artifact).hexdigest() != row.sha256:
+                    raise StorageError(f"stored latency predictor of {self.target.name!r} does not match its sha256; "
+                                       f"refusing to unpickle it")
+                return pickle.loads(row.artifact)  # noqa: S301 - hash checked above
+        X = latency_features(self.config.space, task.spec, self.target, archs)
+        model = LatencyPredictor(random_state=self.config.seed).fit(X, latency)
+        artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        with Session(engine) as session, session.begin():
+            session.add(PredictorRow(study=self.config.study, kind="latency", target=self.target.name,
+                                     version=ARTIFACT_VERSION, n_train=len(archs), chosen=model.chosen_,
+                                     cv_scores=dumps(model.cv_scores_), sha256=hashlib.sha256(artifact).hexdigest(),
+                                     artifact=artifact))
+        log.info("latency predictor for %s: %s, CV MAPE %.2f%% on %d measurements", self.target.name, model.chosen_,
+                 model.cv_scores_[model.chosen_]["mape"], len(archs))
+        return model
+
+    def _reference_point(self, task, latency_model) -> list[float]:
+        """Worst acceptable value of each objective (minimized form), fixed at study creation."""
+        largest = self.config.space.largest()
+        costs = self._costs(task, largest)
+        bounds = {c.metric: c.bound for c in self.config.constraints if c.op == "<="}
+        reference = []
+        for metric, direction in zip(self.objectives.metrics, self.objectives.directions, strict=True):
+            if direction == "maximize":
+                reference.append(0.0)  # accuracy 0: every model improves on it
+            elif metric in bounds:
+                reference.append(bounds[metric])
+            elif metric == "latency_ms":
+                mean = latency_model.predict(latency_features(self.config.space, task.spec, self.target, [largest]))
+                reference.append(float(mean[0]) * 1.1)
+            else:
+                reference.append(float(costs[metric]) * 1.1)
+        return reference
+
+    def _current_hypervolume(self, study) -> tuple[float, int]:
+        return front_and_hypervolume(study, self.objectives)
+
+    def _record_hypervolume(self, engine, study, done: int) -> tuple[float, int]:
+        hv, size = self._current_hypervolume(study)
+        with Session(engine) as session, session.begin():
+            session.add(HypervolumeRow(study=study.study_name, evaluations=done, hypervolume=hv, pareto_size=size))
+        return hv, size
+
+
+def front_and_hypervolume(study: optuna.Study, objectives: Objectives) -> tuple[float, int]:
+    feasible = [e for e in evaluations(study) if e.feasible]
+    if not feasible:
+        return 0.0, 0
+    values = objectives.minimized([e.metrics for e in feasible])
+    reference = np.asarray(study.user_attrs[REFERENCE_ATTR]) * objectives.signs
+    return hypervolume(values, reference), len(pareto_front(values))

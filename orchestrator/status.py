@@ -1,0 +1,63 @@
+"""`elastiq status`: where a study stands, from the database alone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from optuna.trial import TrialState
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.db import HypervolumeRow, connect, masked
+from orchestrator.objectives import Objectives
+from orchestrator.search import front_and_hypervolume
+from orchestrator.study import require_study, stored_config
+
+
+def study_status(url: str, name: str) -> dict[str, Any]:
+    study = require_study(url, name)
+    config = stored_config(study, url)
+    objectives = Objectives.from_config(config.objectives, config.constraints)
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    feasible = [t for t in complete if t.user_attrs.get("feasible", True)]
+    best = {}
+    for metric, direction in zip(objectives.metrics, objectives.directions, strict=True):
+        if feasible:
+            pick = (max if direction == "maximize" else min)(feasible, key=lambda t: t.user_attrs["metrics"][metric])
+            best[metric] = {"value": pick.user_attrs["metrics"][metric], "trial": pick.number,
+                            "arch_key": pick.user_attrs["arch_key"]}
+    hypervolume, front_size = front_and_hypervolume(study, objectives)
+    engine = connect(url, create=False)
+    with Session(engine) as session:
+        history = [(row.evaluations, row.hypervolume) for row in session.scalars(
+            select(HypervolumeRow).where(HypervolumeRow.study == name).order_by(HypervolumeRow.id))]
+    engine.dispose()
+    return {
+        "study": name, "storage": masked(url), "strategy": config.search.strategy, "target": config.target.name,
+        "objectives": dict(config.objectives), "constraints": [str(c) for c in config.constraints],
+        "trials": counts, "evaluations": len(complete), "budget": config.search.evaluations,
+        "budget_used": len(complete) / config.search.evaluations, "feasible": len(feasible),
+        "unique_archs": len({t.user_attrs.get("arch_key") for t in complete}),
+        "best": best, "pareto_size": front_size, "hypervolume": hypervolume,
+        "hypervolume_history": history,
+    }
+
+
+def format_status(status: dict[str, Any], as_json: bool = False) -> str:
+    if as_json:
+        return json.dumps(status, indent=2, sort_keys=True)
+    trials = status["trials"]
+    lines = [f"study {status['study']} ({status['storage']}), strategy {status['strategy']}, "
+             f"target {status['target']}",
+             f"  evaluations {status['evaluations']} of {status['budget']} ({status['budget_used']:.0%}), "
+             f"{status['feasible']} feasible, {status['unique_archs']} unique archs; trials: "
+             + ", ".join(f"{k} {v}" for k, v in trials.items() if v),
+             f"  Pareto front {status['pareto_size']}, hypervolume {status['hypervolume']:.4g}"]
+    if status["constraints"]:
+        lines.append("  constraints: " + ", ".join(status["constraints"]))
+    for metric, best in status["best"].items():
+        lines.append(f"  best {metric}: {best['value']:.6g} (trial {best['trial']}, arch {best['arch_key']})")
+    return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""Search strategies: small classes behind one interface, chosen by `search.strategy`.
+
+A strategy proposes the next batch of archs and opens their trials in the
+study. Everything it knows comes from the database (the evaluations so far),
+and its randomness from a generator seeded by the study seed and the number of
+evaluations done, so a resumed search proposes what an uninterrupted one would.
+
+- `random`: the baseline, uniform over depth.
+- `nsga2`, `tpe`: Optuna's samplers drive the same evaluations.
+- `evolutionary`: predictor-guided, as LINAS does: a random first batch; then
+  an accuracy predictor refit on every real evaluation, NSGA-II with the
+  space's mutation and crossover over thousands of candidates scored by the
+  predictors, and the next batch taken from the predicted front (not yet
+  evaluated, diverse by crowding distance, optimistic in accuracy by one
+  standard deviation). Confidently infeasible candidates are never proposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+
+from orchestrator.objectives import Objectives
+from orchestrator.pareto import crowding_distance, non_dominated_sort
+from predictors.models import AccuracyPredictor
+from search_space import Arch, SearchSpace, encode_many
+from search_space.optuna_map import arch_from_params, distributions, params_from_arch
+
+CONFIDENCE = 2.0  # standard deviations beyond a bound before a candidate counts as infeasible
+
+
+@dataclass
+class SearchContext:
+    space: SearchSpace
+    objectives: Objectives
+    evaluated: list[tuple[Arch, dict[str, float]]]  # every completed evaluation, in trial order
+    exact_costs: Callable[[list[Arch]], list[dict[str, float]]]  # params, bytes, macs
+    predict_latency: Callable[[list[Arch]], tuple[np.ndarray, np.ndarray]] | None = None  # mean, std (ms)
+    taken: set[str] = field(default_factory=set)  # keys already proposed in this batch
+
+    @property
+    def evaluated_keys(self) -> set[str]:
+        return {arch.key for arch, _ in self.evaluated}
+
+
+class Strategy(Protocol):
+    name: str
+
+    def propose(self, context: SearchContext, study: optuna.Study, count: int,
+                rng: np.random.Generator) -> list[tuple[Arch, optuna.Trial]]: ...
+
+
+def ask_fixed(study: optuna.Study, space: SearchSpace, arch: Arch) -> optuna.Trial:
+    """Open a trial whose params are exactly `arch`'s."""
+    study.enqueue_trial(params_from_arch(space, arch))
+    return study.ask(distributions(space))
+
+
+def _fresh_random(context: SearchContext, count: int, rng: np.random.Generator) -> list[Arch]:
+    seen = context.evaluated_keys | context.taken
+    archs: list[Arch] = []
+    for _ in range(100 * count):
+        if len(archs) == count:
+            break
+        arch = context.space.sample(rng)
+        if arch.key not in seen:
+            seen.add(arch.key)
+            archs.append(arch)
+    return archs
+
+
+class RandomStrategy:
+    name = "random"
+
+    def propose(self, context, study, count, rng):
+        return [(arch, ask_fixed(study, context.space, arch)) for arch in _fresh_random(context, count, rng)]
+
+
+class OptunaStrategy:
+    """NSGA-II or TPE from Optuna, with the study's constraints."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def propose(self, context, study, count, rng):
+        seed = int(rng.integers(2**31))
+        if self.name == "nsga2":
+            # the study's constraints reach the samplers through each trial's set_constraint
+            sampler = optuna.samplers.NSGAIISampler(population_size=max(8, 2 * count), seed=seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                                 n_startup_trials=max(8, count))
+        handle = optuna.load_study(study_name=study.study_name, storage=study._storage, sampler=sampler)
+        proposals = []
+        for _ in range(count):
+            trial = handle.ask(distributions(context.space))
+            proposals.append((arch_from_params(context.space, trial.params), trial))
+        return proposals
+
+
+class EvolutionaryStrategy:
+    name = "evolutionary"
+
+    def __init__(self, population: int = 64, generations: int = 20, mutation_prob: float = 0.15):
+        self.population = population
+        self.generations = generations
+        self.mutation_prob = mutation_prob
+
+    def propose(self, context, study, count, rng):
+        evaluated = context.evaluated
+        if len(evaluated) < max(2 * count, 8):  # too little data to fit a predictor: seeded random batch
+            return RandomStrategy().propose(context, study, count, rng)
+        archs = self.search(context, count, rng)
+        return [(arch, ask_fixed(study, context.space, arch)) for arch in archs]
+
+    def search(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[Arch]:
+        space = context.space
+        known = [arch for arch, _ in context.evaluated]
+        accuracy = np.array([metrics["accuracy"] for _, metrics in context.evaluated])
+        predictor = AccuracyPredictor(candidates=("gp", "ridge"), cv=min(5, len(known) // 4),
+                                      random_state=int(rng.integers(2**31))).fit(encode_many(space, known), accuracy)
+        scorer = _Scorer(context, predictor)
+        # the first population: the best evaluated archs (by their real front) plus random ones
+        real = context.objectives.minimized([m for _, m in context.evaluated])
+        elite = [known[i] for front in non_dominated_sort(real) for i in front][: self.population // 2]
+        population = elite + [space.sample(rng) for _ in range(self.population - len(elite))]
+        archive: dict[str, Arch] = {a.key: a for a in population}
+        for _ in range(self.generations):
+            values, _ = scorer(population)
+            rank = np.empty(len(population))
+            for level, front in enumerate(non_dominated_sort(values)):
+                rank[front] = level
+            children = []
+            while len(children) < self.population:
+                a, b = (population[self._tournament(rank, rng)] for _ in range(2))
+                child = space.mutate(space.crossover(a, b, rng), self.mutation_prob, rng)
+                children.append(child)
+                archive.setdefault(child.key, child)
+            merged = _unique(population + children)
+            population = [merged[i] for i in _select(scorer(merged)[0], self.population)]
+        candidates = [a for key, a in archive.items() if key not in context.evaluated_keys | context.taken]
+        values, feasible = scorer(candidates)
+        candidates = [a for a, ok in zip(candidates, feasible, strict=True) if ok]
+        values = values[feasible]
+        return [candidates[i] for i in _select(values, count)]
+
+    @staticmethod
+    def _tournament(rank: np.ndarray, rng: np.random.Generator) -> int:
+        i, j = rng.integers(len(rank), size=2)
+        return int(i if rank[i] <= rank[j] else j)
+
+
+def _unique(archs: list[Arch]) -> list[Arch]:
+    return list({a.key: a for a in archs}.values())
+
+
+def _select(values: np.ndarray, count: int) -> list[int]:
+    """Best fronts first; within the front that overflows, the most isolated points."""
+    chosen: list[int] = []
+    for front in non_dominated_sort(values):
+        if len(chosen) + len(front) <= count:
+            chosen += front.tolist()
+        else:
+            distance = crowding_distance(values[front])
+            chosen += front[np.argsort(-distance, kind="stable")][: count - len(chosen)].tolist()
+        if len(chosen) >= count:
+            break
+    return chosen
+
+
+class _Scorer:
+    """Predicted objectives (minimized) of candidate archs, and which are not confidently infeasible."""
+
+    def __init__(self, context: SearchContext, predictor: AccuracyPredictor):
+        self.context = context
+        self.predictor = predictor
+
+    def __call__(self, archs: list[Arch]) -> tuple[np.ndarray, np.ndarray]:
+        context = self.context
+        mean, std = self.predictor.predict(encode_many(context.space, archs), return_std=True)
+        columns: dict[str, Any] = {"accuracy": (mean, std)}
+        if context.predict_latency is not None:
+            columns["latency_ms"] = context.predict_latency(archs)
+        exact = context.exact_costs(archs)
+        for metric in ("params", "bytes", "macs"):
+            values = np.array([row[metric] for row in exact], dtype=float)
+            columns[metric] = (values, np.zeros_like(values))
+        objective_rows = []
+        for metric, direction in zip(context.objectives.metrics, context.objectives.directions, strict=True):
+            mu, sigma = columns[metric]
+            optimistic = mu + sigma if direction == "maximize" else mu - sigma
+            objective_rows.append(-optimistic if direction == "maximize" else optimistic)
+        values = np.stack(objective_rows, axis=1)
+        feasible = np.ones(len(archs), dtype=bool)
+        for constraint in context.objectives.constraints:
+            mu, sigma = columns[constraint.metric]
+            if constraint.op == "<=":
+                feasible &= mu - CONFIDENCE * sigma <= constraint.bound
+            else:
+                feasible &= mu + CONFIDENCE * sigma >= constraint.bound
+        values[~feasible] += 1e9  # infeasible candidates rank behind every feasible one
+        return values, feasible
+
+
+def make_strategy(name: str) -> Strategy:
+    if name == "random":
+        return RandomStrategy()
+    if name in ("nsga2", "tpe"):
+        return OptunaStrategy(name)
+    if name == "evolutionary":
+        return EvolutionaryStrategy()
+    raise ValueError(f"unknown strategy {name!r}")

@@ -1,0 +1,167 @@
+"""The search driver end to end on the tiny space with the local executor."""
+
+import json
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from orchestrator.cli import main
+from orchestrator.config import load_study_config
+from orchestrator.search import SearchDriver
+from orchestrator.status import study_status
+from tests.conftest import CONFIGS
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny supernet and a latency dataset, shared by the tests of this module."""
+    base = tmp_path_factory.mktemp("search")
+    config = write_config(base, "base.yaml", study="base")
+    assert main(["train-supernet", "-c", str(config), "--no-progress"]) == 0
+    assert main(["measure", "-c", str(config), "--no-progress"]) == 0
+    return base
+
+
+def write_config(base, filename="study.yaml", **changes):
+    config = {"study": "tiny-search", "storage": f"sqlite:///{base / 'study.db'}", "seed": 3,
+              "space": str(CONFIGS / "spaces" / "tiny.yaml"), "task": {"name": "digits"},
+              "supernet": {"steps": 30, "batch_size": 32, "warmup_steps": 3, "sandwich_random": 1, "lr": 0.01,
+                           "checkpoint": str(base / "tiny.pt")},
+              "target": {"name": "cpu-b1"}, "measure": {"archs": 16, "max_repeats": 40},
+              "objectives": {"accuracy": "maximize", "latency_ms": "minimize"},
+              "constraints": ["params <= 20000"],
+              "search": {"strategy": "evolutionary", "evaluations": 12, "batch_size": 4, "executor": "local"}}
+    for key, value in changes.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path = base / filename
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("strategy", ["evolutionary", "random", "nsga2", "tpe"])
+def test_search_reaches_the_budget(trained, strategy, capsys):
+    path = write_config(trained, f"{strategy}.yaml", study=f"s-{strategy}", search={"strategy": strategy})
+    assert main(["search", "-c", str(path), "--no-progress"]) == 0
+    assert "12 of 12 evaluations" in capsys.readouterr().out
+    status = study_status(f"sqlite:///{trained / 'study.db'}", f"s-{strategy}")
+    assert status["evaluations"] == 12 and status["trials"]["running"] == 0
+    assert status["pareto_size"] >= 1 and status["hypervolume"] > 0
+    study = optuna.load_study(study_name=f"s-{strategy}", storage=f"sqlite:///{trained / 'study.db'}")
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        metrics = trial.user_attrs["metrics"]
+        assert trial.values == [metrics["accuracy"], metrics["latency_ms"]]
+        assert trial.user_attrs["feasible"] == (metrics["params"] <= 20000)
+        assert set(trial.params) >= {"embed_dim", "depth"}
+
+
+def test_search_continues_and_never_evaluates_twice(trained, capsys):
+    path = write_config(trained, "cont.yaml", study="cont")
+    assert main(["search", "-c", str(path), "--no-progress"]) == 0
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=16"]) == 0
+    assert "16 of 16 evaluations" in capsys.readouterr().out.splitlines()[-1]
+    study = optuna.load_study(study_name="cont", storage=f"sqlite:///{trained / 'study.db'}")
+    keys = [t.user_attrs["arch_key"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert len(keys) == 16 and len(set(keys)) == 16
+
+
+def test_resume_after_a_crash_reruns_interrupted_trials_once(trained, monkeypatch):
+    url = f"sqlite:///{trained / 'study.db'}"
+    path = write_config(trained, "crash.yaml", study="crash")
+    config = load_study_config(path)
+    import orchestrator.search as search_module
+
+    original = search_module.SearchDriver._evaluate_and_record
+    calls = {"n": 0}
+
+    def crash_on_second_batch(self, engine, study, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the driver dies with the batch's trials RUNNING
+        return original(self, engine, study, *args)
+
+    monkeypatch.setattr(search_module.SearchDriver, "_evaluate_and_record", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        SearchDriver(config, progress=False).run()
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="crash", storage=url)
+    running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert len(running) == 4
+    lost = {json.dumps(t.params, sort_keys=True) for t in running}
+
+    assert main(["resume", "--storage", url, "--study", "crash", "--no-progress"]) == 0
+    study = optuna.load_study(study_name="crash", storage=url)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 12 and not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.user_attrs.get("interrupted") for t in trials if t.state == TrialState.FAIL)
+    reran = [t for t in complete if json.dumps(t.params, sort_keys=True) in lost]
+    assert len(reran) == 4  # each interrupted arch ran again exactly once
+    assert len({t.user_attrs["arch_key"] for t in complete}) == 12
+
+    # the same seed without a crash gives the same evaluations
+    clean = write_config(trained, "clean.yaml", study="clean")
+    SearchDriver(load_study_config(clean), progress=False).run()
+    clean_study = optuna.load_study(study_name="clean", storage=url)
+    def front(s):
+        return sorted((t.user_attrs["arch_key"], tuple(t.values)) for t in s.get_trials(states=(TrialState.COMPLETE,)))
+    assert front(clean_study) == front(study)
+
+
+def test_bad_search_inputs_exit_2_and_leave_the_database_unchanged(trained, capsys):
+    import hashlib
+
+    db = trained / "study.db"
+    path = write_config(trained, "good.yaml", study="guarded")
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=4"]) == 0
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    cases = [
+        (write_config(trained, "b1.yaml", study="guarded", search={"strategy": "tpe"}), "search.strategy is 'tpe' here"),
+        (write_config(trained, "b2.yaml", study="guarded", objectives={"accuracy": "maximize", "params": "minimize"}),
+         "objectives"),
+        (write_config(trained, "b3.yaml", study="other", target={"name": "unmeasured"}), "no latency measurements"),
+        (write_config(trained, "b4.yaml", study="other", supernet={"checkpoint": str(trained / "missing.pt")}),
+         "run `elastiq train-supernet"),
+    ]
+    for config_path, message in cases:
+        capsys.readouterr()
+        assert main(["search", "-c", str(config_path), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    for args, message in [(["resume", "--storage", f"sqlite:///{db}", "--study", "nope"], "no study named 'nope'"),
+                          (["status", "--storage", f"sqlite:///{trained / 'absent.db'}", "--study", "x"], "no study"),
+                          (["status", "--storage", "mysql+nodriver://u:pw@h/db", "--study", "x"], "storage")]:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and "pw@" not in err
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert not (trained / "absent.db").exists()
+
+
+def test_status_json(trained, capsys):
+    path = write_config(trained, "st.yaml", study="st")
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=4"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--storage", f"sqlite:///{trained / 'study.db'}", "--study", "st", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["evaluations"] == 4 and status["budget"] == 4 and "accuracy" in status["best"]
+    assert main(["status", "--storage", f"sqlite:///{trained / 'study.db'}", "--study", "st"]) == 0
+    assert "evaluations 4 of 4 (100%)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_executor_results(trained):
+    url = f"sqlite:///{trained / 'study.db'}"
+    for executor in ("local", "ray"):
+        path = write_config(trained, f"{executor}-eq.yaml", study=f"eq-{executor}",
+                            search={"executor": executor, "evaluations": 8, "strategy": "random"},
+                            ray={"workers": 2})
+        SearchDriver(load_study_config(path), progress=False).run()
+
+    def results(name):
+        study = optuna.load_study(study_name=name, storage=url)
+        return sorted((t.user_attrs["arch_key"], tuple(t.values)) for t in study.get_trials(states=(TrialState.COMPLETE,)))
+
+    assert len(results("eq-ray")) == 8
+    assert results("eq-ray") == results("eq-local")
