@@ -24,11 +24,10 @@ import torch
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tqdm import tqdm
 
 from predictors.dataset import measure_archs, stratified_archs
 from predictors.features import latency_features
-from predictors.measure import Protocol, example_input, measure_latency
+from predictors.measure import Protocol, example_input, measure_many
 from predictors.models import LatencyPredictor, scores
 from predictors.target import HardwareTarget
 from search_space import LayerArch, SearchSpace
@@ -56,27 +55,29 @@ def hat_mlp(seed: int):
                                                         random_state=seed))
 
 
-def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol) -> dict:
-    """OFA-style: every block configuration and every stem+head, measured alone."""
+def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol, passes: int,
+                 seed: int) -> dict:
+    """OFA-style: every block configuration and every stem+head, measured alone (same passes as the archs)."""
     task = supernet.task
     tokens = target.seq_len or task.seq_len
-    table = {}
-    for embed_dim in space.embed_dims:
-        stem_head = Subnet(supernet.stem.get_active_subnet(embed_dim), [], supernet.head.get_active_subnet(embed_dim),
-                           arch_json="{}")
-        table[("stem_head", embed_dim)] = measure_latency(
-            stem_head.eval(), example_input(task, target), target, protocol).median_ms
+    rng = np.random.default_rng(seed)
+    stems = [Subnet(supernet.stem.get_active_subnet(e), [], supernet.head.get_active_subnet(e), arch_json="{}").eval()
+             for e in space.embed_dims]
+    measured = measure_many(stems, example_input(task, target), target, protocol, passes, rng)
+    table = {("stem_head", e): m.median_ms for e, m in zip(space.embed_dims, measured, strict=True)}
     configs = []
     for i, choices in enumerate(space.layers[:1]):  # every layer has the same choices in this space
         for embed_dim in space.embed_dims:
             for heads, mlp, attention, bits in itertools.product(choices.num_heads, choices.mlp_dims(embed_dim),
                                                                  choices.attention, choices.bits):
                 configs.append((i, embed_dim, LayerArch(heads, mlp, attention, bits)))
-    hidden = torch.randn(target.batch_size, tokens, 1)
-    for i, embed_dim, layer in tqdm(configs, desc="lookup table", unit="block"):
-        block = to_deployable(supernet.blocks[i].get_active_subnet(embed_dim, layer))
-        x = hidden.expand(-1, -1, embed_dim).contiguous()
-        table[(embed_dim, layer)] = measure_latency(block, x, target, protocol).median_ms
+    hidden = torch.randn(target.batch_size, tokens, max(space.embed_dims))
+    for embed_dim in space.embed_dims:
+        group = [(i, layer) for i, e, layer in configs if e == embed_dim]
+        blocks = [to_deployable(supernet.blocks[i].get_active_subnet(embed_dim, layer)) for i, layer in group]
+        x = hidden[..., :embed_dim].contiguous()
+        for (_, layer), m in zip(group, measure_many(blocks, x, target, protocol, passes, rng), strict=True):
+            table[(embed_dim, layer)] = m.median_ms
     return table
 
 
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--passes", type=int, default=15, help="rounds of the side-by-side protocol")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = Path(args.out or ROOT / f"bench/results/latency_predictor_b{args.batch}.json")
@@ -103,21 +105,22 @@ def main() -> None:
     protocol = Protocol()
     started = time.perf_counter()
 
-    # 1. noise floor: one mid-size arch, measured again and again with the full protocol
-    probe = supernet.extract(space.sample(np.random.default_rng(123)))
-    deployed = to_deployable(probe)
-    repeats = [measure_latency(deployed, example_input(task.spec, target), target, protocol) for _ in range(15)]
-    medians = np.array([m.median_ms for m in repeats])
-    noise = {"median_ms": float(np.median(medians)),
-             "cv_between_measurements_pct": float(medians.std(ddof=1) / medians.mean() * 100),
-             "mean_abs_pct_dev_from_median": float(np.mean(np.abs(medians - np.median(medians)) / np.median(medians))
-                                                   * 100),
-             "median_within_measurement_cv_pct": float(np.median([m.cv for m in repeats]) * 100)}
+    # 1. noise floor: ten models, each measured 8 times with the protocol the dataset uses
+    rng = np.random.default_rng(args.seed)
+    probes = [to_deployable(supernet.extract(space.sample(rng))) for _ in range(10)]
+    x = example_input(task.spec, target)
+    repeats = [measure_many(probes, x, target, protocol, args.passes, rng) for _ in range(8)]
+    medians = np.array([[m.median_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
+    noise = {"passes": args.passes,
+             "cv_of_repeated_measurements_pct": float(np.median(medians.std(axis=1, ddof=1) / medians.mean(axis=1))
+                                                      * 100),
+             "round_to_round_cv_pct": float(np.median([m.pass_cv for r in repeats for m in r]) * 100),
+             "within_burst_cv_pct": float(np.median([m.cv for r in repeats for m in r]) * 100)}
     print("noise floor:", json.dumps(noise))
 
     # 2. the dataset, measured once for every method
     archs = stratified_archs(space, args.archs, np.random.default_rng(args.seed))
-    records = list(measure_archs(supernet, archs, target, protocol))
+    records = list(measure_archs(supernet, archs, target, protocol, passes=args.passes, seed=args.seed))
     y = np.array([r.measurement.median_ms for r in records])
     flagged = int(sum(r.measurement.flagged for r in records))
     order = np.random.default_rng(args.seed + 1).permutation(len(archs))
@@ -130,7 +133,7 @@ def main() -> None:
     train = pool[: args.train]
     ours = LatencyPredictor(random_state=args.seed).fit(X[train], y[train])
     hat = hat_mlp(args.seed).fit(X_hat[train], np.log(y[train]))
-    table = lookup_table(supernet, space, target, protocol)
+    table = lookup_table(supernet, space, target, protocol, args.passes, args.seed)
     results = {
         "elastiq": {**ours.score(X[held_out], y[held_out]).to_dict(), "chosen": ours.chosen_,
                     "cv": ours.cv_scores_},

@@ -58,7 +58,8 @@ class TargetConfig(_Section):
 
 class MeasureConfig(_Section):
     archs: int = Field(200, gt=0)  # size of the latency dataset for the target
-    max_repeats: int = Field(400, gt=0)
+    passes: int = Field(15, gt=0)  # rounds in which every arch runs a short burst, in a new order each
+    max_repeats: int = Field(200, gt=0)
     max_cv: float = Field(0.10, gt=0)  # spread above which a measurement is repeated, then flagged
 
 

@@ -76,6 +76,8 @@ class LatencyRow(Base):
     n: Mapped[int] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer)
     flagged: Mapped[bool] = mapped_column(Boolean)
+    passes: Mapped[int] = mapped_column(Integer, default=1)
+    pass_cv: Mapped[float] = mapped_column(Float, default=0.0)
     fingerprint: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 

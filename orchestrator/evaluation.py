@@ -14,10 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from predictors.cost import arch_costs
-from predictors.measure import Protocol, example_input, measure_latency
+from predictors.measure import Protocol, example_input, measure_many
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
 from supernet.deploy import to_deployable
@@ -72,17 +73,25 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
             "eval_seconds": time.perf_counter() - started}
 
 
-def measure_arch(job: EvalJob) -> dict[str, Any]:
+def measure_arch(job: EvalJob, passes: int = 15) -> dict[str, Any]:
     """Latency of the deployed (really quantized) static model on the job's target."""
     space, task, supernet = _context(job)
     arch = space.validate(Arch.from_json(job.arch))
     target = HardwareTarget(**json.loads(job.target))
     deployed = to_deployable(supernet.extract(arch))
-    return measure_latency(deployed, example_input(task.spec, target), target, Protocol()).to_dict()
+    rng = np.random.default_rng(0)
+    return measure_many([deployed], example_input(task.spec, target), target, Protocol(), passes, rng)[0].to_dict()
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
-    """The Ray Tune function trainable: one arch per trial, one report."""
+    """The Ray Tune function trainable: a share of a batch per trial, one report.
+    An arch that fails reports its error; the others still count."""
     from ray import tune
 
-    tune.report(evaluate_arch(EvalJob(**config["job"])))
+    outcomes = []
+    for job in config["jobs"]:
+        try:
+            outcomes.append(evaluate_arch(EvalJob(**job)))
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which fails that trial only
+            outcomes.append({"error": f"{type(exc).__name__}: {exc}"[:500]})
+    tune.report({"results": json.dumps(outcomes)})

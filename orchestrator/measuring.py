@@ -81,20 +81,25 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
     missing = [arch for arch in wanted if arch.key not in done]
     protocol = Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
     flagged = 0
-    for record in measure_archs(supernet, missing, target, protocol, progress=progress):
-        m = record.measurement
-        flagged += m.flagged
-        with Session(engine) as session, session.begin():  # one commit per arch: a crash loses one at most
-            session.add(LatencyRow(target_id=target_id, arch_key=record.arch.key, arch=record.arch.to_json(),
-                                   backend=DEFAULT_BACKEND, median_ms=m.median_ms, iqr_ms=m.iqr_ms, cv=m.cv, n=m.n,
-                                   attempts=m.attempts, flagged=m.flagged, fingerprint=dumps(m.fingerprint)))
+    for record in measure_archs(supernet, missing, target, protocol, passes=config.measure.passes, seed=config.seed,
+                                progress=progress):
+        flagged += record.measurement.flagged
+        with Session(engine) as session, session.begin():  # committed as they come: a crash loses one chunk at most
+            session.add(latency_row(target_id, record.arch, record.measurement.to_dict()))
     with Session(engine) as session:
         rows = list(measured_latencies(session, target_id).values())
     engine.dispose()
-    cvs = [row.cv for row in rows]
     return (f"target {target.name}: {len(missing)} archs measured now, {len(rows)} in the dataset; "
-            f"median CV {np.median(cvs) * 100:.1f}%, {sum(r.flagged for r in rows)} flagged "
+            f"median spread within a pass {np.median([r.cv for r in rows]) * 100:.1f}%, between passes "
+            f"{np.median([r.pass_cv for r in rows]) * 100:.1f}%; {sum(r.flagged for r in rows)} flagged "
             f"({flagged} of this run)")
+
+
+def latency_row(target_id: int, arch: Arch, m: dict) -> LatencyRow:
+    return LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(), backend=DEFAULT_BACKEND,
+                      median_ms=m["median_ms"], iqr_ms=m["iqr_ms"], cv=m["cv"], n=m["n"], attempts=m["attempts"],
+                      flagged=m["flagged"], passes=m.get("passes", 1), pass_cv=m.get("pass_cv", 0.0),
+                      fingerprint=dumps(m["fingerprint"]))
 
 
 def latency_dataset(session: Session, target_name: str) -> tuple[list[Arch], np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ from orchestrator.db import (
 from orchestrator.evaluation import EvalJob
 from orchestrator.executors import Executor, LocalExecutor, RayExecutor
 from orchestrator.lease import Lease
-from orchestrator.measuring import latency_dataset, register_target, target_of
+from orchestrator.measuring import latency_dataset, latency_row, register_target, target_of
 from orchestrator.objectives import Objectives
 from orchestrator.pareto import hypervolume, pareto_front
 from orchestrator.strategies import SearchContext, ask_fixed, make_strategy
@@ -280,10 +280,7 @@ class SearchDriver:
                                                          LatencyRow.arch_key == arch.key,
                                                          LatencyRow.backend == DEFAULT_BACKEND))
         if exists is None:
-            session.add(LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(),
-                                   backend=DEFAULT_BACKEND, median_ms=m["median_ms"], iqr_ms=m["iqr_ms"], cv=m["cv"],
-                                   n=m["n"], attempts=m["attempts"], flagged=m["flagged"],
-                                   fingerprint=dumps(m["fingerprint"])))
+            session.add(latency_row(target_id, arch, m))
 
     # ---- predictors and hypervolume ------------------------------------------------
     def _latency_model(self, engine, task) -> LatencyPredictor:

@@ -31,6 +31,7 @@ from search_space import Arch, SearchSpace, encode_many
 from search_space.optuna_map import arch_from_params, distributions, params_from_arch
 
 CONFIDENCE = 2.0  # standard deviations beyond a bound before a candidate counts as infeasible
+MAX_FIT = 400  # evaluations the accuracy predictor is fitted on, at most
 
 
 @dataclass
@@ -120,13 +121,17 @@ class EvolutionaryStrategy:
     def search(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[Arch]:
         space = context.space
         known = [arch for arch, _ in context.evaluated]
-        accuracy = np.array([metrics["accuracy"] for _, metrics in context.evaluated])
-        predictor = AccuracyPredictor(candidates=("gp", "ridge"), cv=min(5, len(known) // 4),
-                                      random_state=int(rng.integers(2**31))).fit(encode_many(space, known), accuracy)
+        real = context.objectives.minimized([m for _, m in context.evaluated])
+        ranked = [i for front in non_dominated_sort(real) for i in front]
+        # a Gaussian process grows cubically: beyond MAX_FIT, fit on the best ones and a sample of the rest
+        fit = ranked[: MAX_FIT // 2] + sorted(rng.permutation(ranked[MAX_FIT // 2:])[: MAX_FIT // 2].tolist())
+        accuracy = np.array([context.evaluated[i][1]["accuracy"] for i in fit])
+        predictor = AccuracyPredictor(candidates=("gp", "ridge"), cv=min(5, len(fit) // 4),
+                                      random_state=int(rng.integers(2**31)))
+        predictor.fit(encode_many(space, [known[i] for i in fit]), accuracy)
         scorer = _Scorer(context, predictor)
         # the first population: the best evaluated archs (by their real front) plus random ones
-        real = context.objectives.minimized([m for _, m in context.evaluated])
-        elite = [known[i] for front in non_dominated_sort(real) for i in front][: self.population // 2]
+        elite = [known[i] for i in ranked][: self.population // 2]
         population = elite + [space.sample(rng) for _ in range(self.population - len(elite))]
         archive: dict[str, Arch] = {a.key: a for a in population}
         for _ in range(self.generations):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from predictors.measure import Protocol, example_input, measure_latency
+from predictors.measure import Protocol, example_input, measure_many
 from predictors.target import HardwareTarget
 from search_space import Arch, LayerArch, SearchSpace
 from supernet.deploy import to_deployable
@@ -63,10 +63,19 @@ class LatencyRecord:
 
 
 def measure_archs(supernet: Supernet, archs: list[Arch], target: HardwareTarget, protocol: Protocol = Protocol(),
-                  progress: bool = True) -> Iterator[LatencyRecord]:
-    """Export each arch as its deployed static model and measure it; yields as it goes,
-    so a caller can store every record at once and lose nothing on a crash."""
+                  passes: int = 15, chunk: int = 100, seed: int = 0, progress: bool = True) -> Iterator[LatencyRecord]:
+    """Export each arch as its deployed static model and measure them side by side in
+    `passes` rounds (see `predictors.measure`), chunk by chunk, yielding each chunk's
+    records as soon as they are final, so a crash loses one chunk at most."""
     inputs = example_input(supernet.task, target)
-    for arch in tqdm(archs, desc=f"measure {target.name}", unit="arch", disable=not progress, dynamic_ncols=True):
-        deployed = to_deployable(supernet.extract(arch))
-        yield LatencyRecord(arch, target, measure_latency(deployed, inputs, target, protocol))
+    rng = np.random.default_rng(seed)
+    bar = tqdm(total=len(archs), desc=f"measure {target.name}", unit="arch", disable=not progress,
+               dynamic_ncols=True)
+    for begin in range(0, len(archs), chunk):
+        part = archs[begin:begin + chunk]
+        deployed = [to_deployable(supernet.extract(arch)) for arch in part]
+        for arch, measurement in zip(part, measure_many(deployed, inputs, target, protocol, passes, rng),
+                                     strict=True):
+            yield LatencyRecord(arch, target, measurement)
+        bar.update(len(part))
+    bar.close()

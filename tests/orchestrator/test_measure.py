@@ -14,7 +14,7 @@ def write_config(tmp_path, filename="study.yaml", **changes):
               "space": str(CONFIGS / "spaces" / "tiny.yaml"), "task": {"name": "digits"},
               "supernet": {"checkpoint": str(tmp_path / "none.pt")},
               "target": {"name": "cpu-b1", "threads": 1, "batch_size": 1},
-              "measure": {"archs": 4, "max_repeats": 40}}
+              "measure": {"archs": 4, "max_repeats": 40, "passes": 5}}
     for key, value in changes.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / filename

@@ -29,7 +29,7 @@ def write_config(base, filename="study.yaml", **changes):
               "space": str(CONFIGS / "spaces" / "tiny.yaml"), "task": {"name": "digits"},
               "supernet": {"steps": 30, "batch_size": 32, "warmup_steps": 3, "sandwich_random": 1, "lr": 0.01,
                            "checkpoint": str(base / "tiny.pt")},
-              "target": {"name": "cpu-b1"}, "measure": {"archs": 16, "max_repeats": 40},
+              "target": {"name": "cpu-b1"}, "measure": {"archs": 16, "max_repeats": 40, "passes": 5},
               "objectives": {"accuracy": "maximize", "latency_ms": "minimize"},
               "constraints": ["params <= 20000"],
               "search": {"strategy": "evolutionary", "evaluations": 12, "batch_size": 4, "executor": "local"}}

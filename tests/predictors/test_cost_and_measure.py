@@ -118,3 +118,27 @@ def test_example_input_shapes():
     spec = TaskSpec("tokens", 16, 128, 10)
     assert example_input(spec, HardwareTarget(batch_size=3, seq_len=64)).shape == (3, 64)
     assert example_input(FEATURES, HardwareTarget(batch_size=2)).shape == (2, 16, 4)
+
+
+def test_passes_combine_into_a_median_with_their_spread():
+    from predictors.measure import LatencyMeasurement, combine
+
+    def run(ms, flagged=False):
+        return LatencyMeasurement(median_ms=ms, iqr_ms=0.1, cv=0.02, n=40, attempts=1, flagged=flagged,
+                                  fingerprint={"cpu": "x"})
+
+    combined = combine([run(1.0), run(1.2), run(5.0, flagged=True)])
+    assert combined.median_ms == 1.2 and combined.passes == 3 and combined.n == 120
+    assert combined.flagged and combined.pass_cv > 0
+    assert combine([run(2.0)]).pass_cv == 0.0
+
+
+def test_measure_many_measures_each_model_once_per_pass(digits_space, digits_supernet):
+    from predictors.measure import measure_many
+
+    target = HardwareTarget("many")
+    models = [to_deployable(digits_supernet.extract(a)) for a in (digits_space.smallest(), digits_space.largest())]
+    results = measure_many(models, example_input(FEATURES, target), target,
+                           Protocol(warmup=2, round_size=10, max_repeats=20), passes=3, rng=np.random.default_rng(0))
+    assert [r.passes for r in results] == [3, 3]
+    assert results[0].median_ms < results[1].median_ms  # the smallest arch is faster than the largest

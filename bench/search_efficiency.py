@@ -1,0 +1,95 @@
+"""Search efficiency: evaluations each strategy needs to reach 99% of the reference
+hypervolume, on the digits supernet, several seeds each, side by side in one run.
+
+The reference is the hypervolume of the pooled front of every run. All runs
+share one supernet, one latency predictor and one evaluation function
+(inherited-weight accuracy on val, predicted latency), so they differ only in
+the strategy. Needs a trained supernet checkpoint and the target's latency
+dataset in the storage (see `--help`).
+
+    .venv/bin/python bench/search_efficiency.py --checkpoint CKPT --storage URL \
+        [--seeds 5] [--evaluations 96]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from orchestrator.config import load_study_config
+from orchestrator.objectives import Objectives
+from orchestrator.pareto import hypervolume, pareto_front
+from orchestrator.search import SearchDriver
+from orchestrator.study import REFERENCE_ATTR
+
+ROOT = Path(__file__).resolve().parent.parent
+STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs/digits.yaml"))
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--storage", required=True, help="a database holding the target's latency dataset")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--evaluations", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--out", default=str(ROOT / "bench/results/search_efficiency.json"))
+    args = parser.parse_args()
+
+    runs: dict[tuple[str, int], list[tuple[list[float], bool]]] = {}
+    seconds: dict[str, list[float]] = {}
+    objectives = None
+    reference = None
+    for strategy in args.strategies.split(","):
+        for seed in range(args.seeds):
+            name = f"efficiency-{strategy}-{seed}-{args.evaluations}"
+            config = load_study_config(args.config, {
+                "study": name, "storage": args.storage, "seed": seed, "supernet.checkpoint": args.checkpoint,
+                "search.strategy": strategy, "search.evaluations": args.evaluations,
+                "search.batch_size": args.batch, "search.executor": "local"})
+            started = time.perf_counter()
+            SearchDriver(config, progress=False).run()
+            seconds.setdefault(strategy, []).append(time.perf_counter() - started)
+            study = optuna.load_study(study_name=name, storage=args.storage)
+            objectives = Objectives.from_config(config.objectives, config.constraints)
+            reference = np.asarray(study.user_attrs[REFERENCE_ATTR]) * objectives.signs
+            trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+            runs[(strategy, seed)] = [(objectives.values(t.user_attrs["metrics"]), bool(t.user_attrs["feasible"]))
+                                      for t in trials]
+            print(f"{strategy:12s} seed {seed}: {len(trials)} evaluations in {seconds[strategy][-1]:.0f} s", flush=True)
+
+    pooled = np.array([v for run in runs.values() for v, ok in run if ok]) * objectives.signs
+    reference_hv = hypervolume(pooled[pareto_front(pooled)], reference)
+    needed: dict[str, list[float]] = {}
+    for (strategy, _seed), run in runs.items():
+        points, hit = [], float("inf")
+        for n, (values, ok) in enumerate(run, start=1):
+            if ok:
+                points.append(np.asarray(values) * objectives.signs)
+            if points and hypervolume(np.array(points), reference) >= 0.99 * reference_hv:
+                hit = n
+                break
+        needed.setdefault(strategy, []).append(hit)
+    summary = {"evaluations_budget": args.evaluations, "seeds": args.seeds, "reference_hypervolume": reference_hv,
+               "needed_to_99pct": needed,
+               "median_needed": {s: float(np.median(v)) for s, v in needed.items()},
+               "reached": {s: int(np.isfinite(v).sum()) for s, v in needed.items()},
+               "median_seconds_per_run": {s: float(np.median(v)) for s, v in seconds.items()}}
+    if "evolutionary" in needed and "nsga2" in needed:
+        median = summary["median_needed"]
+        summary["nsga2_over_evolutionary"] = median["nsga2"] / median["evolutionary"]
+    print(json.dumps(summary, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
