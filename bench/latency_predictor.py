@@ -8,7 +8,7 @@
   3. sample efficiency: MAPE against the number of measurements.
 Bars: MAPE <= 5% and <= 1.5x the noise floor, Kendall tau >= 0.95.
 
-    .venv/bin/python bench/latency_predictor.py [--archs 500] [--batch 1]
+    .venv/bin/python bench/latency_predictor.py [--archs 500] [--batch 1] [--passes 15] [--chunk 500]
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--passes", type=int, default=15, help="rounds of the side-by-side protocol")
+    parser.add_argument("--chunk", type=int, default=500, help="archs measured side by side at once")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = Path(args.out or ROOT / f"bench/results/latency_predictor_b{args.batch}.json")
@@ -120,7 +121,8 @@ def main() -> None:
 
     # 2. the dataset, measured once for every method
     archs = stratified_archs(space, args.archs, np.random.default_rng(args.seed))
-    records = list(measure_archs(supernet, archs, target, protocol, passes=args.passes, seed=args.seed))
+    records = list(measure_archs(supernet, archs, target, protocol, passes=args.passes, chunk=args.chunk,
+                                 seed=args.seed))
     y = np.array([r.measurement.median_ms for r in records])
     flagged = int(sum(r.measurement.flagged for r in records))
     order = np.random.default_rng(args.seed + 1).permutation(len(archs))

@@ -337,8 +337,9 @@ class SearchDriver:
         return hv, size
 
 
-def front_and_hypervolume(study: optuna.Study, objectives: Objectives) -> tuple[float, int]:
-    feasible = [e for e in evaluations(study) if e.feasible]
+def front_and_hypervolume(study: optuna.Study, objectives: Objectives,
+                          done: list | None = None) -> tuple[float, int]:
+    feasible = [e for e in (evaluations(study) if done is None else done) if e.feasible]
     if not feasible:
         return 0.0, 0
     values = objectives.minimized([e.metrics for e in feasible])

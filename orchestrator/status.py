@@ -5,31 +5,28 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from optuna.trial import TrialState
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.db import HypervolumeRow, connect, masked
 from orchestrator.objectives import Objectives
 from orchestrator.search import front_and_hypervolume
-from orchestrator.study import require_study, stored_config
+from orchestrator.study import evaluations, require_study, stored_config, trial_counts
 
 
 def study_status(url: str, name: str) -> dict[str, Any]:
     study = require_study(url, name)
     config = stored_config(study, url)
     objectives = Objectives.from_config(config.objectives, config.constraints)
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    feasible = [t for t in complete if t.user_attrs.get("feasible", True)]
+    counts = trial_counts(study)
+    complete = evaluations(study)
+    feasible = [e for e in complete if e.feasible]
     best = {}
     for metric, direction in zip(objectives.metrics, objectives.directions, strict=True):
         if feasible:
-            pick = (max if direction == "maximize" else min)(feasible, key=lambda t: t.user_attrs["metrics"][metric])
-            best[metric] = {"value": pick.user_attrs["metrics"][metric], "trial": pick.number,
-                            "arch_key": pick.user_attrs["arch_key"]}
-    hypervolume, front_size = front_and_hypervolume(study, objectives)
+            pick = (max if direction == "maximize" else min)(feasible, key=lambda e: e.metrics[metric])
+            best[metric] = {"value": pick.metrics[metric], "trial": pick.trial, "arch_key": pick.arch.key}
+    hypervolume, front_size = front_and_hypervolume(study, objectives, complete)
     engine = connect(url, create=False)
     with Session(engine) as session:
         history = [(row.evaluations, row.hypervolume) for row in session.scalars(
@@ -40,7 +37,7 @@ def study_status(url: str, name: str) -> dict[str, Any]:
         "objectives": dict(config.objectives), "constraints": [str(c) for c in config.constraints],
         "trials": counts, "evaluations": len(complete), "budget": config.search.evaluations,
         "budget_used": len(complete) / config.search.evaluations, "feasible": len(feasible),
-        "unique_archs": len({t.user_attrs.get("arch_key") for t in complete}),
+        "unique_archs": len({e.arch.key for e in complete}),
         "best": best, "pareto_size": front_size, "hypervolume": hypervolume,
         "hypervolume_history": history,
     }

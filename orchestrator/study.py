@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from orchestrator.config import StudyConfig, config_as_dict, study_config_from_dict
@@ -67,7 +67,14 @@ def find_study(url: str, name: str) -> optuna.Study | None:
         return None
     storage = optuna_storage(url, create=False)
     names = optuna.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage) if name in names else None
+    return optuna.load_study(study_name=name, storage=storage, sampler=_fixed_params_sampler()) \
+        if name in names else None
+
+
+def _fixed_params_sampler() -> optuna.samplers.BaseSampler:
+    # the driver's own handle only opens trials with fixed params; Optuna's default sampler (TPE)
+    # would read every trial of the study at each ask, seconds on a large study
+    return optuna.samplers.RandomSampler(seed=0)
 
 
 def require_study(url: str, name: str) -> optuna.Study:
@@ -111,7 +118,7 @@ def _first_difference(old: Any, new: Any, path: str) -> str:
 
 def create_study(config: StudyConfig, supernet_sha256: str, reference: list[float]) -> optuna.Study:
     storage = optuna_storage(config.storage, create=True)
-    study = optuna.create_study(study_name=config.study, storage=storage,
+    study = optuna.create_study(study_name=config.study, storage=storage, sampler=_fixed_params_sampler(),
                                 directions=list(config.objectives.values()))
     with warnings.catch_warnings():  # experimental in Optuna, and only a label for the dashboard
         warnings.simplefilter("ignore")
@@ -130,12 +137,43 @@ class Evaluation:
     feasible: bool
 
 
+_EVALUATIONS_SQL = text(
+    "SELECT t.number, a.key, a.value_json FROM trials t "
+    "JOIN studies s ON s.study_id = t.study_id "
+    "JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+    "WHERE s.study_name = :name AND t.state = 'COMPLETE' AND a.key IN ('arch', 'metrics', 'feasible') "
+    "ORDER BY t.number")
+
+
+def study_engine(study: optuna.Study):
+    storage = study._storage
+    return getattr(storage, "_backend", storage).engine
+
+
 def evaluations(study: optuna.Study) -> list[Evaluation]:
-    """Completed trials in trial order."""
-    return [Evaluation(t.number, Arch.from_json(t.user_attrs["arch"]), t.user_attrs["metrics"],
-                       bool(t.user_attrs.get("feasible", True)))
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    """Completed trials in trial order. One query on Optuna's tables: loading 10,000
+    trials through Optuna's API takes seconds, this a fraction of one."""
+    rows: dict[int, dict[str, Any]] = {}
+    with study_engine(study).connect() as connection:
+        for number, key, value in connection.execute(_EVALUATIONS_SQL, {"name": study.study_name}):
+            rows.setdefault(number, {})[key] = json.loads(value)
+    return [Evaluation(number, Arch.from_json(attrs["arch"]), attrs["metrics"], bool(attrs.get("feasible", True)))
+            for number, attrs in rows.items() if "arch" in attrs and "metrics" in attrs]
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    query = text("SELECT t.state, COUNT(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                 "WHERE s.study_name = :name GROUP BY t.state")
+    with study_engine(study).connect() as connection:
+        found = {str(state).split(".")[-1].lower(): n for state, n in connection.execute(query,
+                                                                                         {"name": study.study_name})}
+    return {state.name.lower(): found.get(state.name.lower(), 0) for state in TrialState}
 
 
 def interrupted(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    """Trials left RUNNING or WAITING, found by one query (not by loading every trial)."""
+    query = text("SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                 "WHERE s.study_name = :name AND t.state IN ('RUNNING', 'WAITING') ORDER BY t.number")
+    with study_engine(study).connect() as connection:
+        ids = [row[0] for row in connection.execute(query, {"name": study.study_name})]
+    return [study._storage.get_trial(trial_id) for trial_id in ids]

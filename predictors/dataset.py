@@ -63,7 +63,7 @@ class LatencyRecord:
 
 
 def measure_archs(supernet: Supernet, archs: list[Arch], target: HardwareTarget, protocol: Protocol = Protocol(),
-                  passes: int = 15, chunk: int = 100, seed: int = 0, progress: bool = True) -> Iterator[LatencyRecord]:
+                  passes: int = 15, chunk: int = 250, seed: int = 0, progress: bool = True) -> Iterator[LatencyRecord]:
     """Export each arch as its deployed static model and measure them side by side in
     `passes` rounds (see `predictors.measure`), chunk by chunk, yielding each chunk's
     records as soon as they are final, so a crash loses one chunk at most."""
