@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import shutil
 import tempfile
+import threading
+import uuid
 from typing import Any, Protocol
+
+from ray.tune.search import Searcher
 
 from orchestrator.evaluation import EvalJob, evaluate_arch, measure_arch, tune_trainable
 
@@ -51,50 +57,103 @@ def target_resource(target_name: str) -> str:
     return f"elastiq_target_{target_name}"
 
 
+# queues of the running experiments, by key: Tune pickles its searcher, and queues do not pickle
+_CHANNELS: dict[str, tuple[queue.Queue, queue.Queue]] = {}
+
+
+class _QueueSearcher(Searcher):
+    """Feeds one long-running Tune experiment from a queue, so its trial actors (and the
+    supernet each has loaded) live for the whole search: a new `Tuner.fit` per batch
+    costs seconds of Tune's fixed overhead."""
+
+    def __init__(self):
+        super().__init__()
+        self.key = uuid.uuid4().hex
+        _CHANNELS[self.key] = (queue.Queue(), queue.Queue())
+        self.assigned: dict[str, list] = {}
+        self.finished = False
+
+    def suggest(self, trial_id):
+        if self.finished:
+            return Searcher.FINISHED
+        try:
+            group = _CHANNELS[self.key][0].get_nowait()
+        except queue.Empty:
+            return None  # nothing to run yet; Tune asks again
+        if group is None:
+            self.finished = True
+            return Searcher.FINISHED
+        self.assigned[trial_id] = group
+        return {"jobs": group}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        _CHANNELS[self.key][1].put((self.assigned.pop(trial_id, None), result, error))
+
+
 class RayExecutor:
-    """Ray Tune for accuracy trials; target-holding tasks for latency."""
+    """Ray Tune for accuracy trials (one experiment for the whole search, trial actors
+    reused); target-holding tasks for latency."""
 
     def __init__(self, address: str | None, workers: int, target_name: str, max_failures: int = 2):
         import ray
+        from ray import tune
 
+        os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Tune runs in a thread of the driver
         self.workers = workers
         self.target_name = target_name
-        self.max_failures = max_failures
         self._started_ray = False
         if not ray.is_initialized():
             if address is None:  # a local Ray that holds this machine's target
                 ray.init(num_cpus=max(workers, 1) + 1, resources={target_resource(target_name): 1},
                          include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-                self._started_ray = True
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-                self._started_ray = True
+            self._started_ray = True
         self._storage = tempfile.mkdtemp(prefix="elastiq-tune-")
         self._measure = ray.remote(num_cpus=1, max_retries=max_failures)(measure_arch)
-
-    def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
-        """One Tune trial per worker, each evaluating its share of the batch: a trial costs
-        seconds of Tune overhead, an evaluation tens of milliseconds."""
-        if not jobs:
-            return []
-        from ray import tune
-
-        groups = [jobs[i::self.workers] for i in range(min(self.workers, len(jobs)))]
+        self._searcher = _QueueSearcher()
+        self._groups, self._results = _CHANNELS[self._searcher.key]
         tuner = tune.Tuner(
             tune.with_resources(tune_trainable, {"cpu": 1}),
-            param_space={"jobs": tune.grid_search([[job.to_dict() for job in group] for group in groups])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=self.workers, reuse_actors=True),
+            tune_config=tune.TuneConfig(search_alg=self._searcher, num_samples=-1, max_concurrent_trials=workers,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(storage_path=self._storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=self.max_failures)),
+                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
         )
+        self._fit_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fit, args=(tuner,), name="elastiq-tune", daemon=True)
+        self._thread.start()
+
+    def _fit(self, tuner) -> None:
+        try:
+            tuner.fit()
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver by evaluate()
+            self._fit_error = exc
+
+    def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
+        """One Tune trial per worker, each evaluating its share of the batch."""
+        if not jobs:
+            return []
+        groups = [[job.to_dict() for job in jobs[i::self.workers]] for i in range(min(self.workers, len(jobs)))]
+        for group in groups:
+            self._groups.put(group)
         by_arch: dict[str, dict[str, Any] | Exception] = {}
-        for result in tuner.fit():
-            group = result.config["jobs"]
-            if result.error is not None:
-                message = str(result.error).splitlines()[0] if str(result.error) else "failed"
-                by_arch.update({job["arch"]: RuntimeError(message) for job in group})
+        waiting = len(groups)
+        while waiting:
+            try:
+                group, result, error = self._results.get(timeout=1.0)
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    reason = self._fit_error or RuntimeError("the Tune experiment ended")
+                    return [by_arch.get(job.arch, RuntimeError(str(reason))) for job in jobs]
                 continue
-            for job, outcome in zip(group, json.loads(result.metrics["results"]), strict=True):
+            if group is None:
+                continue
+            waiting -= 1
+            if error or not result or "results" not in result:
+                by_arch.update({job["arch"]: RuntimeError("evaluation failed on its worker") for job in group})
+                continue
+            for job, outcome in zip(group, json.loads(result["results"]), strict=True):
                 by_arch[job["arch"]] = outcome if "error" not in outcome else RuntimeError(outcome["error"])
         return [by_arch.get(job.arch, RuntimeError("no result")) for job in jobs]
 
@@ -114,6 +173,9 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
+        self._groups.put(None)  # the experiment ends once its running trials do
+        self._thread.join(timeout=60)
+        _CHANNELS.pop(self._searcher.key, None)
         shutil.rmtree(self._storage, ignore_errors=True)
         if self._started_ray:
             ray.shutdown()  # only the Ray this driver started
