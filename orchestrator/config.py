@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from search_space import InputError, SearchSpace
+from search_space.space import read_yaml
 
 METRICS = ("accuracy", "latency_ms", "params", "bytes", "macs")
 STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")
@@ -138,14 +138,7 @@ class StudyConfig(_Section):
 
 def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    data = read_yaml(path, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     for key, value in (overrides or {}).items():

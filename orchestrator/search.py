@@ -171,7 +171,7 @@ class SearchDriver:
                 bar.refresh()
         finally:
             bar.close()
-        hv, front_size = self._current_hypervolume(study)
+        hv, front_size = front_and_hypervolume(study, self.objectives)
         return (f"study {config.study}: {done} of {budget} evaluations, Pareto front {front_size}, "
                 f"hypervolume {hv:.4g} ({time.perf_counter() - started:.0f} s this run)")
 
@@ -327,11 +327,8 @@ class SearchDriver:
                 reference.append(float(costs[metric]) * 1.1)
         return reference
 
-    def _current_hypervolume(self, study) -> tuple[float, int]:
-        return front_and_hypervolume(study, self.objectives)
-
     def _record_hypervolume(self, engine, study, done: int) -> tuple[float, int]:
-        hv, size = self._current_hypervolume(study)
+        hv, size = front_and_hypervolume(study, self.objectives)
         with Session(engine) as session, session.begin():
             session.add(HypervolumeRow(study=study.study_name, evaluations=done, hypervolume=hv, pareto_size=size))
         return hv, size

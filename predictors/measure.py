@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def measure_latency(model: nn.Module, inputs: torch.Tensor, target: HardwareTarg
     inputs = inputs.to(device)
     call = lambda: model(inputs)  # noqa: E731
     best = None
-    with (holding(target) if lock else _nothing()), _threads(target.threads), torch.inference_mode():
+    with (holding(target) if lock else nullcontext()), _threads(target.threads), torch.inference_mode():
         for attempt in range(1, protocol.attempts + 1):  # noqa: B007 - the count is reported
             times = _one_attempt(call, target, protocol)
             q1, median, q3 = np.percentile(times, [25, 50, 75])
@@ -145,10 +145,6 @@ def measure_latency(model: nn.Module, inputs: torch.Tensor, target: HardwareTarg
     return LatencyMeasurement(median_ms=median, iqr_ms=iqr, cv=cv, n=len(times), attempts=attempt,
                               flagged=cv > protocol.max_cv, fingerprint=fingerprint(target))
 
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def measure_many(models: list[nn.Module], inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol,

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from predictors.models import Predictor
 from search_space import InputError
+from supernet.checkpoint import atomic_write
 
 ARTIFACT_VERSION = 1
 
@@ -25,24 +24,15 @@ class ArtifactError(InputError):
     """A predictor artifact that is missing, altered or of another kind."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_predictor(predictor: Predictor, path: str | Path, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     path = Path(path)
     data = pickle.dumps(predictor, protocol=pickle.HIGHEST_PROTOCOL)
     record = {"version": ARTIFACT_VERSION, "kind": type(predictor).__name__, "chosen": predictor.chosen_,
               "n_train": predictor.n_train_, "cv_scores": predictor.cv_scores_,
               "sha256": hashlib.sha256(data).hexdigest(), **(metadata or {})}
-    _write_atomic(path, data)
-    _write_atomic(path.with_name(path.name + ".json"), json.dumps(record, indent=2, sort_keys=True).encode())
+    atomic_write(path, lambda f: f.write(data))
+    atomic_write(path.with_name(path.name + ".json"),
+                 lambda f: f.write(json.dumps(record, indent=2, sort_keys=True).encode()))
     return record
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from search_space.arch import Arch, LayerArch
-from search_space.errors import SpaceError
+from search_space.errors import InputError, SpaceError
 from search_space.registry import ATTENTION_TYPES, SUPPORTED_BITS
 
 _TOP_KEYS = {"name", "head_dim", "local_window", "embed_dim", "depth", "layer", "per_layer", "layers"}
@@ -93,16 +93,7 @@ class SearchSpace:
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SpaceError(f"{path}: cannot read ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise SpaceError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        data = read_yaml(path, SpaceError)
         try:
             return cls.from_dict(data)
         except SpaceError as exc:
@@ -300,6 +291,20 @@ class SearchSpace:
                          f"attention {list(layer.attention)}, bits {list(layer.bits)}")
         lines.append(f"  cardinality {self.cardinality():,}")
         return "\n".join(lines)
+
+
+def read_yaml(path: Path, error: type[InputError] = InputError) -> Any:
+    """`safe_load` of a file; unreadable files and malformed YAML raise `error` naming the line."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
 
 
 def _from_canonical(data: dict) -> dict:

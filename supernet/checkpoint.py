@@ -40,7 +40,8 @@ def record_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Write through `write(file)` to a temporary file, then rename: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -57,10 +58,10 @@ def _atomic_write(path: Path, write) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
     """Write state and its record; return the record (with the sha256)."""
     path = Path(path)
-    _atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
     record = {"format": FORMAT_VERSION, **metadata, "torch_version": torch.__version__,
               "sha256": sha256_file(path), "file": path.name}
-    _atomic_write(record_path(path), lambda f: f.write(json.dumps(record, indent=2, sort_keys=True).encode()))
+    atomic_write(record_path(path), lambda f: f.write(json.dumps(record, indent=2, sort_keys=True).encode()))
     return record
 
 
