@@ -167,6 +167,39 @@ def status_command(storage: str, study_name: str, as_json: bool) -> None:
     click.echo(format_status(study_status(storage, study_name), as_json))
 
 
+@cli.command("export")
+@click.option("--storage", required=True, help="Database URL of the study.")
+@click.option("--study", "study_name", required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory to write (made whole or not at all).")
+@click.option("--trial", "trials", multiple=True, type=click.IntRange(min=0),
+              help="Export this trial instead of the front (repeatable).")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Export the front under this latency.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out.")
+def export_command(storage: str, study_name: str, out: str, trials: tuple[int, ...], max_latency_ms: float | None,
+                   overwrite: bool) -> None:
+    """Export the Pareto-optimal models of a study: TorchScript programs with real int8
+    kernels, state dicts, metrics, and a manifest of sha256s; each one verified."""
+    from orchestrator.export import Selection, export_study
+
+    if trials and max_latency_ms is not None:
+        raise click.UsageError("give --trial or --max-latency-ms, not both")
+    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms), overwrite))
+
+
+@cli.command("report")
+@click.option("--storage", required=True, help="Database URL of the studies.")
+@click.option("--study", "study_names", required=True, multiple=True,
+              help="Study to report (repeat to put several targets' fronts side by side).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+def report_command(storage: str, study_names: tuple[str, ...], out: str) -> None:
+    """Plots of the front and of the hypervolume, and a markdown summary."""
+    from orchestrator.report import write_report
+
+    click.echo(write_report(storage, list(dict.fromkeys(study_names)), out))
+
+
 class _EchoHandler(logging.Handler):
     """Log lines on stderr, through click so progress bars and test capture see them."""
 

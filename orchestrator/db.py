@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -31,7 +32,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from search_space import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added elastiq_exports
+_READABLE_VERSIONS = (1, 2)  # older schemas are read as they are and upgraded by the next writer
 
 
 class StorageError(InputError):
@@ -137,6 +139,19 @@ class HypervolumeRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 
 
+class ExportRow(Base):
+    """An export of a study's models: where it went and the sha256 of its manifest."""
+
+    __tablename__ = "elastiq_exports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study: Mapped[str] = mapped_column(String(200), index=True)
+    out_dir: Mapped[str] = mapped_column(Text)
+    trials: Mapped[str] = mapped_column(Text)  # JSON list of trial numbers
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)  # JSON of the export's honesty figures
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
 class LeaseRow(Base):
     """Who drives a study: no two drivers at once (DESIGN decision 2)."""
 
@@ -175,9 +190,13 @@ def connect(url: str, create: bool = True) -> Engine:
     if "elastiq_schema" in names:
         with Session(engine) as session:
             version = session.scalar(select(SchemaInfo.version))
-        if version != SCHEMA_VERSION:
-            raise StorageError(f"storage {masked(url)}: elastiq schema version {version}, this elastiq needs "
-                               f"{SCHEMA_VERSION}")
+        if version not in _READABLE_VERSIONS:
+            raise StorageError(f"storage {masked(url)}: elastiq schema version {version}, this elastiq reads "
+                               f"versions {', '.join(map(str, _READABLE_VERSIONS))}")
+        if create and version != SCHEMA_VERSION:  # the upgrades so far only add tables
+            Base.metadata.create_all(engine)
+            with Session(engine) as session, session.begin():
+                session.execute(update(SchemaInfo).values(version=SCHEMA_VERSION))
     elif create:
         try:
             Base.metadata.create_all(engine)

@@ -21,7 +21,7 @@ from predictors.cost import arch_costs
 from predictors.measure import Protocol, example_input, measure_many
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
-from supernet.deploy import to_deployable
+from supernet.deploy import deployed_program
 from supernet.tasks import load_task
 from supernet.train import TrainSettings, evaluate, load_supernet, train_standalone
 
@@ -54,6 +54,15 @@ def _context(job: EvalJob):
     return _loaded(job.checkpoint, job.checkpoint_sha256, job.space, job.task, job.task_options, job.seed)
 
 
+def static_model(supernet, arch: Arch, task, finetune_steps: int, seed: int) -> torch.nn.Module:
+    """The static model whose accuracy a search records: extracted, then fine-tuned if asked."""
+    model = supernet.extract(arch)
+    if finetune_steps > 0:
+        settings = TrainSettings(steps=finetune_steps, batch_size=64, lr=5e-4, warmup_steps=0, weight_decay=0.0)
+        train_standalone(model, task, settings, seed=seed)
+    return model.eval()
+
+
 def evaluate_arch(job: EvalJob) -> dict[str, Any]:
     """Accuracy and analytic costs of one arch (deterministic for a given job)."""
     torch.set_num_threads(1)  # one core per trial: workers run side by side
@@ -61,9 +70,7 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
     space, task, supernet = _context(job)
     arch = space.validate(Arch.from_json(job.arch))
     if job.finetune_steps > 0:
-        model = supernet.extract(arch)
-        settings = TrainSettings(steps=job.finetune_steps, batch_size=64, lr=5e-4, warmup_steps=0, weight_decay=0.0)
-        train_standalone(model, task, settings, seed=job.seed)
+        model = static_model(supernet, arch, task, job.finetune_steps, job.seed)
         accuracy = evaluate(model, None, task, job.split)
     else:
         accuracy = evaluate(supernet, arch, task, job.split)
@@ -74,13 +81,14 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
 
 
 def measure_arch(job: EvalJob, passes: int = 15) -> dict[str, Any]:
-    """Latency of the deployed (really quantized) static model on the job's target."""
+    """Latency of the deployed program (really quantized, traced) on the job's target."""
     space, task, supernet = _context(job)
     arch = space.validate(Arch.from_json(job.arch))
     target = HardwareTarget(**json.loads(job.target))
-    deployed = to_deployable(supernet.extract(arch))
+    inputs = example_input(task.spec, target)
+    program = deployed_program(supernet.extract(arch), inputs)
     rng = np.random.default_rng(0)
-    return measure_many([deployed], example_input(task.spec, target), target, Protocol(), passes, rng)[0].to_dict()
+    return measure_many([program], inputs, target, Protocol(), passes, rng)[0].to_dict()
 
 
 def tune_trainable(config: dict[str, Any]) -> None:

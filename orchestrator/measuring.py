@@ -22,7 +22,7 @@ from predictors.dataset import measure_archs, stratified_archs
 from predictors.measure import Protocol
 from predictors.target import HardwareTarget, fingerprint
 from search_space import Arch
-from supernet.deploy import DEFAULT_BACKEND
+from supernet.deploy import MEASURED_FORM
 from supernet.model import Supernet
 from supernet.tasks import load_task
 from supernet.train import load_supernet
@@ -55,7 +55,7 @@ def register_target(session: Session, target: HardwareTarget) -> TargetRow:
     return row
 
 
-def measured_latencies(session: Session, target_id: int, backend: str = DEFAULT_BACKEND) -> dict[str, LatencyRow]:
+def measured_latencies(session: Session, target_id: int, backend: str = MEASURED_FORM) -> dict[str, LatencyRow]:
     rows = session.scalars(select(LatencyRow).where(LatencyRow.target_id == target_id,
                                                     LatencyRow.backend == backend))
     return {row.arch_key: row for row in rows}
@@ -96,7 +96,7 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
 
 
 def latency_row(target_id: int, arch: Arch, m: dict) -> LatencyRow:
-    return LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(), backend=DEFAULT_BACKEND,
+    return LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(), backend=MEASURED_FORM,
                       median_ms=m["median_ms"], iqr_ms=m["iqr_ms"], cv=m["cv"], n=m["n"], attempts=m["attempts"],
                       flagged=m["flagged"], passes=m.get("passes", 1), pass_cv=m.get("pass_cv", 0.0),
                       fingerprint=dumps(m["fingerprint"]))

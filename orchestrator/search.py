@@ -60,7 +60,7 @@ from predictors.persist import ARTIFACT_VERSION
 from search_space import Arch, InputError
 from search_space.optuna_map import arch_from_params, distributions
 from supernet.checkpoint import load_checkpoint
-from supernet.deploy import DEFAULT_BACKEND
+from supernet.deploy import MEASURED_FORM
 from supernet.tasks import load_task
 
 log = logging.getLogger("elastiq.search")
@@ -278,7 +278,7 @@ class SearchDriver:
         target_id = register_target(session, self.target).id
         exists = session.scalar(select(LatencyRow).where(LatencyRow.target_id == target_id,
                                                          LatencyRow.arch_key == arch.key,
-                                                         LatencyRow.backend == DEFAULT_BACKEND))
+                                                         LatencyRow.backend == MEASURED_FORM))
         if exists is None:
             session.add(latency_row(target_id, arch, m))
 

@@ -4,40 +4,13 @@ import json
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from orchestrator.cli import main
 from orchestrator.config import load_study_config
 from orchestrator.search import SearchDriver
 from orchestrator.status import study_status
-from tests.conftest import CONFIGS
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny supernet and a latency dataset, shared by the tests of this module."""
-    base = tmp_path_factory.mktemp("search")
-    config = write_config(base, "base.yaml", study="base")
-    assert main(["train-supernet", "-c", str(config), "--no-progress"]) == 0
-    assert main(["measure", "-c", str(config), "--no-progress"]) == 0
-    return base
-
-
-def write_config(base, filename="study.yaml", **changes):
-    config = {"study": "tiny-search", "storage": f"sqlite:///{base / 'study.db'}", "seed": 3,
-              "space": str(CONFIGS / "spaces" / "tiny.yaml"), "task": {"name": "digits"},
-              "supernet": {"steps": 30, "batch_size": 32, "warmup_steps": 3, "sandwich_random": 1, "lr": 0.01,
-                           "checkpoint": str(base / "tiny.pt")},
-              "target": {"name": "cpu-b1"}, "measure": {"archs": 16, "max_repeats": 40, "passes": 5},
-              "objectives": {"accuracy": "maximize", "latency_ms": "minimize"},
-              "constraints": ["params <= 20000"],
-              "search": {"strategy": "evolutionary", "evaluations": 12, "batch_size": 4, "executor": "local"}}
-    for key, value in changes.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-    path = base / filename
-    path.write_text(yaml.safe_dump(config))
-    return path
+from tests.orchestrator.conftest import write_config
 
 
 @pytest.mark.parametrize("strategy", ["evolutionary", "random", "nsga2", "tpe"])

@@ -1,0 +1,351 @@
+"""`elastiq export`: the Pareto front of a study as models a user can ship.
+
+For each selected trial the static subnet is extracted (and fine-tuned as the
+search did), lowered to real int8 kernels where its policy says so, traced to
+TorchScript, saved, loaded back and checked:
+
+- the extracted model reproduces the accuracy recorded in the database exactly;
+- the real int8 model is within one point of it;
+- the saved program predicts what the in-memory model predicts;
+- its latency, re-measured on the program loaded from disk, side by side with
+  the other exported programs, is compared with the prediction and the constraint.
+
+The front is taken on evaluated accuracy and measured latency. Where the search
+only predicted latency, the archs that could be on the front (predicted minus
+two standard deviations) are measured first, and the front is taken on those
+measurements: never on predictions alone.
+
+Everything is written to a temporary directory and moved into place at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.config import StudyConfig
+from orchestrator.db import ExportRow, LatencyRow, SupernetRow, connect, dumps, masked
+from orchestrator.evaluation import static_model
+from orchestrator.measuring import latency_row, register_target, target_of
+from orchestrator.objectives import Objectives
+from orchestrator.outdir import OutputError, check_output_dir, staged, write_json
+from orchestrator.pareto import pareto_front
+from orchestrator.search import SPLIT
+from orchestrator.study import SUPERNET_ATTR, Evaluation, evaluations, require_study, stored_config
+from predictors.measure import Protocol, example_input, measure_many
+from search_space import InputError
+from supernet.checkpoint import CheckpointError, sha256_file
+from supernet.deploy import MEASURED_FORM, deployed_program, to_deployable, trace_program
+from supernet.tasks import load_task
+from supernet.train import evaluate, load_supernet
+
+log = logging.getLogger("elastiq.export")
+MANIFEST = "manifest.json"
+PROGRAM = "model.ts"
+QUANTIZED_TOLERANCE = 0.01  # one accuracy point
+
+
+class ExportError(InputError):
+    """Nothing to export, or an export that fails its own verification."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    trials: tuple[int, ...] = ()  # explicit trial numbers; empty: the front
+    max_latency_ms: float | None = None
+
+    def describe(self) -> str:
+        if self.trials:
+            return "trials " + ", ".join(map(str, self.trials))
+        return "Pareto front" + (f" under {self.max_latency_ms} ms" if self.max_latency_ms is not None else "")
+
+
+def export_study(storage: str, study_name: str, out: str | Path, selection: Selection = Selection(),
+                 overwrite: bool = False, progress: bool = True) -> str:
+    out = Path(out)
+    check_output_dir(out, MANIFEST, replace=True)  # an earlier export may be up to date: decided below
+    study = require_study(storage, study_name)
+    config = stored_config(study, storage)
+    objectives = Objectives.from_config(config.objectives, config.constraints)
+    target = target_of(config)
+    task = load_task(config.task.name, config.seed, config.task.options)
+    supernet_sha = study.user_attrs[SUPERNET_ATTR]
+    engine = connect(storage)  # upgrades an older elastiq schema, which has no exports table
+    try:
+        supernet = load_supernet(_checkpoint_path(engine, config, supernet_sha), config.space, task,
+                                 expected_sha256=supernet_sha)
+        done = evaluations(study)
+        chosen = _choose(done, selection, objectives, config, engine, supernet, task, target)
+        keys = sorted(e.trial for e in chosen)
+        previous = _previous_export(out)
+        if previous is not None and previous.get("study") == study_name and previous.get("trials") == keys and \
+                previous.get("supernet_sha256") == supernet_sha and _files_intact(out, previous):
+            return f"{out}: export of trials {keys} is up to date (manifest verified); nothing to do"
+        check_output_dir(out, MANIFEST, replace=overwrite)
+        with staged(out, MANIFEST, replace=overwrite) as staging:
+            manifest = _write_models(staging, study_name, storage, config, objectives, target, task, supernet,
+                                     supernet_sha, chosen, selection, progress)
+        try:
+            with Session(engine) as session, session.begin():
+                session.add(ExportRow(study=study_name, out_dir=str(out.resolve()), trials=dumps(keys),
+                                      manifest_sha256=sha256_file(out / MANIFEST),
+                                      summary=dumps(manifest["honesty"])))
+        except Exception:
+            shutil.rmtree(out, ignore_errors=True)  # an export the database does not know of is not kept
+            raise
+    finally:
+        engine.dispose()
+    return _summary_line(out, manifest)
+
+
+# ---- which trials ---------------------------------------------------------------
+
+def _checkpoint_path(engine, config: StudyConfig, sha: str) -> Path:
+    candidates = [Path(config.supernet.checkpoint)]
+    with Session(engine) as session:
+        row = session.scalar(select(SupernetRow).where(SupernetRow.sha256 == sha))
+    if row is not None:
+        candidates.append(Path(row.path))
+    for path in candidates:
+        if path.exists():
+            return path
+    raise CheckpointError(f"the study's supernet checkpoint (sha256 {sha[:12]}) is not at "
+                          + " nor ".join(str(p) for p in candidates))
+
+
+def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives, config: StudyConfig, engine,
+            supernet, task, target) -> list[Evaluation]:
+    by_trial = {e.trial: e for e in done}
+    if selection.trials:
+        missing = [t for t in selection.trials if t not in by_trial]
+        if missing:
+            raise ExportError(f"study {config.study!r} has no completed trial {missing[0]}")
+        return [by_trial[t] for t in dict.fromkeys(selection.trials)]
+    unique = list({e.arch.key: e for e in reversed(done)}.values())[::-1]  # first trial of each arch
+    if not objectives.needs_latency:
+        return _front([e for e in unique if e.feasible], objectives, selection)
+    optimistic = [_with_latency(e, _optimistic_latency(e.metrics), objectives) for e in unique]
+    candidates = _front([e for e in optimistic if e.feasible], objectives, selection)
+    unmeasured = [e for e in candidates if "latency_measured_ms" not in e.metrics]
+    measured = _measure_for_selection(unmeasured, config, engine, supernet, task, target) if unmeasured else {}
+    settled = []
+    for e in unique:
+        if e.arch.key in measured:
+            settled.append(_with_latency(e, measured[e.arch.key], objectives, source="measured at export"))
+        elif "latency_measured_ms" in e.metrics:
+            settled.append(e)
+    chosen = _front([e for e in settled if e.feasible], objectives, selection)
+    if not chosen:
+        raise ExportError(f"study {config.study!r}: the {selection.describe()} is empty (no feasible trial with a "
+                          f"measured latency{' under the bound' if selection.max_latency_ms is not None else ''})")
+    return chosen
+
+
+def _optimistic_latency(metrics: dict) -> float:
+    if "latency_measured_ms" in metrics:
+        return metrics["latency_measured_ms"]
+    return max(0.0, metrics["latency_ms"] - 2 * metrics.get("latency_predicted_std_ms", 0.0))
+
+
+def _with_latency(e: Evaluation, latency: float, objectives: Objectives, source: str | None = None) -> Evaluation:
+    metrics = dict(e.metrics, latency_ms=latency)
+    if source is not None:
+        metrics["latency_measured_ms"] = latency
+        metrics["latency_source"] = source
+    return Evaluation(e.trial, e.arch, metrics, objectives.feasible(metrics))
+
+
+def _front(feasible: list[Evaluation], objectives: Objectives, selection: Selection) -> list[Evaluation]:
+    if selection.max_latency_ms is not None:
+        feasible = [e for e in feasible if e.metrics.get("latency_ms", np.inf) <= selection.max_latency_ms]
+    if not feasible:
+        raise ExportError(f"the {selection.describe()} is empty: no feasible completed trial")
+    front = pareto_front(objectives.minimized([e.metrics for e in feasible]))
+    return sorted((feasible[i] for i in front), key=lambda e: e.trial)
+
+
+def _measure_for_selection(unmeasured: list[Evaluation], config, engine, supernet, task, target) -> dict[str, float]:
+    """Measure the deployed models of archs whose latency was only predicted; stored as the target's
+    measurements, so the next export (and search) reuse them."""
+    log.info("measuring %d arch(s) whose latency the search only predicted", len(unmeasured))
+    with Session(engine) as session, session.begin():
+        target_id = register_target(session, target).id  # refuses another machine than the target's
+        stored = {row.arch_key: row.median_ms for row in session.scalars(select(LatencyRow).where(
+            LatencyRow.target_id == target_id, LatencyRow.backend == MEASURED_FORM,
+            LatencyRow.arch_key.in_([e.arch.key for e in unmeasured])))}
+    todo = [e.arch for e in unmeasured if e.arch.key not in stored]
+    if todo:
+        inputs = example_input(task.spec, target)
+        models = [deployed_program(supernet.extract(arch), inputs) for arch in todo]
+        results = measure_many(models, inputs, target, _protocol(config),
+                               config.measure.passes, np.random.default_rng(config.seed))
+        with Session(engine) as session, session.begin():
+            for arch, result in zip(todo, results, strict=True):
+                session.add(latency_row(target_id, arch, result.to_dict()))
+                stored[arch.key] = result.median_ms
+    return stored
+
+
+def _protocol(config: StudyConfig) -> Protocol:
+    return Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
+
+
+# ---- writing and verifying ---------------------------------------------------------
+
+def _write_models(staging: Path, study_name, storage, config, objectives, target, task, supernet, supernet_sha,
+                  chosen: list[Evaluation], selection: Selection, progress: bool) -> dict[str, Any]:
+    torch.set_num_threads(1)  # the search evaluated with one thread: same arithmetic, same predictions
+    bound = next((c.bound for c in config.constraints if c.metric == "latency_ms" and c.op == "<="), None)
+    entries, programs = [], []
+    for e in chosen:
+        folder = staging / f"trial-{e.trial:05d}-{e.arch.key[:8]}"
+        folder.mkdir()
+        entry, program = _export_one(folder, e, config, task, supernet)
+        entries.append(entry)
+        programs.append(program)
+        log.info("exported trial %d (%s): test accuracy %.4f", e.trial, e.arch.key[:8], entry["accuracy_test"])
+    measurements = measure_many(programs, example_input(task.spec, target), target, _protocol(config),
+                                config.measure.passes, np.random.default_rng(config.seed))
+    for entry, folder_name, m in zip(entries, [f"trial-{e.trial:05d}-{e.arch.key[:8]}" for e in chosen],
+                                     measurements, strict=True):
+        predicted = entry.get("latency_predicted_ms")
+        entry.update(latency_remeasured_ms=m.median_ms, latency_remeasured_iqr_ms=m.iqr_ms,
+                     latency_remeasured_flagged=m.flagged,
+                     latency_error_pct=None if predicted is None else 100 * (predicted - m.median_ms) / m.median_ms,
+                     latency_bound_ms=bound, meets_latency_bound=None if bound is None else m.median_ms <= bound)
+        write_json(staging / folder_name / "metrics.json", entry)
+    files = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+    manifest = {
+        "elastiq_export": 1, "study": study_name, "storage": masked(storage), "selection": selection.describe(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "supernet_sha256": supernet_sha,
+        "target": target.to_dict(), "objectives": dict(config.objectives),
+        "constraints": [str(c) for c in config.constraints], "trials": sorted(e.trial for e in chosen),
+        "models": [{k: entry[k] for k in ("trial", "arch_key", "dir", "accuracy_test", "latency_remeasured_ms",
+                                          "latency_predicted_ms", "meets_latency_bound", "program_bytes")}
+                   for entry in entries],
+        "honesty": _honesty(entries), "files": files,
+    }
+    write_json(staging / MANIFEST, manifest)
+    return manifest
+
+
+def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet) -> tuple[dict, torch.nn.Module]:
+    arch = e.arch
+    simulated = static_model(supernet, arch, task, config.search.finetune_steps, config.seed)
+    recorded = e.metrics["accuracy"]
+    val_simulated = evaluate(simulated, None, task, SPLIT)
+    if abs(val_simulated - recorded) > 1e-9:
+        raise ExportError(f"trial {e.trial}: the extracted model scores {val_simulated:.6f} on {SPLIT}, the study "
+                          f"recorded {recorded:.6f}; refusing to export a model that is not the one evaluated")
+    deployed = to_deployable(simulated)
+    val_deployed = evaluate(deployed, None, task, SPLIT)
+    program_bytes = _save_program(deployed, task, folder / PROGRAM)
+    program = torch.jit.load(str(folder / PROGRAM))
+    x_test, y_test = task.split("test")
+    with torch.inference_mode():
+        same = bool((program(x_test).argmax(-1) == deployed(x_test).argmax(-1)).all())
+    if not same:
+        raise ExportError(f"trial {e.trial}: the saved program does not predict what the model in memory predicts")
+    fp32_bytes = _program_size(simulated, task)  # the same arch with every weight in fp32
+    torch.save(simulated.state_dict(), folder / "state_dict.pt")
+    torch.save({"input": x_test[:1].clone(), "label": y_test[:1].clone()}, folder / "example.pt")
+    write_json(folder / "arch.json", {"arch": arch.to_dict(), "arch_key": arch.key, "space": config.space.to_dict(),
+                                      "task": config.task.name, "task_options": config.task.options,
+                                      "input_shape": list(x_test.shape[1:]), "input_dtype": str(x_test.dtype)})
+    quantized = sum(layer.bits < 32 for layer in arch.layers)
+    entry = {
+        "trial": e.trial, "arch_key": arch.key, "dir": folder.name, "arch": arch.to_dict(),
+        "accuracy_recorded": recorded, "accuracy_val": val_simulated, "accuracy_val_deployed": val_deployed,
+        "accuracy_test_simulated": evaluate(simulated, None, task, "test"),
+        "accuracy_test": evaluate(deployed, None, task, "test"),
+        "quantized_delta_points": 100 * (val_deployed - val_simulated),
+        "quantized_within_1_point": abs(val_deployed - val_simulated) <= QUANTIZED_TOLERANCE,
+        "matches_record": True, "program_matches_model": same,
+        "params": int(e.metrics.get("params", 0)), "macs": int(e.metrics.get("macs", 0)),
+        "bytes_analytic": int(e.metrics.get("bytes", 0)), "program_bytes": program_bytes,
+        "fp32_program_bytes": fp32_bytes, "size_ratio_to_fp32": program_bytes / fp32_bytes,
+        "quantized_layers": quantized, "layers": arch.depth,
+        "latency_predicted_ms": e.metrics.get("latency_predicted_ms"),
+        "latency_predicted_std_ms": e.metrics.get("latency_predicted_std_ms"),
+        "latency_search_ms": e.metrics.get("latency_measured_ms"),
+        "latency_search_source": e.metrics.get("latency_source", "measured in the search")
+        if "latency_measured_ms" in e.metrics else None,
+        "measured_form": MEASURED_FORM,
+    }
+    return entry, program
+
+
+def _trace(model: torch.nn.Module, task) -> torch.jit.ScriptModule:
+    return trace_program(model, task.split("test")[0][:1])
+
+
+def _save_program(model: torch.nn.Module, task, path: Path) -> int:
+    torch.jit.save(_trace(model, task), str(path))
+    return path.stat().st_size
+
+
+def _program_size(model: torch.nn.Module, task) -> int:
+    buffer = io.BytesIO()
+    torch.jit.save(_trace(model, task), buffer)
+    return len(buffer.getvalue())
+
+
+def _honesty(entries: list[dict]) -> dict[str, Any]:
+    errors = [abs(e["latency_error_pct"]) for e in entries if e["latency_error_pct"] is not None]
+    met = [e["meets_latency_bound"] for e in entries if e["meets_latency_bound"] is not None]
+    return {
+        "models": len(entries),
+        "latency_median_abs_error_pct": float(np.median(errors)) if errors else None,
+        "meets_latency_bound_share": float(np.mean(met)) if met else None,
+        "size_ratio_to_fp32_median": float(np.median([e["size_ratio_to_fp32"] for e in entries])),
+        "quantized_within_1_point_share": float(np.mean([e["quantized_within_1_point"] for e in entries])),
+        "max_quantized_delta_points": float(max(abs(e["quantized_delta_points"]) for e in entries)),
+    }
+
+
+def _summary_line(out: Path, manifest: dict) -> str:
+    h = manifest["honesty"]
+    parts = [f"exported {h['models']} model(s) of study {manifest['study']} to {out}"]
+    if h["latency_median_abs_error_pct"] is not None:
+        parts.append(f"latency predicted vs re-measured: median |error| {h['latency_median_abs_error_pct']:.1f}%")
+    if h["meets_latency_bound_share"] is not None:
+        parts.append(f"{h['meets_latency_bound_share']:.0%} meet the latency bound when re-measured")
+    parts.append(f"int8 quantization within 1 point: {h['quantized_within_1_point_share']:.0%}")
+    return "; ".join(parts)
+
+
+# ---- reading an export back -----------------------------------------------------------
+
+def _previous_export(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _files_intact(out: Path, manifest: dict) -> bool:
+    files = manifest.get("files", {})
+    return bool(files) and all((out / name).is_file() and sha256_file(out / name) == sha
+                               for name, sha in files.items())
+
+
+def verify_export(out: str | Path) -> dict:
+    """The manifest of an export whose every file matches its sha256; refuses anything else."""
+    out = Path(out)
+    manifest = _previous_export(out)
+    if manifest is None:
+        raise OutputError(f"{out} holds no readable {MANIFEST}")
+    if not _files_intact(out, manifest):
+        raise OutputError(f"{out}: a file does not match the sha256 in {MANIFEST}")
+    return manifest

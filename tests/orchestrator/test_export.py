@@ -1,0 +1,165 @@
+"""Export of a study's front and the report, on the tiny space."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from orchestrator.cli import main
+from orchestrator.export import verify_export
+from orchestrator.study import evaluations, require_study
+from tests.orchestrator.conftest import write_config
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def searched(trained):
+    """Two finished studies: one that measured latency during the search, one that only predicted it."""
+    for name, measure, seed in (("exp-measured", True, 3), ("exp-predicted", False, 11)):
+        path = write_config(trained, f"{name}.yaml", study=name, constraints=["latency_ms <= 50"], seed=seed,
+                            search={"evaluations": 8, "measure_latency": measure, "strategy": "random"})
+        assert main(["search", "-c", str(path), "--no-progress"]) == 0
+    return trained, f"sqlite:///{trained / 'study.db'}"
+
+
+def test_export_front_is_verified_loadable_and_recorded(searched, tmp_path, capsys):
+    base, url = searched
+    out = tmp_path / "models"
+    assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(out)]) == 0
+    assert "exported" in capsys.readouterr().out
+    manifest = verify_export(out)
+    assert manifest["study"] == "exp-measured" and manifest["models"]
+    study = require_study(url, "exp-measured")
+    recorded = {e.trial: e for e in evaluations(study)}
+    for model in manifest["models"]:
+        folder = out / model["dir"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["accuracy_val"] == recorded[model["trial"]].metrics["accuracy"]  # exactly the evaluation
+        assert metrics["quantized_within_1_point"] and metrics["program_matches_model"]
+        assert metrics["latency_remeasured_ms"] > 0 and metrics["meets_latency_bound"] is not None
+        assert metrics["latency_search_source"] == "measured in the search"
+        assert {"model.ts", "state_dict.pt", "arch.json", "metrics.json", "example.pt"} <= \
+            {p.name for p in folder.iterdir()}
+    # the program loads with torch alone, in a fresh process, and classifies its example
+    folder = out / manifest["models"][0]["dir"]
+    code = ("import torch; m = torch.jit.load('model.ts'); e = torch.load('example.pt', weights_only=True); "
+            "print(int(m(e['input']).argmax(-1)), int(e['label']))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
+    predicted, label = map(int, run.stdout.split())
+    assert 0 <= predicted < 10 and 0 <= label < 10
+    # the front is the non-dominated set of feasible evaluations
+    feasible = [e for e in recorded.values() if e.feasible]
+    exported = {m["trial"] for m in manifest["models"]}
+    for e in feasible:
+        dominated = any(o.metrics["accuracy"] >= e.metrics["accuracy"] and o.metrics["latency_ms"] <=
+                        e.metrics["latency_ms"] and (o.metrics["accuracy"], o.metrics["latency_ms"]) !=
+                        (e.metrics["accuracy"], e.metrics["latency_ms"]) for o in feasible)
+        if e.trial in exported:
+            assert not dominated
+    # recorded in the database, and a second export of the same front does nothing
+    import sqlite3
+
+    rows = sqlite3.connect(base / "study.db").execute("SELECT study, manifest_sha256 FROM elastiq_exports").fetchall()
+    assert ("exp-measured", _sha(out / "manifest.json")) in rows
+    before = _sha(out / "manifest.json")
+    assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(out)]) == 0
+    assert "up to date" in capsys.readouterr().out and _sha(out / "manifest.json") == before
+
+
+def test_state_dict_rebuilds_the_model(searched, tmp_path):
+    from search_space import Arch, SearchSpace
+    from supernet.model import Supernet
+    from supernet.tasks import load_task
+
+    _, url = searched
+    out = tmp_path / "one"
+    trial = evaluations(require_study(url, "exp-measured"))[0].trial
+    assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(out), "--trial", str(trial)]) == 0
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    info = json.loads((folder / "arch.json").read_text())
+    space, arch = SearchSpace.from_dict(info["space"]), Arch.from_dict(info["arch"])
+    task = load_task(info["task"], 3, info["task_options"])
+    model = Supernet(space, task.spec).extract(arch).eval()
+    model.load_state_dict(torch.load(folder / "state_dict.pt", weights_only=True))
+    program = torch.jit.load(str(folder / "model.ts"))
+    x = task.split("test")[0][:64]
+    agree = (model(x).argmax(-1) == program(x).argmax(-1)).float().mean()
+    assert agree >= 0.95  # the program runs real int8 kernels where the state dict simulates them
+
+
+def test_export_never_chooses_on_predicted_latency_alone(searched, tmp_path):
+    _, url = searched
+    out = tmp_path / "predicted"
+    assert main(["export", "--storage", url, "--study", "exp-predicted", "--out", str(out)]) == 0
+    sources = []
+    for model in verify_export(out)["models"]:
+        metrics = json.loads((out / model["dir"] / "metrics.json").read_text())
+        # an arch another study already measured keeps that measurement (the evaluation cache)
+        sources.append(metrics["latency_search_source"])
+        assert metrics["latency_search_ms"] is not None
+        assert metrics["latency_predicted_ms"] is not None and metrics["latency_error_pct"] is not None
+    assert "measured at export" in sources
+
+
+def test_bad_exports_exit_2_and_write_nothing(searched, tmp_path, capsys):
+    base, url = searched
+    db = base / "study.db"
+    before = _sha(db)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("keep me")
+    cases = [
+        (["--study", "nope", "--out", str(tmp_path / "o1")], "no study named 'nope'"),
+        (["--study", "exp-measured", "--out", str(tmp_path / "o2"), "--trial", "9999"], "no completed trial 9999"),
+        (["--study", "exp-measured", "--out", str(a_file / "sub")], "does not exist"),
+        (["--study", "exp-measured", "--out", str(a_file)], "is a file"),
+        (["--study", "exp-measured", "--out", str(busy)], "not empty"),
+        (["--study", "exp-measured", "--out", str(tmp_path / "o3"), "--max-latency-ms", "0.000001"], "empty"),
+        (["--study", "exp-measured", "--out", str(tmp_path / "o4"), "--max-latency-ms", "-1"], "max-latency-ms"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["export", "--storage", url, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (args, err)
+    assert _sha(db) == before
+    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4"))
+    assert (busy / "mine.txt").read_text() == "keep me" and [p.name for p in busy.iterdir()] == ["mine.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_report_has_pictures_and_a_table(searched, tmp_path, capsys):
+    _, url = searched
+    out = tmp_path / "report"
+    assert main(["report", "--storage", url, "--study", "exp-measured", "--study", "exp-predicted",
+                 "--out", str(out)]) == 0
+    for picture in ("front.png", "hypervolume.png"):
+        data = (out / picture).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    summary = (out / "summary.md").read_text()
+    assert "## Quantization policy of each front" in summary
+    assert summary.count("| trial |") == 2 and "exp-predicted" in summary
+    # regenerated in place
+    assert main(["report", "--storage", url, "--study", "exp-measured", "--out", str(out)]) == 0
+    assert "exp-predicted" not in (out / "summary.md").read_text()
+    capsys.readouterr()
+    assert main(["report", "--storage", url, "--study", "absent", "--out", str(tmp_path / "r2")]) == 2
+    assert "no study named 'absent'" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_output_directory(searched, tmp_path, capsys):
+    _, url = searched
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(locked / "x")]) == 2
+    assert "cannot write" in capsys.readouterr().err
