@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint clean
+.PHONY: install test test-fast lint clean demo bench
 
 install: $(STAMP)
 
@@ -13,6 +13,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
+
+# The main job end to end, on this machine: train the digits supernet once, measure
+# latency for two targets (batch 1 and batch 32), search each with Ray, export the
+# Pareto models and write the report. Run again, it continues from the database.
+DEMO := runs/demo
+ELASTIQ := $(VENV)/bin/elastiq
+DEMO_DB := sqlite:///$(DEMO)/elastiq.db
+
+demo: install
+	mkdir -p $(DEMO)
+	$(ELASTIQ) train-supernet -c configs/digits.yaml
+	$(ELASTIQ) measure -c configs/digits.yaml
+	$(ELASTIQ) measure -c configs/digits-b32.yaml
+	$(ELASTIQ) search -c configs/digits.yaml
+	$(ELASTIQ) search -c configs/digits-b32.yaml
+	$(ELASTIQ) export --storage $(DEMO_DB) --study digits-cpu-b1 --out $(DEMO)/models-b1
+	$(ELASTIQ) export --storage $(DEMO_DB) --study digits-cpu-b32 --out $(DEMO)/models-b32
+	$(ELASTIQ) report --storage $(DEMO_DB) --study digits-cpu-b1 --study digits-cpu-b32 --out $(DEMO)/report
+	@echo "models: $(DEMO)/models-b1 and $(DEMO)/models-b32 (manifest.json in each); report: $(DEMO)/report/summary.md"
 
 test: install
 	$(PY) -m pytest -q

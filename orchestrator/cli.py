@@ -176,7 +176,7 @@ def status_command(storage: str, study_name: str, as_json: bool) -> None:
               help="Export this trial instead of the front (repeatable).")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Export the front under this latency.")
-@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out.")
+@click.option("--overwrite", is_flag=True, help="Export again, replacing an earlier export in --out.")
 def export_command(storage: str, study_name: str, out: str, trials: tuple[int, ...], max_latency_ms: float | None,
                    overwrite: bool) -> None:
     """Export the Pareto-optimal models of a study: TorchScript programs with real int8

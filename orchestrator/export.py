@@ -37,14 +37,14 @@ from sqlalchemy.orm import Session
 from orchestrator.config import StudyConfig
 from orchestrator.db import ExportRow, LatencyRow, SupernetRow, connect, dumps, masked
 from orchestrator.evaluation import static_model
-from orchestrator.measuring import latency_row, register_target, target_of
+from orchestrator.measuring import latency_row, measured_latencies, register_target, target_of
 from orchestrator.objectives import Objectives
 from orchestrator.outdir import OutputError, check_output_dir, staged, write_json
 from orchestrator.pareto import pareto_front
 from orchestrator.search import SPLIT
 from orchestrator.study import SUPERNET_ATTR, Evaluation, evaluations, require_study, stored_config
 from predictors.measure import Protocol, example_input, measure_many
-from search_space import InputError
+from search_space import Arch, InputError
 from supernet.checkpoint import CheckpointError, sha256_file
 from supernet.deploy import MEASURED_FORM, deployed_program, to_deployable, trace_program
 from supernet.tasks import load_task
@@ -72,7 +72,7 @@ class Selection:
 
 
 def export_study(storage: str, study_name: str, out: str | Path, selection: Selection = Selection(),
-                 overwrite: bool = False, progress: bool = True) -> str:
+                 overwrite: bool = False) -> str:
     out = Path(out)
     check_output_dir(out, MANIFEST, replace=True)  # an earlier export may be up to date: decided below
     study = require_study(storage, study_name)
@@ -89,13 +89,15 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
         chosen = _choose(done, selection, objectives, config, engine, supernet, task, target)
         keys = sorted(e.trial for e in chosen)
         previous = _previous_export(out)
-        if previous is not None and previous.get("study") == study_name and previous.get("trials") == keys and \
+        if not overwrite and previous is not None and previous.get("study") == study_name and \
+                previous.get("trials") == keys and \
                 previous.get("supernet_sha256") == supernet_sha and _files_intact(out, previous):
             return f"{out}: export of trials {keys} is up to date (manifest verified); nothing to do"
         check_output_dir(out, MANIFEST, replace=overwrite)
         with staged(out, MANIFEST, replace=overwrite) as staging:
-            manifest = _write_models(staging, study_name, storage, config, objectives, target, task, supernet,
-                                     supernet_sha, chosen, selection, progress)
+            probes = _drift_probes(engine, target) if objectives.needs_latency else []
+            manifest = _write_models(staging, study_name, storage, config, target, task, supernet, supernet_sha,
+                                     chosen, selection, probes)
         try:
             with Session(engine) as session, session.begin():
                 session.add(ExportRow(study=study_name, out_dir=str(out.resolve()), trials=dumps(keys),
@@ -203,8 +205,19 @@ def _protocol(config: StudyConfig) -> Protocol:
 
 # ---- writing and verifying ---------------------------------------------------------
 
-def _write_models(staging: Path, study_name, storage, config, objectives, target, task, supernet, supernet_sha,
-                  chosen: list[Evaluation], selection: Selection, progress: bool) -> dict[str, Any]:
+def _drift_probes(engine, target, count: int = 6) -> list[tuple[Arch, float]]:
+    """Archs of the target's latency dataset, spread over its range, with their stored latency:
+    measured again beside the exported models, they tell how much faster or slower the machine
+    runs now than when the dataset was measured."""
+    with Session(engine) as session:
+        target_id = register_target(session, target).id
+        rows = sorted(measured_latencies(session, target_id).values(), key=lambda r: (r.median_ms, r.arch_key))
+    picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)) if rows else []
+    return [(Arch.from_json(rows[i].arch), rows[i].median_ms) for i in picks]
+
+
+def _write_models(staging: Path, study_name, storage, config, target, task, supernet, supernet_sha,
+                  chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]]) -> dict[str, Any]:
     torch.set_num_threads(1)  # the search evaluated with one thread: same arithmetic, same predictions
     bound = next((c.bound for c in config.constraints if c.metric == "latency_ms" and c.op == "<="), None)
     entries, programs = [], []
@@ -215,14 +228,23 @@ def _write_models(staging: Path, study_name, storage, config, objectives, target
         entries.append(entry)
         programs.append(program)
         log.info("exported trial %d (%s): test accuracy %.4f", e.trial, e.arch.key[:8], entry["accuracy_test"])
-    measurements = measure_many(programs, example_input(task.spec, target), target, _protocol(config),
-                                config.measure.passes, np.random.default_rng(config.seed))
+    inputs = example_input(task.spec, target)
+    probe_programs = [deployed_program(supernet.extract(arch), inputs) for arch, _ in probes]
+    measured = measure_many(programs + probe_programs, inputs, target, _protocol(config), config.measure.passes,
+                            np.random.default_rng(config.seed))
+    measurements, probe_now = measured[:len(programs)], measured[len(programs):]
+    # the machine's speed now relative to when the latency dataset was measured (1: unchanged)
+    drift = float(np.median([m.median_ms / then for m, (_, then) in zip(probe_now, probes, strict=True)])) \
+        if probes else None
     for entry, folder_name, m in zip(entries, [f"trial-{e.trial:05d}-{e.arch.key[:8]}" for e in chosen],
                                      measurements, strict=True):
         predicted = entry.get("latency_predicted_ms")
         entry.update(latency_remeasured_ms=m.median_ms, latency_remeasured_iqr_ms=m.iqr_ms,
                      latency_remeasured_flagged=m.flagged,
                      latency_error_pct=None if predicted is None else 100 * (predicted - m.median_ms) / m.median_ms,
+                     machine_drift=drift,
+                     latency_error_drift_corrected_pct=None if predicted is None or drift is None
+                     else 100 * (predicted * drift - m.median_ms) / m.median_ms,
                      latency_bound_ms=bound, meets_latency_bound=None if bound is None else m.median_ms <= bound)
         write_json(staging / folder_name / "metrics.json", entry)
     files = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
@@ -234,7 +256,7 @@ def _write_models(staging: Path, study_name, storage, config, objectives, target
         "models": [{k: entry[k] for k in ("trial", "arch_key", "dir", "accuracy_test", "latency_remeasured_ms",
                                           "latency_predicted_ms", "meets_latency_bound", "program_bytes")}
                    for entry in entries],
-        "honesty": _honesty(entries), "files": files,
+        "honesty": _honesty(entries, drift), "files": files,
     }
     write_json(staging / MANIFEST, manifest)
     return manifest
@@ -301,12 +323,16 @@ def _program_size(model: torch.nn.Module, task) -> int:
     return len(buffer.getvalue())
 
 
-def _honesty(entries: list[dict]) -> dict[str, Any]:
+def _honesty(entries: list[dict], drift: float | None) -> dict[str, Any]:
     errors = [abs(e["latency_error_pct"]) for e in entries if e["latency_error_pct"] is not None]
+    corrected = [abs(e["latency_error_drift_corrected_pct"]) for e in entries
+                 if e["latency_error_drift_corrected_pct"] is not None]
     met = [e["meets_latency_bound"] for e in entries if e["meets_latency_bound"] is not None]
     return {
         "models": len(entries),
         "latency_median_abs_error_pct": float(np.median(errors)) if errors else None,
+        "machine_drift": drift,
+        "latency_median_abs_error_drift_corrected_pct": float(np.median(corrected)) if corrected else None,
         "meets_latency_bound_share": float(np.mean(met)) if met else None,
         "size_ratio_to_fp32_median": float(np.median([e["size_ratio_to_fp32"] for e in entries])),
         "quantized_within_1_point_share": float(np.mean([e["quantized_within_1_point"] for e in entries])),
@@ -319,6 +345,9 @@ def _summary_line(out: Path, manifest: dict) -> str:
     parts = [f"exported {h['models']} model(s) of study {manifest['study']} to {out}"]
     if h["latency_median_abs_error_pct"] is not None:
         parts.append(f"latency predicted vs re-measured: median |error| {h['latency_median_abs_error_pct']:.1f}%")
+    if h["machine_drift"] is not None:
+        parts.append(f"the machine runs at {h['machine_drift']:.2f}x the latency of its dataset's measurement "
+                     f"(median |error| corrected for it: {h['latency_median_abs_error_drift_corrected_pct']:.1f}%)")
     if h["meets_latency_bound_share"] is not None:
         parts.append(f"{h['meets_latency_bound_share']:.0%} meet the latency bound when re-measured")
     parts.append(f"int8 quantization within 1 point: {h['quantized_within_1_point_share']:.0%}")

@@ -210,6 +210,10 @@ def _honesty_sentence(h: dict) -> str:
     parts = []
     if h.get("latency_median_abs_error_pct") is not None:
         parts.append(f"predicted vs re-measured latency, median |error| {h['latency_median_abs_error_pct']:.1f}%")
+    if h.get("machine_drift") is not None:
+        parts.append(f"the machine ran at {h['machine_drift']:.2f}x the latency it had when the latency dataset was "
+                     f"measured; corrected for that, median |error| "
+                     f"{h['latency_median_abs_error_drift_corrected_pct']:.1f}%")
     if h.get("meets_latency_bound_share") is not None:
         parts.append(f"{h['meets_latency_bound_share']:.0%} meet the latency bound when re-measured")
     parts.append(f"int8 / fp32 program size, median {h['size_ratio_to_fp32_median']:.2f}")

@@ -9,12 +9,14 @@ Kendall tau and Spearman.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import RidgeCV
@@ -87,6 +89,11 @@ class Predictor(BaseEstimator):
         return np.exp(t) if self._uses_log(name) else t
 
     def fit(self, X, y) -> Predictor:
+        with warnings.catch_warnings():  # candidates that fit badly lose the CV; their warnings tell nothing more
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._fit(X, y)
+
+    def _fit(self, X, y) -> Predictor:
         X, y = check_X_y(X, y, y_numeric=True)
         if self.log_target and np.any(y <= 0):
             raise ValueError("targets must be positive (a latency)")
