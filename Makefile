@@ -33,6 +33,19 @@ demo: install
 	$(ELASTIQ) report --storage $(DEMO_DB) --study digits-cpu-b1 --study digits-cpu-b32 --out $(DEMO)/report
 	@echo "models: $(DEMO)/models-b1 and $(DEMO)/models-b32 (manifest.json in each); report: $(DEMO)/report/summary.md"
 
+# Every benchmark, then the README's table from their results (an hour and more).
+# Needs the demo's supernet and database: run `make demo` first.
+CKPT := $(DEMO)/digits-supernet.pt
+bench: install
+	$(PY) bench/slicing_overhead.py
+	$(PY) bench/supernet_quality.py --standalone-steps 1000 --jobs 2
+	$(PY) bench/latency_predictor.py
+	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 3
+	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)
+	$(PY) bench/resume_scale.py --checkpoint $(CKPT) --trials 100000
+	$(PY) bench/export_honesty.py
+	$(PY) bench/table.py
+
 test: install
 	$(PY) -m pytest -q
 

@@ -165,7 +165,7 @@ def _with_latency(e: Evaluation, latency: float, objectives: Objectives, source:
     if source is not None:
         metrics["latency_measured_ms"] = latency
         metrics["latency_source"] = source
-    return Evaluation(e.trial, e.arch, metrics, objectives.feasible(metrics))
+    return Evaluation(e.trial, e.arch, metrics, objectives.feasible(metrics), key=e.key)
 
 
 def _front(feasible: list[Evaluation], objectives: Objectives, selection: Selection) -> list[Evaluation]:

@@ -11,10 +11,10 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator.db import LeaseRow, _now
@@ -33,20 +33,29 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> Lease:
-        with Session(self.engine) as session, session.begin():
-            row = session.get(LeaseRow, self.study, with_for_update=True)
-            now = _now()
-            if row is not None and row.owner != self.owner and \
-                    now - row.heartbeat_at < timedelta(seconds=self.timeout_s):
-                age = (now - row.heartbeat_at).total_seconds()
-                raise StudyBusy(f"study {self.study!r} is being run by another driver (pid {row.pid} on "
-                                f"{row.host}, heartbeat {age:.0f} s ago); it can be taken over once its heartbeat "
-                                f"is {self.timeout_s:.0f} s old")
-            if row is None:
-                session.add(LeaseRow(study=self.study, owner=self.owner, host=socket.gethostname(), pid=os.getpid(),
-                                     heartbeat_at=now))
-            else:
-                row.owner, row.host, row.pid, row.heartbeat_at = self.owner, socket.gethostname(), os.getpid(), now
+        host, pid = socket.gethostname(), os.getpid()
+        try:
+            with Session(self.engine) as session, session.begin():
+                row = session.get(LeaseRow, self.study, with_for_update=True)
+                now = _now()
+                if row is None:
+                    session.add(LeaseRow(study=self.study, owner=self.owner, host=host, pid=pid, heartbeat_at=now))
+                else:
+                    age = (now - row.heartbeat_at).total_seconds()
+                    dead = row.host == host and not _alive(row.pid)  # a driver of this machine that was killed
+                    if row.owner != self.owner and age < self.timeout_s and not dead:
+                        raise StudyBusy(f"study {self.study!r} is being run by another driver (pid {row.pid} on "
+                                        f"{row.host}, heartbeat {age:.0f} s ago); it can be taken over once its "
+                                        f"heartbeat is {self.timeout_s:.0f} s old")
+                    # conditional on the row we read: of two drivers taking over at once, one wins
+                    taken = session.execute(update(LeaseRow).where(
+                        LeaseRow.study == self.study, LeaseRow.owner == row.owner,
+                        LeaseRow.heartbeat_at == row.heartbeat_at).values(
+                        owner=self.owner, host=host, pid=pid, heartbeat_at=now))
+                    if taken.rowcount != 1:
+                        raise StudyBusy(f"study {self.study!r} was just taken by another driver")
+        except IntegrityError:
+            raise StudyBusy(f"study {self.study!r} was just taken by another driver") from None
         self._thread = threading.Thread(target=self._beat, name="elastiq-lease", daemon=True)
         self._thread.start()
         return self
@@ -75,3 +84,13 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -31,8 +31,41 @@ def non_dominated_sort(values: np.ndarray) -> list[np.ndarray]:
 
 
 def pareto_front(values: np.ndarray) -> np.ndarray:
-    fronts = non_dominated_sort(values)
-    return fronts[0] if fronts else np.array([], dtype=int)
+    """Indices (ascending) of the non-dominated rows. Rows are visited in lexicographic
+    order, where no row can be dominated by a later one, so each is checked only
+    against the front so far: O(n * front) instead of the O(n^2) of a full sort,
+    which matters for a study of 100,000 trials."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return np.array([], dtype=int)
+    if values.shape[1] == 2:
+        # among distinct rows sorted by (x, y), a row is on the front iff its y is below every earlier y;
+        # identical rows share their fate
+        rows, inverse = np.unique(values, axis=0, return_inverse=True)
+        earlier = np.concatenate([[np.inf], np.minimum.accumulate(rows[:-1, 1])])
+        return np.flatnonzero((rows[:, 1] < earlier)[inverse.ravel()])
+    order = np.lexsort(values.T[::-1])
+    front = np.empty((0, values.shape[1]))
+    kept = []
+    for i in order:
+        row = values[i]
+        if not np.any(np.all(front <= row, axis=1) & np.any(front < row, axis=1)):
+            kept.append(i)
+            front = np.vstack([front, row])
+    return np.sort(np.asarray(kept, dtype=int))
+
+
+def best_fronts(values: np.ndarray, count: int) -> list[int]:
+    """Indices of whole fronts, best first, until at least `count` are taken (or all are):
+    the top of a non-dominated sort without sorting everything."""
+    values = np.asarray(values, dtype=float)
+    remaining = np.arange(len(values))
+    taken: list[int] = []
+    while remaining.size and len(taken) < count:
+        front = remaining[pareto_front(values[remaining])]
+        taken += front.tolist()
+        remaining = np.setdiff1d(remaining, front, assume_unique=True)
+    return taken
 
 
 def crowding_distance(values: np.ndarray) -> np.ndarray:

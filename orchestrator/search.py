@@ -46,12 +46,15 @@ from orchestrator.strategies import SearchContext, ask_fixed, make_strategy
 from orchestrator.study import (
     REFERENCE_ATTR,
     SUPERNET_ATTR,
+    ObjectiveTable,
     check_compatible,
+    completed_count,
     create_study,
     database_exists,
     evaluations,
     find_study,
     interrupted,
+    objective_table,
 )
 from predictors.cost import arch_costs
 from predictors.features import latency_features
@@ -144,7 +147,7 @@ class SearchDriver:
         strategy = make_strategy(config.search.strategy)
         budget = config.search.evaluations
         reruns = self._recover(study)
-        done = len(evaluations(study))
+        done = completed_count(study)
         bar = tqdm(total=budget, initial=min(done, budget), desc=f"search {config.study}", unit="eval",
                    disable=not self.progress, dynamic_ncols=True)
         attempts = 0
@@ -164,7 +167,7 @@ class SearchDriver:
                     break
                 attempts += len(proposals)
                 self._evaluate_and_record(engine, study, task, supernet_sha, latency_model, executor, proposals)
-                done = len(evaluations(study))
+                done = completed_count(study)
                 hv, front_size = self._record_hypervolume(engine, study, done)
                 bar.n = min(done, budget)
                 bar.set_postfix(hv=f"{hv:.4g}", pareto=front_size)
@@ -178,9 +181,10 @@ class SearchDriver:
     def _recover(self, study: optuna.Study) -> list[Arch]:
         """Fail trials left RUNNING (or WAITING) by a crash; return their archs to run again, once."""
         space = self.config.space
-        done_keys = {e.arch.key for e in evaluations(study)}
+        lost = interrupted(study)
+        done_keys = {e.key for e in evaluations(study)} if lost else set()
         archs: list[Arch] = []
-        for frozen in interrupted(study):
+        for frozen in lost:
             if frozen.state == TrialState.WAITING:  # enqueued but never asked: take it, to close it
                 trial = study.ask(distributions(space))
             else:
@@ -201,12 +205,15 @@ class SearchDriver:
     def _context(self, study, task, latency_model) -> SearchContext:
         space = self.config.space
         # sorted by key: what the strategy sees does not depend on trial order (crashes reorder trials)
-        evaluated = sorted(((e.arch, e.metrics) for e in evaluations(study)), key=lambda item: item[0].key)
+        evaluated = sorted(evaluations(study), key=lambda e: e.key)
+        table = objective_table(study, len(self.objectives.metrics))
+        row = {trial: i for i, trial in enumerate(table.trials.tolist())}
+        values = table.values[[row[e.trial] for e in evaluated]] * self.objectives.signs
         predict = None
         if latency_model is not None:
             def predict(archs: list[Arch]):
                 return latency_model.predict(latency_features(space, task.spec, self.target, archs), return_std=True)
-        return SearchContext(space=space, objectives=self.objectives, evaluated=evaluated,
+        return SearchContext(space=space, objectives=self.objectives, evaluated=evaluated, minimized=values,
                              exact_costs=lambda archs: [self._costs(task, a) for a in archs], predict_latency=predict)
 
     def _costs(self, task, arch: Arch) -> dict[str, float]:
@@ -335,10 +342,11 @@ class SearchDriver:
 
 
 def front_and_hypervolume(study: optuna.Study, objectives: Objectives,
-                          done: list | None = None) -> tuple[float, int]:
-    feasible = [e for e in (evaluations(study) if done is None else done) if e.feasible]
-    if not feasible:
+                          table: ObjectiveTable | None = None) -> tuple[float, int]:
+    """Hypervolume and size of the feasible front, from the objective values alone."""
+    table = table or objective_table(study, len(objectives.metrics))
+    values = table.values[table.feasible] * objectives.signs
+    if len(values) == 0:
         return 0.0, 0
-    values = objectives.minimized([e.metrics for e in feasible])
     reference = np.asarray(study.user_attrs[REFERENCE_ATTR]) * objectives.signs
     return hypervolume(values, reference), len(pareto_front(values))

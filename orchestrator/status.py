@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.db import HypervolumeRow, connect, masked
 from orchestrator.objectives import Objectives
 from orchestrator.search import front_and_hypervolume
-from orchestrator.study import evaluations, require_study, stored_config, trial_counts
+from orchestrator.study import (
+    arch_key_of,
+    objective_table,
+    require_study,
+    stored_config,
+    trial_counts,
+    unique_archs,
+)
 
 
 def study_status(url: str, name: str) -> dict[str, Any]:
@@ -19,14 +27,16 @@ def study_status(url: str, name: str) -> dict[str, Any]:
     config = stored_config(study, url)
     objectives = Objectives.from_config(config.objectives, config.constraints)
     counts = trial_counts(study)
-    complete = evaluations(study)
-    feasible = [e for e in complete if e.feasible]
+    table = objective_table(study, len(objectives.metrics))
+    feasible = table.values[table.feasible]
+    feasible_trials = table.trials[table.feasible]
     best = {}
-    for metric, direction in zip(objectives.metrics, objectives.directions, strict=True):
-        if feasible:
-            pick = (max if direction == "maximize" else min)(feasible, key=lambda e: e.metrics[metric])
-            best[metric] = {"value": pick.metrics[metric], "trial": pick.trial, "arch_key": pick.arch.key}
-    hypervolume, front_size = front_and_hypervolume(study, objectives, complete)
+    for k, (metric, direction) in enumerate(zip(objectives.metrics, objectives.directions, strict=True)):
+        if len(feasible):
+            i = int(np.argmax(feasible[:, k]) if direction == "maximize" else np.argmin(feasible[:, k]))
+            trial = int(feasible_trials[i])
+            best[metric] = {"value": float(feasible[i, k]), "trial": trial, "arch_key": arch_key_of(study, trial)}
+    hypervolume, front_size = front_and_hypervolume(study, objectives, table)
     engine = connect(url, create=False)
     with Session(engine) as session:
         history = [(row.evaluations, row.hypervolume) for row in session.scalars(
@@ -35,9 +45,9 @@ def study_status(url: str, name: str) -> dict[str, Any]:
     return {
         "study": name, "storage": masked(url), "strategy": config.search.strategy, "target": config.target.name,
         "objectives": dict(config.objectives), "constraints": [str(c) for c in config.constraints],
-        "trials": counts, "evaluations": len(complete), "budget": config.search.evaluations,
-        "budget_used": len(complete) / config.search.evaluations, "feasible": len(feasible),
-        "unique_archs": len({e.arch.key for e in complete}),
+        "trials": counts, "evaluations": len(table.trials), "budget": config.search.evaluations,
+        "budget_used": len(table.trials) / config.search.evaluations, "feasible": len(feasible),
+        "unique_archs": unique_archs(study),
         "best": best, "pareto_size": front_size, "hypervolume": hypervolume,
         "hypervolume_history": history,
     }

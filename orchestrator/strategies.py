@@ -17,6 +17,7 @@ evaluations done, so a resumed search proposes what an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,27 +26,29 @@ import numpy as np
 import optuna
 
 from orchestrator.objectives import Objectives
-from orchestrator.pareto import crowding_distance, non_dominated_sort
+from orchestrator.pareto import best_fronts, crowding_distance, non_dominated_sort
+from orchestrator.study import Evaluation
 from predictors.models import AccuracyPredictor
 from search_space import Arch, SearchSpace, encode_many
 from search_space.optuna_map import arch_from_params, distributions, params_from_arch
 
 CONFIDENCE = 2.0  # standard deviations beyond a bound before a candidate counts as infeasible
-MAX_FIT = 400  # evaluations the accuracy predictor is fitted on, at most
+MAX_FIT = 192  # evaluations the accuracy predictor is fitted on, at most (a GP costs n^3)
 
 
 @dataclass
 class SearchContext:
     space: SearchSpace
     objectives: Objectives
-    evaluated: list[tuple[Arch, dict[str, float]]]  # every completed evaluation, in trial order
+    evaluated: list[Evaluation]  # every completed evaluation, sorted by arch key
+    minimized: np.ndarray  # their objective values, minimized form, row for row
     exact_costs: Callable[[list[Arch]], list[dict[str, float]]]  # params, bytes, macs
     predict_latency: Callable[[list[Arch]], tuple[np.ndarray, np.ndarray]] | None = None  # mean, std (ms)
     taken: set[str] = field(default_factory=set)  # keys already proposed in this batch
 
-    @property
-    def evaluated_keys(self) -> set[str]:
-        return {arch.key for arch, _ in self.evaluated}
+    @functools.cached_property
+    def evaluated_keys(self) -> frozenset[str]:
+        return frozenset(e.key for e in self.evaluated)
 
 
 class Strategy(Protocol):
@@ -65,7 +68,7 @@ def ask_fixed(study: optuna.Study, space: SearchSpace, arch: Arch) -> optuna.Tri
 
 
 def _fresh_random(context: SearchContext, count: int, rng: np.random.Generator) -> list[Arch]:
-    seen = context.evaluated_keys | context.taken
+    seen = set(context.evaluated_keys | context.taken)
     archs: list[Arch] = []
     for _ in range(100 * count):
         if len(archs) == count:
@@ -123,18 +126,18 @@ class EvolutionaryStrategy:
 
     def search(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[Arch]:
         space = context.space
-        known = [arch for arch, _ in context.evaluated]
-        real = context.objectives.minimized([m for _, m in context.evaluated])
-        ranked = [i for front in non_dominated_sort(real) for i in front]
+        evaluated = context.evaluated
+        best = best_fronts(context.minimized, max(MAX_FIT // 2, self.population // 2))
         # a Gaussian process grows cubically: beyond MAX_FIT, fit on the best ones and a sample of the rest
-        fit = ranked[: MAX_FIT // 2] + sorted(rng.permutation(ranked[MAX_FIT // 2:])[: MAX_FIT // 2].tolist())
-        accuracy = np.array([context.evaluated[i][1]["accuracy"] for i in fit])
-        predictor = AccuracyPredictor(candidates=("gp", "ridge"), cv=min(5, len(fit) // 4),
+        rest = np.setdiff1d(np.arange(len(evaluated)), best[: MAX_FIT // 2])
+        fit = best[: MAX_FIT // 2] + sorted(rng.permutation(rest)[: MAX_FIT // 2].tolist())
+        accuracy = np.array([evaluated[i].metrics["accuracy"] for i in fit])
+        predictor = AccuracyPredictor(candidates=("gp", "ridge"), cv=min(4, len(fit) // 4),
                                       random_state=int(rng.integers(2**31)))
-        predictor.fit(encode_many(space, [known[i] for i in fit]), accuracy)
+        predictor.fit(encode_many(space, [evaluated[i].arch for i in fit]), accuracy)
         scorer = _Scorer(context, predictor)
         # the first population: the best evaluated archs (by their real front) plus random ones
-        elite = [known[i] for i in ranked][: self.population // 2]
+        elite = [evaluated[i].arch for i in best][: self.population // 2]
         population = elite + [space.sample(rng) for _ in range(self.population - len(elite))]
         archive: dict[str, Arch] = {a.key: a for a in population}
         for _ in range(self.generations):
@@ -150,7 +153,8 @@ class EvolutionaryStrategy:
                 archive.setdefault(child.key, child)
             merged = _unique(population + children)
             population = [merged[i] for i in _select(scorer(merged)[0], self.population)]
-        candidates = [a for key, a in archive.items() if key not in context.evaluated_keys | context.taken]
+        excluded = context.evaluated_keys | context.taken
+        candidates = [a for key, a in archive.items() if key not in excluded]
         values, feasible = scorer(candidates)
         candidates = [a for a, ok in zip(candidates, feasible, strict=True) if ok]
         values = values[feasible]
@@ -186,8 +190,17 @@ class _Scorer:
     def __init__(self, context: SearchContext, predictor: AccuracyPredictor):
         self.context = context
         self.predictor = predictor
+        self._scored: dict[str, tuple[np.ndarray, bool]] = {}  # survivors are scored again each generation
 
     def __call__(self, archs: list[Arch]) -> tuple[np.ndarray, np.ndarray]:
+        new = list({a.key: a for a in archs if a.key not in self._scored}.values())
+        if new:
+            values, feasible = self._score(new)
+            self._scored.update(zip([a.key for a in new], zip(values, feasible, strict=True), strict=True))
+        rows = [self._scored[a.key] for a in archs]
+        return np.array([r[0] for r in rows]).reshape(len(archs), -1), np.array([r[1] for r in rows], dtype=bool)
+
+    def _score(self, archs: list[Arch]) -> tuple[np.ndarray, np.ndarray]:
         context = self.context
         mean, std = self.predictor.predict(encode_many(context.space, archs), return_std=True)
         columns: dict[str, Any] = {"accuracy": (mean, std)}

@@ -7,6 +7,7 @@ identical across processes and machines.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class Arch:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @functools.cached_property  # an Arch is frozen: its key never changes
     def key(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:20]
 

@@ -6,11 +6,13 @@ from tests.conftest import CONFIGS
 
 def test_default_study_config_loads():
     config = load_study_config(CONFIGS / "digits.yaml")
-    assert config.study == "digits-cpu"
+    assert config.study == "digits-cpu-b1" and config.target.batch_size == 1
     assert config.space.name == "digits"
     assert config.objectives == {"accuracy": "maximize", "latency_ms": "minimize"}
-    assert str(config.constraints[0]) == "latency_ms <= 2"
-    assert config.constraints[0].satisfied(1.5) and not config.constraints[0].satisfied(2.5)
+    assert str(config.constraints[0]) == "latency_ms <= 1"
+    assert config.constraints[0].satisfied(0.5) and not config.constraints[0].satisfied(1.5)
+    b32 = load_study_config(CONFIGS / "digits-b32.yaml")  # the same supernet and database, another target
+    assert b32.target.batch_size == 32 and b32.supernet == config.supernet and b32.storage == config.storage
 
 
 def test_overrides_win_and_are_validated():

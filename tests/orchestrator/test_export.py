@@ -163,3 +163,18 @@ def test_unwritable_output_directory(searched, tmp_path, capsys):
     locked.mkdir(mode=0o500)
     assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(locked / "x")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_the_readme_load_snippet_runs_on_an_export(searched, tmp_path):
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("<!-- load-snippet -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert len(snippet.strip().splitlines()) <= 5
+    _, url = searched
+    out = tmp_path / "runs" / "demo" / "models-b1"
+    out.parent.mkdir(parents=True)
+    assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(out)]) == 0
+    run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("predicted ") and " label " in run.stdout

@@ -12,9 +12,11 @@ def brute_front(values):
 
 def test_front_matches_brute_force():
     rng = np.random.default_rng(0)
+    for m, n, seed in itertools.product((1, 2, 3, 4), (1, 40, 200), range(3)):
+        values = np.random.default_rng(seed).integers(0, 6, size=(n, m)).astype(float)  # ties included
+        assert pareto_front(values).tolist() == brute_front(values)
     for m in (2, 3, 4):
-        values = rng.integers(0, 6, size=(40, m)).astype(float)  # ties included
-        assert sorted(pareto_front(values).tolist()) == brute_front(values)
+        values = rng.integers(0, 6, size=(40, m)).astype(float)
         fronts = non_dominated_sort(values)
         assert sorted(np.concatenate(fronts).tolist()) == list(range(40))
         for earlier, later in itertools.pairwise(fronts):
@@ -48,3 +50,18 @@ def test_crowding_distance_prefers_the_extremes():
     values = np.array([[0.0, 4.0], [1.0, 3.0], [2.0, 2.0], [4.0, 0.0]])
     distance = crowding_distance(values)
     assert np.isinf(distance[0]) and np.isinf(distance[3]) and distance[2] > distance[1]
+
+
+def test_best_fronts_is_the_top_of_the_non_dominated_sort():
+    from orchestrator.pareto import best_fronts
+
+    for m, seed in itertools.product((2, 3), range(4)):
+        values = np.random.default_rng(seed).integers(0, 8, size=(150, m)).astype(float)
+        fronts = non_dominated_sort(values)
+        for count in (1, 10, 60, 500):
+            taken = best_fronts(values, count)
+            expected, k = [], 0
+            while k < len(fronts) and len(expected) < count:
+                expected += sorted(fronts[k].tolist())
+                k += 1
+            assert taken == expected

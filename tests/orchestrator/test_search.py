@@ -138,3 +138,21 @@ def test_ray_executor_gives_the_local_executor_results(trained):
 
     assert len(results("eq-ray")) == 8
     assert results("eq-ray") == results("eq-local")
+
+
+@pytest.mark.slow
+def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_completes(trained, tmp_path):
+    import os
+
+    marker = tmp_path / "worker-died"
+    path = write_config(trained, "dying.yaml", study="dying",
+                        task={"name": "tests.orchestrator.faults:digits_dying_once",
+                              "options": {"marker": str(marker), "driver_pid": os.getpid()}},
+                        search={"executor": "ray", "evaluations": 8, "strategy": "random", "finetune_steps": 1},
+                        ray={"workers": 2})
+    summary = SearchDriver(load_study_config(path), progress=False).run()
+    assert marker.exists() and int(marker.read_text()) != os.getpid()  # a worker died
+    assert "8 of 8 evaluations" in summary
+    study = optuna.load_study(study_name="dying", storage=f"sqlite:///{trained / 'study.db'}")
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8
+    assert not study.get_trials(states=(TrialState.FAIL,))

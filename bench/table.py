@@ -1,0 +1,130 @@
+"""The README's benchmark table, written from `bench/results/*.json`.
+
+Each row comes from one result file and names the command that wrote it; a
+result that is not there yet is left out. Run by `make bench` after the scripts.
+
+    .venv/bin/python bench/table.py [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+PY = ".venv/bin/python"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _n(value, digits: int = 2) -> str:
+    return "not reached" if value is None or (isinstance(value, float) and math.isinf(value)) \
+        else f"{value:.{digits}f}"
+
+
+def rows() -> list[list[str]]:
+    table = []
+    if (r := _load("slicing_overhead.json")) is not None:
+        by = {(row["arch"], row["batch"]): row for row in r["rows"]}
+        ratio = lambda a, b: by[(a, b)]["supernet_ms"] / by[(a, b)]["static_ms"]  # noqa: E731
+        table.append(["slicing overhead: largest arch run in the supernet / its extracted model, 1 thread",
+                      f"**{ratio('largest', 1):.2f}** (batch 1), **{ratio('largest', 32):.2f}** (batch 32)",
+                      f"smallest arch: {ratio('smallest', 1):.2f} / {ratio('smallest', 32):.2f}", "<= 1.10",
+                      f"`{PY} bench/slicing_overhead.py`"])
+    if (r := _load("supernet_quality.json")) is not None:
+        s = r["summary"]
+        table.append([f"supernet quality on digits: inherited vs trained alone, {s['steps']} steps",
+                      f"largest **{s['largest_gap_points']:.1f}** points behind, smallest "
+                      f"**{s['smallest_gap_points']:.1f}**", "the same archs trained alone", "within 2 points",
+                      f"`{PY} bench/supernet_quality.py --standalone-steps 1000 --jobs 2`"])
+        table.append([f"ranking fidelity, {s['subnets']} archs", f"Kendall tau **{s['kendall_tau']:.2f}**",
+                      f"Spearman {s['spearman']:.2f}", ">= 0.6", "same run"])
+        table.append(["all-int8 vs fp32, same weights, no retraining",
+                      f"drop median **{s['int8_drop_points_median']:.2f}**, max {s['int8_drop_points_max']:.2f} "
+                      "points", "", "<= 1 point", "same run"])
+    for name in sorted(p.name for p in RESULTS.glob("latency_predictor_*.json")):
+        r = _load(name)
+        res = r["results"]
+        low, high = r["latency_range_ms"]
+        table.append([f"latency predictor, target {r['target']['name']} ({low:.2f}-{high:.2f} ms), "
+                      f"{r['held_out']} held-out of {r['archs_measured']} measured",
+                      f"MAPE **{res['elastiq']['mape']:.2f}%**, tau **{res['elastiq']['kendall_tau']:.3f}**",
+                      f"OFA lookup table {res['ofa_lookup_table']['mape']:.2f}% / "
+                      f"{res['ofa_lookup_table']['kendall_tau']:.3f}; HAT layer-averaged MLP "
+                      f"{res['hat_mlp_layer_averaged']['mape']:.2f}% / "
+                      f"{res['hat_mlp_layer_averaged']['kendall_tau']:.3f}; noise floor CV "
+                      f"{r['noise_floor']['cv_of_repeated_measurements_pct']:.0f}%",
+                      "MAPE <= 5%, tau >= 0.95", f"`{PY} bench/latency_predictor.py`"])
+    if (r := _load("search_efficiency.json")) is not None:
+        m = r["median_needed"]
+        table.append([f"search efficiency: evaluations to 99% of the pooled front's hypervolume, "
+                      f"{r['evaluations_budget']} per run, {r['seeds']} seeds (median)",
+                      f"evolutionary **{_n(m['evolutionary'], 0)}**",
+                      f"NSGA-II {_n(m['nsga2'], 0)} (**{_n(r['nsga2_over_evolutionary'], 1)}x**), TPE "
+                      f"{_n(m['tpe'], 0)}, random {_n(m['random'], 0)}", ">= 3x fewer than NSGA-II",
+                      f"`{PY} bench/search_efficiency.py --checkpoint CKPT --storage URL --seeds 3`"])
+    if (r := _load("orchestration_overhead.json")) is not None:
+        s = r["seconds"]
+        table.append([f"orchestration, {r['evaluations']} evaluations", f"local executor {s['local']:.1f} s",
+                      f"Ray Tune 1 worker {s['ray_tune_1']:.1f} s (**{r['ratio_ray1_over_local']:.2f}x**); "
+                      f"2 workers {s['ray_tune_2']:.1f} s (**{r['speedup_ray2_over_local']:.2f}x** speed-up)",
+                      "<= 1.2x; >= 1.6x", f"`{PY} bench/orchestration_overhead.py --checkpoint CKPT`"])
+    for name in sorted(p.name for p in RESULTS.glob("resume_scale_*.json")):
+        r = _load(name)
+        if "front_and_hypervolume_s" not in r:
+            continue
+        table.append([f"a SQLite study of {r['trials']:,} trials",
+                      f"resume to the first new evaluation **{r['resume_to_first_evaluation_s']:.1f} s** (after a "
+                      f"crash: {r['resume_after_crash_to_first_evaluation_s']:.1f} s); status "
+                      f"**{r['status_s']:.1f} s**; front and hypervolume {r['front_and_hypervolume_s']:.1f} s", "",
+                      "resume <= 5 s; status and front <= 2 s",
+                      f"`{PY} bench/resume_scale.py --checkpoint CKPT --trials {r['trials']}`"])
+    if (r := _load("export_honesty.json")) is not None:
+        table.append(["exported program size, largest arch all-int8 / all-fp32", f"**{r['size']['ratio']:.2f}**",
+                      f"{r['size']['int8_bytes']:,} / {r['size']['fp32_bytes']:,} bytes", "",
+                      f"`{PY} bench/export_honesty.py`"])
+        table.append([f"latency honesty over the demo's exported fronts ({r['models']} models): median "
+                      "|predicted - re-measured| / re-measured",
+                      f"**{_n(r['latency_median_abs_error_pct'], 1)}%**",
+                      f"corrected for the machine's drift since the dataset: "
+                      f"{_n(r['latency_median_abs_error_drift_corrected_pct'], 1)}%", "", "same run"])
+        table.append(["constraint honesty: exported models meeting the latency bound when re-measured",
+                      f"**{100 * r['meets_latency_bound_share']:.0f}%**", "", ">= 95%", "same run"])
+    if (r := _load("torture.json")) is not None:
+        s = r["search"]
+        table.append([f"crash torture: driver killed with SIGKILL {s['kills']} times",
+                      f"{s['complete']}/{s['budget']} evaluations, {s['archs_evaluated_twice']} evaluated twice, "
+                      f"{s['running_left']} left RUNNING, same as uninterrupted: **{s['same_as_uninterrupted']}**",
+                      "", "nothing lost", f"`{PY} bench/torture.py --config STUDY.yaml`"])
+    return table
+
+
+def render() -> str:
+    lines = ["| what | elastiq | beside it, same run | bar | command |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    args = parser.parse_args()
+    readme = Path(args.readme)
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+    print(render())
+
+
+if __name__ == "__main__":
+    main()

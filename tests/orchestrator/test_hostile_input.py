@@ -1,0 +1,174 @@
+"""Hostile input, case by case: one clear line on stderr, exit status 2, and the
+database byte-identical afterwards (nothing written, nothing lost)."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from tests.conftest import CONFIGS
+from tests.orchestrator.conftest import write_config
+
+
+@pytest.fixture(scope="module")
+def arena(trained, tmp_path_factory):
+    """A copy of the trained supernet and of a database holding one finished study."""
+    base = tmp_path_factory.mktemp("hostile")
+    for name in ("tiny.pt", "tiny.pt.json"):
+        shutil.copy(trained / name, base / name)
+    shutil.copy(trained / "study.db", base / "study.db")
+    good = write_config(base, "good.yaml", study="hostile", search={"evaluations": 4})
+    assert main(["search", "-c", str(good), "--no-progress"]) == 0
+    return base
+
+
+def _file(base, name, text):
+    path = base / name
+    path.write_text(text)
+    return path
+
+
+def _space(base, name, **changes):
+    """A small valid space with `changes` applied (layer keys go into `layer`)."""
+    layer = {"num_heads": [1], "mlp_dim": [16], "attention": ["softmax"], "bits": [32]}
+    space = {"name": "x", "head_dim": 8, "embed_dim": [16], "depth": [1], "layer": layer}
+    for key, value in changes.items():
+        (layer if key in layer else space)[key] = value
+    return str(_file(base, name, yaml.safe_dump(space)))
+
+
+def _config(base, name, **changes):
+    changes["search"] = {"evaluations": 4, **changes.get("search", {})}
+    return write_config(base, name, study="hostile", **changes)
+
+
+def _raw_config(base, name, mutate):
+    data = yaml.safe_load((base / "good.yaml").read_text())
+    mutate(data)
+    return _file(base, name, yaml.safe_dump(data))
+
+
+def _cases(base):
+    url = f"sqlite:///{base / 'study.db'}"
+    space = str(CONFIGS / "spaces" / "tiny.yaml")
+    truncated_ckpt = base / "truncated.pt"
+    truncated_ckpt.write_bytes((base / "tiny.pt").read_bytes()[:1000])
+    shutil.copy(base / "tiny.pt.json", base / "truncated.pt.json")
+    record = json.loads((base / "tiny.pt.json").read_text())
+    (base / "norecord.pt").write_bytes((base / "tiny.pt").read_bytes())
+    shutil.copy(base / "tiny.pt", base / "garbled.pt")
+    (base / "garbled.pt.json").write_text("{not json")
+    shutil.copy(base / "tiny.pt", base / "otherspace.pt")
+    (base / "otherspace.pt.json").write_text(json.dumps({**record, "space_hash": "0" * 64, "file": "otherspace.pt"}))
+    truncated_db = base / "truncated.db"
+    truncated_db.write_bytes((base / "study.db").read_bytes()[:4096])
+    a_file = _file(base, "a-file", "x")
+    busy = base / "busy"
+    busy.mkdir(exist_ok=True)
+    (busy / "keep.txt").write_text("keep")
+    search = ["search", "--no-progress", "-c"]
+    return [
+        # spaces
+        (["space", "check", str(_file(base, "s1.yaml", "name: [unclosed\n"))], "malformed YAML"),
+        (["space", "check", _space(base, "s2.yaml", width=3)], "width"),
+        (["space", "check", _space(base, "s3.yaml", embed_dim=["abc"])], "embed_dim"),
+        (["space", "check", _space(base, "s4.yaml", attention=["fourier"])], "fourier"),
+        (["space", "check", _space(base, "s5.yaml", bits=[3])], "bits"),
+        (["space", "check", str(base / "absent.yaml")], "absent.yaml"),
+        (["space", "check", str(_file(base, "s6.yaml", ""))], "s6.yaml"),
+        (["space", "sample", space, "-n", "0"], "-n"),
+        # study configs
+        (["config", "show", "-c", str(_raw_config(base, "c1.yaml", lambda d: d.update(colour="red")))], "colour"),
+        (["config", "show", "-c", str(_raw_config(base, "c2.yaml", lambda d: d.update(seed="x")))], "seed"),
+        (["config", "show", "-c", str(base / "good.yaml"), "--set", "search.evaluations"], "KEY=VALUE"),
+        (["config", "show", "-c", str(base / "good.yaml"), "--set", "search.evaluations=[1"], "not valid YAML"),
+        (["config", "show", "-c", str(base / "good.yaml"), "--set", "search.evaluations=-3"], "evaluations"),
+        (["config", "show", "-c", str(_raw_config(base, "c3.yaml", lambda d: d.update(constraints=["latency_ms << 3"])))],
+         "constraint"),
+        (["config", "show", "-c", str(_raw_config(base, "c4.yaml", lambda d: d.update(objectives={"speed": "maximize"})))],
+         "speed"),
+        (["config", "show", "-c", str(_raw_config(base, "c5.yaml", lambda d: d.update(objectives={"accuracy": "up"})))],
+         "objectives.accuracy"),
+        (["config", "show", "-c", str(_raw_config(base, "c6.yaml", lambda d: d.update(space="nowhere.yaml")))],
+         "nowhere.yaml"),
+        (["config", "show", "-c", str(_file(base, "c7.yaml", "- a\n- list\n"))], "c7.yaml"),
+        # checkpoints
+        (search + [str(_config(base, "k1.yaml", supernet={"checkpoint": str(base / "missing.pt")}))], "missing.pt"),
+        (search + [str(_config(base, "k2.yaml", supernet={"checkpoint": str(truncated_ckpt)}))], "sha256"),
+        (search + [str(_config(base, "k3.yaml", supernet={"checkpoint": str(base / "norecord.pt")}))], "norecord.pt"),
+        (search + [str(_config(base, "k4.yaml", supernet={"checkpoint": str(base / "garbled.pt")}))], "garbled.pt"),
+        (search + [str(_config(base, "k5.yaml", supernet={"checkpoint": str(base / "otherspace.pt")}))], "space"),
+        # tasks and targets
+        (search + [str(_config(base, "t1.yaml", task={"name": "imagenet"}))], "imagenet"),
+        (search + [str(_config(base, "t2.yaml", task={"name": "digits", "options": {"patch": 3}}))], "patch"),
+        (search + [str(_config(base, "t3.yaml", task={"name": "nosuchmodule:make"}))], "nosuchmodule"),
+        (["measure", "--no-progress", "-c", str(_config(base, "t4.yaml", target={"name": "long", "seq_len": 999}))],
+         "seq_len"),
+        (search + [str(_config(base, "t5.yaml", target={"name": "cpu-b1", "device": "tpu"}))], "target.device"),
+        # storage
+        (search + [str(_config(base, "d1.yaml", storage="notaurl"))], "storage"),
+        (["status", "--storage", "mysql+nodriver://user:secretpw@host/db", "--study", "x"], "storage"),
+        (["status", "--storage", f"sqlite:///{truncated_db}", "--study", "hostile"], "storage"),
+        (["status", "--storage", f"sqlite:///{base}", "--study", "hostile"], "storage"),
+        (search + [str(_config(base, "d2.yaml", search={"strategy": "random", "evaluations": 4}))], "search.strategy"),
+        (["resume", "--storage", url, "--study", "nope"], "no study named 'nope'"),
+        (["status", "--storage", url, "--study", "nope"], "no study named 'nope'"),
+        # export and report
+        (["export", "--storage", url, "--study", "hostile", "--out", str(base / "x1"), "--trial", "777"],
+         "no completed trial 777"),
+        (["export", "--storage", url, "--study", "nope", "--out", str(base / "x2")], "no study named 'nope'"),
+        (["export", "--storage", url, "--study", "hostile", "--out", str(a_file / "sub")], "does not exist"),
+        (["export", "--storage", url, "--study", "hostile", "--out", str(busy)], "not empty"),
+        (["export", "--storage", url, "--study", "hostile", "--out", str(base / "x3"), "--trial", "0",
+          "--max-latency-ms", "1"], "not both"),
+        (["report", "--storage", url, "--study", "nope", "--out", str(base / "x4")], "no study named 'nope'"),
+    ]
+
+
+def test_hostile_inputs_exit_2_with_one_line_and_change_nothing(arena, capsys):
+    db = arena / "study.db"
+    cases = _cases(arena)
+    assert len(cases) >= 30
+    files = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (db, arena / "truncated.db", arena / "tiny.pt")}
+    listing = sorted(p.name for p in arena.iterdir())
+    wrong = []
+    for args, expected in cases:
+        capsys.readouterr()
+        status = main(args)
+        out = capsys.readouterr()
+        err = out.err.strip().splitlines()
+        if status != 2 or len(err) != 1 or not err[0].startswith("elastiq: error:") or expected not in err[0] \
+                or "secretpw" in out.err + out.out:
+            wrong.append((args[:2], status, expected, out.err[-300:]))
+    assert not wrong, "\n".join(map(str, wrong))
+    for path, digest in files.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, path
+    assert sorted(p.name for p in arena.iterdir()) == listing  # no output directory, no stray file
+    assert [p.name for p in (arena / "busy").iterdir()] == ["keep.txt"]
+
+
+def test_a_diverging_learning_rate_fails_cleanly_and_stays_resumable(arena, capsys):
+    checkpoint = arena / "nan.pt"
+    bad = write_config(arena, "nan.yaml", study="nan", supernet={
+        "checkpoint": str(checkpoint), "lr": 10, "weight_decay": 1.0, "steps": 30, "checkpoint_every": 5})
+    assert main(["train-supernet", "-c", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("elastiq: error: training diverged") and "Traceback" not in err
+    if checkpoint.exists():  # a checkpoint written before the divergence is whole, finite and loads
+        import torch
+
+        from orchestrator.config import load_study_config
+        from supernet.tasks import load_task
+        from supernet.train import evaluate, load_supernet
+
+        config = load_study_config(bad)
+        task = load_task("digits", 3)
+        model = load_supernet(checkpoint, config.space, task)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+        assert 0.0 <= evaluate(model, config.space.largest(), task) <= 1.0
+    capsys.readouterr()
+    assert main(["train-supernet", "-c", str(bad), "--no-progress"]) == 2  # the same run fails the same way
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("elastiq: error: training diverged")

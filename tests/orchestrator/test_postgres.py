@@ -1,0 +1,97 @@
+"""The storage tests against a real PostgreSQL server (`.ci/run` starts one and sets
+ELASTIQ_TEST_POSTGRES; without it these tests are skipped)."""
+
+import os
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import create_engine, text
+
+from orchestrator.cli import main
+from orchestrator.config import load_study_config
+from orchestrator.executors import LocalExecutor
+from orchestrator.search import SearchDriver
+from orchestrator.status import study_status
+from tests.orchestrator.conftest import write_config
+
+URL = os.environ.get("ELASTIQ_TEST_POSTGRES")
+pytestmark = pytest.mark.skipif(not URL, reason="ELASTIQ_TEST_POSTGRES is not set (.ci/run sets it)")
+
+
+@pytest.fixture(scope="module")
+def measured(trained):
+    path = write_config(trained, "pg-measure.yaml", study="pg-base", storage=URL)
+    assert main(["measure", "-c", str(path), "--no-progress"]) == 0
+    return trained
+
+
+def _name(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_search_crash_resume_status_and_export_on_postgres(measured, tmp_path, monkeypatch):
+    import orchestrator.search as search_module
+
+    name = _name("pg-crash")
+    path = write_config(measured, f"{name}.yaml", study=name, storage=URL)
+    original = search_module.SearchDriver._evaluate_and_record
+    calls = {"n": 0}
+
+    def crash_on_second_batch(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(search_module.SearchDriver, "_evaluate_and_record", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        SearchDriver(load_study_config(path), progress=False).run()
+    monkeypatch.undo()
+    assert main(["resume", "--storage", URL, "--study", name, "--no-progress"]) == 0
+    study = optuna.load_study(study_name=name, storage=URL)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 12 and not study.get_trials(states=(TrialState.RUNNING,))
+    assert len({t.user_attrs["arch_key"] for t in complete}) == 12
+    status = study_status(URL, name)
+    assert status["evaluations"] == 12 and status["pareto_size"] >= 1
+    assert main(["export", "--storage", URL, "--study", name, "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "manifest.json").exists()
+
+
+class _DropConnections(LocalExecutor):
+    """Evaluates like the local executor, but first has the server drop every other connection."""
+
+    dropped = 0
+
+    def evaluate(self, jobs):
+        if self.dropped < 2:
+            engine = create_engine(URL)
+            with engine.connect() as connection:
+                count = connection.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+            engine.dispose()
+            assert count >= 1  # the driver's pooled connections were there, and are gone
+            self.dropped += 1
+        return super().evaluate(jobs)
+
+
+def test_connection_loss_mid_search_is_retried(measured):
+    name = _name("pg-drop")
+    path = write_config(measured, f"{name}.yaml", study=name, storage=URL)
+    executor = _DropConnections()
+    summary = SearchDriver(load_study_config(path), progress=False, executor=executor).run()
+    assert executor.dropped == 2 and "12 of 12 evaluations" in summary
+    study = optuna.load_study(study_name=name, storage=URL)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 12
+
+
+def test_bad_postgres_url_is_one_line_with_the_password_masked(capsys):
+    from sqlalchemy.engine import make_url
+
+    bad = make_url(URL).set(password="hunter2").render_as_string(hide_password=False)
+    assert main(["status", "--storage", bad, "--study", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot connect" in err and "hunter2" not in err

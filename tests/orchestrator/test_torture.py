@@ -1,0 +1,33 @@
+"""The crash torture of `bench/torture.py`, in a short form: the driver killed with
+SIGKILL ten times at random moments, and supernet training killed three times."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.orchestrator.conftest import write_config
+
+sys.path.insert(0, str(ROOT / "bench"))
+from torture import torture_search, torture_training  # noqa: E402
+
+
+@pytest.mark.slow
+def test_killed_ten_times_the_search_loses_nothing_and_ends_as_an_uninterrupted_run(trained):
+    config = write_config(trained, "torture.yaml", study="torture",
+                          search={"evaluations": 40, "batch_size": 4, "strategy": "evolutionary"})
+    summary = torture_search(config, kills=10, rng=np.random.default_rng(0), delays=(3.0, 7.0))
+    assert summary["kills"] == 10, summary
+    assert summary["complete"] == 40 and summary["running_left"] == 0
+    assert summary["archs_evaluated_twice"] == 0
+    assert summary["same_as_uninterrupted"], summary
+
+
+@pytest.mark.slow
+def test_killed_supernet_training_resumes_to_the_same_weights(trained, tmp_path):
+    config = write_config(trained, "torture-train.yaml", study="torture-train",
+                          supernet={"steps": 120, "checkpoint_every": 10})
+    summary = torture_training(config, kills=3, rng=np.random.default_rng(1), delays=(4.0, 7.0), workdir=tmp_path)
+    assert summary["kills"] >= 1, summary
+    assert summary["same_weights_as_uninterrupted"], summary
