@@ -91,7 +91,7 @@ def rows() -> list[list[str]]:
                       f"{r['size']['int8_bytes']:,} / {r['size']['fp32_bytes']:,} bytes", "",
                       f"`{PY} bench/export_honesty.py`"])
         table.append([f"latency honesty over the demo's exported fronts ({r['models']} models): median "
-                      "|predicted - re-measured| / re-measured",
+                      "abs(predicted - re-measured) / re-measured",
                       f"**{_n(r['latency_median_abs_error_pct'], 1)}%**",
                       f"corrected for the machine's drift since the dataset: "
                       f"{_n(r['latency_median_abs_error_drift_corrected_pct'], 1)}%", "", "same run"])

@@ -88,7 +88,14 @@ def measure_arch(job: EvalJob, passes: int = 15) -> dict[str, Any]:
     inputs = example_input(task.spec, target)
     program = deployed_program(supernet.extract(arch), inputs)
     rng = np.random.default_rng(0)
-    return measure_many([program], inputs, target, Protocol(), passes, rng)[0].to_dict()
+    return {**measure_many([program], inputs, target, Protocol(), passes, rng)[0].to_dict(), "node": current_node()}
+
+
+def current_node() -> str:
+    """The Ray node this runs on ("local" outside Ray): recorded with each trial."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
@@ -99,7 +106,7 @@ def tune_trainable(config: dict[str, Any]) -> None:
     outcomes = []
     for job in config["jobs"]:
         try:
-            outcomes.append(evaluate_arch(EvalJob(**job)))
+            outcomes.append({**evaluate_arch(EvalJob(**job)), "node": current_node()})
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which fails that trial only
             outcomes.append({"error": f"{type(exc).__name__}: {exc}"[:500]})
     tune.report({"results": json.dumps(outcomes)})

@@ -110,7 +110,9 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             self._started_ray = True
         self._storage = tempfile.mkdtemp(prefix="elastiq-tune-")
-        self._measure = ray.remote(num_cpus=1, max_retries=max_failures)(measure_arch)
+        # no CPU reserved: the target's resource (capacity 1) is what a measurement holds, and the driver
+        # measures only between batches, when the trial actors (which keep their CPUs) are idle
+        self._measure = ray.remote(num_cpus=0, max_retries=max_failures)(measure_arch)
         self._searcher = _QueueSearcher()
         self._groups, self._results = _CHANNELS[self._searcher.key]
         tuner = tune.Tuner(

@@ -116,6 +116,12 @@ class SearchDriver:
     def run(self) -> str:
         config = self.config
         task, supernet_sha, study = self._preflight()
+        if study is not None and not interrupted(study):
+            done = completed_count(study)
+            if done >= config.search.evaluations:  # nothing to do: no predictor fitted, no Ray started
+                hv, front_size = front_and_hypervolume(study, self.objectives)
+                return (f"study {config.study}: {done} of {config.search.evaluations} evaluations, Pareto front "
+                        f"{front_size}, hypervolume {hv:.4g} (already complete)")
         engine = connect(config.storage)
         with Session(engine) as session, session.begin():
             if session.scalar(select(SupernetRow).where(SupernetRow.sha256 == supernet_sha)) is None:
@@ -239,11 +245,15 @@ class SearchDriver:
         to_run = list({arch.key: arch for arch, _ in proposals if arch.key not in cached}.values())
         results = dict(zip([a.key for a in to_run], executor.evaluate([self._job(a, supernet_sha) for a in to_run]),
                            strict=True))
+        # where each ran (a Ray node id, or "local") goes to the trial, not into the cached metrics
+        eval_nodes = {key: r.pop("node", "local") for key, r in results.items() if isinstance(r, dict)}
         measured: dict[str, dict] = {}
+        measure_nodes: dict[str, str] = {}
         if config.search.measure_latency:
             ok = [a for a in to_run if not isinstance(results[a.key], Exception)]
             measured = {a.key: m for a, m in zip(ok, executor.measure([self._job(a, supernet_sha) for a in ok]),
                                                  strict=True) if not isinstance(m, Exception)}
+            measure_nodes = {key: m.pop("node", "local") for key, m in measured.items()}
         with Session(engine) as session, session.begin():  # the cache first: a crash after it loses no work
             for arch in to_run:
                 result = results[arch.key]
@@ -264,6 +274,10 @@ class SearchDriver:
         for arch, trial in proposals:
             trial.set_user_attr("arch", arch.to_json())
             trial.set_user_attr("arch_key", arch.key)
+            if arch.key in eval_nodes:
+                trial.set_user_attr("eval_node", eval_nodes[arch.key])
+            if arch.key in measure_nodes:
+                trial.set_user_attr("measure_node", measure_nodes[arch.key])
             if arch.key not in cached:
                 trial.set_user_attr("error", str(results.get(arch.key, "no result"))[:500])
                 study.tell(trial, state=TrialState.FAIL)

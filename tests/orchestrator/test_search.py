@@ -34,6 +34,13 @@ def test_search_continues_and_never_evaluates_twice(trained, capsys):
     assert main(["search", "-c", str(path), "--no-progress"]) == 0
     assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=16"]) == 0
     assert "16 of 16 evaluations" in capsys.readouterr().out.splitlines()[-1]
+    import hashlib
+
+    db = trained / "study.db"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=16"]) == 0
+    assert "(already complete)" in capsys.readouterr().out  # a rerun recomputes and writes nothing
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     study = optuna.load_study(study_name="cont", storage=f"sqlite:///{trained / 'study.db'}")
     keys = [t.user_attrs["arch_key"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
     assert len(keys) == 16 and len(set(keys)) == 16
