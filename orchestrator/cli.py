@@ -177,15 +177,16 @@ def status_command(storage: str, study_name: str, as_json: bool) -> None:
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Export the front under this latency.")
 @click.option("--overwrite", is_flag=True, help="Export again, replacing an earlier export in --out.")
+@click.option("--onnx", is_flag=True, help="Also write model.onnx (fp32 graph; needs the onnx extra).")
 def export_command(storage: str, study_name: str, out: str, trials: tuple[int, ...], max_latency_ms: float | None,
-                   overwrite: bool) -> None:
+                   overwrite: bool, onnx: bool) -> None:
     """Export the Pareto-optimal models of a study: TorchScript programs with real int8
     kernels, state dicts, metrics, and a manifest of sha256s; each one verified."""
     from orchestrator.export import Selection, export_study
 
     if trials and max_latency_ms is not None:
         raise click.UsageError("give --trial or --max-latency-ms, not both")
-    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms), overwrite))
+    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms), overwrite, onnx))
 
 
 @cli.command("report")

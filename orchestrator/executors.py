@@ -104,7 +104,8 @@ class RayExecutor:
         self._started_ray = False
         if not ray.is_initialized():
             if address is None:  # a local Ray that holds this machine's target
-                ray.init(num_cpus=max(workers, 1) + 1, resources={target_resource(target_name): 1},
+                # "local": a new Ray here, even if a `ray start` cluster left its address file behind
+                ray.init(address="local", num_cpus=max(workers, 1) + 1, resources={target_resource(target_name): 1},
                          include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import shutil
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,8 +73,10 @@ class Selection:
 
 
 def export_study(storage: str, study_name: str, out: str | Path, selection: Selection = Selection(),
-                 overwrite: bool = False) -> str:
+                 overwrite: bool = False, onnx: bool = False) -> str:
     out = Path(out)
+    if onnx:
+        _require_onnx()
     check_output_dir(out, MANIFEST, replace=True)  # an earlier export may be up to date: decided below
     study = require_study(storage, study_name)
     config = stored_config(study, storage)
@@ -97,7 +100,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
         with staged(out, MANIFEST, replace=overwrite) as staging:
             probes = _drift_probes(engine, target) if objectives.needs_latency else []
             manifest = _write_models(staging, study_name, storage, config, target, task, supernet, supernet_sha,
-                                     chosen, selection, probes)
+                                     chosen, selection, probes, onnx)
         try:
             with Session(engine) as session, session.begin():
                 session.add(ExportRow(study=study_name, out_dir=str(out.resolve()), trials=dumps(keys),
@@ -217,14 +220,15 @@ def _drift_probes(engine, target, count: int = 6) -> list[tuple[Arch, float]]:
 
 
 def _write_models(staging: Path, study_name, storage, config, target, task, supernet, supernet_sha,
-                  chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]]) -> dict[str, Any]:
+                  chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]],
+                  onnx: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)  # the search evaluated with one thread: same arithmetic, same predictions
     bound = next((c.bound for c in config.constraints if c.metric == "latency_ms" and c.op == "<="), None)
     entries, programs = [], []
     for e in chosen:
         folder = staging / f"trial-{e.trial:05d}-{e.arch.key[:8]}"
         folder.mkdir()
-        entry, program = _export_one(folder, e, config, task, supernet)
+        entry, program = _export_one(folder, e, config, task, supernet, onnx)
         entries.append(entry)
         programs.append(program)
         log.info("exported trial %d (%s): test accuracy %.4f", e.trial, e.arch.key[:8], entry["accuracy_test"])
@@ -262,7 +266,8 @@ def _write_models(staging: Path, study_name, storage, config, target, task, supe
     return manifest
 
 
-def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet) -> tuple[dict, torch.nn.Module]:
+def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet,
+                onnx: bool = False) -> tuple[dict, torch.nn.Module]:
     arch = e.arch
     simulated = static_model(supernet, arch, task, config.search.finetune_steps, config.seed)
     recorded = e.metrics["accuracy"]
@@ -281,6 +286,8 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
         raise ExportError(f"trial {e.trial}: the saved program does not predict what the model in memory predicts")
     fp32_bytes = _program_size(simulated, task)  # the same arch with every weight in fp32
     torch.save(simulated.state_dict(), folder / "state_dict.pt")
+    if onnx:
+        _save_onnx(simulated, task, folder / "model.onnx")
     torch.save({"input": x_test[:1].clone(), "label": y_test[:1].clone()}, folder / "example.pt")
     write_json(folder / "arch.json", {"arch": arch.to_dict(), "arch_key": arch.key, "space": config.space.to_dict(),
                                       "task": config.task.name, "task_options": config.task.options,
@@ -321,6 +328,26 @@ def _program_size(model: torch.nn.Module, task) -> int:
     buffer = io.BytesIO()
     torch.jit.save(_trace(model, task), buffer)
     return len(buffer.getvalue())
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError("--onnx needs the onnx package: pip install 'elastiq[onnx]'") from None
+
+
+def _save_onnx(model: torch.nn.Module, task, path: Path) -> None:
+    """The fp32 graph of the model as it was evaluated (fake-quantized weights, fp32 arithmetic):
+    ONNX has no counterpart of torch's dynamic int8 kernels. The batch dimension is dynamic."""
+    import onnx
+
+    example = task.split("test")[0][:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated; the dynamo one fails here
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.checker.check_model(str(path))
 
 
 def _honesty(entries: list[dict], drift: float | None) -> dict[str, Any]:

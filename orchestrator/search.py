@@ -52,6 +52,7 @@ from orchestrator.study import (
     create_study,
     database_exists,
     evaluations,
+    evaluations_with_values,
     find_study,
     interrupted,
     objective_table,
@@ -211,10 +212,10 @@ class SearchDriver:
     def _context(self, study, task, latency_model) -> SearchContext:
         space = self.config.space
         # sorted by key: what the strategy sees does not depend on trial order (crashes reorder trials)
-        evaluated = sorted(evaluations(study), key=lambda e: e.key)
-        table = objective_table(study, len(self.objectives.metrics))
-        row = {trial: i for i, trial in enumerate(table.trials.tolist())}
-        values = table.values[[row[e.trial] for e in evaluated]] * self.objectives.signs
+        done, values = evaluations_with_values(study, len(self.objectives.metrics))
+        order = sorted(range(len(done)), key=lambda i: done[i].key)
+        evaluated = [done[i] for i in order]
+        values = values[order] * self.objectives.signs
         predict = None
         if latency_model is not None:
             def predict(archs: list[Arch]):

@@ -178,3 +178,26 @@ def test_the_readme_load_snippet_runs_on_an_export(searched, tmp_path):
     run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("predicted ") and " label " in run.stdout
+
+
+def test_onnx_export_where_onnx_is_installed(searched, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    _, url = searched
+    trial = evaluations(require_study(url, "exp-measured"))[0].trial
+    out = tmp_path / "onnx"
+    assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(out), "--trial", str(trial),
+                 "--onnx"]) == 0
+    manifest = verify_export(out)  # model.onnx is listed and hashed like every file
+    folder = out / manifest["models"][0]["dir"]
+    assert f"{folder.name}/model.onnx" in manifest["files"]
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # any batch size
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    example = torch.load(folder / "example.pt", weights_only=True)["input"]
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+    logits = session.run(None, {"input": example.numpy()})[0]
+    program = torch.jit.load(str(folder / "model.ts"))
+    assert logits.argmax(-1).tolist() == program(example).argmax(-1).tolist()
