@@ -19,7 +19,10 @@ import threading
 import uuid
 from typing import Any, Protocol
 
-from ray.tune.search import Searcher
+# read when ray.tune is imported: the legacy reporter honours verbose=0 (no Tune tables in the driver's output)
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+from ray.tune.search import Searcher  # noqa: E402
 
 from orchestrator.evaluation import EvalJob, evaluate_arch, measure_arch, tune_trainable
 
