@@ -15,27 +15,19 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from orchestrator.export import verify_export
 from search_space import Arch, SearchSpace
-from supernet.deploy import deployed_program, trace_program
+from supernet.deploy import deployed_program, program_bytes, trace_program
 from supernet.tasks import load_task
 from supernet.train import load_supernet
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _size(program: torch.jit.ScriptModule) -> int:
-    buffer = io.BytesIO()
-    torch.jit.save(program, buffer)
-    return len(buffer.getvalue())
 
 
 def size_ratio(checkpoint: Path) -> dict:
@@ -46,8 +38,8 @@ def size_ratio(checkpoint: Path) -> dict:
     largest = space.largest()
     int8 = Arch(largest.embed_dim, tuple(replace(layer, bits=8) for layer in largest.layers))
     fp32 = Arch(largest.embed_dim, tuple(replace(layer, bits=32) for layer in largest.layers))
-    int8_bytes = _size(deployed_program(supernet.extract(int8), example))
-    fp32_bytes = _size(trace_program(supernet.extract(fp32), example))
+    int8_bytes = program_bytes(deployed_program(supernet.extract(int8), example))
+    fp32_bytes = program_bytes(trace_program(supernet.extract(fp32), example))
     return {"arch": "largest", "int8_bytes": int8_bytes, "fp32_bytes": fp32_bytes, "ratio": int8_bytes / fp32_bytes}
 
 

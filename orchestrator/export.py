@@ -20,7 +20,6 @@ Everything is written to a temporary directory and moved into place at the end.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
@@ -47,7 +46,7 @@ from orchestrator.study import SUPERNET_ATTR, Evaluation, evaluations, require_s
 from predictors.measure import Protocol, example_input, measure_many
 from search_space import Arch, InputError
 from supernet.checkpoint import CheckpointError, sha256_file
-from supernet.deploy import MEASURED_FORM, deployed_program, to_deployable, trace_program
+from supernet.deploy import MEASURED_FORM, deployed_program, program_bytes, to_deployable, trace_program
 from supernet.tasks import load_task
 from supernet.train import evaluate, load_supernet
 
@@ -96,8 +95,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
                 previous.get("trials") == keys and \
                 previous.get("supernet_sha256") == supernet_sha and _files_intact(out, previous):
             return f"{out}: export of trials {keys} is up to date (manifest verified); nothing to do"
-        check_output_dir(out, MANIFEST, replace=overwrite)
-        with staged(out, MANIFEST, replace=overwrite) as staging:
+        with staged(out, MANIFEST, replace=overwrite) as staging:  # refuses a non-empty --out first
             probes = _drift_probes(engine, target) if objectives.needs_latency else []
             manifest = _write_models(staging, study_name, storage, config, target, task, supernet, supernet_sha,
                                      chosen, selection, probes, onnx)
@@ -277,14 +275,15 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
                           f"recorded {recorded:.6f}; refusing to export a model that is not the one evaluated")
     deployed = to_deployable(simulated)
     val_deployed = evaluate(deployed, None, task, SPLIT)
-    program_bytes = _save_program(deployed, task, folder / PROGRAM)
+    torch.jit.save(_trace(deployed, task), str(folder / PROGRAM))
+    saved_bytes = (folder / PROGRAM).stat().st_size
     program = torch.jit.load(str(folder / PROGRAM))
     x_test, y_test = task.split("test")
     with torch.inference_mode():
         same = bool((program(x_test).argmax(-1) == deployed(x_test).argmax(-1)).all())
     if not same:
         raise ExportError(f"trial {e.trial}: the saved program does not predict what the model in memory predicts")
-    fp32_bytes = _program_size(simulated, task)  # the same arch with every weight in fp32
+    fp32_bytes = program_bytes(_trace(simulated, task))  # the same arch with every weight in fp32
     torch.save(simulated.state_dict(), folder / "state_dict.pt")
     if onnx:
         _save_onnx(simulated, task, folder / "model.onnx")
@@ -302,8 +301,8 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
         "quantized_within_1_point": abs(val_deployed - val_simulated) <= QUANTIZED_TOLERANCE,
         "matches_record": True, "program_matches_model": same,
         "params": int(e.metrics.get("params", 0)), "macs": int(e.metrics.get("macs", 0)),
-        "bytes_analytic": int(e.metrics.get("bytes", 0)), "program_bytes": program_bytes,
-        "fp32_program_bytes": fp32_bytes, "size_ratio_to_fp32": program_bytes / fp32_bytes,
+        "bytes_analytic": int(e.metrics.get("bytes", 0)), "program_bytes": saved_bytes,
+        "fp32_program_bytes": fp32_bytes, "size_ratio_to_fp32": saved_bytes / fp32_bytes,
         "quantized_layers": quantized, "layers": arch.depth,
         "latency_predicted_ms": e.metrics.get("latency_predicted_ms"),
         "latency_predicted_std_ms": e.metrics.get("latency_predicted_std_ms"),
@@ -317,17 +316,6 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
 
 def _trace(model: torch.nn.Module, task) -> torch.jit.ScriptModule:
     return trace_program(model, task.split("test")[0][:1])
-
-
-def _save_program(model: torch.nn.Module, task, path: Path) -> int:
-    torch.jit.save(_trace(model, task), str(path))
-    return path.stat().st_size
-
-
-def _program_size(model: torch.nn.Module, task) -> int:
-    buffer = io.BytesIO()
-    torch.jit.save(_trace(model, task), buffer)
-    return len(buffer.getvalue())
 
 
 def _require_onnx() -> None:

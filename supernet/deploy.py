@@ -14,6 +14,7 @@ needs `torch.compile` to pay off).
 from __future__ import annotations
 
 import copy
+import io
 import warnings
 from typing import Protocol
 
@@ -91,6 +92,13 @@ def deployed_program(subnet: nn.Module, example: torch.Tensor,
                      backend: str = DEFAULT_BACKEND) -> torch.jit.ScriptModule:
     """The program measured and shipped for `subnet`: real low-precision kernels, traced."""
     return trace_program(to_deployable(subnet, backend), example)
+
+
+def program_bytes(program: torch.jit.ScriptModule) -> int:
+    """The size of `program` as `torch.jit.save` writes it."""
+    buffer = io.BytesIO()
+    torch.jit.save(program, buffer)
+    return len(buffer.getvalue())
 
 
 def quantized_layer_count(model: nn.Module) -> int:
