@@ -31,7 +31,7 @@ from predictors.measure import Protocol, example_input, measure_many
 from predictors.models import LatencyPredictor, scores
 from predictors.target import HardwareTarget
 from search_space import LayerArch, SearchSpace
-from supernet.deploy import to_deployable
+from supernet.deploy import deployed_program
 from supernet.model import Subnet, Supernet
 from supernet.tasks import load_task
 
@@ -57,13 +57,15 @@ def hat_mlp(seed: int):
 
 def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol, passes: int,
                  seed: int) -> dict:
-    """OFA-style: every block configuration and every stem+head, measured alone (same passes as the archs)."""
+    """OFA-style: every block configuration and every stem+head, measured alone as traced programs, like
+    the archs (same passes)."""
     task = supernet.task
     tokens = target.seq_len or task.seq_len
     rng = np.random.default_rng(seed)
     stems = [Subnet(supernet.stem.get_active_subnet(e), [], supernet.head.get_active_subnet(e), arch_json="{}").eval()
              for e in space.embed_dims]
-    measured = measure_many(stems, example_input(task, target), target, protocol, passes, rng)
+    inputs = example_input(task, target)
+    measured = measure_many([deployed_program(stem, inputs) for stem in stems], inputs, target, protocol, passes, rng)
     table = {("stem_head", e): m.median_ms for e, m in zip(space.embed_dims, measured, strict=True)}
     configs = []
     for i, choices in enumerate(space.layers[:1]):  # every layer has the same choices in this space
@@ -74,8 +76,8 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
     hidden = torch.randn(target.batch_size, tokens, max(space.embed_dims))
     for embed_dim in space.embed_dims:
         group = [(i, layer) for i, e, layer in configs if e == embed_dim]
-        blocks = [to_deployable(supernet.blocks[i].get_active_subnet(embed_dim, layer)) for i, layer in group]
         x = hidden[..., :embed_dim].contiguous()
+        blocks = [deployed_program(supernet.blocks[i].get_active_subnet(embed_dim, layer), x) for i, layer in group]
         for (_, layer), m in zip(group, measure_many(blocks, x, target, protocol, passes, rng), strict=True):
             table[(embed_dim, layer)] = m.median_ms
     return table
@@ -108,8 +110,8 @@ def main() -> None:
 
     # 1. noise floor: ten models, each measured 8 times with the protocol the dataset uses
     rng = np.random.default_rng(args.seed)
-    probes = [to_deployable(supernet.extract(space.sample(rng))) for _ in range(10)]
     x = example_input(task.spec, target)
+    probes = [deployed_program(supernet.extract(space.sample(rng)), x) for _ in range(10)]
     repeats = [measure_many(probes, x, target, protocol, args.passes, rng) for _ in range(8)]
     medians = np.array([[m.median_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
     noise = {"passes": args.passes,

@@ -52,7 +52,7 @@ def main() -> None:
         for seed in range(args.seeds):
             name = f"efficiency-{strategy}-{seed}-{args.evaluations}"
             config = load_study_config(args.config, {
-                "study": name, "storage": args.storage, "seed": seed, "supernet.checkpoint": args.checkpoint,
+                "study": name, "storage": args.storage, "search.seed": seed, "supernet.checkpoint": args.checkpoint,
                 "search.strategy": strategy, "search.evaluations": args.evaluations,
                 "search.batch_size": args.batch, "search.executor": "local"})
             started = time.perf_counter()

@@ -13,6 +13,7 @@ import click
 import numpy as np
 import yaml
 
+from orchestrator.errors import WorkersLost
 from search_space import SAMPLE_MODES, InputError, SearchSpace
 
 USAGE_ERROR = 2
@@ -227,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message())
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except WorkersLost as exc:  # not bad input: the study is intact and resumable
+        _fail(str(exc))
+        return 1
     return 0
 
 

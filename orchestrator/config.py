@@ -70,11 +70,15 @@ class SearchConfig(_Section):
     finetune_steps: int = Field(0, ge=0)
     measure_latency: bool = False  # measure every evaluated arch (else the predictor's latency is used)
     executor: Literal["ray", "local"] = "ray"  # local: in-process, for tests and debugging
+    # the strategy's random choices (default: the study's seed, which also fixed the supernet's
+    # data split and so cannot change without retraining)
+    seed: int | None = None
 
 
 class RayConfig(_Section):
     address: str | None = None  # None starts a local Ray; "auto" joins a running cluster
     workers: int = Field(2, gt=0)
+    retries: int = Field(2, ge=0)  # times a trial whose worker process dies is run again
 
 
 class Constraint(_Section):

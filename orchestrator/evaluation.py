@@ -96,17 +96,3 @@ def current_node() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-
-
-def tune_trainable(config: dict[str, Any]) -> None:
-    """The Ray Tune function trainable: a share of a batch per trial, one report.
-    An arch that fails reports its error; the others still count."""
-    from ray import tune
-
-    outcomes = []
-    for job in config["jobs"]:
-        try:
-            outcomes.append({**evaluate_arch(EvalJob(**job)), "node": current_node()})
-        except Exception as exc:  # noqa: BLE001 - reported to the driver, which fails that trial only
-            outcomes.append({"error": f"{type(exc).__name__}: {exc}"[:500]})
-    tune.report({"results": json.dumps(outcomes)})

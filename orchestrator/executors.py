@@ -1,18 +1,17 @@
 """Where evaluations run: in-process (`local`, for tests and debugging) or on Ray.
 
 Both take the same jobs and give the same results for the same seed. On Ray,
-accuracy trials run as Ray Tune trials (one CPU each, actors reused, a trial
-whose worker dies is retried); latency measurements run as tasks that hold the
-target's custom resource (capacity 1), so a measurement never shares the
-target with other work and runs only on the node that has it.
+accuracy evaluations run in Ray Tune trials (one CPU each, living for the whole
+search and fed by a job board; a trial whose worker dies is retried); latency
+measurements run as tasks that hold the target's custom resource (capacity 1),
+so a measurement never shares the target with other work and runs only on the
+node that has it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -24,7 +23,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from ray.tune.search import Searcher  # noqa: E402
 
-from orchestrator.evaluation import EvalJob, evaluate_arch, measure_arch, tune_trainable
+from orchestrator.errors import WorkersLost  # noqa: E402
+from orchestrator.evaluation import EvalJob, evaluate_arch, measure_arch  # noqa: E402
+from orchestrator.job_board import JobBoard, tune_worker  # noqa: E402
 
 log = logging.getLogger("elastiq.executor")
 
@@ -60,42 +61,47 @@ def target_resource(target_name: str) -> str:
     return f"elastiq_target_{target_name}"
 
 
-# queues of the running experiments, by key: Tune pickles its searcher, and queues do not pickle
-_CHANNELS: dict[str, tuple[queue.Queue, queue.Queue]] = {}
+# state shared with the running experiments, by key: Tune copies its searcher, so the
+# driver and the searcher meet here rather than through attributes
+_WORKER_POOLS: dict[str, dict[str, Any]] = {}
 
 
-class _QueueSearcher(Searcher):
-    """Feeds one long-running Tune experiment from a queue, so its trial actors (and the
-    supernet each has loaded) live for the whole search: a new `Tuner.fit` per batch
-    costs seconds of Tune's fixed overhead."""
+class _WorkerSearcher(Searcher):
+    """Keeps `workers` long-lived worker trials running (see `job_board`), replacing any
+    that Tune gives up on, and ends the experiment when the driver closes the pool."""
 
-    def __init__(self):
+    def __init__(self, board: str, namespace: str, workers: int, max_failures: int):
         super().__init__()
         self.key = uuid.uuid4().hex
-        _CHANNELS[self.key] = (queue.Queue(), queue.Queue())
-        self.assigned: dict[str, list] = {}
-        self.finished = False
+        _WORKER_POOLS[self.key] = {"closing": False, "live": set(), "lost": 0}
+        self.board, self.namespace, self.workers = board, namespace, workers
+        # worker trials lost in a row (each after its retries, no job finished in between)
+        # before the pool stops replacing them: the workers die at start-up, not on a job
+        self.max_lost = workers
 
     def suggest(self, trial_id):
-        if self.finished:
-            return Searcher.FINISHED
-        try:
-            group = _CHANNELS[self.key][0].get_nowait()
-        except queue.Empty:
-            return None  # nothing to run yet; Tune asks again
-        if group is None:
-            self.finished = True
-            return Searcher.FINISHED
-        self.assigned[trial_id] = group
-        return {"jobs": group}
+        pool = _WORKER_POOLS[self.key]
+        if pool["closing"] or pool["lost"] >= self.max_lost:
+            return Searcher.FINISHED if not pool["live"] else None
+        if len(pool["live"]) >= self.workers:
+            return None
+        pool["live"].add(trial_id)
+        return {"board": self.board, "namespace": self.namespace}
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        _CHANNELS[self.key][1].put((self.assigned.pop(trial_id, None), result, error))
+        import ray
+
+        pool = _WORKER_POOLS[self.key]
+        pool["live"].discard(trial_id)
+        if error:
+            pool["lost"] += 1
+            ray.get_actor(self.board, namespace=self.namespace).give_up.remote(
+                trial_id, "its worker died on every retry")
 
 
 class RayExecutor:
-    """Ray Tune for accuracy trials (one experiment for the whole search, trial actors
-    reused); target-holding tasks for latency."""
+    """Ray Tune for accuracy trials (long-lived worker trials fed by a job board);
+    target-holding tasks for latency."""
 
     def __init__(self, address: str | None, workers: int, target_name: str, max_failures: int = 2):
         import ray
@@ -103,6 +109,7 @@ class RayExecutor:
 
         os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Tune runs in a thread of the driver
         self.workers = workers
+        self.max_failures = max_failures
         self.target_name = target_name
         self._started_ray = False
         if not ray.is_initialized():
@@ -115,14 +122,17 @@ class RayExecutor:
             self._started_ray = True
         self._storage = tempfile.mkdtemp(prefix="elastiq-tune-")
         # no CPU reserved: the target's resource (capacity 1) is what a measurement holds, and the driver
-        # measures only between batches, when the trial actors (which keep their CPUs) are idle
+        # measures only between batches, when the workers (which keep their CPUs) wait on the board
         self._measure = ray.remote(num_cpus=0, max_retries=max_failures)(measure_arch)
-        self._searcher = _QueueSearcher()
-        self._groups, self._results = _CHANNELS[self._searcher.key]
+        namespace = ray.get_runtime_context().namespace
+        board_name = f"elastiq-board-{uuid.uuid4().hex}"
+        self._board = JobBoard.options(name=board_name, namespace=namespace).remote(workers)
+        self._searcher = _WorkerSearcher(board_name, namespace, workers, max_failures)
+        self._pool = _WORKER_POOLS[self._searcher.key]
+        self._next_ticket = 0
         tuner = tune.Tuner(
-            tune.with_resources(tune_trainable, {"cpu": 1}),
-            tune_config=tune.TuneConfig(search_alg=self._searcher, num_samples=-1, max_concurrent_trials=workers,
-                                        reuse_actors=True),
+            tune.with_resources(tune_worker, {"cpu": 1}),
+            tune_config=tune.TuneConfig(search_alg=self._searcher, num_samples=-1, max_concurrent_trials=workers),
             run_config=tune.RunConfig(storage_path=self._storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=max_failures)),
         )
@@ -137,31 +147,27 @@ class RayExecutor:
             self._fit_error = exc
 
     def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
-        """One Tune trial per worker, each evaluating its share of the batch."""
+        """Post the batch on the board; the workers take it in shares."""
+        import ray
+
         if not jobs:
             return []
-        groups = [[job.to_dict() for job in jobs[i::self.workers]] for i in range(min(self.workers, len(jobs)))]
-        for group in groups:
-            self._groups.put(group)
-        by_arch: dict[str, dict[str, Any] | Exception] = {}
-        waiting = len(groups)
-        while waiting:
-            try:
-                group, result, error = self._results.get(timeout=1.0)
-            except queue.Empty:
-                if not self._thread.is_alive():
-                    reason = self._fit_error or RuntimeError("the Tune experiment ended")
-                    return [by_arch.get(job.arch, RuntimeError(str(reason))) for job in jobs]
-                continue
-            if group is None:
-                continue
-            waiting -= 1
-            if error or not result or "results" not in result:
-                by_arch.update({job["arch"]: RuntimeError("evaluation failed on its worker") for job in group})
-                continue
-            for job, outcome in zip(group, json.loads(result["results"]), strict=True):
-                by_arch[job["arch"]] = outcome if "error" not in outcome else RuntimeError(outcome["error"])
-        return [by_arch.get(job.arch, RuntimeError("no result")) for job in jobs]
+        first = self._next_ticket
+        self._next_ticket += len(jobs)
+        ray.get(self._board.post.remote([(first + i, job.to_dict()) for i, job in enumerate(jobs)]))
+        outcomes: dict[int, dict[str, Any] | Exception] = {}
+        while True:
+            for ticket, outcome in ray.get(self._board.collect.remote()):
+                if not outcome.get("worker_lost"):
+                    self._pool["lost"] = 0  # a job finished: the workers do not die at start-up
+                outcomes[ticket - first] = outcome if "error" not in outcome else RuntimeError(outcome["error"])
+            if self._pool["lost"] >= self._searcher.max_lost or not self._thread.is_alive():
+                raise WorkersLost(f"the Ray Tune workers died {self.workers * (self.max_failures + 1)} times "
+                                  f"in a row without finishing a job ({self._fit_error or 'see the Ray worker logs'}); "
+                                  f"the unfinished trials run again on resume")
+            if len(outcomes) == len(jobs):
+                break
+        return [outcomes[i] for i in range(len(jobs))]
 
     def measure(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
         import ray
@@ -179,9 +185,10 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
-        self._groups.put(None)  # the experiment ends once its running trials do
+        self._pool["closing"] = True
+        ray.get(self._board.close.remote())  # idle workers stop; the experiment ends with them
         self._thread.join(timeout=60)
-        _CHANNELS.pop(self._searcher.key, None)
+        _WORKER_POOLS.pop(self._searcher.key, None)
         shutil.rmtree(self._storage, ignore_errors=True)
         if self._started_ray:
             ray.shutdown()  # only the Ray this driver started

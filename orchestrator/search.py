@@ -78,6 +78,7 @@ class SearchDriver:
         self._executor = executor
         self.objectives = Objectives.from_config(config.objectives, config.constraints)
         self.target = target_of(config)
+        self.search_seed = config.seed if config.search.seed is None else config.search.seed
 
     # ---- checks before anything is written ---------------------------------
     def _preflight(self) -> tuple[Any, str, optuna.Study | None]:
@@ -87,6 +88,13 @@ class SearchDriver:
         if not checkpoint.exists():
             raise StorageError(f"no supernet checkpoint at {checkpoint}: run `elastiq train-supernet -c CONFIG` first")
         _, record = load_checkpoint(checkpoint, config.space, task.name)
+        options = config.task.options if config.task.name == record.get("task") else record.get("task_options", {})
+        if (record.get("seed"), record.get("task_options", {})) != (config.seed, options):
+            # they fix the train/val split: another would score archs on images the supernet trained on
+            # (a task loaded from module:function names its own options: compared by seed alone)
+            raise StorageError(f"checkpoint {checkpoint} was trained with seed {record.get('seed')} and task options "
+                               f"{record.get('task_options', {})}, which fix its data split; the config has seed "
+                               f"{config.seed} and {config.task.options} (search.seed varies the search alone)")
         study = find_study(config.storage, config.study)
         if study is not None:
             check_compatible(config, study)
@@ -147,7 +155,8 @@ class SearchDriver:
     def _make_executor(self) -> Executor:
         if self.config.search.executor == "local":
             return LocalExecutor()
-        return RayExecutor(self.config.ray.address, self.config.ray.workers, self.target.name)
+        ray = self.config.ray
+        return RayExecutor(ray.address, ray.workers, self.target.name, max_failures=ray.retries)
 
     def _loop(self, engine, study, task, supernet_sha, latency_model, executor) -> str:
         config, space = self.config, self.config.space
@@ -167,7 +176,7 @@ class SearchDriver:
                     reruns = []
                 else:
                     context = self._context(study, task, latency_model)
-                    rng = np.random.default_rng([config.seed, done])
+                    rng = np.random.default_rng([self.search_seed, done])
                     proposals = strategy.propose(context, study, count, rng)
                 if not proposals:
                     log.info("the strategy has nothing new to propose: the space is exhausted")

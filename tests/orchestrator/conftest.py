@@ -8,6 +8,22 @@ from tests.conftest import CONFIGS
 
 
 @pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the session (it takes seconds to start), holding the tests' target;
+    a search finding Ray started uses it and leaves it running."""
+    import logging
+
+    import ray
+
+    from orchestrator.executors import target_resource
+
+    ray.init(address="local", num_cpus=3, resources={target_resource("cpu-b1"): 1}, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A tiny supernet and a latency dataset, shared by the session."""
     base = tmp_path_factory.mktemp("search")

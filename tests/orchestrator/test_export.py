@@ -23,8 +23,8 @@ def _sha(path):
 def searched(trained):
     """Two finished studies: one that measured latency during the search, one that only predicted it."""
     for name, measure, seed in (("exp-measured", True, 3), ("exp-predicted", False, 11)):
-        path = write_config(trained, f"{name}.yaml", study=name, constraints=["latency_ms <= 50"], seed=seed,
-                            search={"evaluations": 8, "measure_latency": measure, "strategy": "random"})
+        path = write_config(trained, f"{name}.yaml", study=name, constraints=["latency_ms <= 50"],
+                            search={"evaluations": 8, "measure_latency": measure, "strategy": "random", "seed": seed})
         assert main(["search", "-c", str(path), "--no-progress"]) == 0
     return trained, f"sqlite:///{trained / 'study.db'}"
 

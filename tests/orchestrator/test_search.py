@@ -131,7 +131,7 @@ def test_status_json(trained, capsys):
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_local_executor_results(trained):
+def test_ray_executor_gives_the_local_executor_results(trained, local_ray):
     url = f"sqlite:///{trained / 'study.db'}"
     for executor in ("local", "ray"):
         path = write_config(trained, f"{executor}-eq.yaml", study=f"eq-{executor}",
@@ -148,7 +148,7 @@ def test_ray_executor_gives_the_local_executor_results(trained):
 
 
 @pytest.mark.slow
-def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_completes(trained, tmp_path):
+def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_completes(trained, local_ray, tmp_path):
     import os
 
     marker = tmp_path / "worker-died"
@@ -163,3 +163,41 @@ def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_completes(traine
     study = optuna.load_study(study_name="dying", storage=f"sqlite:///{trained / 'study.db'}")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8
     assert not study.get_trials(states=(TrialState.FAIL,))
+
+
+@pytest.mark.slow
+def test_workers_that_always_die_stop_the_search_with_one_line_and_a_resumable_study(trained, local_ray, capsys):
+    import os
+
+    path = write_config(trained, "doomed.yaml", study="doomed",
+                        task={"name": "tests.orchestrator.faults:digits_dying_always",
+                              "options": {"driver_pid": os.getpid()}},
+                        search={"executor": "ray", "evaluations": 4, "strategy": "random", "seed": 99},
+                        ray={"workers": 1, "retries": 0})
+    assert main(["search", "-c", str(path), "--no-progress"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "died" in errors[0] and "run again on resume" in errors[0], errors
+    study = optuna.load_study(study_name="doomed", storage=f"sqlite:///{trained / 'study.db'}")
+    assert not study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(study.get_trials(states=(TrialState.RUNNING,))) == 4  # the batch, for resume to run again
+
+
+def test_a_search_refuses_a_seed_that_is_not_its_supernets_and_search_seed_varies_the_search(trained, capsys):
+    url = f"sqlite:///{trained / 'study.db'}"
+    db = trained / "study.db"
+    import hashlib
+
+    path = write_config(trained, "reseeded.yaml", study="reseeded", seed=4, search={"evaluations": 4})
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    assert main(["search", "-c", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with seed 3" in err and "data split" in err and len(err.strip().splitlines()) == 1
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    firsts = []
+    for search_seed in (0, 1):
+        path = write_config(trained, f"search-seed-{search_seed}.yaml", study=f"search-seed-{search_seed}",
+                            search={"evaluations": 4, "strategy": "random", "seed": search_seed})
+        assert main(["search", "-c", str(path), "--no-progress"]) == 0
+        study = optuna.load_study(study_name=f"search-seed-{search_seed}", storage=url)
+        firsts.append(sorted(t.user_attrs["arch_key"] for t in study.get_trials(states=(TrialState.COMPLETE,))))
+    assert firsts[0] != firsts[1]

@@ -1,0 +1,6 @@
+"""Failures of a run that are not bad input: one line on stderr and exit status 1."""
+
+
+class WorkersLost(RuntimeError):
+    """No Ray worker can run: each died (and its retries too) before finishing a job.
+    The study is intact; the unfinished trials run again on resume."""
