@@ -39,11 +39,15 @@ def pareto_front(values: np.ndarray) -> np.ndarray:
     if len(values) == 0:
         return np.array([], dtype=int)
     if values.shape[1] == 2:
-        # among distinct rows sorted by (x, y), a row is on the front iff its y is below every earlier y;
-        # identical rows share their fate
-        rows, inverse = np.unique(values, axis=0, return_inverse=True)
-        earlier = np.concatenate([[np.inf], np.minimum.accumulate(rows[:-1, 1])])
-        return np.flatnonzero((rows[:, 1] < earlier)[inverse.ravel()])
+        # sorted by (x, y), a row is on the front iff its y is below the y of every earlier row
+        # that is not identical to it (identical rows share their fate)
+        order = np.lexsort((values[:, 1], values[:, 0]))
+        xs, ys = values[order, 0], values[order, 1]
+        new_row = np.ones(len(order), dtype=bool)
+        new_row[1:] = (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])
+        group_start = np.maximum.accumulate(np.where(new_row, np.arange(len(order)), 0))
+        lowest_before = np.concatenate([[np.inf], np.minimum.accumulate(ys)[:-1]])
+        return np.sort(order[ys < lowest_before[group_start]])
     order = np.lexsort(values.T[::-1])
     front = np.empty((0, values.shape[1]))
     kept = []

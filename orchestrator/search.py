@@ -49,9 +49,9 @@ from orchestrator.study import (
     ObjectiveTable,
     check_compatible,
     completed_count,
+    completed_keys,
     create_study,
     database_exists,
-    evaluations,
     evaluations_with_values,
     find_study,
     interrupted,
@@ -198,7 +198,7 @@ class SearchDriver:
         """Fail trials left RUNNING (or WAITING) by a crash; return their archs to run again, once."""
         space = self.config.space
         lost = interrupted(study)
-        done_keys = {e.key for e in evaluations(study)} if lost else set()
+        done_keys = completed_keys(study) if lost else set()
         archs: list[Arch] = []
         for frozen in lost:
             if frozen.state == TrialState.WAITING:  # enqueued but never asked: take it, to close it

@@ -21,6 +21,7 @@ inactive slots are kept so that mutation and crossover can bring them back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -62,10 +63,13 @@ class LayerChoices:
             return max(1, int(round(self.mlp_ratio[option_index] * embed_dim)))
         return self.mlp_dim[option_index]
 
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - choices are few, immutable and live as long as their space
     def mlp_dims(self, embed_dim: int) -> tuple[int, ...]:
-        """Distinct hidden sizes this layer may take at `embed_dim`, ascending."""
+        """Distinct hidden sizes this layer may take at `embed_dim`, ascending (cached: a search
+        validates and encodes tens of thousands of candidates)."""
         return tuple(sorted({self.mlp_hidden(i, embed_dim) for i in range(len(self.mlp_options))}))
 
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - as mlp_dims
     def mlp_index(self, mlp_dim: int, embed_dim: int) -> int:
         for i in range(len(self.mlp_options)):
             if self.mlp_hidden(i, embed_dim) == mlp_dim:

@@ -201,3 +201,18 @@ def test_a_search_refuses_a_seed_that_is_not_its_supernets_and_search_seed_varie
         study = optuna.load_study(study_name=f"search-seed-{search_seed}", storage=url)
         firsts.append(sorted(t.user_attrs["arch_key"] for t in study.get_trials(states=(TrialState.COMPLETE,))))
     assert firsts[0] != firsts[1]
+
+
+def test_a_study_stored_before_a_config_key_existed_still_continues(trained, capsys):
+    from orchestrator.study import CONFIG_ATTR
+
+    url = f"sqlite:///{trained / 'study.db'}"
+    path = write_config(trained, "older.yaml", study="older", search={"evaluations": 4, "strategy": "random"})
+    assert main(["search", "-c", str(path), "--no-progress"]) == 0
+    study = optuna.load_study(study_name="older", storage=url)
+    stored = json.loads(study.user_attrs[CONFIG_ATTR])
+    del stored["search"]["seed"], stored["ray"]["retries"]  # as written by an earlier elastiq
+    study.set_user_attr(CONFIG_ATTR, json.dumps(stored))
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=8"]) == 0
+    assert "8 of 8 evaluations" in capsys.readouterr().out
+    assert main(["resume", "--storage", url, "--study", "older", "--no-progress"]) == 0
