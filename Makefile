@@ -40,7 +40,8 @@ bench: install
 	$(PY) bench/slicing_overhead.py
 	$(PY) bench/supernet_quality.py --standalone-steps 1000 --jobs 2
 	$(PY) bench/latency_predictor.py
-	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 3
+	$(PY) bench/accuracy_predictor.py --checkpoint $(CKPT)
+	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
 	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)
 	$(PY) bench/resume_scale.py --checkpoint $(CKPT) --trials 100000
 	$(PY) bench/export_honesty.py

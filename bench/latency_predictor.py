@@ -5,7 +5,8 @@
      chosen by CV) trained on 300 measurements, beside (a) an OFA-style
      lookup table (each block configuration measured in isolation, summed) and
      (b) a HAT-style MLP on layer-averaged features, trained on the same data;
-  3. sample efficiency: MAPE against the number of measurements.
+  3. sample efficiency: MAPE against the number of measurements;
+  4. the int8 effect: the largest arch all-int8 over all-fp32, side by side.
 Bars: MAPE <= 5% and <= 1.5x the noise floor, Kendall tau >= 0.95.
 
     .venv/bin/python bench/latency_predictor.py [--archs 500] [--batch 1] [--passes 15] [--chunk 500]
@@ -17,6 +18,7 @@ import argparse
 import itertools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from predictors.features import latency_features
 from predictors.measure import Protocol, example_input, measure_many
 from predictors.models import LatencyPredictor, scores
 from predictors.target import HardwareTarget
-from search_space import LayerArch, SearchSpace
+from search_space import Arch, LayerArch, SearchSpace
 from supernet.deploy import deployed_program
 from supernet.model import Subnet, Supernet
 from supernet.tasks import load_task
@@ -163,9 +165,19 @@ def main() -> None:
         print(f"n={n:3d}: elastiq MAPE {row['elastiq_mape']:.2f}% ({row['elastiq_chosen']}), "
               f"HAT-style MAPE {row['hat_mape']:.2f}%")
 
+    # 4. the int8 effect the search relies on: the largest arch all-int8 beside all-fp32, as programs
+    largest = space.largest()
+    programs = [deployed_program(supernet.extract(Arch(largest.embed_dim, tuple(replace(layer, bits=bits)
+                                                                                 for layer in largest.layers))), x)
+                for bits in (8, 32)]
+    int8, fp32 = measure_many(programs, x, target, protocol, args.passes, np.random.default_rng(args.seed))
+    int8_effect = {"arch": "largest", "int8_ms": int8.median_ms, "fp32_ms": fp32.median_ms,
+                   "ratio": int8.median_ms / fp32.median_ms}
+    print("int8 effect, largest arch:", json.dumps(int8_effect))
+
     summary = {"target": target.to_dict(), "archs_measured": len(archs), "train": len(train),
                "held_out": len(held_out), "flagged": flagged, "latency_range_ms": [float(y.min()), float(y.max())],
-               "noise_floor": noise, "results": results, "sample_efficiency": efficiency,
+               "noise_floor": noise, "results": results, "sample_efficiency": efficiency, "int8_effect": int8_effect,
                "seconds": time.perf_counter() - started}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
