@@ -88,6 +88,12 @@ class _WorkerSearcher(Searcher):
         pool["live"].add(trial_id)
         return {"board": self.board, "namespace": self.namespace}
 
+    def save(self, checkpoint_path: str) -> None:
+        pass  # nothing to save: the study in the database is the search's state (and Tune warns otherwise)
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
     def on_trial_complete(self, trial_id, result=None, error=False):
         import ray
 
