@@ -2,13 +2,13 @@
 
 Each Tune trial is a worker that lives for the whole search: it loads the supernet
 once and then takes shares of the posted jobs from the board (a small Ray actor)
-until the board closes. Short-lived trials per batch do not work here: between batches Tune
-keeps at most one idle actor, so every batch paid a cold start (torch import,
-checkpoint load) on all but one worker, and 2 workers ran no faster than 1. Shares
-shrink as the batch drains, which balances uneven jobs across workers.
+until the board closes. Short-lived trials per batch do not work here: between
+batches Tune keeps at most one idle actor, so every batch paid a cold start (torch
+import, checkpoint load) on all but one worker, and 2 workers ran no faster than 1.
+Shares shrink as the batch drains, which balances uneven jobs across workers.
 
 A worker that dies is restarted by Tune under the same trial id, and the board hands
-it back the job it died in; a worker that Tune gives up on fails that job only.
+it back the share it died in; a worker that Tune gives up on fails that share only.
 """
 
 from __future__ import annotations
