@@ -40,7 +40,9 @@ bench: install
 	$(PY) bench/slicing_overhead.py
 	$(PY) bench/supernet_quality.py --standalone-steps 1000 --jobs 2
 	$(PY) bench/latency_predictor.py
-	$(PY) bench/accuracy_predictor.py --checkpoint $(CKPT)
+	$(ELASTIQ) train-supernet -c configs/mnist1d.yaml
+	$(PY) bench/accuracy_predictor.py --config configs/mnist1d.yaml
+	$(PY) bench/accuracy_predictor.py --config configs/digits.yaml --checkpoint $(CKPT)
 	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
 	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)
 	$(PY) bench/resume_scale.py --checkpoint $(CKPT) --trials 100000

@@ -2,9 +2,10 @@
 hypervolume, on the digits supernet, several seeds each, side by side in one run.
 
 The reference is the hypervolume of the pooled front of every run. All runs
-share one supernet, one latency predictor and one evaluation function
-(inherited-weight accuracy on val, predicted latency), so they differ only in
-the strategy. Needs a trained supernet checkpoint and the target's latency
+share one supernet and one evaluation cache (inherited-weight accuracy on val,
+and the latency measured when an arch is first evaluated, as the config's
+`measure_latency` asks): an arch two runs propose has the same figures in both,
+so the runs differ only in the strategy. Needs a trained supernet checkpoint and the target's latency
 dataset in the storage (see `--help`).
 
     .venv/bin/python bench/search_efficiency.py --checkpoint CKPT --storage URL \

@@ -68,15 +68,19 @@ def rows() -> list[list[str]]:
             e = r["int8_effect"]
             table.append([f"int8 effect on latency, largest arch, target {r['target']['name']}: all-int8 / all-fp32",
                           f"**{e['ratio']:.2f}**", f"{e['int8_ms']:.2f} / {e['fp32_ms']:.2f} ms", "", "same run"])
-    if (r := _load("accuracy_predictor.json")) is not None:
+    for path in sorted(RESULTS.glob("accuracy_predictor_*.json")):
+        r = json.loads(path.read_text())
         res = r["results"]
-        table.append([f"accuracy predictor, {r['held_out']} held-out of {r['archs']} supernet-evaluated archs, "
-                      f"trained on {r['train']}",
+        config = "configs/mnist1d.yaml" if r["task"] == "mnist1d" else "configs/digits.yaml --checkpoint CKPT"
+        table.append([f"accuracy predictor on {r['task']}: {r['held_out']} held-out of {r['archs']} "
+                      f"archs evaluated by a {r['supernet_steps']}-step supernet, trained on {r['train']}; "
+                      f"accuracies span {r['accuracy_range'][0] * 100:.1f}-{r['accuracy_range'][1] * 100:.1f}% on "
+                      f"{r['val_images']} val images",
                       f"Kendall tau **{res['elastiq_per_layer']['kendall_tau']:.2f}**",
-                      f"layer-averaged encoding {res['layer_averaged']['kendall_tau']:.2f}; accuracies span "
-                      f"{r['accuracy_range'][0] * 100:.1f}-{r['accuracy_range'][1] * 100:.1f}% on "
-                      f"{r['val_images']} images", ">= 0.8",
-                      f"`{PY} bench/accuracy_predictor.py --checkpoint CKPT`"])
+                      f"as the search fits it {res['elastiq_as_searched']['kendall_tau']:.2f}; layer-averaged "
+                      f"encoding {res['layer_averaged']['kendall_tau']:.2f}; val and test accuracy of the same archs "
+                      f"agree at {r['val_vs_test_kendall_tau']:.2f}", ">= 0.8",
+                      f"`{PY} bench/accuracy_predictor.py --config {config}`"])
     if (r := _load("search_efficiency.json")) is not None:
         budget, needed = r["evaluations_budget"], r["needed_to_99pct"]
 

@@ -33,7 +33,7 @@ from search_space import Arch, SearchSpace, encode_many
 from search_space.optuna_map import arch_from_params, distributions, params_from_arch
 
 CONFIDENCE = 2.0  # standard deviations beyond a bound before a candidate counts as infeasible
-MAX_FIT = 192  # evaluations the accuracy predictor is fitted on, at most (a GP costs n^3)
+MAX_FIT = 192  # evaluations the accuracy predictor is fitted on, at most (its fit runs before every batch)
 
 
 @dataclass
@@ -109,6 +109,15 @@ class OptunaStrategy:
         return proposals
 
 
+def search_accuracy_predictor(n_fit: int, random_state: int) -> AccuracyPredictor:
+    """The accuracy predictor the evolutionary strategy fits before each batch: ridge or 100 boosted
+    trees, chosen by CV. On mnist1d (bench/accuracy_predictor.py) the Gaussian process this used
+    before ranked held-out archs at Kendall tau 0.72 and this one at 0.86; on 192 archs it fits in
+    less time than the GP did."""
+    return AccuracyPredictor(candidates=("ridge", "gbm"), cv=max(2, min(4, n_fit // 4)), random_state=random_state,
+                             gbm_trees=100)
+
+
 class EvolutionaryStrategy:
     name = "evolutionary"
 
@@ -128,12 +137,11 @@ class EvolutionaryStrategy:
         space = context.space
         evaluated = context.evaluated
         best = best_fronts(context.minimized, max(MAX_FIT // 2, self.population // 2))
-        # a Gaussian process grows cubically: beyond MAX_FIT, fit on the best ones and a sample of the rest
+        # beyond MAX_FIT, fit on the best ones and a sample of the rest
         rest = np.setdiff1d(np.arange(len(evaluated)), best[: MAX_FIT // 2])
         fit = best[: MAX_FIT // 2] + sorted(rng.permutation(rest)[: MAX_FIT // 2].tolist())
         accuracy = np.array([evaluated[i].metrics["accuracy"] for i in fit])
-        predictor = AccuracyPredictor(candidates=("gp", "ridge"), cv=min(4, len(fit) // 4),
-                                      random_state=int(rng.integers(2**31)))
+        predictor = search_accuracy_predictor(len(fit), random_state=int(rng.integers(2**31)))
         predictor.fit(encode_many(space, [evaluated[i].arch for i in fit]), accuracy)
         scorer = _Scorer(context, predictor)
         # the first population: the best evaluated archs (by their real front) plus random ones

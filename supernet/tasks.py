@@ -70,16 +70,22 @@ def digits(seed: int = 0, patch: int = 2) -> Task:
     return Task("digits", spec, _as_tensors(splits, torch.float32))
 
 
-def mnist1d(seed: int = 0, num_samples: int = 5000) -> Task:
-    """MNIST-1D: 40-step sequences of one feature, generated offline."""
+def mnist1d(seed: int = 0, num_samples: int = 5000, patch: int = 4) -> Task:
+    """MNIST-1D: 40-step sequences, generated offline, cut into patch-step tokens
+    (patch 4: 10 tokens of 4 values). One value a token trains badly: a supernet
+    on it stayed at chance for 700 steps where patch 4 learns."""
     from mnist1d.data import get_dataset_args, make_dataset
 
+    if patch not in (1, 2, 4, 5, 8, 10, 20, 40):
+        raise TaskError(f"task mnist1d: patch must divide 40 (1, 2, 4, 5, 8, 10, 20 or 40), got {patch!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 50:
+        raise TaskError(f"task mnist1d: num_samples must be an integer >= 50, got {num_samples!r}")
     args = get_dataset_args()
     args.num_samples = num_samples
     args.seed = seed
     data = make_dataset(args)  # generates; get_dataset would download
-    x = np.asarray(data["x"], dtype=np.float32)[..., None]
-    x_test = np.asarray(data["x_test"], dtype=np.float32)[..., None]
+    x = np.asarray(data["x"], dtype=np.float32).reshape(len(data["x"]), -1, patch)
+    x_test = np.asarray(data["x_test"], dtype=np.float32).reshape(len(data["x_test"]), -1, patch)
     mean, std = x.mean(), x.std()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
@@ -87,7 +93,7 @@ def mnist1d(seed: int = 0, num_samples: int = 5000) -> Task:
     val, train = order[:n_val], order[n_val:]
     splits = {"train": ((x[train] - mean) / std, data["y"][train]), "val": ((x[val] - mean) / std, data["y"][val]),
               "test": ((x_test - mean) / std, data["y_test"])}
-    spec = TaskSpec("features", input_dim=1, seq_len=x.shape[1], num_classes=10)
+    spec = TaskSpec("features", input_dim=patch, seq_len=x.shape[1], num_classes=10)
     return Task("mnist1d", spec, _as_tensors(splits, torch.float32))
 
 

@@ -15,6 +15,16 @@ def test_default_study_config_loads():
     assert b32.target.batch_size == 32 and b32.supernet == config.supernet and b32.storage == config.storage
 
 
+def test_mnist1d_config_fits_its_task():
+    from supernet.tasks import load_task
+
+    config = load_study_config(CONFIGS / "mnist1d.yaml")
+    assert config.space.name == "mnist1d" and config.task.name == "mnist1d"
+    small = load_task(config.task.name, config.seed, {**config.task.options, "num_samples": 200})
+    assert small.spec.seq_len == 10 and small.spec.input_dim == 4  # 40 steps as 10 tokens of 4
+    assert config.space.local_window < small.spec.seq_len - 1  # local attention stays local
+
+
 def test_overrides_win_and_are_validated():
     config = load_study_config(CONFIGS / "digits.yaml", {"search.evaluations": 10, "storage": "sqlite:///x.db"})
     assert config.search.evaluations == 10 and config.storage == "sqlite:///x.db"

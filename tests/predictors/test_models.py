@@ -44,6 +44,28 @@ def test_accuracy_predictor_with_gp_uncertainty(digits_space):
     assert predictor.predict(far, return_std=True)[1][0] > np.median(std) or predictor.chosen_ == "ridge"
 
 
+def synthetic_accuracy(archs, rng) -> np.ndarray:
+    """Each active layer helps by its attention type; its width helps softmax layers only."""
+    gain = {"softmax": 0.03, "local": 0.02, "linear": 0.005}
+    clean = np.array([0.5 + 0.05 * a.embed_dim / 128
+                      + sum(gain[x.attention] * (1 + (x.attention == "softmax") * x.mlp_dim / 512) for x in a.layers)
+                      for a in archs])
+    return clean + 0.003 * rng.standard_normal(len(archs))
+
+
+def test_search_accuracy_predictor_ranks_held_out_archs(digits_space):
+    from orchestrator.strategies import search_accuracy_predictor
+
+    rng = np.random.default_rng(2)
+    archs = list({a.key: a for a in (digits_space.sample(rng) for _ in range(400))}.values())[:300]
+    X, y = encode_many(digits_space, archs), synthetic_accuracy(archs, rng)
+    predictor = search_accuracy_predictor(100, random_state=0).fit(X[:100], y[:100])
+    assert predictor.chosen_ in ("ridge", "gbm") and predictor.get_params()["gbm_trees"] == 100
+    assert predictor.score(X[100:], y[100:]).kendall_tau >= 0.8
+    mean, std = predictor.predict(X[100:], return_std=True)
+    assert mean.shape == std.shape == (200,) and np.all(std >= 0) and np.any(std > 0)
+
+
 def test_predictor_validates_at_fit():
     with pytest.raises(ValueError, match="positive"):
         LatencyPredictor().fit(np.ones((10, 2)), -np.ones(10))
@@ -55,6 +77,9 @@ def test_predictor_validates_at_fit():
     with pytest.raises(ValueError, match="expected 2 features"):
         fitted.predict(np.ones((1, 3)))
     assert LatencyPredictor(cv=7).get_params()["cv"] == 7  # constructor only stores
+    for trees in (0, 2.5, True):
+        with pytest.raises(ValueError, match="gbm_trees must be a positive integer"):
+            AccuracyPredictor(gbm_trees=trees).fit(np.random.default_rng(0).random((12, 2)), np.arange(12.0))
 
 
 def test_scores():

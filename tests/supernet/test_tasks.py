@@ -29,8 +29,12 @@ def test_mnist1d_generates_offline(monkeypatch):
     monkeypatch.setattr(requests, "get", no_network)
     task = load_task("mnist1d", 0, {"num_samples": 1000})
     x, y = task.split("train")
-    assert x.shape[1:] == (40, 1) and task.spec.seq_len == 40 and len(task.split("test")[1]) == 200
+    assert x.shape[1:] == (10, 4) and task.spec.seq_len == 10 and task.spec.input_dim == 4
+    assert len(task.split("test")[1]) == 200 and len(task.split("val")[1]) == 80
     assert set(y.tolist()) == set(range(10))
+    scalar = load_task("mnist1d", 0, {"num_samples": 1000, "patch": 1})
+    assert scalar.split("train")[0].shape[1:] == (40, 1)  # the same sequences, one value a token
+    assert torch.equal(scalar.split("train")[0].reshape(-1, 10, 4), x)
 
 
 def test_listops_lengths_labels_and_answers():
@@ -82,6 +86,8 @@ def test_user_task_by_module_function(monkeypatch):
     ("digits", {"patch": 3}, "patch must divide 8"),
     ("digits", {"colour": 1}, r"unknown option\(s\) \['colour'\]"),
     ("listops", {"seq_len": 4}, "seq_len must be an integer >= 8"),
+    ("mnist1d", {"patch": 3}, "patch must divide 40"),
+    ("mnist1d", {"num_samples": 10}, "num_samples must be an integer >= 50"),
     ("digits", {"seed": 4}, "unknown option"),
 ])
 def test_bad_tasks(name, options, message):
