@@ -56,6 +56,7 @@ from orchestrator.study import (
     find_study,
     interrupted,
     objective_table,
+    record_budget,
 )
 from predictors.cost import arch_costs
 from predictors.features import latency_features
@@ -142,6 +143,7 @@ class SearchDriver:
             study = create_study(config, supernet_sha, self._reference_point(task, latency_model))
         self.study = study
         lease = Lease(engine, config.study).acquire()
+        record_budget(study, config.search.evaluations)  # held by the lease: no other driver writes it
         executor = self._executor or self._make_executor()
         try:
             summary = self._loop(engine, study, task, supernet_sha, latency_model, executor)

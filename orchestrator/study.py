@@ -119,6 +119,16 @@ def _first_difference(old: Any, new: Any, path: str) -> str:
     return f"{path} is {new!r} here but {old!r} in the study"
 
 
+def record_budget(study: optuna.Study, evaluations: int) -> None:
+    """A search that continues a study with a larger budget stores it, so that status and a later
+    `elastiq resume` see the budget the study now runs to."""
+    data = json.loads(study.user_attrs[CONFIG_ATTR])
+    search = data.setdefault("search", {})
+    if evaluations > search.get("evaluations", 0):
+        search["evaluations"] = evaluations
+        study.set_user_attr(CONFIG_ATTR, json.dumps(data, sort_keys=True))
+
+
 def create_study(config: StudyConfig, supernet_sha256: str, reference: list[float]) -> optuna.Study:
     storage = optuna_storage(config.storage, create=True)
     study = optuna.create_study(study_name=config.study, storage=storage, sampler=_fixed_params_sampler(),

@@ -34,6 +34,8 @@ def test_search_continues_and_never_evaluates_twice(trained, capsys):
     assert main(["search", "-c", str(path), "--no-progress"]) == 0
     assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=16"]) == 0
     assert "16 of 16 evaluations" in capsys.readouterr().out.splitlines()[-1]
+    # the raised budget is stored: status and a resume from the database see 16, not the first 12
+    assert study_status(f"sqlite:///{trained / 'study.db'}", "cont")["budget"] == 16
     import hashlib
 
     db = trained / "study.db"
