@@ -4,7 +4,7 @@ Archs are sampled (seeded) from the study's space and evaluated with inherited
 weights on val, as a search evaluates them, and on test. The predictor (the
 per-layer encoding, candidates chosen by cross-validation) is trained on 100 and
 scored on the rest. Beside it in the same run: the predictor as the evolutionary
-strategy fits it (Gaussian process or ridge, 4 folds), and the default predictor
+strategy fits it (ridge or 100 boosted trees, 4 folds), and the default predictor
 on the layer-averaged encoding HAT uses. Bar: Kendall tau >= 0.8 against val.
 
 Val accuracy is itself a noisy measurement of an arch, so the run also prints

@@ -57,7 +57,7 @@ def digits(seed: int = 0, patch: int = 2) -> Task:
     """8x8 digits cut into patch x patch tokens (patch 2: 16 tokens of 4 pixels)."""
     from sklearn.datasets import load_digits
 
-    if patch not in (1, 2, 4, 8):
+    if isinstance(patch, bool) or patch not in (1, 2, 4, 8):
         raise TaskError(f"task digits: patch must divide 8 (1, 2, 4 or 8), got {patch!r}")
     data = load_digits()
     images = data.images.astype(np.float32) / 16.0
@@ -76,7 +76,7 @@ def mnist1d(seed: int = 0, num_samples: int = 5000, patch: int = 4) -> Task:
     on it stayed at chance for 700 steps where patch 4 learns."""
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if patch not in (1, 2, 4, 5, 8, 10, 20, 40):
+    if isinstance(patch, bool) or patch not in (1, 2, 4, 5, 8, 10, 20, 40):
         raise TaskError(f"task mnist1d: patch must divide 40 (1, 2, 4, 5, 8, 10, 20 or 40), got {patch!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 50:
         raise TaskError(f"task mnist1d: num_samples must be an integer >= 50, got {num_samples!r}")

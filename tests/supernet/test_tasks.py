@@ -84,9 +84,11 @@ def test_user_task_by_module_function(monkeypatch):
 @pytest.mark.parametrize("name, options, message", [
     ("imagenet", {}, "unknown task 'imagenet'"),
     ("digits", {"patch": 3}, "patch must divide 8"),
+    ("digits", {"patch": True}, "patch must divide 8"),
     ("digits", {"colour": 1}, r"unknown option\(s\) \['colour'\]"),
     ("listops", {"seq_len": 4}, "seq_len must be an integer >= 8"),
     ("mnist1d", {"patch": 3}, "patch must divide 40"),
+    ("mnist1d", {"patch": True}, "patch must divide 40"),
     ("mnist1d", {"num_samples": 10}, "num_samples must be an integer >= 50"),
     ("digits", {"seed": 4}, "unknown option"),
 ])
