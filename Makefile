@@ -45,6 +45,9 @@ bench: install
 	$(PY) bench/accuracy_predictor.py --config configs/digits.yaml --checkpoint $(CKPT)
 	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
 	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)
+	$(PY) bench/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB)
+	$(PY) bench/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --busy 1
+	$(PY) bench/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --busy 2
 	$(PY) bench/resume_scale.py --checkpoint $(CKPT) --trials 100000
 	$(PY) bench/export_honesty.py
 	$(PY) bench/table.py

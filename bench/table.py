@@ -110,6 +110,28 @@ def rows() -> list[list[str]]:
                       f"2 workers {median['ray_tune_2']:.1f} s: **{r['speedup_ray2_over_local']:.2f}x** speed-up",
                       f"local executor {median['local_beside_1']:.1f} s and {median['local_beside_2']:.1f} s",
                       "<= 1.2x; >= 1.6x", f"`{PY} bench/orchestration_overhead.py --checkpoint CKPT`"])
+    for name in sorted(p.name for p in RESULTS.glob("search_latency*.json")):
+        r = _load(name)
+        spinning = f"{r.get('busy')} process{'es' if r.get('busy', 0) > 1 else ''}"
+        busy = f", {spinning} spinning on the CPU beside it" if r.get("busy") else ""
+        command = f"`{PY} bench/search_latency.py --checkpoint CKPT --storage URL" + \
+            (f" --busy {r['busy']}`" if r.get("busy") else "`")
+        measured, refused = r["measured_in_search"], r["refused_in_search"]
+        if measured:
+            stored = (f"**{r['search_vs_alone_median_abs_pct']:.1f}%** (signed median "
+                      f"{r['search_vs_alone_median_signed_pct']:+.1f}%)")
+            raw = f"raw, before the drift probes' correction: {r['raw_search_vs_alone_median_abs_pct']:.1f}%; "
+        else:
+            stored, raw = "none stored: **every batch refused**", ""
+        table.append([f"latency measured inside a Ray search ({r['workers']} workers on this machine{busy}) vs the "
+                      f"same archs measured alone right after: median abs difference",
+                      stored, f"noise floor (the same archs measured alone twice) "
+                      f"{r['noise_floor_median_abs_pct']:.1f}%; {raw}{measured} archs stored, {refused} refused",
+                      "within the noise floor", command])
+        table.append([f"latency predictor after that search{busy and ' (busy)'} added its measurements to the "
+                      f"target's dataset: CV MAPE", f"**{r['with_search_cv_mape_pct']:.1f}%** "
+                      f"(**{r['cv_mape_ratio']:.2f}x**)", f"on the dataset alone ({r['dataset_size']} archs measured "
+                      f"alone): {r['dataset_cv_mape_pct']:.1f}%", "<= 1.5x", "same run"])
     for name in sorted(p.name for p in RESULTS.glob("resume_scale_*.json")):
         r = _load(name)
         if "front_and_hypervolume_s" not in r:
@@ -133,7 +155,7 @@ def rows() -> list[list[str]]:
                       f"**{100 * r['meets_latency_bound_share']:.0f}%**", "", ">= 95%", "same run"])
     if (r := _load("torture.json")) is not None:
         s = r["search"]
-        table.append([f"crash torture: driver killed with SIGKILL {s['kills']} times",
+        table.append([f"crash torture: driver killed with SIGKILL {s['kills']} times at seeded points of its progress",
                       f"{s['complete']}/{s['budget']} evaluations, {s['archs_evaluated_twice']} evaluated twice, "
                       f"{s['running_left']} left RUNNING, same as uninterrupted: **{s['same_as_uninterrupted']}**",
                       "", "nothing lost", f"`{PY} bench/torture.py --config STUDY.yaml`"])

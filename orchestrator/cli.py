@@ -6,6 +6,7 @@ Bad input of any kind prints one line on stderr and exits with status 2.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -13,7 +14,7 @@ import click
 import numpy as np
 import yaml
 
-from orchestrator.errors import WorkersLost
+from orchestrator.errors import TargetLost, WorkersLost
 from search_space import SAMPLE_MODES, InputError, SearchSpace
 
 USAGE_ERROR = 2
@@ -62,11 +63,15 @@ def space_check(space_path: str) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--mode", default="depth_uniform", show_default=True, type=click.Choice(SAMPLE_MODES))
 def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
-    """Print COUNT random architectures of SPACE_PATH as JSON lines."""
+    """Print COUNT random architectures of SPACE_PATH as JSON lines, each as soon as it is drawn."""
     search_space = SearchSpace.from_yaml(space_path)
     rng = np.random.default_rng(seed)
-    for _ in range(count):
-        click.echo(search_space.sample(rng, mode).to_json())
+    try:
+        for _ in range(count):
+            click.echo(search_space.sample(rng, mode).to_json())
+            sys.stdout.flush()  # a reader sees each line at once, whatever N is
+    except BrokenPipeError:  # the reader has what it wanted (`| head -3`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.group()
@@ -228,10 +233,29 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message())
     except KeyboardInterrupt:
         return _fail("interrupted")
-    except WorkersLost as exc:  # not bad input: the study is intact and resumable
+    except (WorkersLost, TargetLost) as exc:  # not bad input: the study is intact and resumable
         _fail(str(exc))
         return 1
+    except Exception as exc:
+        lost = _database_failure(exc)
+        if lost is None:
+            raise
+        _fail(f"the database failed during the run ({lost}); what was committed is kept: run the same "
+              f"command again, or `elastiq resume`, once it is back")
+        return 1
     return 0
+
+
+def _database_failure(exc: BaseException) -> str | None:
+    """The first line of a database error that ended a run (a server restarted or gone), else None.
+    Optuna reports such errors as its own StorageInternalError, caused by SQLAlchemy's."""
+    from sqlalchemy.exc import DBAPIError
+
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, DBAPIError):
+            text = str(error.orig) if error.orig is not None else str(error)
+            return (text.strip().splitlines() or [type(error.orig).__name__])[0]
+    return None
 
 
 def _fail(message: str) -> int:

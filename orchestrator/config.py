@@ -7,6 +7,7 @@ validation, so an override is checked exactly like the file.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -29,56 +30,59 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SEED = Field(0, ge=0, le=2**32 - 1)  # what numpy, torch and scikit-learn all accept
+
+
 class TaskConfig(_Section):
     name: str = "digits"  # a shipped task, or `module:function` for a user task
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class SupernetConfig(_Section):
-    steps: int = Field(1500, gt=0)
-    batch_size: int = Field(128, gt=0)
+    steps: int = Field(1500, gt=0, le=10**9)
+    batch_size: int = Field(128, gt=0, le=2**20)
     lr: float = Field(2e-3, gt=0, le=10)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    sandwich_random: int = Field(2, ge=0)  # random subnets per step besides largest and smallest
+    weight_decay: float = Field(0.05, ge=0, le=100)
+    warmup_steps: int = Field(100, ge=0, le=10**9)
+    sandwich_random: int = Field(2, ge=0, le=64)  # random subnets per step besides largest and smallest
     distill: bool = True
-    grad_clip: float = Field(1.0, gt=0)
-    checkpoint: str = "elastiq-supernet.pt"
-    checkpoint_every: int = Field(250, gt=0)
+    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
+    checkpoint: str = Field("elastiq-supernet.pt", min_length=1)
+    checkpoint_every: int = Field(250, gt=0, le=10**9)
 
 
 class TargetConfig(_Section):
-    name: str = "cpu"
+    name: str = Field("cpu", min_length=1, max_length=200)
     device: Literal["cpu", "cuda"] = "cpu"
-    threads: int = Field(1, gt=0)
-    batch_size: int = Field(1, gt=0)
-    seq_len: int | None = Field(None, gt=0)  # None: the task's own length
+    threads: int = Field(1, gt=0, le=1024)
+    batch_size: int = Field(1, gt=0, le=2**20)
+    seq_len: int | None = Field(None, gt=0, le=2**20)  # None: the task's own length
     dtype: Literal["float32"] = "float32"
 
 
 class MeasureConfig(_Section):
-    archs: int = Field(200, gt=0)  # size of the latency dataset for the target
-    passes: int = Field(15, gt=0)  # rounds in which every arch runs a short burst, in a new order each
-    max_repeats: int = Field(200, gt=0)
-    max_cv: float = Field(0.10, gt=0)  # spread above which a measurement is repeated, then flagged
+    archs: int = Field(200, gt=0, le=100_000)  # size of the latency dataset for the target
+    passes: int = Field(15, gt=0, le=10_000)  # rounds in which every arch runs a short burst, in a new order each
+    max_repeats: int = Field(200, gt=0, le=10**6)
+    max_cv: float = Field(0.10, gt=0, le=10)  # spread above which a measurement is repeated, then flagged
 
 
 class SearchConfig(_Section):
     strategy: Literal[STRATEGIES] = "evolutionary"
-    evaluations: int = Field(100, gt=0)
-    batch_size: int = Field(8, gt=0)
-    finetune_steps: int = Field(0, ge=0)
+    evaluations: int = Field(100, gt=0, le=10**7)
+    batch_size: int = Field(8, gt=0, le=100_000)
+    finetune_steps: int = Field(0, ge=0, le=10**7)
     measure_latency: bool = False  # measure every evaluated arch (else the predictor's latency is used)
     executor: Literal["ray", "local"] = "ray"  # local: in-process, for tests and debugging
     # the strategy's random choices (default: the study's seed, which also fixed the supernet's
     # data split and so cannot change without retraining)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 class RayConfig(_Section):
     address: str | None = None  # None starts a local Ray; "auto" joins a running cluster
-    workers: int = Field(2, gt=0)
-    retries: int = Field(2, ge=0)  # times a trial whose worker process dies is run again
+    workers: int = Field(2, gt=0, le=100_000)
+    retries: int = Field(2, ge=0, le=1000)  # times a trial whose worker process dies is run again
 
 
 class Constraint(_Section):
@@ -94,9 +98,9 @@ class Constraint(_Section):
 
 
 class StudyConfig(_Section):
-    study: str = Field(min_length=1)
+    study: str = Field(min_length=1, max_length=200)  # the length of the name columns
     storage: str = "sqlite:///elastiq.db"
-    seed: int = 0
+    seed: int = SEED
     task: TaskConfig = TaskConfig()
     space: SearchSpace
     supernet: SupernetConfig = SupernetConfig()
@@ -134,9 +138,12 @@ class StudyConfig(_Section):
             if metric not in METRICS:
                 raise ValueError(f"constraint on unknown metric {metric!r}; choose from {list(METRICS)}")
             try:
-                parsed.append({"metric": metric, "op": op, "bound": float(bound)})
+                number = float(bound)
             except ValueError:
                 raise ValueError(f"{text!r}: {bound!r} is not a number") from None
+            if not math.isfinite(number):
+                raise ValueError(f"{text!r}: the bound must be a finite number")
+            parsed.append({"metric": metric, "op": op, "bound": number})
         return parsed
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -32,8 +33,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from search_space import InputError
 
-SCHEMA_VERSION = 2  # 2 added elastiq_exports
-_READABLE_VERSIONS = (1, 2)  # older schemas are read as they are and upgraded by the next writer
+SCHEMA_VERSION = 3  # 2 added elastiq_exports; 3 how each latency was measured (source, drift, raw), and batches
+_READABLE_VERSIONS = (1, 2, 3)  # older schemas are upgraded on connecting
+# columns added to existing tables, by the version that added them (new tables come from create_all)
+_ADDED_COLUMNS = {3: [("elastiq_latency", "source", "VARCHAR(16)"), ("elastiq_latency", "drift", "FLOAT"),
+                      ("elastiq_latency", "raw_median_ms", "FLOAT")]}
 
 
 class StorageError(InputError):
@@ -80,6 +84,11 @@ class LatencyRow(Base):
     flagged: Mapped[bool] = mapped_column(Boolean)
     passes: Mapped[int] = mapped_column(Integer, default=1)
     pass_cv: Mapped[float] = mapped_column(Float, default=0.0)
+    # "measure" (the dataset, measured alone: its scale), "search" or "export" (measured beside drift
+    # probes and put on the dataset's scale: median_ms = raw_median_ms / drift); None before schema 3
+    source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    drift: Mapped[float | None] = mapped_column(Float, nullable=True)
+    raw_median_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     fingerprint: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 
@@ -98,7 +107,7 @@ class SupernetRow(Base):
 
 
 class PredictorRow(Base):
-    """A fitted predictor: the pickle lives here and is unpickled only if its sha256 matches."""
+    """A fitted predictor as data (`predictors.persist`): JSON of its choice and training rows."""
 
     __tablename__ = "elastiq_predictors"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -110,7 +119,7 @@ class PredictorRow(Base):
     chosen: Mapped[str] = mapped_column(String(32))
     cv_scores: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
-    artifact: Mapped[bytes] = mapped_column(LargeBinary)
+    artifact: Mapped[bytes] = mapped_column(LargeBinary)  # UTF-8 JSON; rows of version 1 (pickles) are never read
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 
 
@@ -126,6 +135,20 @@ class EvaluationRow(Base):
     arch_key: Mapped[str] = mapped_column(String(64))
     finetune_steps: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class BatchRow(Base):
+    """A batch of a search: opened before its trials are, closed with their ids once all are open. A
+    crash while they were being opened leaves it open (propose it again: nothing of it was evaluated);
+    after, its trials that are not complete run again, themselves, exactly as the batch was."""
+
+    __tablename__ = "elastiq_batches"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study: Mapped[str] = mapped_column(String(200), index=True)
+    done_before: Mapped[int] = mapped_column(Integer)  # completed evaluations when it was proposed
+    size: Mapped[int] = mapped_column(Integer)
+    trials: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of Optuna trial ids; None: opening
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 
 
@@ -193,10 +216,8 @@ def connect(url: str, create: bool = True) -> Engine:
         if version not in _READABLE_VERSIONS:
             raise StorageError(f"storage {masked(url)}: elastiq schema version {version}, this elastiq reads "
                                f"versions {', '.join(map(str, _READABLE_VERSIONS))}")
-        if create and version != SCHEMA_VERSION:  # the upgrades so far only add tables
-            Base.metadata.create_all(engine)
-            with Session(engine) as session, session.begin():
-                session.execute(update(SchemaInfo).values(version=SCHEMA_VERSION))
+        if version != SCHEMA_VERSION or not set(Base.metadata.tables) <= names:
+            _upgrade(engine, version, url)  # readers need the new columns too: upgraded whoever connects
     elif create:
         try:
             Base.metadata.create_all(engine)
@@ -206,6 +227,22 @@ def connect(url: str, create: bool = True) -> Engine:
             raise StorageError(f"storage {masked(url)}: cannot create the schema "
                                f"({str(exc.orig).splitlines()[0]})") from None
     return engine
+
+
+def _upgrade(engine: Engine, version: int, url: str) -> None:
+    """Add what versions after `version` added: tables, then columns (nullable: old rows keep NULL)."""
+    try:
+        Base.metadata.create_all(engine)
+        with engine.begin() as connection:
+            for added in range(version + 1, SCHEMA_VERSION + 1):
+                for table, column, sql_type in _ADDED_COLUMNS.get(added, []):
+                    present = {c["name"] for c in inspect(connection).get_columns(table)}
+                    if column not in present:
+                        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+            connection.execute(update(SchemaInfo).values(version=SCHEMA_VERSION))
+    except SQLAlchemyError as exc:
+        raise StorageError(f"storage {masked(url)}: cannot upgrade the elastiq schema from version {version} "
+                           f"({str(getattr(exc, 'orig', exc)).splitlines()[0]})") from None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

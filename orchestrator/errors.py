@@ -4,3 +4,8 @@
 class WorkersLost(RuntimeError):
     """No Ray worker can run: each died (and its retries too) before finishing a job.
     The study is intact; the unfinished trials run again on resume."""
+
+
+class TargetLost(RuntimeError):
+    """No live node of the Ray cluster holds the hardware target: latency cannot be measured.
+    The study is intact; the batch runs again on resume."""

@@ -2,10 +2,12 @@
 
 Both take the same jobs and give the same results for the same seed. On Ray,
 accuracy evaluations run in Ray Tune trials (one CPU each, living for the whole
-search and fed by a job board; a trial whose worker dies is retried); latency
-measurements run as tasks that hold the target's custom resource (capacity 1),
-so a measurement never shares the target with other work and runs only on the
-node that has it.
+search and fed by a job board; a trial whose worker dies, or whose node is gone,
+is retried and its jobs go to the live workers); a batch's latency is measured
+by one task that holds the target's custom resource (capacity 1), so it runs
+only on the node that has it, never beside another measurement, and only while
+every worker waits idle on the board: the driver measures between batches. If
+no live node holds the target, the measurement stops with `TargetLost`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any, Protocol
 # read when ray.tune is imported: the legacy reporter honours verbose=0 (no Tune tables in the driver's output)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
+from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from orchestrator.errors import WorkersLost  # noqa: E402
-from orchestrator.evaluation import EvalJob, evaluate_arch, measure_arch  # noqa: E402
-from orchestrator.job_board import JobBoard, tune_worker  # noqa: E402
+from orchestrator.errors import TargetLost, WorkersLost  # noqa: E402
+from orchestrator.evaluation import EvalJob, evaluate_arch, measure_beside  # noqa: E402
+from orchestrator.job_board import POLL_SECONDS, JobBoard, tune_worker  # noqa: E402
 
 log = logging.getLogger("elastiq.executor")
 
@@ -33,7 +37,9 @@ log = logging.getLogger("elastiq.executor")
 class Executor(Protocol):
     def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]: ...
 
-    def measure(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]: ...
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: dict,
+                seed: int) -> dict[str, Any] | Exception:
+        """`evaluation.measure_beside` of the batch, run where the target is."""
 
     def close(self) -> None: ...
 
@@ -42,8 +48,13 @@ class LocalExecutor:
     def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
         return [_guard(evaluate_arch, job) for job in jobs]
 
-    def measure(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
-        return [_guard(measure_arch, job) for job in jobs]
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: dict,
+                seed: int) -> dict[str, Any] | Exception:
+        try:
+            return measure_beside(jobs, probes, passes, protocol, seed)
+        except Exception as exc:  # noqa: BLE001 - a failed measurement leaves the batch's latency predicted
+            log.warning("latency measurement of a batch of %d failed: %s", len(jobs), exc)
+            return exc
 
     def close(self) -> None:
         pass
@@ -55,6 +66,12 @@ def _guard(function, job):
     except Exception as exc:  # noqa: BLE001 - a failed evaluation fails its trial, not the study
         log.warning("evaluation of %s failed: %s", job.arch[:60], exc)
         return exc
+
+
+# Ray runs its workers at niceness 15: a latency measurement in one would give the CPU up to anything
+# else on the machine (the driver, Ray's own processes) and read slow. The target's node of a cluster
+# needs the same: `RAY_worker_niceness=0 ray start ...` (the README's recipe).
+RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
 def target_resource(target_name: str) -> str:
@@ -105,6 +122,26 @@ class _WorkerSearcher(Searcher):
                 trial_id, "its worker died on every retry")
 
 
+class _RequeueOnRecover(Callback):
+    """When Tune restarts a worker trial (its process died, or its node), the share it held goes back
+    to the board's queue before the restart is scheduled, so a live worker takes it."""
+
+    def __init__(self, board: str, namespace: str):
+        self.board, self.namespace = board, namespace
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        import ray
+
+        ray.get(ray.get_actor(self.board, namespace=self.namespace).requeue.remote(trial.trial_id))
+
+
+def target_available(resource: str) -> bool:
+    """Whether a live node of the Ray cluster holds the target's resource."""
+    import ray
+
+    return any(node.get("Alive") and resource in node.get("Resources", {}) for node in ray.nodes())
+
+
 class RayExecutor:
     """Ray Tune for accuracy trials (long-lived worker trials fed by a job board);
     target-holding tasks for latency."""
@@ -122,17 +159,20 @@ class RayExecutor:
             if address is None:  # a local Ray that holds this machine's target
                 # "local": a new Ray here, even if a `ray start` cluster left its address file behind
                 ray.init(address="local", num_cpus=max(workers, 1) + 1, resources={target_resource(target_name): 1},
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                         _system_config=RAY_SYSTEM_CONFIG)
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             self._started_ray = True
         self._storage = tempfile.mkdtemp(prefix="elastiq-tune-")
         # no CPU reserved: the target's resource (capacity 1) is what a measurement holds, and the driver
         # measures only between batches, when the workers (which keep their CPUs) wait on the board
-        self._measure = ray.remote(num_cpus=0, max_retries=max_failures)(measure_arch)
+        self._measure = ray.remote(num_cpus=0, max_retries=max_failures)(measure_beside)
         namespace = ray.get_runtime_context().namespace
         board_name = f"elastiq-board-{uuid.uuid4().hex}"
-        self._board = JobBoard.options(name=board_name, namespace=namespace).remote(workers)
+        # the board lives on the driver's node: another node may leave the cluster, the driver's may not
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        self._board = JobBoard.options(name=board_name, namespace=namespace, scheduling_strategy=here).remote(workers)
         self._searcher = _WorkerSearcher(board_name, namespace, workers, max_failures)
         self._pool = _WORKER_POOLS[self._searcher.key]
         self._next_ticket = 0
@@ -140,7 +180,8 @@ class RayExecutor:
             tune.with_resources(tune_worker, {"cpu": 1}),
             tune_config=tune.TuneConfig(search_alg=self._searcher, num_samples=-1, max_concurrent_trials=workers),
             run_config=tune.RunConfig(storage_path=self._storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
+                                      failure_config=tune.FailureConfig(max_failures=max_failures),
+                                      callbacks=[_RequeueOnRecover(board_name, namespace)]),
         )
         self._fit_error: BaseException | None = None
         self._thread = threading.Thread(target=self._fit, args=(tuner,), name="elastiq-tune", daemon=True)
@@ -175,24 +216,40 @@ class RayExecutor:
                 break
         return [outcomes[i] for i in range(len(jobs))]
 
-    def measure(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: dict,
+                seed: int) -> dict[str, Any] | Exception:
+        """One task on the target's node measures the batch beside its probes; TargetLost if no live
+        node holds the target (it left the cluster, before or during the measurement)."""
         import ray
 
-        resource = {target_resource(self.target_name): 1}
-        refs = [self._measure.options(resources=resource).remote(job) for job in jobs]
-        results: list[dict[str, Any] | Exception] = []
-        for ref in refs:
-            try:
-                results.append(ray.get(ref))
-            except Exception as exc:  # noqa: BLE001
-                results.append(exc)
-        return results
+        resource = target_resource(self.target_name)
+        ref = self._measure.options(resources={resource: 1}).remote(jobs, probes, passes, protocol, seed)
+        while True:
+            done, _ = ray.wait([ref], timeout=POLL_SECONDS)
+            if done:
+                break
+            if not target_available(resource):
+                try:
+                    ray.cancel(ref, force=True)
+                except ray.exceptions.RayError:
+                    pass  # its node is gone: nothing left to cancel
+                raise TargetLost(f"no node of the Ray cluster holds target {self.target_name!r} (resource "
+                                 f"{resource}) any more: its latency cannot be measured; start its node again and "
+                                 f"resume the study (the batch runs again)")
+        try:
+            return ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - a failed measurement leaves the batch's latency predicted
+            log.warning("latency measurement of a batch of %d failed: %s", len(jobs), exc)
+            return exc
 
     def close(self) -> None:
         import ray
 
         self._pool["closing"] = True
-        ray.get(self._board.close.remote())  # idle workers stop; the experiment ends with them
+        try:
+            ray.get(self._board.close.remote())  # idle workers stop; the experiment ends with them
+        except ray.exceptions.RayError as exc:  # closing after a failure: report that failure, not this one
+            log.warning("the job board could not be closed (%s)", type(exc).__name__)
         self._thread.join(timeout=60)
         _WORKER_POOLS.pop(self._searcher.key, None)
         shutil.rmtree(self._storage, ignore_errors=True)

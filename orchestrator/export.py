@@ -37,13 +37,13 @@ from sqlalchemy.orm import Session
 from orchestrator.config import StudyConfig
 from orchestrator.db import ExportRow, LatencyRow, SupernetRow, connect, dumps, masked
 from orchestrator.evaluation import static_model
-from orchestrator.measuring import latency_row, measured_latencies, register_target, target_of
+from orchestrator.measuring import drift_probes, latency_row, register_target, target_of
 from orchestrator.objectives import Objectives
 from orchestrator.outdir import OutputError, check_output_dir, staged, write_json
 from orchestrator.pareto import pareto_front
 from orchestrator.search import SPLIT
 from orchestrator.study import SUPERNET_ATTR, Evaluation, evaluations, require_study, stored_config
-from predictors.measure import Protocol, example_input, measure_many
+from predictors.measure import Protocol, example_input, measure_beside_probes, measure_many
 from search_space import Arch, InputError
 from supernet.checkpoint import CheckpointError, sha256_file
 from supernet.deploy import MEASURED_FORM, deployed_program, program_bytes, to_deployable, trace_program
@@ -96,7 +96,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
                 previous.get("supernet_sha256") == supernet_sha and _files_intact(out, previous):
             return f"{out}: export of trials {keys} is up to date (manifest verified); nothing to do"
         with staged(out, MANIFEST, replace=overwrite) as staging:  # refuses a non-empty --out first
-            probes = _drift_probes(engine, target) if objectives.needs_latency else []
+            probes = _probe_latencies(engine, target) if objectives.needs_latency else []
             manifest = _write_models(staging, study_name, storage, config, target, task, supernet, supernet_sha,
                                      chosen, selection, probes, onnx)
         try:
@@ -179,23 +179,30 @@ def _front(feasible: list[Evaluation], objectives: Objectives, selection: Select
 
 
 def _measure_for_selection(unmeasured: list[Evaluation], config, engine, supernet, task, target) -> dict[str, float]:
-    """Measure the deployed models of archs whose latency was only predicted; stored as the target's
-    measurements, so the next export (and search) reuse them."""
+    """Measure the deployed models of archs whose latency was only predicted, beside drift probes
+    (on the dataset's scale, as the search measures); stored as the target's measurements, so the
+    next export (and search) reuse them."""
     log.info("measuring %d arch(s) whose latency the search only predicted", len(unmeasured))
     with Session(engine) as session, session.begin():
         target_id = register_target(session, target).id  # refuses another machine than the target's
         stored = {row.arch_key: row.median_ms for row in session.scalars(select(LatencyRow).where(
             LatencyRow.target_id == target_id, LatencyRow.backend == MEASURED_FORM,
             LatencyRow.arch_key.in_([e.arch.key for e in unmeasured])))}
+        probes = drift_probes(session, target)
     todo = [e.arch for e in unmeasured if e.arch.key not in stored]
     if todo:
         inputs = example_input(task.spec, target)
         models = [deployed_program(supernet.extract(arch), inputs) for arch in todo]
-        results = measure_many(models, inputs, target, _protocol(config),
-                               config.measure.passes, np.random.default_rng(config.seed))
+        results, check = measure_beside_probes(
+            models, [deployed_program(supernet.extract(arch), inputs) for arch, _ in probes],
+            [m for _, m in probes], inputs, target, _protocol(config), config.measure.passes,
+            np.random.default_rng(config.seed))
+        if not check.accepted:
+            raise ExportError(f"study {config.study!r}: latency of the candidates {check.reason}; export again "
+                              f"when the machine is idle")
         with Session(engine) as session, session.begin():
             for arch, result in zip(todo, results, strict=True):
-                session.add(latency_row(target_id, arch, result.to_dict()))
+                session.add(latency_row(target_id, arch, result.to_dict(), source="export"))
                 stored[arch.key] = result.median_ms
     return stored
 
@@ -204,18 +211,14 @@ def _protocol(config: StudyConfig) -> Protocol:
     return Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
 
 
-# ---- writing and verifying ---------------------------------------------------------
-
-def _drift_probes(engine, target, count: int = 6) -> list[tuple[Arch, float]]:
-    """Archs of the target's latency dataset, spread over its range, with their stored latency:
-    measured again beside the exported models, they tell how much faster or slower the machine
-    runs now than when the dataset was measured."""
+def _probe_latencies(engine, target) -> list[tuple[Arch, float]]:
+    """The target's drift probes with their stored latency: measured again beside the exported
+    models, they tell how much faster or slower the machine runs now than its dataset says."""
     with Session(engine) as session:
-        target_id = register_target(session, target).id
-        rows = sorted(measured_latencies(session, target_id).values(), key=lambda r: (r.median_ms, r.arch_key))
-    picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)) if rows else []
-    return [(Arch.from_json(rows[i].arch), rows[i].median_ms) for i in picks]
+        return [(arch, m.median_ms) for arch, m in drift_probes(session, target)]
 
+
+# ---- writing and verifying ---------------------------------------------------------
 
 def _write_models(staging: Path, study_name, storage, config, target, task, supernet, supernet_sha,
                   chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]],

@@ -7,8 +7,11 @@ batches Tune keeps at most one idle actor, so every batch paid a cold start (tor
 import, checkpoint load) on all but one worker, and 2 workers ran no faster than 1.
 Shares shrink as the batch drains, which balances uneven jobs across workers.
 
-A worker that dies is restarted by Tune under the same trial id, and the board hands
-it back the share it died in; a worker that Tune gives up on fails that share only.
+A worker that dies (its process, or its whole node) is reported by Tune, and the
+share it held goes back to the front of the pending jobs, for any live worker; a
+worker that Tune gives up on fails that share only. An idle worker waits inside
+the board until there is work or the board closes: it does not poll, so between
+batches (when the driver measures latency) nothing of the search runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import ray
 
-POLL_SECONDS = 1.0  # how long an idle worker, or the driver, waits on the board per call
+POLL_SECONDS = 1.0  # how long the driver waits on the board per call (it checks on its workers between calls)
 STOP = "stop"
 
 
@@ -44,18 +47,13 @@ class JobBoard:
         await self._notify()
 
     async def take(self, worker: str, outcomes: list[dict] | None = None):
-        """Record `worker`'s outcomes for the share it holds and give it the next share:
-        a list of (ticket, job), None when there is nothing yet (ask again) or STOP."""
+        """Record `worker`'s outcomes for the share it holds and give it the next share: a list of
+        (ticket, job) as soon as there is one, or STOP once the board is closed."""
         if outcomes is not None and worker in self._held:
             self._outcomes.extend(zip((ticket for ticket, _ in self._held.pop(worker)), outcomes, strict=True))
             await self._notify()
-        if worker in self._held:  # a worker restarted after dying: it retries the share it died in
-            return self._held[worker]
         async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._pending or self._closed), POLL_SECONDS)
-            except TimeoutError:
-                return None
+            await self._changed.wait_for(lambda: self._pending or self._closed)
         if not self._pending:
             return STOP
         # guided self-scheduling: large shares while much is pending (few round trips), single
@@ -63,6 +61,12 @@ class JobBoard:
         size = max(1, len(self._pending) // (2 * self._workers))
         self._held[worker] = [self._pending.popleft() for _ in range(size)]
         return self._held[worker]
+
+    async def requeue(self, worker: str) -> None:
+        """`worker` died and Tune will restart it: its share goes back to the front of the queue."""
+        if worker in self._held:
+            self._pending.extendleft(reversed(self._held.pop(worker)))
+            await self._notify()
 
     async def give_up(self, worker: str, reason: str) -> None:
         """Tune gave up on `worker`: the share it held fails; the others go on."""
@@ -95,9 +99,6 @@ def tune_worker(config: dict[str, Any]) -> None:
     worker = tune.get_context().get_trial_id()
     outcomes, evaluated = None, 0
     while (share := ray.get(board.take.remote(worker, outcomes))) != STOP:
-        outcomes = None
-        if share is None:
-            continue
         outcomes = [_evaluate(job) for _, job in share]
         evaluated += len(share)
     tune.report({"evaluated": evaluated})

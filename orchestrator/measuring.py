@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from orchestrator.config import StudyConfig
 from orchestrator.db import LatencyRow, StorageError, TargetRow, connect, dumps
 from predictors.dataset import measure_archs, stratified_archs
-from predictors.measure import Protocol
+from predictors.measure import LatencyMeasurement, Protocol
 from predictors.target import HardwareTarget, fingerprint
 from search_space import Arch
 from supernet.deploy import MEASURED_FORM
@@ -75,30 +75,40 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
     wanted = stratified_archs(config.space, count or config.measure.archs, np.random.default_rng(config.seed))
     with Session(engine) as session, session.begin():
         target_id = register_target(session, target).id
-        done = measured_latencies(session, target_id)
+        done = {key: (row.id, row.flagged) for key, row in measured_latencies(session, target_id).items()}
     if not checkpoint.exists():
         log.info("no supernet checkpoint at %s: measuring with initial weights", checkpoint)
-    missing = [arch for arch in wanted if arch.key not in done]
+    # a flagged measurement (its passes spread too much: the machine was not steady) is taken again
+    missing = [arch for arch in wanted if arch.key not in done or done[arch.key][1]]
+    again = {arch.key for arch in missing if arch.key in done}
     protocol = Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
     flagged = 0
     for record in measure_archs(supernet, missing, target, protocol, passes=config.measure.passes, seed=config.seed,
                                 progress=progress):
         flagged += record.measurement.flagged
         with Session(engine) as session, session.begin():  # committed as they come: a crash loses one chunk at most
-            session.add(latency_row(target_id, record.arch, record.measurement.to_dict()))
+            if record.arch.key in again:
+                session.delete(session.get(LatencyRow, done[record.arch.key][0]))
+                session.flush()
+            session.add(latency_row(target_id, record.arch, record.measurement.to_dict(), source="measure"))
     with Session(engine) as session:
         rows = list(measured_latencies(session, target_id).values())
     engine.dispose()
-    return (f"target {target.name}: {len(missing)} archs measured now, {len(rows)} in the dataset; "
+    return (f"target {target.name}: {len(missing)} archs measured now ({len(again)} flagged before), "
+            f"{len(rows)} in the dataset; "
             f"median spread within a pass {np.median([r.cv for r in rows]) * 100:.1f}%, between passes "
             f"{np.median([r.pass_cv for r in rows]) * 100:.1f}%; {sum(r.flagged for r in rows)} flagged "
             f"({flagged} of this run)")
 
 
-def latency_row(target_id: int, arch: Arch, m: dict) -> LatencyRow:
+def latency_row(target_id: int, arch: Arch, m: dict, source: str) -> LatencyRow:
+    """A measurement as stored: `source` says how it was taken ("measure": alone, the dataset's scale;
+    "search", "export": beside drift probes, put on that scale)."""
     return LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(), backend=MEASURED_FORM,
                       median_ms=m["median_ms"], iqr_ms=m["iqr_ms"], cv=m["cv"], n=m["n"], attempts=m["attempts"],
                       flagged=m["flagged"], passes=m.get("passes", 1), pass_cv=m.get("pass_cv", 0.0),
+                      source=source, drift=m.get("drift"),
+                      raw_median_ms=m["median_ms"] if m.get("raw_median_ms") is None else m["raw_median_ms"],
                       fingerprint=dumps(m["fingerprint"]))
 
 
@@ -109,4 +119,22 @@ def latency_dataset(session: Session, target_name: str) -> tuple[list[Arch], np.
         raise StorageError(f"target {target_name!r} has no latency measurements; run `elastiq measure -c CONFIG` first")
     rows = list(measured_latencies(session, row.id).values())
     return ([Arch.from_json(r.arch) for r in rows], np.array([r.median_ms for r in rows]),
-            np.array([r.flagged for r in rows]))
+            np.array([r.flagged for r in rows], dtype=bool))
+
+
+def drift_probes(session: Session, target: HardwareTarget, count: int = 8) -> list[tuple[Arch, LatencyMeasurement]]:
+    """Archs of the target's dataset, spread over its latency range, with their stored measurements:
+    measured again beside new archs, they tell how the machine runs now against when the dataset was
+    measured. Only measurements taken alone (`elastiq measure`) and not flagged serve."""
+    target_id = register_target(session, target).id
+    rows = [r for r in measured_latencies(session, target_id).values()
+            if r.source in (None, "measure") and not r.flagged]
+    rows.sort(key=lambda r: (r.median_ms, r.arch_key))
+    picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)) if rows else []
+    return [(Arch.from_json(rows[i].arch), stored_measurement(rows[i])) for i in picks]
+
+
+def stored_measurement(row: LatencyRow) -> LatencyMeasurement:
+    return LatencyMeasurement(median_ms=row.median_ms, iqr_ms=row.iqr_ms, cv=row.cv, n=row.n, attempts=row.attempts,
+                              flagged=row.flagged, fingerprint=json.loads(row.fingerprint), passes=row.passes,
+                              pass_cv=row.pass_cv, drift=row.drift, raw_median_ms=row.raw_median_ms)

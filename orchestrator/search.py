@@ -3,9 +3,12 @@
     propose a batch (strategy) -> evaluate (executor; cached evaluations are
     not run again) -> record results in the study -> hypervolume -> repeat
 
-The driver alone writes the study. Trials left RUNNING by a crash are failed
-on the next start and their archs run again, once, before anything new, so a
-resumed search continues exactly where an uninterrupted one would be.
+The driver alone writes the study. Each batch is recorded (`elastiq_batches`)
+before its trials are opened and closed once they all are; after a crash, the
+trials of the last batch that are not complete run again, themselves, before
+anything new, and a batch whose trials were still being opened is failed and
+proposed again from the same state (nothing of it was evaluated). So a resumed
+search continues exactly where an uninterrupted one would be.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,9 @@ from tqdm import tqdm
 
 from orchestrator.config import StudyConfig
 from orchestrator.db import (
+    BatchRow,
     EvaluationRow,
     HypervolumeRow,
-    LatencyRow,
     PredictorRow,
     StorageError,
     SupernetRow,
@@ -39,7 +41,14 @@ from orchestrator.db import (
 from orchestrator.evaluation import EvalJob
 from orchestrator.executors import Executor, LocalExecutor, RayExecutor
 from orchestrator.lease import Lease
-from orchestrator.measuring import latency_dataset, latency_row, register_target, target_of
+from orchestrator.measuring import (
+    drift_probes,
+    latency_dataset,
+    latency_row,
+    measured_latencies,
+    register_target,
+    target_of,
+)
 from orchestrator.objectives import Objectives
 from orchestrator.pareto import hypervolume, pareto_front
 from orchestrator.strategies import SearchContext, ask_fixed, make_strategy
@@ -61,11 +70,10 @@ from orchestrator.study import (
 from predictors.cost import arch_costs
 from predictors.features import latency_features
 from predictors.models import LatencyPredictor
-from predictors.persist import ARTIFACT_VERSION
+from predictors.persist import STATE_VERSION, predictor_from_state, predictor_state, state_bytes
 from search_space import Arch, InputError
 from search_space.optuna_map import arch_from_params, distributions
 from supernet.checkpoint import load_checkpoint
-from supernet.deploy import MEASURED_FORM
 from supernet.tasks import load_task
 
 log = logging.getLogger("elastiq.search")
@@ -161,10 +169,10 @@ class SearchDriver:
         return RayExecutor(ray.address, ray.workers, self.target.name, max_failures=ray.retries)
 
     def _loop(self, engine, study, task, supernet_sha, latency_model, executor) -> str:
-        config, space = self.config, self.config.space
+        config = self.config
         strategy = make_strategy(config.search.strategy)
         budget = config.search.evaluations
-        reruns = self._recover(study)
+        reruns = self._recover(engine, study)
         done = completed_count(study)
         bar = tqdm(total=budget, initial=min(done, budget), desc=f"search {config.study}", unit="eval",
                    disable=not self.progress, dynamic_ncols=True)
@@ -174,12 +182,13 @@ class SearchDriver:
             while done < budget and attempts < 3 * budget:
                 count = min(config.search.batch_size, budget - done)
                 if reruns:  # finish the interrupted batch first, exactly as it was
-                    proposals = [(arch, ask_fixed(study, space, arch)) for arch in reruns]
-                    reruns = []
+                    proposals, reruns = reruns, []
                 else:
                     context = self._context(study, task, latency_model)
                     rng = np.random.default_rng([self.search_seed, done])
+                    batch = self._open_batch(engine, study, done, count)
                     proposals = strategy.propose(context, study, count, rng)
+                    self._close_batch(engine, batch, proposals)
                 if not proposals:
                     log.info("the strategy has nothing new to propose: the space is exhausted")
                     break
@@ -196,29 +205,56 @@ class SearchDriver:
         return (f"study {config.study}: {done} of {budget} evaluations, Pareto front {front_size}, "
                 f"hypervolume {hv:.4g} ({time.perf_counter() - started:.0f} s this run)")
 
-    def _recover(self, study: optuna.Study) -> list[Arch]:
-        """Fail trials left RUNNING (or WAITING) by a crash; return their archs to run again, once."""
+    def _open_batch(self, engine, study: optuna.Study, done: int, size: int) -> int:
+        with Session(engine) as session, session.begin():
+            row = BatchRow(study=study.study_name, done_before=done, size=size)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def _close_batch(self, engine, batch: int, proposals: list[tuple[Arch, optuna.Trial]]) -> None:
+        with Session(engine) as session, session.begin():
+            session.get(BatchRow, batch).trials = dumps([trial._trial_id for _, trial in proposals])
+
+    def _recover(self, engine, study: optuna.Study) -> list[tuple[Arch, optuna.Trial]]:
+        """After a crash: the trials of the last batch that are not complete, to run again themselves
+        (they stay RUNNING until then, so a crash in between loses nothing either). A batch whose
+        trials were still being opened is failed and dropped, to be proposed again. Other trials left
+        RUNNING or WAITING (by an elastiq before batches were recorded) fail, and their archs run again
+        in new trials."""
         space = self.config.space
+        with Session(engine) as session:
+            last = session.scalar(select(BatchRow).where(BatchRow.study == study.study_name)
+                                  .order_by(BatchRow.id.desc()).limit(1))
+            opening = last is not None and last.trials is None
+            members = set(json.loads(last.trials)) if last is not None and not opening else set()
         lost = interrupted(study)
         done_keys = completed_keys(study) if lost else set()
-        archs: list[Arch] = []
+        reruns: list[tuple[Arch, optuna.Trial]] = []
         for frozen in lost:
             if frozen.state == TrialState.WAITING:  # enqueued but never asked: take it, to close it
                 trial = study.ask(distributions(space))
             else:
                 trial = optuna.trial.Trial(study, frozen._trial_id)
-            params = dict(trial.params)
+            try:
+                arch = arch_from_params(space, dict(trial.params))
+            except InputError:  # the crash came before its params were all set: nothing to run again
+                arch = None
+            fresh = arch is not None and arch.key not in done_keys and arch.key not in {a.key for a, _ in reruns}
+            if fresh and frozen._trial_id in members:
+                reruns.append((arch, trial))  # the batch's own trial runs again
+                continue
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=TrialState.FAIL)
-            try:
-                arch = arch_from_params(space, params)
-            except InputError:  # the crash came before its params were all set: nothing to run again
-                continue
-            if arch.key not in done_keys and arch.key not in {a.key for a in archs}:
-                archs.append(arch)
-        if archs:
-            log.info("resuming: %d interrupted trial(s) will run again", len(archs))
-        return archs
+            if fresh and not opening:
+                reruns.append((arch, ask_fixed(study, space, arch)))
+        if opening:
+            with Session(engine) as session, session.begin():
+                session.delete(session.get(BatchRow, last.id))
+            log.info("resuming: the batch being opened when the search stopped is proposed again")
+        if reruns:
+            log.info("resuming: %d interrupted trial(s) will run again", len(reruns))
+        return reruns
 
     def _context(self, study, task, latency_model) -> SearchContext:
         space = self.config.space
@@ -259,42 +295,42 @@ class SearchDriver:
                            strict=True))
         # where each ran (a Ray node id, or "local") goes to the trial, not into the cached metrics
         eval_nodes = {key: r.pop("node", "local") for key, r in results.items() if isinstance(r, dict)}
-        measured: dict[str, dict] = {}
-        measure_nodes: dict[str, str] = {}
-        if config.search.measure_latency:
-            ok = [a for a in to_run if not isinstance(results[a.key], Exception)]
-            measured = {a.key: m for a, m in zip(ok, executor.measure([self._job(a, supernet_sha) for a in ok]),
-                                                 strict=True) if not isinstance(m, Exception)}
-            measure_nodes = {key: m.pop("node", "local") for key, m in measured.items()}
         with Session(engine) as session, session.begin():  # the cache first: a crash after it loses no work
             for arch in to_run:
                 result = results[arch.key]
                 if isinstance(result, Exception):
                     continue
-                metrics = dict(result)
-                if arch.key in measured:
-                    metrics["latency_measured_ms"] = measured[arch.key]["median_ms"]
-                    self._store_latency(session, arch, measured[arch.key])
-                cached[arch.key] = metrics
-                session.add(EvaluationRow(arch_key=arch.key, metrics=dumps(metrics), **cache_key))
+                cached[arch.key] = dict(result)
+                session.add(EvaluationRow(arch_key=arch.key, metrics=dumps(result), **cache_key))
+        latencies = {}
+        if config.search.measure_latency:
+            evaluated = list({arch.key: arch for arch, _ in proposals if arch.key in cached}.values())
+            latencies = self._measured_latencies(engine, executor, evaluated, supernet_sha)
         predicted = {}
         if latency_model is not None:
             archs = [arch for arch, _ in proposals]
-            mean, std = latency_model.predict(latency_features(config.space, task.spec, self.target, archs),
-                                              return_std=True)
-            predicted = {a.key: (float(m), float(s)) for a, m, s in zip(archs, mean, std, strict=True)}
+            features = latency_features(config.space, task.spec, self.target, archs)
+            for arch, row in zip(archs, features, strict=True):
+                # one arch at a time: a row's prediction must not depend on what else is in the batch (BLAS
+                # blocks by the batch's size), or a resumed batch would record other last digits
+                mean, std = latency_model.predict(row[None, :], return_std=True)
+                predicted[arch.key] = (float(mean[0]), float(std[0]))
         for arch, trial in proposals:
             trial.set_user_attr("arch", arch.to_json())
             trial.set_user_attr("arch_key", arch.key)
             if arch.key in eval_nodes:
                 trial.set_user_attr("eval_node", eval_nodes[arch.key])
-            if arch.key in measure_nodes:
-                trial.set_user_attr("measure_node", measure_nodes[arch.key])
             if arch.key not in cached:
                 trial.set_user_attr("error", str(results.get(arch.key, "no result"))[:500])
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-            metrics = dict(cached[arch.key])
+            metrics = {k: v for k, v in cached[arch.key].items() if k != "latency_measured_ms"}  # (older caches)
+            latency = latencies.get(arch.key, {})
+            for attr in ("measure_node", "latency_drift", "latency_raw_ms", "latency_refused"):
+                if latency.get(attr) is not None:
+                    trial.set_user_attr(attr, latency[attr])
+            if "median_ms" in latency:
+                metrics["latency_measured_ms"] = latency["median_ms"]
             if arch.key in predicted:
                 metrics["latency_predicted_ms"], metrics["latency_predicted_std_ms"] = predicted[arch.key]
                 metrics["latency_ms"] = metrics.get("latency_measured_ms", predicted[arch.key][0])
@@ -304,43 +340,80 @@ class SearchDriver:
             trial.set_user_attr("constraint_violations", violations)
             trial.set_user_attr("feasible", all(v <= 0 for v in violations))
             for constraint, violation in zip(self.config.constraints, violations, strict=True):
-                trial.set_constraint(str(constraint), violation)  # what Optuna's samplers read
+                _set_constraint(trial, str(constraint), violation)
             study.tell(trial, self.objectives.values(metrics))
 
-    def _store_latency(self, session: Session, arch: Arch, m: dict) -> None:
-        target_id = register_target(session, self.target).id
-        exists = session.scalar(select(LatencyRow).where(LatencyRow.target_id == target_id,
-                                                         LatencyRow.arch_key == arch.key,
-                                                         LatencyRow.backend == MEASURED_FORM))
-        if exists is None:
-            session.add(latency_row(target_id, arch, m))
+    def _measured_latencies(self, engine, executor, archs: list[Arch], supernet_sha: str) -> dict[str, dict]:
+        """Latency on the dataset's scale of each of `archs`: from the target's stored measurements, or
+        measured now beside drift probes and stored (unless the probes refuse the batch: then the
+        batch keeps its predicted latency and each trial says why)."""
+        config = self.config
+        with Session(engine) as session, session.begin():
+            target_id = register_target(session, self.target).id
+            stored = {key: row.median_ms for key, row in measured_latencies(session, target_id).items()}
+            probes = drift_probes(session, self.target)
+        found = {a.key: {"median_ms": stored[a.key]} for a in archs if a.key in stored}
+        todo = [a for a in archs if a.key not in stored]
+        if not todo:
+            return found
+        outcome = executor.measure([self._job(a, supernet_sha) for a in todo],
+                                   [(arch.to_json(), m.to_dict()) for arch, m in probes], config.measure.passes,
+                                   {"max_repeats": config.measure.max_repeats, "max_cv": config.measure.max_cv},
+                                   seed=int(np.random.default_rng([self.search_seed, len(stored)]).integers(2**31)))
+        if isinstance(outcome, Exception):
+            return found  # logged by the executor: the batch keeps its predicted latency
+        check = outcome["check"]
+        if not check["accepted"]:
+            log.warning("latency of %d arch(s) %s; their latency stays predicted", len(todo), check["reason"])
+            return {**found, **{a.key: {"latency_refused": check["reason"], "measure_node": outcome["node"]}
+                                for a in todo}}
+        with Session(engine) as session, session.begin():
+            for arch, m in zip(todo, outcome["measurements"], strict=True):
+                session.add(latency_row(target_id, arch, m, source="search"))
+                found[arch.key] = {"median_ms": m["median_ms"], "latency_raw_ms": m["raw_median_ms"],
+                                   "latency_drift": m["drift"], "measure_node": outcome["node"]}
+        return found
 
     # ---- predictors and hypervolume ------------------------------------------------
     def _latency_model(self, engine, task) -> LatencyPredictor:
-        """The target's latency predictor: loaded from the study database when one was fitted on
-        the same measurements (and its sha256 matches), fitted and stored otherwise."""
+        """The target's latency predictor, fitted on its unflagged measurements. A predictor stored in
+        the study database for the same measurements is refitted from its stored choice (data, never
+        code: see `predictors.persist`); otherwise every candidate is cross-validated and the result stored."""
         with Session(engine) as session:
-            archs, latency, _ = latency_dataset(session, self.target.name)
+            archs, latency, flagged = latency_dataset(session, self.target.name)
+            archs, latency = [a for a, f in zip(archs, flagged, strict=True) if not f], latency[~flagged]
             row = session.scalar(select(PredictorRow).where(
                 PredictorRow.study == self.config.study, PredictorRow.kind == "latency",
                 PredictorRow.target == self.target.name, PredictorRow.n_train == len(archs),
-                PredictorRow.version == ARTIFACT_VERSION).order_by(PredictorRow.id.desc()))
-            if row is not None:
-                if hashlib.sha256(row.artifact).hexdigest() != row.sha256:
-                    raise StorageError(f"stored latency predictor of {self.target.name!r} does not match its sha256; "
-                                       f"refusing to unpickle it")
-                return pickle.loads(row.artifact)  # noqa: S301 - hash checked above
+                PredictorRow.version == STATE_VERSION).order_by(PredictorRow.id.desc()))
         X = latency_features(self.config.space, task.spec, self.target, archs)
+        if row is not None:
+            stored = self._stored_predictor(row)
+            if np.array_equal(stored.X_train_, X) and np.array_equal(stored.y_train_, latency):
+                return stored
         model = LatencyPredictor(random_state=self.config.seed).fit(X, latency)
-        artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        artifact = state_bytes(predictor_state(model))
         with Session(engine) as session, session.begin():
             session.add(PredictorRow(study=self.config.study, kind="latency", target=self.target.name,
-                                     version=ARTIFACT_VERSION, n_train=len(archs), chosen=model.chosen_,
+                                     version=STATE_VERSION, n_train=len(archs), chosen=model.chosen_,
                                      cv_scores=dumps(model.cv_scores_), sha256=hashlib.sha256(artifact).hexdigest(),
                                      artifact=artifact))
         log.info("latency predictor for %s: %s, CV MAPE %.2f%% on %d measurements", self.target.name, model.chosen_,
                  model.cv_scores_[model.chosen_]["mape"], len(archs))
         return model
+
+    def _stored_predictor(self, row: PredictorRow) -> LatencyPredictor:
+        where = f"stored latency predictor of {self.target.name!r} (row {row.id})"
+        if hashlib.sha256(row.artifact).hexdigest() != row.sha256:
+            raise StorageError(f"{where} does not match its sha256")
+        try:
+            state = json.loads(row.artifact)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise StorageError(f"{where} is not a predictor's JSON state; refused") from None
+        predictor = predictor_from_state(state, where)
+        if not isinstance(predictor, LatencyPredictor):
+            raise StorageError(f"{where} holds a {type(predictor).__name__}, not a latency predictor")
+        return predictor
 
     def _reference_point(self, task, latency_model) -> list[float]:
         """Worst acceptable value of each objective (minimized form), fixed at study creation."""
@@ -365,6 +438,16 @@ class SearchDriver:
         with Session(engine) as session, session.begin():
             session.add(HypervolumeRow(study=study.study_name, evaluations=done, hypervolume=hv, pareto_size=size))
         return hv, size
+
+
+def _set_constraint(trial: optuna.Trial, key: str, violation: float) -> None:
+    """The constraint value Optuna's samplers read. `Trial.set_constraint` keeps (and warns about) a
+    value set before, which a trial run again after a crash may carry: the new value is written over it."""
+    constraint = f"constraints:{key}"  # how Optuna names it among the trial's system attributes
+    if constraint in trial.storage.get_trial_system_attrs(trial._trial_id):
+        trial.storage.set_trial_system_attr(trial._trial_id, constraint, float(violation))
+    else:
+        trial.set_constraint(key, violation)
 
 
 def front_and_hypervolume(study: optuna.Study, objectives: Objectives,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.config import StudyConfig
-from supernet.model import Supernet
+from supernet.model import Supernet, ensure_fits_in_memory
 from supernet.tasks import load_task
 from supernet.train import TrainSettings, evaluate, train_supernet
 
@@ -17,6 +17,7 @@ def train_settings(config: StudyConfig) -> TrainSettings:
 def run_supernet_training(config: StudyConfig, progress: bool = True) -> str:
     """Train or continue; return a short summary for the terminal."""
     task = load_task(config.task.name, config.seed, config.task.options)
+    ensure_fits_in_memory(config.space, task.spec, copies=4, purpose="train (weights, gradients, AdamW's moments)")
     model = Supernet(config.space, task.spec, seed=config.seed)
     checkpoint = Path(config.supernet.checkpoint)
     result = train_supernet(model, task, train_settings(config), seed=config.seed, checkpoint=checkpoint,

@@ -12,6 +12,15 @@ of models is measured side by side (`measure_many`): rounds in which every
 model, in a new random order, runs a short burst; a model's latency is the
 median of its burst medians, so all models sample the same drift. The spread
 between rounds is recorded as `pass_cv`.
+
+Measurements taken after a target's dataset (during a search, at export) are
+taken beside drift probes (`measure_beside_probes`): archs of the dataset,
+measured again in the same rounds. How much slower the probes run now than when
+the dataset was measured is the machine's drift, and whatever else shares the
+cores slows them too; the new measurements are put on the dataset's scale by
+that factor, repeated while the drift exceeds the noise floor, and refused when
+the probes disagree about it (the slowdown is not one factor: work was sharing
+the cores unevenly).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import fcntl
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +63,28 @@ class LatencyMeasurement:
     fingerprint: dict[str, Any]
     passes: int = 1
     pass_cv: float = 0.0  # robust spread of the pass medians
+    # beside drift probes: median_ms is on the dataset's scale, raw_median_ms / drift
+    drift: float | None = None
+    raw_median_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def standard_error(self) -> float:
+        """Relative standard error of the median: 1.2533 sigma / sqrt(n) over the pass medians."""
+        return 1.2533 * self.pass_cv / np.sqrt(max(self.passes, 1))
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """What the probes measured beside a batch said about the machine."""
+
+    drift: float  # latency now / latency when the dataset was measured, median over the probes
+    spread: float  # robust spread of the probes' log ratios (0: every probe slowed by the same factor)
+    noise_floor: float  # the relative error measurement noise alone explains
+    attempts: int
+    accepted: bool
+    reason: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,6 +223,65 @@ def measure_many(models: list[nn.Module], inputs: torch.Tensor, target: Hardware
             attempts=int(attempts[i]), flagged=spread > protocol.max_pass_cv, fingerprint=fingerprint(target),
             passes=len(samples[i]), pass_cv=spread))
     return results
+
+
+MIN_NOISE_FLOOR = 0.03  # a probe's stored latency carries the drift of the run that measured it: ~1-2% here
+
+
+def noise_floor(references: list[LatencyMeasurement]) -> float:
+    """How far a probe's ratio now/then strays by measurement noise alone: 3 standard errors of a
+    ratio of two measurements as noisy as the dataset's (measured alone), at least MIN_NOISE_FLOOR.
+    Taken from the dataset, not from the measurements now: work sharing the cores must not widen
+    the floor it is held to."""
+    errors = [r.standard_error() for r in references]
+    return max(MIN_NOISE_FLOOR, 3 * np.sqrt(2) * float(np.median(errors))) if errors else MIN_NOISE_FLOOR
+
+
+def measure_beside_probes(models: list[nn.Module], probes: list[nn.Module], references: list[LatencyMeasurement],
+                          inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol, passes: int,
+                          rng: np.random.Generator) -> tuple[list[LatencyMeasurement], DriftCheck]:
+    """`models` measured side by side with `probes`, archs of the target's dataset whose stored
+    measurements are `references`. Each attempt measures all of them in the same rounds; the drift
+    is the median of the probes' now/then ratios. An attempt is accepted when both the drift and
+    the probes' disagreement about it are within the noise floor (`noise_floor`); after
+    `protocol.attempts`, the attempt whose probes agree
+    best is accepted if they agree within the floor, and the batch is refused otherwise. Accepted
+    measurements are divided by the drift: on the dataset's scale, with the raw median kept. Without
+    probes (a target with no dataset yet), the models are measured as they are."""
+    if len(probes) != len(references):
+        raise ValueError(f"{len(probes)} drift probes but {len(references)} references")
+    if not probes:
+        measured = measure_many(list(models), inputs, target, protocol, passes, rng)
+        return measured, DriftCheck(drift=1.0, spread=0.0, noise_floor=0.0, attempts=1, accepted=True,
+                                    reason="measured as is: the target has no dataset to compare with")
+    tried: list[tuple[list[LatencyMeasurement], float, float, float]] = []
+    for _ in range(protocol.attempts):
+        measured = measure_many(list(models) + list(probes), inputs, target, protocol, passes, rng)
+        batch, now = measured[:len(models)], measured[len(models):]
+        ratios = np.log([n.median_ms / r.median_ms for n, r in zip(now, references, strict=True)])
+        drift = float(np.exp(np.median(ratios)))
+        spread = float(1.4826 * np.median(np.abs(ratios - np.median(ratios)))) if len(ratios) > 1 else 0.0
+        floor = noise_floor(references)
+        tried.append((batch, drift, spread, floor))
+        if spread <= floor and abs(np.log(drift)) <= floor:
+            break
+    steady = spread <= floor and abs(np.log(drift)) <= floor
+    best = len(tried) - 1 if steady else min(range(len(tried)), key=lambda i: tried[i][2] / tried[i][3])
+    batch, drift, spread, floor = tried[best]
+    accepted = spread <= floor
+    if not accepted:
+        reason = (f"refused: the probes disagree about the machine's speed (spread {100 * spread:.1f}% > noise floor "
+                  f"{100 * floor:.1f}% in each of {len(tried)} attempts): other work was sharing the cores")
+    elif abs(np.log(drift)) <= floor:
+        reason = f"accepted: the machine runs at {drift:.3f}x its dataset's latency, within the noise floor"
+    else:
+        reason = (f"accepted: the machine runs at {drift:.3f}x its dataset's latency after {len(tried)} attempts, "
+                  f"evenly (spread {100 * spread:.1f}%): normalized")
+    check = DriftCheck(drift=float(drift), spread=float(spread), noise_floor=float(floor), attempts=len(tried),
+                       accepted=bool(accepted), reason=reason)
+    normalized = [replace(m, median_ms=m.median_ms / drift, iqr_ms=m.iqr_ms / drift, drift=drift,
+                          raw_median_ms=m.median_ms) for m in batch]
+    return normalized, check
 
 
 def _robust_cv(values: list[float]) -> float:

@@ -4,7 +4,9 @@ Constructors only store parameters; `fit(X, y)` validates, scores every
 candidate model by k-fold cross-validation and keeps the best; `predict(X,
 return_std=True)` gives a mean and an uncertainty (the spread of the k fold
 models, or the Gaussian process's own std); `score(X, y)` gives MAPE, RMSE,
-Kendall tau and Spearman.
+Kendall tau and Spearman. A fitted predictor keeps the data it was fitted on
+(a few hundred rows): `predictors.persist` stores a predictor as that data and
+its choice, never as code.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class Predictor(BaseEstimator):
         chosen = clone(_candidate(self.chosen_, self.random_state, self.gbm_trees))
         self.model_ = chosen.fit(X, self._to_target(y, self.chosen_))
         self.fold_models_ = fold_models[self.chosen_]
+        self.X_train_, self.y_train_ = X, y
         self.n_train_ = len(y)
         self.n_features_in_ = X.shape[1]
         return self

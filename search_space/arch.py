@@ -56,7 +56,7 @@ class Arch:
             raise SpaceError(f"arch: expected a mapping, got {type(data).__name__}")
         unknown = set(data) - {"embed_dim", "layers"}
         if unknown:
-            raise SpaceError(f"arch: unknown field(s) {sorted(unknown)}")
+            raise SpaceError(f"arch: unknown field(s) {sorted(map(str, unknown))}")
         for field in ("embed_dim", "layers"):
             if field not in data:
                 raise SpaceError(f"arch: missing field '{field}'")
@@ -69,7 +69,7 @@ class Arch:
                 raise SpaceError(f"{where}: expected a mapping")
             unknown = set(layer) - set(_LAYER_FIELDS)
             if unknown:
-                raise SpaceError(f"{where}: unknown field(s) {sorted(unknown)}")
+                raise SpaceError(f"{where}: unknown field(s) {sorted(map(str, unknown))}")
             missing = [f for f in _LAYER_FIELDS if f not in layer]
             if missing:
                 raise SpaceError(f"{where}: missing field(s) {missing}")

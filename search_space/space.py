@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ from search_space.arch import Arch, LayerArch
 from search_space.errors import InputError, SpaceError
 from search_space.registry import ATTENTION_TYPES, SUPPORTED_BITS
 
+MAX_DEPTH = 10_000  # layers: far beyond any transformer, and what a per-layer table can hold
+MAX_MLP_RATIO = 1000.0
 _TOP_KEYS = {"name", "head_dim", "local_window", "embed_dim", "depth", "layer", "per_layer", "layers"}
 _LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits"}
 GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits
@@ -109,7 +110,7 @@ class SearchSpace:
             raise SpaceError(f"space: expected a mapping, got {type(data).__name__}")
         unknown = set(data) - _TOP_KEYS
         if unknown:
-            raise SpaceError(f"space: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+            raise SpaceError(f"space: unknown key(s) {sorted(map(str, unknown))}; allowed: {sorted(_TOP_KEYS)}")
         if "layers" in data:  # the canonical form of `to_dict`: every layer spelled out
             data = _from_canonical(data)
         for key in ("embed_dim", "depth", "layer"):
@@ -123,6 +124,8 @@ class SearchSpace:
         embed_dims = _int_choices(data["embed_dim"], "space.embed_dim")
         depths = _int_choices(data["depth"], "space.depth")
         max_depth = max(depths)
+        if max_depth > MAX_DEPTH:
+            raise SpaceError(f"space.depth: {max_depth} layers; elastiq supports up to {MAX_DEPTH:,}")
         base = data["layer"]
         if not isinstance(base, dict):
             raise SpaceError("space.layer: expected a mapping of per-layer choices")
@@ -195,10 +198,13 @@ class SearchSpace:
 
     def cardinality(self) -> int:
         """Exact number of distinct architectures (a Python int, no overflow)."""
-        total = 0
+        total, depths = 0, set(self.depths)
         for embed_dim in self.embed_dims:
-            for depth in self.depths:
-                total += math.prod(self.layers[i].options(embed_dim) for i in range(depth))
+            prefix = 1  # archs of the first `depth` layers, built up layer by layer
+            for depth in range(1, self.max_depth + 1):
+                prefix *= self.layers[depth - 1].options(embed_dim)
+                if depth in depths:
+                    total += prefix
         return total
 
     # ---- validation --------------------------------------------------
@@ -297,18 +303,47 @@ class SearchSpace:
         return "\n".join(lines)
 
 
+MAX_YAML_BYTES = 16 << 20  # a space or a study config is a few kB: anything this large is not one
+MAX_YAML_VALUES = 1_000_000  # values of a document once its aliases are expanded
+
+
 def read_yaml(path: Path, error: type[InputError] = InputError) -> Any:
-    """`safe_load` of a file; unreadable files and malformed YAML raise `error` naming the line."""
+    """`safe_load` of a UTF-8 file; unreadable, oversized or malformed input raises `error` naming the file."""
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise error(f"{path}: larger than {MAX_YAML_BYTES >> 20} MiB; not a space or a study config")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror})") from None
+        raise error(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise error(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise error(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise error(f"{path}: YAML nested too deeply") from None
+    if _expanded_size(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise error(f"{path}: expands to more than {MAX_YAML_VALUES:,} values (YAML aliases?)")
+    return data
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many values `data` holds with shared (aliased) nodes counted each time; stops past `limit`."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
 
 
 def _from_canonical(data: dict) -> dict:
@@ -324,7 +359,7 @@ def _from_canonical(data: dict) -> dict:
 def _check_layer_keys(spec: dict, where: str, require_all: bool) -> None:
     unknown = set(spec) - _LAYER_KEYS
     if unknown:
-        raise SpaceError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_LAYER_KEYS)}")
+        raise SpaceError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; allowed: {sorted(_LAYER_KEYS)}")
     if "mlp_ratio" in spec and "mlp_dim" in spec:
         raise SpaceError(f"{where}: give either mlp_ratio or mlp_dim, not both")
     if require_all:
@@ -348,8 +383,8 @@ def _layer_choices(spec: dict, where: str) -> LayerChoices:
     if "mlp_ratio" in spec:
         ratios = _choices(spec["mlp_ratio"], f"{where}.mlp_ratio")
         for r in ratios:
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or not math.isfinite(r):
-                raise SpaceError(f"{where}.mlp_ratio: {r!r} is not a positive number")
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= MAX_MLP_RATIO:
+                raise SpaceError(f"{where}.mlp_ratio: {r!r} is not a ratio in (0, {MAX_MLP_RATIO:g}]")
         return LayerChoices(num_heads=num_heads, attention=attention, bits=bits,
                             mlp_ratio=tuple(float(r) for r in ratios))
     return LayerChoices(num_heads=num_heads, attention=attention, bits=bits,
@@ -361,9 +396,17 @@ def _choices(values: Any, where: str) -> tuple:
         values = [values]
     if not values:
         raise SpaceError(f"{where}: empty choice list")
+    for value in values:
+        if not isinstance(value, (int, float, str)):  # bool is an int: refused by the typed checks after
+            raise SpaceError(f"{where}: {_short(value)} is not a number or a name; expected a list of choices")
     if len(set(values)) != len(values):
         raise SpaceError(f"{where}: duplicate choices in {values}")
     return tuple(values)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _int_choices(values: Any, where: str, positive: bool = True) -> tuple[int, ...]:

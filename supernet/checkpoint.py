@@ -4,16 +4,23 @@
 `NAME.pt.json` holds the metadata (space hash, task, step, seed, torch
 version) and the sha256 of `NAME.pt`. Loading checks the record first, so a
 changed, truncated or foreign file is refused before anything is unpickled,
-and then loads with `weights_only=True`. Writes are atomic (temporary file,
-then rename), so an interrupted save leaves the previous checkpoint whole.
+and then loads with `weights_only=True`.
+
+Each file is written atomically (temporary file, then rename), and a save
+puts the new record beside the old one (`NAME.pt.json.next`) before it
+replaces `NAME.pt`: a process killed anywhere in a save leaves either the old
+checkpoint with its record or the new one with its pending record, and
+loading takes whichever record matches the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +47,11 @@ def record_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def pending_record_path(path: Path) -> Path:
+    """Where a save puts the new record until the new checkpoint file is in place."""
+    return path.with_name(path.name + ".json.next")
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through `write(file)` to a temporary file, then rename: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,22 +70,37 @@ def atomic_write(path: Path, write) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
     """Write state and its record; return the record (with the sha256)."""
     path = Path(path)
-    atomic_write(path, lambda f: torch.save(state, f))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
     record = {"format": FORMAT_VERSION, **metadata, "torch_version": torch.__version__,
-              "sha256": sha256_file(path), "file": path.name}
-    atomic_write(record_path(path), lambda f: f.write(json.dumps(record, indent=2, sort_keys=True).encode()))
+              "sha256": hashlib.sha256(data).hexdigest(), "file": path.name}
+    for stale in path.parent.glob(f".{path.name}.*"):  # temporary files of a save that was killed
+        stale.unlink(missing_ok=True)
+    pending = pending_record_path(path)
+    atomic_write(pending, lambda f: f.write(json.dumps(record, indent=2, sort_keys=True).encode()))
+    atomic_write(path, lambda f: f.write(data))
+    os.replace(pending, record_path(path))
     return record
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's record (its pending one if a save was killed before the record was in place)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    source = record_path(path)
+    if not source.exists() and pending_record_path(path).exists():
+        source = pending_record_path(path)
+    return _parse_record(path, source)
+
+
+def _parse_record(path: Path, source: Path) -> dict[str, Any]:
     try:
-        record = json.loads(record_path(path).read_text())
+        record = json.loads(source.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path}: its record {record_path(path).name} is missing") from None
-    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its record {source.name} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path}: unreadable record ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT_VERSION or "sha256" not in record:
         raise CheckpointError(f"checkpoint {path}: record is not an elastiq checkpoint record of format "
@@ -81,12 +108,27 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def _matching_record(path: Path, actual_sha256: str) -> dict[str, Any]:
+    """The record whose sha256 is the file's: its own, or the pending one of a save killed midway."""
+    record = read_record(path)
+    pending = pending_record_path(path)
+    if record.get("sha256") != actual_sha256 and pending.exists():
+        try:
+            candidate = _parse_record(path, pending)
+        except CheckpointError:
+            return record
+        if candidate.get("sha256") == actual_sha256:
+            return candidate
+    return record
+
+
 def load_checkpoint(path: str | Path, space: SearchSpace | None = None, task: str | None = None,
                     expected_sha256: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, record) after checking hash, space and task; refuses anything else."""
     path = Path(path)
-    record = read_record(path)
+    read_record(path)  # a missing file or record is named before the file is hashed
     actual = sha256_file(path)
+    record = _matching_record(path, actual)
     if actual != record["sha256"] or (expected_sha256 is not None and actual != expected_sha256):
         raise CheckpointError(f"checkpoint {path}: sha256 {actual[:12]} does not match its record "
                               f"{(expected_sha256 or record['sha256'])[:12]} (changed or truncated file)")
@@ -97,7 +139,11 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None, task: st
     if task is not None and record.get("task") != task:
         raise CheckpointError(f"checkpoint {path}: trained on task {record.get('task')!r}, not {task!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refused file is one line, not torch's warnings about it too
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise CheckpointError(f"checkpoint {path}: cannot be loaded ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: holds a {type(state).__name__}, not a checkpoint's state")
     return state, record

@@ -10,13 +10,15 @@ plain model that holds only the sliced weights.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space import Arch, LayerArch, SearchSpace
+from search_space import Arch, InputError, LayerArch, SearchSpace
 from supernet.attention import AttentionKernel, make_kernel
 from supernet.quant import FULL_PRECISION, QuantLinear, quantized_linear
 
@@ -196,9 +198,65 @@ class ElasticHead(nn.Module):
 
 # ---- the supernet ----------------------------------------------------------
 
+class SupernetTooLarge(InputError):
+    """A space whose supernet would not fit in this machine's memory (a width with extra zeros)."""
+
+
+def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
+    """The parameters `Supernet(space, task)` holds, counted before anything is allocated."""
+    e = space.max_embed_dim
+    count = task.input_dim * e + (0 if task.input_kind == "tokens" else e) + task.seq_len * e  # stem
+    for i in range(space.max_depth):
+        inner, hidden = space.max_heads(i) * space.head_dim, space.max_mlp_dim(i)
+        count += 2 * 2 * e  # two norms
+        count += 3 * (e * inner + inner) + inner * e + e  # query, key, value, out
+        count += e * hidden + hidden + hidden * e + e  # the MLP
+    return count + 2 * e + e * task.num_classes + task.num_classes  # head
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the system's available memory, within a cgroup's limit."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = max(0, int(limit) - used) if available is None else min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def ensure_fits_in_memory(space: SearchSpace, task: TaskSpec, copies: int = 1, purpose: str = "hold") -> int:
+    """Refuse a supernet whose float32 weights, `copies` times (4 to train with AdamW: weights,
+    gradients, two moments), exceed the available memory; return the bytes needed."""
+    needed = 4 * copies * supernet_parameter_count(space, task)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise SupernetTooLarge(
+            f"space {space.name!r}: its supernet has {supernet_parameter_count(space, task):,} parameters; to "
+            f"{purpose} it needs {_gib(needed)} of memory and {_gib(available)} is available (a width or depth "
+            f"with extra zeros?)")
+    return needed
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
+
+
 class Supernet(nn.Module):
     def __init__(self, space: SearchSpace, task: TaskSpec, seed: int = 0):
         super().__init__()
+        ensure_fits_in_memory(space, task)  # before the allocator tries hundreds of GB
         self.space, self.task = space, task
         embed_dim = space.max_embed_dim
         self.stem = ElasticStem(task, embed_dim)

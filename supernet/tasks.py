@@ -41,6 +41,11 @@ class Task:
         return self.splits[name]
 
 
+def _check_int(task: str, option: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise TaskError(f"task {task}: {option} must be an integer in [{low}, {high:,}], got {value!r}")
+
+
 def _three_way(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, val: float, test: float) -> dict:
     order = rng.permutation(len(y))
     n_test, n_val = int(round(test * len(y))), int(round(val * len(y)))
@@ -57,7 +62,7 @@ def digits(seed: int = 0, patch: int = 2) -> Task:
     """8x8 digits cut into patch x patch tokens (patch 2: 16 tokens of 4 pixels)."""
     from sklearn.datasets import load_digits
 
-    if isinstance(patch, bool) or patch not in (1, 2, 4, 8):
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch not in (1, 2, 4, 8):
         raise TaskError(f"task digits: patch must divide 8 (1, 2, 4 or 8), got {patch!r}")
     data = load_digits()
     images = data.images.astype(np.float32) / 16.0
@@ -76,10 +81,9 @@ def mnist1d(seed: int = 0, num_samples: int = 5000, patch: int = 4) -> Task:
     on it stayed at chance for 700 steps where patch 4 learns."""
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if isinstance(patch, bool) or patch not in (1, 2, 4, 5, 8, 10, 20, 40):
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch not in (1, 2, 4, 5, 8, 10, 20, 40):
         raise TaskError(f"task mnist1d: patch must divide 40 (1, 2, 4, 5, 8, 10, 20 or 40), got {patch!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 50:
-        raise TaskError(f"task mnist1d: num_samples must be an integer >= 50, got {num_samples!r}")
+    _check_int("mnist1d", "num_samples", num_samples, 50, 10**7)
     args = get_dataset_args()
     args.num_samples = num_samples
     args.seed = seed
@@ -128,8 +132,10 @@ def listops(seed: int = 0, seq_len: int = 128, train_size: int = 4000, val_size:
     nested expression of MAX, MIN, MED and SM (sum mod 10) over digits, as a
     token sequence padded to `seq_len`. The answer depends on tokens far apart,
     so the attention type matters for accuracy as well as for latency."""
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 8:
-        raise TaskError(f"task listops: seq_len must be an integer >= 8, got {seq_len!r}")
+    for option, value, low, high in (("seq_len", seq_len, 8, 1 << 16), ("train_size", train_size, 1, 10**7),
+                                     ("val_size", val_size, 1, 10**7), ("test_size", test_size, 1, 10**7),
+                                     ("max_depth", max_depth, 1, 1000)):
+        _check_int("listops", option, value, low, high)
     rng = np.random.default_rng(seed)
     total = train_size + val_size + test_size
     x = np.full((total, seq_len), _PAD, dtype=np.int64)
@@ -156,12 +162,25 @@ def load_task(name: str, seed: int = 0, options: dict | None = None) -> Task:
         factory = _user_factory(name)
     else:
         raise TaskError(f"unknown task {name!r}; shipped tasks are {sorted(TASKS)}, or give module:function")
-    accepted = inspect.signature(factory).parameters
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        raise TaskError(f"task {name!r}: {factory!r} is not a function that makes a task") from None
+    if "seed" not in accepted and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        raise TaskError(f"task {name!r}: the function takes no `seed` argument")
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         unknown = set(options) - set(accepted) | ({"seed"} & set(options))
         if unknown:
-            raise TaskError(f"task {name!r}: unknown option(s) {sorted(unknown)}")
-    task = factory(seed=seed, **options)
+            raise TaskError(f"task {name!r}: unknown option(s) {sorted(map(str, unknown))}")
+    if name in TASKS:
+        task = factory(seed=seed, **options)  # shipped tasks check their options: a failure here is a bug
+    else:
+        try:
+            task = factory(seed=seed, **options)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's code failed on these options: one line, not a traceback
+            raise TaskError(f"task {name!r} failed with options {options}: {type(exc).__name__}: {exc}") from None
     _check_task(task, name)
     return task
 
@@ -181,10 +200,18 @@ def _user_factory(name: str) -> Callable[..., Task]:
 def _check_task(task: object, name: str) -> None:
     if not isinstance(task, Task):
         raise TaskError(f"task {name!r}: the function returned {type(task).__name__}, not a supernet.tasks.Task")
+    if not isinstance(task.splits, dict):
+        raise TaskError(f"task {name!r}: splits must be a dict of split name -> (inputs, labels)")
     for split in SPLITS:
         if split not in task.splits:
             raise TaskError(f"task {name!r}: split {split!r} missing")
-        x, y = task.splits[split]
+        pair = task.splits[split]
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(t, Tensor) for t in pair)):
+            raise TaskError(f"task {name!r}: split {split!r} must be a pair of tensors (inputs, labels)")
+        x, y = pair
+        if x.dim() < 2 or y.dim() != 1 or y.dtype != torch.long:
+            raise TaskError(f"task {name!r}: split {split!r} needs inputs of shape (samples, tokens[, features]) and "
+                            f"integer labels of shape (samples,), got {tuple(x.shape)} and {tuple(y.shape)} {y.dtype}")
         if len(x) != len(y) or len(y) == 0:
             raise TaskError(f"task {name!r}: split {split!r} has {len(x)} inputs and {len(y)} labels")
         if x.shape[1] > task.spec.seq_len:

@@ -82,3 +82,15 @@ def test_console_script_exit_status_and_stderr(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
     proc = subprocess.run(script + ["space", "sample", DIGITS, "-n", "2"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and [json.loads(line)["embed_dim"] for line in proc.stdout.splitlines()]
+
+
+def test_space_sample_streams_and_a_reader_may_stop_at_any_line():
+    """-n 10**15 would take years: its first line arrives at once, and closing the pipe ends it quietly."""
+    command = [sys.executable, "-c", "import sys; from orchestrator.cli import main; sys.exit(main())",
+               "space", "sample", DIGITS, "-n", str(10**15)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()  # blocks until the first arch is written: no clock involved
+    assert SearchSpace.from_yaml(DIGITS).contains(Arch.from_json(first))
+    process.stdout.close()  # the reader goes away, as `| head -1` does
+    assert process.wait() == 0
+    assert process.stderr.read() == b""

@@ -31,18 +31,35 @@ def _file(base, name, text):
     return path
 
 
+def _laughs() -> str:
+    """A YAML document of 7 lines whose aliases expand to 10 million values."""
+    lines = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]" for p, n in zip("abcdef", "bcdefg", strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def _file_bytes(base, name, data):
+    path = base / name
+    path.write_bytes(data)
+    return path
+
+
 def _space(base, name, **changes):
-    """A small valid space with `changes` applied (layer keys go into `layer`)."""
+    """A small valid space with `changes` applied (layer keys go into `layer`; None removes a key)."""
     layer = {"num_heads": [1], "mlp_dim": [16], "attention": ["softmax"], "bits": [32]}
     space = {"name": "x", "head_dim": 8, "embed_dim": [16], "depth": [1], "layer": layer}
     for key, value in changes.items():
-        (layer if key in layer else space)[key] = value
+        target = layer if key in layer or key == "mlp_ratio" else space
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
     return str(_file(base, name, yaml.safe_dump(space)))
 
 
 def _config(base, name, **changes):
     changes["search"] = {"evaluations": 4, **changes.get("search", {})}
-    return write_config(base, name, study="hostile", **changes)
+    return write_config(base, name, **{"study": "hostile", **changes})
 
 
 def _raw_config(base, name, mutate):
@@ -80,6 +97,12 @@ def _cases(base):
         (["space", "check", str(base / "absent.yaml")], "absent.yaml"),
         (["space", "check", str(_file(base, "s6.yaml", ""))], "s6.yaml"),
         (["space", "sample", space, "-n", "0"], "-n"),
+        (["space", "check", _space(base, "s7.yaml", embed_dim=[[16, 32]])], "not a number or a name"),
+        (["space", "check", _space(base, "s8.yaml", num_heads=[{"a": 1}])], "num_heads"),
+        (["space", "check", str(_file_bytes(base, "s9.yaml", "name: caf\xe9\n".encode("latin-1")))], "not UTF-8"),
+        (["space", "check", _space(base, "s10.yaml", depth=[1, 2, 12_000_000])], "space.depth"),
+        (["space", "check", _space(base, "s11.yaml", mlp_ratio=[1e300], mlp_dim=None)], "mlp_ratio"),
+        (["space", "check", str(_file(base, "s12.yaml", _laughs()))], "expands to more than"),
         # study configs
         (["config", "show", "-c", str(_raw_config(base, "c1.yaml", lambda d: d.update(colour="red")))], "colour"),
         (["config", "show", "-c", str(_raw_config(base, "c2.yaml", lambda d: d.update(seed="x")))], "seed"),
@@ -95,6 +118,14 @@ def _cases(base):
         (["config", "show", "-c", str(_raw_config(base, "c6.yaml", lambda d: d.update(space="nowhere.yaml")))],
          "nowhere.yaml"),
         (["config", "show", "-c", str(_file(base, "c7.yaml", "- a\n- list\n"))], "c7.yaml"),
+        (["config", "show", "-c", str(_file_bytes(base, "c8.yaml", b"study: \xff\xfe\n"))], "not UTF-8"),
+        (["config", "show", "-c", str(_raw_config(base, "c9.yaml", lambda d: d.update(seed=2**40)))], "seed"),
+        (["config", "show", "-c", str(_raw_config(base, "c10.yaml", lambda d: d.update(seed=-1)))], "seed"),
+        (["config", "show", "-c", str(_raw_config(base, "c11.yaml", lambda d: d.update(study="x" * 300)))], "study"),
+        (["config", "show", "-c", str(_raw_config(base, "c12.yaml", lambda d: d["target"].update(threads=10**30)))],
+         "target.threads"),
+        (["config", "show", "-c", str(_raw_config(base, "c13.yaml", lambda d: d.update(constraints=["params <= 1e999"])))],
+         "finite"),
         # checkpoints
         (search + [str(_config(base, "k1.yaml", supernet={"checkpoint": str(base / "missing.pt")}))], "missing.pt"),
         (search + [str(_config(base, "k2.yaml", supernet={"checkpoint": str(truncated_ckpt)}))], "sha256"),
@@ -105,6 +136,21 @@ def _cases(base):
         (search + [str(_config(base, "t1.yaml", task={"name": "imagenet"}))], "imagenet"),
         (search + [str(_config(base, "t2.yaml", task={"name": "digits", "options": {"patch": 3}}))], "patch"),
         (search + [str(_config(base, "t3.yaml", task={"name": "nosuchmodule:make"}))], "nosuchmodule"),
+        (search + [str(_config(base, "t6.yaml", task={"name": "os:getcwd"}))], "seed"),
+        (search + [str(_config(base, "t7.yaml", task={"name": "tests.orchestrator.faults:digits_dying_once",
+                                                      "options": {"marker": 3}}))], "failed with options"),
+        (search + [str(_config(base, "t8.yaml", task={"name": "listops", "options": {"train_size": "x"}}))],
+         "train_size"),
+        (search + [str(_config(base, "t9.yaml", task={"name": "mnist1d", "options": {"num_samples": 10**12}}))],
+         "num_samples"),
+        (["train-supernet", "--no-progress", "-c", str(_config(base, "m1.yaml", study="huge", space=_space(
+            base, "huge.yaml", embed_dim=[16, 32], mlp_dim=[16, 3_200_000_000]), supernet={
+            "checkpoint": str(base / "huge.pt")}))], "GiB of memory"),
+        (["measure", "--no-progress", "-c", str(_config(base, "m2.yaml", study="huge", target={"name": "huge"},
+                                                        space=_space(base, "huge.yaml", embed_dim=[16, 32],
+                                                                     mlp_dim=[16, 3_200_000_000]),
+                                                        supernet={"checkpoint": str(base / "huge.pt")}))],
+         "GiB of memory"),
         (["measure", "--no-progress", "-c", str(_config(base, "t4.yaml", target={"name": "long", "seq_len": 999}))],
          "seq_len"),
         (search + [str(_config(base, "t5.yaml", target={"name": "cpu-b1", "device": "tpu"}))], "target.device"),
@@ -172,3 +218,29 @@ def test_a_diverging_learning_rate_fails_cleanly_and_stays_resumable(arena, caps
     capsys.readouterr()
     assert main(["train-supernet", "-c", str(bad), "--no-progress"]) == 2  # the same run fails the same way
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("elastiq: error: training diverged")
+
+
+def test_a_refused_checkpoint_is_one_line_in_a_real_process(arena, tmp_path):
+    """torch's own warnings about a refused file do not follow the error line (in a subprocess:
+    pytest would capture the warnings, a user's terminal does not)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from supernet.checkpoint import record_path, sha256_file
+    from tests.conftest import ROOT
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "code-ran"), "w"))
+
+    checkpoint = tmp_path / "evil.pt"
+    checkpoint.write_bytes(pickle.dumps({"model": Evil()}, protocol=4))
+    record = json.loads((arena / "tiny.pt.json").read_text())
+    record_path(checkpoint).write_text(json.dumps({**record, "sha256": sha256_file(checkpoint), "file": "evil.pt"}))
+    config = _config(tmp_path, "evil.yaml", supernet={"checkpoint": str(checkpoint)})
+    run = subprocess.run([sys.executable, "-c", "import sys; from orchestrator.cli import main; sys.exit(main())",
+                          "search", "--no-progress", "-c", str(config)], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("elastiq: error: checkpoint") and "cannot be loaded" in run.stderr
+    assert not (tmp_path / "code-ran").exists()

@@ -2,6 +2,8 @@
 ELASTIQ_TEST_POSTGRES; without it these tests are skipped)."""
 
 import os
+import sys
+import time
 import uuid
 
 import optuna
@@ -17,7 +19,7 @@ from orchestrator.status import study_status
 from tests.orchestrator.conftest import write_config
 
 URL = os.environ.get("ELASTIQ_TEST_POSTGRES")
-pytestmark = pytest.mark.skipif(not URL, reason="ELASTIQ_TEST_POSTGRES is not set (.ci/run sets it)")
+needs_ci_postgres = pytest.mark.skipif(not URL, reason="ELASTIQ_TEST_POSTGRES is not set (.ci/run sets it)")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,7 @@ def _name(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+@needs_ci_postgres
 def test_search_crash_resume_status_and_export_on_postgres(measured, tmp_path, monkeypatch):
     import orchestrator.search as search_module
 
@@ -78,6 +81,7 @@ class _DropConnections(LocalExecutor):
         return super().evaluate(jobs)
 
 
+@needs_ci_postgres
 def test_connection_loss_mid_search_is_retried(measured):
     name = _name("pg-drop")
     path = write_config(measured, f"{name}.yaml", study=name, storage=URL)
@@ -88,6 +92,7 @@ def test_connection_loss_mid_search_is_retried(measured):
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 12
 
 
+@needs_ci_postgres
 def test_bad_postgres_url_is_one_line_with_the_password_masked(capsys):
     from sqlalchemy.engine import make_url
 
@@ -95,3 +100,61 @@ def test_bad_postgres_url_is_one_line_with_the_password_masked(capsys):
     assert main(["status", "--storage", bad, "--study", "x"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot connect" in err and "hunter2" not in err
+
+
+@pytest.fixture(scope="module")
+def private_postgres():
+    from tests.orchestrator.private_postgres import PrivatePostgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+    server = PrivatePostgres()
+    yield server
+    server.close()
+
+
+# the n-th write of a search on the tiny space: inside Optuna's creation of a trial (which Optuna
+# retries), inside elastiq's evaluation cache, inside Optuna's writing of a trial's attributes
+@pytest.mark.slow
+@pytest.mark.parametrize("write", [30, 62, 66])
+def test_postgres_restarted_mid_transaction_completes_or_stops_with_one_line_and_resumes(
+        trained, private_postgres, tmp_path, write):
+    """The search pauses inside a database transaction (its n-th write: a point of its progress);
+    the server is stopped and started under it; the search completes, or ends with one line and
+    `elastiq resume` completes it; either way the study equals an uninterrupted run's."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from torture import elastiq_command
+
+    url = private_postgres.url
+    study_name = f"pg-restart-{write}"
+    config = write_config(trained, f"{study_name}.yaml", study=study_name, storage=url)
+    assert main(["measure", "-c", str(config), "--no-progress"]) == 0  # (once: later calls find it measured)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    search = subprocess.Popen(elastiq_command("search", "-c", str(config), "--no-progress",
+                                              kill_at=("write", write, str(pause))),
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (pause / "paused").exists():  # progress, not seconds
+        assert search.poll() is None, search.communicate()
+        time.sleep(0.05)
+    private_postgres.restart()
+    (pause / "go").write_text("")
+    _, err = search.communicate()
+    errors = [line for line in err.splitlines() if "error:" in line]
+    if search.returncode != 0:
+        assert search.returncode == 1 and len(errors) == 1 and "the database failed" in errors[0], err
+        assert "Traceback" not in err
+        assert main(["resume", "--storage", url, "--study", study_name, "--no-progress"]) == 0
+    study = optuna.load_study(study_name=study_name, storage=url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 12 and not study.get_trials(states=(TrialState.RUNNING,))
+    assert len({t.user_attrs["arch_key"] for t in complete}) == 12
+    clean = write_config(trained, "pg-clean.yaml", study="pg-clean", storage=url)
+    assert main(["search", "-c", str(clean), "--no-progress"]) == 0  # (once: later calls find it complete)
+    uninterrupted = optuna.load_study(study_name="pg-clean", storage=url).get_trials(states=(TrialState.COMPLETE,))
+    assert sorted((t.user_attrs["arch_key"], tuple(t.values)) for t in complete) == \
+        sorted((t.user_attrs["arch_key"], tuple(t.values)) for t in uninterrupted)

@@ -218,3 +218,93 @@ def test_a_study_stored_before_a_config_key_existed_still_continues(trained, cap
     assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=8"]) == 0
     assert "8 of 8 evaluations" in capsys.readouterr().out
     assert main(["resume", "--storage", url, "--study", "older", "--no-progress"]) == 0
+
+
+class _RunsCode:
+    """Unpickling this creates the file it names: proof that a load ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_the_stored_latency_predictor_is_data_and_a_crafted_row_runs_no_code(trained, tmp_path, capsys):
+    import hashlib
+    import pickle
+
+    from sqlalchemy import delete, func, select
+    from sqlalchemy.orm import Session
+
+    from orchestrator.db import PredictorRow, connect
+    from predictors.persist import STATE_VERSION
+
+    url = f"sqlite:///{trained / 'study.db'}"
+    path = write_config(trained, "stored-predictor.yaml", study="stored-predictor",
+                        search={"evaluations": 4, "strategy": "random"})
+    assert main(["search", "-c", str(path), "--no-progress"]) == 0
+    engine = connect(url)
+    mine = PredictorRow.study == "stored-predictor"
+    with Session(engine) as session:
+        row = session.scalar(select(PredictorRow).where(mine))
+        assert row.version == STATE_VERSION and json.loads(row.artifact)["chosen"] == row.chosen
+        n_train = row.n_train
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=6"]) == 0
+    with Session(engine) as session:  # the stored predictor was used again, not fitted anew
+        assert session.scalar(select(func.count()).select_from(PredictorRow).where(mine)) == 1
+
+    marker = tmp_path / "code-ran"
+    crafted = pickle.dumps(_RunsCode(marker))
+    with Session(engine) as session, session.begin():  # the newest row, with a matching sha256
+        session.add(PredictorRow(study="stored-predictor", kind="latency", target="cpu-b1", version=STATE_VERSION,
+                                 n_train=n_train, chosen="ridge", cv_scores="{}",
+                                 sha256=hashlib.sha256(crafted).hexdigest(), artifact=crafted))
+    before = hashlib.sha256((trained / "study.db").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=8"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a predictor's JSON state" in err, err
+    assert not marker.exists()
+    assert hashlib.sha256((trained / "study.db").read_bytes()).hexdigest() == before
+
+    with Session(engine) as session, session.begin():  # a pickle of the old format (version 1) is never read
+        session.execute(delete(PredictorRow).where(mine, PredictorRow.sha256 == hashlib.sha256(crafted).hexdigest()))
+        session.add(PredictorRow(study="stored-predictor", kind="latency", target="cpu-b1", version=1,
+                                 n_train=n_train, chosen="ridge", cv_scores="{}",
+                                 sha256=hashlib.sha256(crafted).hexdigest(), artifact=crafted))
+    engine.dispose()
+    assert main(["search", "-c", str(path), "--no-progress", "--set", "search.evaluations=8"]) == 0
+    assert not marker.exists()
+
+
+def test_a_crash_while_a_batch_is_opened_proposes_it_again_and_ends_as_an_uninterrupted_run(trained, monkeypatch):
+    import orchestrator.strategies as strategies
+
+    url = f"sqlite:///{trained / 'study.db'}"
+    config = load_study_config(write_config(trained, "opening.yaml", study="opening", search={"seed": 31}))
+    original, calls = strategies.ask_fixed, {"n": 0}
+
+    def die_on_the_seventh(*args):
+        calls["n"] += 1
+        if calls["n"] == 7:  # the third trial of the second batch: two of its trials are open
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(strategies, "ask_fixed", die_on_the_seventh)
+    with pytest.raises(KeyboardInterrupt):
+        SearchDriver(config, progress=False).run()
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="opening", storage=url)
+    assert len(study.get_trials(states=(TrialState.RUNNING,))) == 2
+    assert main(["resume", "--storage", url, "--study", "opening", "--no-progress"]) == 0
+    clean = load_study_config(write_config(trained, "opening-clean.yaml", study="opening-clean", search={"seed": 31}))
+    SearchDriver(clean, progress=False).run()
+
+    def results(name):
+        trials = optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,))
+        return sorted((t.user_attrs["arch_key"], tuple(t.values)) for t in trials)
+
+    assert len(results("opening")) == 12 and results("opening") == results("opening-clean")
+    failed = optuna.load_study(study_name="opening", storage=url).get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 2 and all(t.user_attrs["interrupted"] for t in failed)  # the half-open batch

@@ -1,10 +1,19 @@
+import json
+
 import numpy as np
 import pytest
 
 from predictors.dataset import stratified_archs
 from predictors.features import latency_feature_names, latency_features
-from predictors.models import AccuracyPredictor, LatencyPredictor, scores
-from predictors.persist import ArtifactError, load_predictor, save_predictor
+from predictors.models import CANDIDATES, AccuracyPredictor, LatencyPredictor, scores
+from predictors.persist import (
+    ArtifactError,
+    load_predictor,
+    predictor_from_state,
+    predictor_state,
+    save_predictor,
+    state_bytes,
+)
 from predictors.target import HardwareTarget
 from search_space import encode_many
 from tests.supernet.test_model import FEATURES
@@ -87,23 +96,92 @@ def test_scores():
     assert abs(s.mape - (10 + 10 + 0) / 3) < 1e-9 and s.kendall_tau == 1.0 and s.spearman == 1.0
 
 
-def test_artifacts_load_only_with_matching_hash(tmp_path):
+@pytest.mark.parametrize("candidate", CANDIDATES)
+def test_a_predictor_is_stored_as_data_and_loads_to_the_same_model(tmp_path, candidate):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((30, 3)), rng.random(30) + 1
+    predictor = LatencyPredictor(candidates=("ridge", candidate) if candidate != "ridge" else ("ridge",),
+                                 cv=3).fit(X, y)
+    predictor = LatencyPredictor(candidates=(candidate,), cv=3).fit(X, y) if predictor.chosen_ != candidate \
+        else predictor
+    record = save_predictor(predictor, tmp_path / "p.json", {"target": "cpu"})
+    assert record["n_train"] == 30 and record["chosen"] == candidate and "mape" in record["cv_scores"][candidate]
+    assert b"\\x80" not in (tmp_path / "p.json").read_bytes()  # plain JSON text
+    loaded, _ = load_predictor(tmp_path / "p.json", record["sha256"])
+    probe = rng.random((5, 3))
+    for a, b in zip(loaded.predict(probe, return_std=True), predictor.predict(probe, return_std=True), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.cv_scores_ == predictor.cv_scores_ and loaded.get_params() == predictor.get_params()
+
+
+def test_a_stored_predictor_keeps_every_candidates_scores_and_its_choice(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.random((40, 2))
+    predictor = LatencyPredictor(candidates=("ridge", "gbm"), cv=4, gbm_trees=20).fit(X, 1 + X @ [2.0, 0.5])
+    loaded = predictor_from_state(json.loads(state_bytes(predictor_state(predictor))))
+    assert set(loaded.cv_scores_) == {"ridge", "gbm"} and loaded.chosen_ == predictor.chosen_
+    assert loaded.get_params()["candidates"] == ("ridge", "gbm")
+    np.testing.assert_array_equal(loaded.predict(X), predictor.predict(X))
+
+
+class _RunsCode:
+    """Unpickling this creates the file it names: proof that a load ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_altered_and_crafted_predictor_files_are_refused_and_run_nothing(tmp_path):
+    import pickle
+
     rng = np.random.default_rng(0)
     predictor = LatencyPredictor(candidates=("ridge",), cv=3).fit(rng.random((12, 2)), rng.random(12) + 1)
-    record = save_predictor(predictor, tmp_path / "p.pkl", {"target": "cpu"})
-    assert record["n_train"] == 12 and record["chosen"] == "ridge" and "mape" in record["cv_scores"]["ridge"]
-    loaded, _ = load_predictor(tmp_path / "p.pkl", record["sha256"])
-    probe = rng.random((3, 2))
-    np.testing.assert_allclose(loaded.predict(probe), predictor.predict(probe))
+    path = tmp_path / "p.json"
+    record = save_predictor(predictor, path)
     with pytest.raises(ArtifactError, match="does not match"):
-        load_predictor(tmp_path / "p.pkl", "0" * 64)
-    data = (tmp_path / "p.pkl").read_bytes()
-    (tmp_path / "p.pkl").write_bytes(data[:-3] + b"xyz")
-    with pytest.raises(ArtifactError, match="refusing to unpickle"):
-        load_predictor(tmp_path / "p.pkl")
-    (tmp_path / "p.pkl.json").unlink()
-    with pytest.raises(ArtifactError, match="missing"):
-        load_predictor(tmp_path / "p.pkl")
+        load_predictor(path, "0" * 64)
+    document = json.loads(path.read_text())
+    document["state"]["y"][0] += 1.0
+    path.write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="does not match"):
+        load_predictor(path)
+    marker = tmp_path / "ran"
+    path.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(ArtifactError, match="not a predictor file"):
+        load_predictor(path)
+    assert not marker.exists()
+    with pytest.raises(ArtifactError, match="no such file"):
+        load_predictor(tmp_path / "absent.json")
+    assert record["sha256"] != "0" * 64
+
+
+def _state(**changes):
+    rng = np.random.default_rng(0)
+    predictor = LatencyPredictor(candidates=("ridge",), cv=3).fit(rng.random((12, 2)), rng.random(12) + 1)
+    return {**json.loads(state_bytes(predictor_state(predictor))), **changes}
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"kind": "os.system"}, "kind"), ({"kind": ["LatencyPredictor"]}, "kind"), ({"version": 1}, "version"),
+    ({"chosen": "gp"}, "chosen"), ({"X": [[1.0, "x"]] * 12}, "X"), ({"X": [[1.0, 2.0]] * 11 + [[1.0]]}, "X"),
+    ({"y": [float("nan")] * 12}, "y"), ({"y": [1.0]}, "same length"), ({"X": [], "y": []}, "same length"),
+    ({"cv_scores": {}}, "cv_scores"), ({"params": {"cv": 3}}, "params"), ({"extra": 1}, "fields"),
+])
+def test_malformed_predictor_states_are_refused_naming_the_field(changes, field):
+    with pytest.raises(ArtifactError, match=field):
+        predictor_from_state(_state(**changes))
+
+
+def test_malformed_predictor_params_are_refused():
+    state = _state()
+    for name, value in [("candidates", ["ridge", "__import__"]), ("candidates", []), ("cv", True), ("cv", 10**9),
+                        ("random_state", -1), ("log_target", "yes"), ("select_by", "r2"), ("gbm_trees", 0)]:
+        bad = {**state, "params": {**state["params"], name: value}}
+        with pytest.raises(ArtifactError, match=f"params.{name}"):
+            predictor_from_state(bad)
 
 
 def test_stratified_archs_cover_the_range(digits_space):

@@ -102,7 +102,7 @@ BASE = {"embed_dim": [16], "depth": [1, 2], "layer": {
     ({"layer": {**BASE["layer"], "mlp_ratio": [2]}}, "either mlp_ratio or mlp_dim"),
     ({"layer": {"num_heads": [1], "attention": ["softmax"], "bits": [32]}}, "missing key"),
     ({"layer": {**{k: v for k, v in BASE["layer"].items() if k != "mlp_dim"}, "mlp_ratio": [-1]}},
-     "not a positive number"),
+     "not a ratio in"),
     ({"layer": {**BASE["layer"], "heads": [2]}}, "unknown key"),
     ({"per_layer": [{"layers": [5], "num_heads": [2]}]}, "not a layer index"),
     ({"per_layer": [{"num_heads": [2]}]}, "'layers' list"),

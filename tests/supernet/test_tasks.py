@@ -86,10 +86,10 @@ def test_user_task_by_module_function(monkeypatch):
     ("digits", {"patch": 3}, "patch must divide 8"),
     ("digits", {"patch": True}, "patch must divide 8"),
     ("digits", {"colour": 1}, r"unknown option\(s\) \['colour'\]"),
-    ("listops", {"seq_len": 4}, "seq_len must be an integer >= 8"),
+    ("listops", {"seq_len": 4}, r"seq_len must be an integer in \[8, 65,536\]"),
     ("mnist1d", {"patch": 3}, "patch must divide 40"),
     ("mnist1d", {"patch": True}, "patch must divide 40"),
-    ("mnist1d", {"num_samples": 10}, "num_samples must be an integer >= 50"),
+    ("mnist1d", {"num_samples": 10}, r"num_samples must be an integer in \[50, 10,000,000\]"),
     ("digits", {"seed": 4}, "unknown option"),
 ])
 def test_bad_tasks(name, options, message):

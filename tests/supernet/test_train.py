@@ -154,3 +154,34 @@ def test_evaluate_static_and_inherited_agree(tiny_space, digits):
     model.train()
     evaluate(model, arch, digits)
     assert model.training  # mode restored
+
+
+def test_a_save_killed_at_any_step_leaves_a_loadable_checkpoint(tiny_space, tmp_path, monkeypatch):
+    """A save puts three files in place (the pending record, the checkpoint, the record): killed
+    before any of them, the checkpoint on disk still loads, as the old or as the new one."""
+    import os
+
+    import supernet.checkpoint as checkpoint
+    from supernet.checkpoint import pending_record_path, save_checkpoint
+
+    path = tmp_path / "c.pt"
+    old = save_checkpoint(path, {"step": 1}, {"space_hash": tiny_space.hash, "task": "digits"})
+    replace = os.replace
+    for killed_before in (1, 2, 3):
+        calls = {"n": 0}
+
+        def replace_or_die(*args, killed_before=killed_before, calls=calls):
+            calls["n"] += 1
+            if calls["n"] == killed_before:
+                raise SystemExit("killed")
+            return replace(*args)
+
+        monkeypatch.setattr(checkpoint.os, "replace", replace_or_die)
+        with pytest.raises(SystemExit):
+            save_checkpoint(path, {"step": 2}, {"space_hash": tiny_space.hash, "task": "digits"})
+        monkeypatch.setattr(checkpoint.os, "replace", replace)
+        state, record = load_checkpoint(path, tiny_space, "digits")
+        expected = 2 if killed_before == 3 else 1  # the new file was in place only before the third
+        assert state["step"] == expected and (record["sha256"] == old["sha256"]) == (expected == 1)
+        save_checkpoint(path, {"step": 1}, {"space_hash": tiny_space.hash, "task": "digits"})  # back to the old one
+        assert not pending_record_path(path).exists()

@@ -1,0 +1,103 @@
+"""Latency measured during a search: beside drift probes, on the dataset's scale, refused when the
+probes disagree; flagged or refused measurements never train a predictor; the schema records how
+each measurement was taken (and an older schema is upgraded to hold it)."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from orchestrator.cli import main
+from orchestrator.db import SCHEMA_VERSION, LatencyRow, SchemaInfo, connect
+from predictors.measure import DriftCheck
+from tests.orchestrator.conftest import write_config
+
+
+def _rows(url, source):
+    engine = connect(url, create=False)
+    with Session(engine) as session:
+        rows = [(r.arch_key, r.median_ms, r.raw_median_ms, r.drift) for r in
+                session.scalars(select(LatencyRow).where(LatencyRow.source == source))]
+    engine.dispose()
+    return rows
+
+
+def test_a_search_measures_beside_probes_and_stores_on_the_datasets_scale(trained):
+    url = f"sqlite:///{trained / 'study.db'}"
+    path = write_config(trained, "measured-search.yaml", study="measured-search",
+                        search={"evaluations": 8, "strategy": "random", "measure_latency": True, "seed": 21})
+    assert main(["search", "-c", str(path), "--no-progress"]) == 0
+    assert _rows(url, "measure"), "the dataset's rows are marked as measured alone"
+    study = optuna.load_study(study_name="measured-search", storage=url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    measured = {key: (median, raw, drift) for key, median, raw, drift in _rows(url, "search")}
+    for trial in complete:
+        metrics, attrs = trial.user_attrs["metrics"], trial.user_attrs
+        if "latency_refused" in attrs:  # this machine was too busy: the trial says so and keeps the prediction
+            assert attrs["latency_source"] == "predicted" and attrs["arch_key"] not in measured
+            continue
+        assert attrs["latency_source"] == "measured" and metrics["latency_ms"] == metrics["latency_measured_ms"]
+        if attrs["arch_key"] in measured and "latency_drift" in attrs:
+            median, raw, drift = measured[attrs["arch_key"]]
+            assert metrics["latency_measured_ms"] == median == pytest.approx(raw / drift)
+            assert attrs["latency_drift"] == drift and attrs["latency_raw_ms"] == raw
+
+
+def _refused(jobs, probes, passes, protocol, seed):
+    check = DriftCheck(drift=1.3, spread=0.4, noise_floor=0.05, attempts=3, accepted=False,
+                       reason="refused: the probes disagree (test)")
+    return {"measurements": [], "check": check.to_dict(), "node": "local"}
+
+
+def test_a_refused_batch_keeps_its_predicted_latency_and_stores_nothing(trained, monkeypatch):
+    url = f"sqlite:///{trained / 'study.db'}"
+    monkeypatch.setattr("orchestrator.executors.measure_beside", _refused)
+    before = _rows(url, "search")
+    path = write_config(trained, "refused-search.yaml", study="refused-search",
+                        search={"evaluations": 4, "strategy": "random", "measure_latency": True, "seed": 77})
+    assert main(["search", "-c", str(path), "--no-progress"]) == 0
+    study = optuna.load_study(study_name="refused-search", storage=url)
+    fresh = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "latency_refused" in t.user_attrs]
+    assert fresh, "archs not measured before were measured, and refused"
+    for trial in fresh:
+        assert trial.user_attrs["latency_source"] == "predicted"
+        assert trial.user_attrs["metrics"]["latency_ms"] == trial.user_attrs["metrics"]["latency_predicted_ms"]
+    assert _rows(url, "search") == before
+
+
+def test_flagged_measurements_do_not_train_the_latency_predictor(trained, monkeypatch):
+    from orchestrator.config import load_study_config
+    from orchestrator.search import SearchDriver
+    from supernet.tasks import load_task
+
+    url = f"sqlite:///{trained / 'study.db'}"
+    config = load_study_config(write_config(trained, "flagged.yaml", study="flagged"))
+    driver = SearchDriver(config, progress=False)
+    engine = connect(url)
+    task = load_task("digits", config.seed)
+    fitted = driver._latency_model(engine, task)
+    with Session(engine) as session, session.begin():
+        row = session.scalars(select(LatencyRow).where(LatencyRow.flagged.is_(False))).first()
+        row.flagged, row_id = True, row.id
+    refit = driver._latency_model(engine, task)
+    assert refit.n_train_ == fitted.n_train_ - 1
+    with Session(engine) as session, session.begin():
+        session.get(LatencyRow, row_id).flagged = False
+    engine.dispose()
+
+
+def test_an_older_schema_is_upgraded_on_connecting(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    connect(url).dispose()
+    engine = connect(url)
+    with engine.begin() as connection:  # as elastiq's schema 2 left it
+        for column in ("source", "drift", "raw_median_ms"):
+            connection.execute(text(f"ALTER TABLE elastiq_latency DROP COLUMN {column}"))
+        connection.execute(text("UPDATE elastiq_schema SET version = 2"))
+    engine.dispose()
+    engine = connect(url, create=False)  # a reader, too, needs the columns
+    with Session(engine) as session:
+        assert session.scalar(select(SchemaInfo.version)) == SCHEMA_VERSION
+        assert session.scalars(select(LatencyRow)).all() == []
+    engine.dispose()
