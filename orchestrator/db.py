@@ -146,8 +146,6 @@ class BatchRow(Base):
     __tablename__ = "elastiq_batches"
     id: Mapped[int] = mapped_column(primary_key=True)
     study: Mapped[str] = mapped_column(String(200), index=True)
-    done_before: Mapped[int] = mapped_column(Integer)  # completed evaluations when it was proposed
-    size: Mapped[int] = mapped_column(Integer)
     trials: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of Optuna trial ids; None: opening
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 

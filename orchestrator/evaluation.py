@@ -94,27 +94,23 @@ def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]]
     def program(arch_json: str):
         return deployed_program(supernet.extract(space.validate(Arch.from_json(arch_json))), inputs)
 
-    niceness = _normal_priority()
+    _normal_priority()
     measured, check = measure_beside_probes(
         [program(job.arch) for job in jobs], [program(arch) for arch, _ in probes],
         [LatencyMeasurement(**reference) for _, reference in probes], inputs, target, Protocol(**protocol), passes,
         np.random.default_rng(seed))
-    return {"measurements": [m.to_dict() for m in measured], "check": {**check.to_dict(), "niceness": niceness},
-            "node": current_node()}
+    return {"measurements": [m.to_dict() for m in measured], "check": check.to_dict(), "node": current_node()}
 
 
-def _normal_priority() -> int:
-    """This process's niceness, brought back to 0 where allowed: Ray runs workers at 15 unless told
+def _normal_priority() -> None:
+    """Bring this process's niceness back to 0 where allowed: Ray runs workers at 15 unless told
     otherwise, and a measurement at 15 loses the CPU to everything else (the probes would still
-    catch it, at the price of refusals). Returns the niceness the measurement runs at."""
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if current <= 0:
-        return current
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-    except PermissionError:  # lowering niceness takes CAP_SYS_NICE
-        return current
-    return 0
+    catch it, at the price of refusals)."""
+    if os.getpriority(os.PRIO_PROCESS, 0) > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        except PermissionError:  # lowering niceness takes CAP_SYS_NICE
+            pass
 
 
 def current_node() -> str:

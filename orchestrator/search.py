@@ -118,16 +118,18 @@ class SearchDriver:
             engine = connect(config.storage, create=False)
             with Session(engine) as session:
                 try:
-                    archs, _, _ = latency_dataset(session, self.target.name)
+                    archs, _, flagged = latency_dataset(session, self.target.name)
                 except Exception as exc:
                     if isinstance(exc, StorageError):
                         raise
                     raise StorageError(f"target {self.target.name!r} has no latency measurements; run "
                                        f"`elastiq measure -c CONFIG` first") from None
             engine.dispose()
-            if len(archs) < 10:
-                raise StorageError(f"target {self.target.name!r} has {len(archs)} latency measurements; at least 10 "
-                                   f"are needed (run `elastiq measure -c CONFIG`)")
+            usable = int((~flagged).sum())  # flagged measurements never train the predictor
+            if usable < 10:
+                raise StorageError(f"target {self.target.name!r} has {usable} unflagged latency measurements "
+                                   f"({len(archs) - usable} flagged); at least 10 are needed (run `elastiq measure "
+                                   f"-c CONFIG`, which also measures flagged ones again)")
         return task, record["sha256"], study
 
     # ---- the loop ----------------------------------------------------------------
@@ -186,7 +188,7 @@ class SearchDriver:
                 else:
                     context = self._context(study, task, latency_model)
                     rng = np.random.default_rng([self.search_seed, done])
-                    batch = self._open_batch(engine, study, done, count)
+                    batch = self._open_batch(engine, study)
                     proposals = strategy.propose(context, study, count, rng)
                     self._close_batch(engine, batch, proposals)
                 if not proposals:
@@ -205,9 +207,9 @@ class SearchDriver:
         return (f"study {config.study}: {done} of {budget} evaluations, Pareto front {front_size}, "
                 f"hypervolume {hv:.4g} ({time.perf_counter() - started:.0f} s this run)")
 
-    def _open_batch(self, engine, study: optuna.Study, done: int, size: int) -> int:
+    def _open_batch(self, engine, study: optuna.Study) -> int:
         with Session(engine) as session, session.begin():
-            row = BatchRow(study=study.study_name, done_before=done, size=size)
+            row = BatchRow(study=study.study_name)
             session.add(row)
             session.flush()
             return row.id

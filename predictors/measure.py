@@ -254,20 +254,19 @@ def measure_beside_probes(models: list[nn.Module], probes: list[nn.Module], refe
         measured = measure_many(list(models), inputs, target, protocol, passes, rng)
         return measured, DriftCheck(drift=1.0, spread=0.0, noise_floor=0.0, attempts=1, accepted=True,
                                     reason="measured as is: the target has no dataset to compare with")
-    tried: list[tuple[list[LatencyMeasurement], float, float, float]] = []
+    floor = noise_floor(references)
+    tried: list[tuple[list[LatencyMeasurement], float, float]] = []
     for _ in range(protocol.attempts):
         measured = measure_many(list(models) + list(probes), inputs, target, protocol, passes, rng)
         batch, now = measured[:len(models)], measured[len(models):]
         ratios = np.log([n.median_ms / r.median_ms for n, r in zip(now, references, strict=True)])
         drift = float(np.exp(np.median(ratios)))
         spread = float(1.4826 * np.median(np.abs(ratios - np.median(ratios)))) if len(ratios) > 1 else 0.0
-        floor = noise_floor(references)
-        tried.append((batch, drift, spread, floor))
+        tried.append((batch, drift, spread))
         if spread <= floor and abs(np.log(drift)) <= floor:
             break
     steady = spread <= floor and abs(np.log(drift)) <= floor
-    best = len(tried) - 1 if steady else min(range(len(tried)), key=lambda i: tried[i][2] / tried[i][3])
-    batch, drift, spread, floor = tried[best]
+    batch, drift, spread = tried[-1] if steady else min(tried, key=lambda attempt: attempt[2])
     accepted = spread <= floor
     if not accepted:
         reason = (f"refused: the probes disagree about the machine's speed (spread {100 * spread:.1f}% > noise floor "

@@ -101,3 +101,25 @@ def test_an_older_schema_is_upgraded_on_connecting(tmp_path):
         assert session.scalar(select(SchemaInfo.version)) == SCHEMA_VERSION
         assert session.scalars(select(LatencyRow)).all() == []
     engine.dispose()
+
+
+def test_a_dataset_with_too_few_unflagged_measurements_is_refused_with_one_line(trained, capsys):
+    url = f"sqlite:///{trained / 'study.db'}"
+    engine = connect(url)
+    with Session(engine) as session, session.begin():
+        rows = session.scalars(select(LatencyRow).where(LatencyRow.flagged.is_(False))).all()
+        flagged_now = [row.id for row in rows[9:]]  # 9 unflagged left (fewer, if a busy machine flagged more)
+        left = min(9, len(rows))
+        for row in rows[9:]:
+            row.flagged = True
+    try:
+        path = write_config(trained, "few-unflagged.yaml", study="few-unflagged", search={"evaluations": 4})
+        capsys.readouterr()
+        assert main(["search", "-c", str(path), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{left} unflagged latency measurements" in err, err
+    finally:
+        with Session(engine) as session, session.begin():
+            for row_id in flagged_now:
+                session.get(LatencyRow, row_id).flagged = False
+        engine.dispose()
