@@ -124,7 +124,7 @@ def main() -> None:
         supernet = load_supernet(args.checkpoint, config.space, task)
         inputs = example_input(task.spec, target)
         archs = [Arch.from_json(r.arch) for r in searched]
-        protocol = Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
+        protocol = Protocol(**config.measure.protocol_options())
         alone = []
         for repeat in range(2):  # the programs are built anew each time, as each measurement does
             programs = [deployed_program(supernet.extract(a), inputs) for a in archs]

@@ -64,7 +64,12 @@ class MeasureConfig(_Section):
     archs: int = Field(200, gt=0, le=100_000)  # size of the latency dataset for the target
     passes: int = Field(15, gt=0, le=10_000)  # rounds in which every arch runs a short burst, in a new order each
     max_repeats: int = Field(200, gt=0, le=10**6)
-    max_cv: float = Field(0.10, gt=0, le=10)  # spread above which a measurement is repeated, then flagged
+    max_cv: float = Field(0.10, gt=0, le=10)  # spread within a run above which it is repeated, then flagged
+    max_pass_cv: float = Field(0.25, gt=0, le=10)  # the same for the spread between passes
+
+    def protocol_options(self) -> dict:
+        """The measurement protocol's settings (`predictors.measure.Protocol`'s keywords)."""
+        return {"max_repeats": self.max_repeats, "max_cv": self.max_cv, "max_pass_cv": self.max_pass_cv}
 
 
 class SearchConfig(_Section):

@@ -208,7 +208,7 @@ def _measure_for_selection(unmeasured: list[Evaluation], config, engine, superne
 
 
 def _protocol(config: StudyConfig) -> Protocol:
-    return Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
+    return Protocol(**config.measure.protocol_options())
 
 
 def _probe_latencies(engine, target) -> list[tuple[Arch, float]]:

@@ -81,7 +81,7 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
     # a flagged measurement (its passes spread too much: the machine was not steady) is taken again
     missing = [arch for arch in wanted if arch.key not in done or done[arch.key][1]]
     again = {arch.key for arch in missing if arch.key in done}
-    protocol = Protocol(max_repeats=config.measure.max_repeats, max_cv=config.measure.max_cv)
+    protocol = Protocol(**config.measure.protocol_options())
     flagged = 0
     for record in measure_archs(supernet, missing, target, protocol, passes=config.measure.passes, seed=config.seed,
                                 progress=progress):

@@ -360,7 +360,7 @@ class SearchDriver:
             return found
         outcome = executor.measure([self._job(a, supernet_sha) for a in todo],
                                    [(arch.to_json(), m.to_dict()) for arch, m in probes], config.measure.passes,
-                                   {"max_repeats": config.measure.max_repeats, "max_cv": config.measure.max_cv},
+                                   config.measure.protocol_options(),
                                    seed=int(np.random.default_rng([self.search_seed, len(stored)]).integers(2**31)))
         if isinstance(outcome, Exception):
             return found  # logged by the executor: the batch keeps its predicted latency

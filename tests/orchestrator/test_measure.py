@@ -53,6 +53,23 @@ def test_measure_stores_and_continues(tmp_path, capsys):
     assert count_rows(tmp_path) == 6
 
 
+def test_the_spread_between_passes_that_flags_a_measurement_is_the_configs(tmp_path, capsys):
+    tight = write_config(tmp_path, "tight.yaml", measure={"max_pass_cv": 1e-9})
+    assert main(["measure", "-c", str(tight), "--no-progress"]) == 0
+    engine = connect(f"sqlite:///{tmp_path / 'study.db'}", create=False)
+    with Session(engine) as session:
+        rows = session.scalars(select(LatencyRow)).all()
+        assert [r.flagged for r in rows] == [r.pass_cv > 1e-9 for r in rows] and any(r.flagged for r in rows)
+        assert all(r.attempts == 3 for r in rows if r.flagged)  # repeated before it was flagged
+    engine.dispose()
+    capsys.readouterr()
+    tolerant = write_config(tmp_path, "tolerant.yaml", measure={"max_pass_cv": 10})
+    assert main(["measure", "-c", str(tolerant), "--no-progress"]) == 0  # the flagged ones again, kept now
+    assert flagged_rows(tmp_path) == 0 and count_rows(tmp_path) == 4
+    assert main(["measure", "-c", str(tolerant), "--no-progress"]) == 0
+    assert "0 archs measured now (0 flagged before), 4 in the dataset" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_measure_refuses_to_mix_settings_or_machines(tmp_path, capsys, monkeypatch):
     path = write_config(tmp_path)
     assert main(["measure", "-c", str(path), "--no-progress", "-n", "1"]) == 0
