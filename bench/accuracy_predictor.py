@@ -30,7 +30,7 @@ from latency_predictor import layer_averaged  # a sibling script: bench/ is on s
 from scipy.stats import kendalltau
 
 from orchestrator.config import load_study_config
-from orchestrator.strategies import search_accuracy_predictor
+from orchestrator.search.strategies.evolutionary import search_accuracy_predictor
 from predictors.models import AccuracyPredictor
 from search_space import encode_many
 from supernet.checkpoint import read_record

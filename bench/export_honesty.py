@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.export import verify_export
+from orchestrator.delivery.export import verify_export
 from search_space import Arch, SearchSpace
 from supernet.deploy import deployed_program, program_bytes, trace_program
 from supernet.tasks import load_task

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.config import load_study_config
-from orchestrator.executors import LocalExecutor, RayExecutor
-from orchestrator.measuring import target_of
-from orchestrator.search import SearchDriver
+from orchestrator.execution.executors import LocalExecutor, RayExecutor
+from orchestrator.execution.measuring import target_of
+from orchestrator.search.driver import SearchDriver
 from supernet.checkpoint import read_record
 
 ROOT = Path(__file__).resolve().parent.parent

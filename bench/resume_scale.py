@@ -21,12 +21,12 @@ import numpy as np
 import optuna
 
 from orchestrator.config import load_study_config
-from orchestrator.executors import LocalExecutor
-from orchestrator.measuring import run_measure
-from orchestrator.objectives import Objectives
-from orchestrator.search import SearchDriver, front_and_hypervolume
-from orchestrator.status import study_status
-from orchestrator.study import interrupted
+from orchestrator.delivery.status import study_status
+from orchestrator.execution.executors import LocalExecutor
+from orchestrator.execution.measuring import run_measure
+from orchestrator.search.driver import SearchDriver, front_and_hypervolume
+from orchestrator.search.objectives import Objectives
+from orchestrator.storage.study import interrupted
 from search_space.optuna_map import distributions, params_from_arch
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,10 +24,10 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.config import load_study_config
-from orchestrator.objectives import Objectives
-from orchestrator.pareto import hypervolume, pareto_front
-from orchestrator.search import SearchDriver
-from orchestrator.study import REFERENCE_ATTR
+from orchestrator.search.driver import SearchDriver
+from orchestrator.search.objectives import Objectives
+from orchestrator.search.pareto import hypervolume, pareto_front
+from orchestrator.storage.study import REFERENCE_ATTR
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")

@@ -41,9 +41,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from orchestrator.config import load_study_config
-from orchestrator.db import LatencyRow, TargetRow, connect
-from orchestrator.measuring import drift_probes, target_of
-from orchestrator.search import SearchDriver
+from orchestrator.execution.measuring import drift_probes, target_of
+from orchestrator.search.driver import SearchDriver
+from orchestrator.storage.schema import LatencyRow, TargetRow, connect
 from predictors.features import latency_features
 from predictors.measure import Protocol, example_input, measure_beside_probes
 from predictors.models import LatencyPredictor

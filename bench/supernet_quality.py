@@ -27,7 +27,7 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from orchestrator.config import load_study_config
-from orchestrator.training import train_settings
+from orchestrator.execution.training import train_settings
 from search_space import Arch, LayerArch
 from supernet.model import Supernet
 from supernet.tasks import load_task

@@ -62,7 +62,7 @@ def arm(phase: str, occurrence: int, pause_in: str | None = None) -> None:
                     time.sleep(0.05)
 
     if phase == "evaluate":
-        import orchestrator.executors as executors
+        import orchestrator.execution.executors as executors
 
         evaluate = executors.evaluate_arch
 

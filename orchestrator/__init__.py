@@ -1,1 +1,15 @@
-"""Studies in SQL, search strategies, execution, resume, export and the CLI."""
+"""Studies in SQL, search strategies, execution, resume, export and the CLI.
+
+One subpackage per concept, and imports point one way only, down this list
+(`tests/test_import_direction.py` holds the same order):
+
+    cli → delivery → search → execution → storage → config, errors
+
+- `cli.py`: the command line, the product's surface.
+- `delivery/`: what a study gives its user: `export` (models to ship), `report`, `status`, output folders.
+- `search/`: the driver loop (`search`, `resume`), the strategies, objectives, Pareto fronts.
+- `execution/`: where work runs: executors (local, Ray), the job board, evaluating an arch, measuring latency,
+  training the supernet.
+- `storage/`: the database: elastiq's tables, Optuna studies, the study lease, Optuna's private API.
+- `config.py`, `errors.py`: the study config and the failures of a run, used by every room.
+"""

@@ -98,7 +98,7 @@ def config_show(config_path: str, set_pairs: tuple[str, ...]) -> None:
 def train_supernet_command(config_path: str, set_pairs: tuple[str, ...], steps: int | None, progress: bool) -> None:
     """Train the supernet of a study, or continue it from its checkpoint."""
     from orchestrator.config import load_study_config
-    from orchestrator.training import run_supernet_training
+    from orchestrator.execution.training import run_supernet_training
 
     overrides = _overrides(set_pairs)
     if steps is not None:
@@ -114,7 +114,7 @@ def train_supernet_command(config_path: str, set_pairs: tuple[str, ...], steps: 
 def measure_command(config_path: str, set_pairs: tuple[str, ...], count: int | None, progress: bool) -> None:
     """Build (or complete) the latency dataset of the study's hardware target."""
     from orchestrator.config import load_study_config
-    from orchestrator.measuring import run_measure
+    from orchestrator.execution.measuring import run_measure
 
     click.echo(run_measure(load_study_config(config_path, _overrides(set_pairs)), count, progress=progress))
 
@@ -132,7 +132,7 @@ progress_option = click.option("--progress/--no-progress", default=True, show_de
 def search_command(config_path: str, set_pairs: tuple[str, ...], executor: str | None, progress: bool) -> None:
     """Launch a hardware-aware search, or continue the study it names."""
     from orchestrator.config import load_study_config
-    from orchestrator.search import SearchDriver
+    from orchestrator.search.driver import SearchDriver
 
     overrides = _overrides(set_pairs)
     if executor:
@@ -150,8 +150,8 @@ def resume_command(storage: str, study_name: str, evaluations: int | None, execu
                    progress: bool) -> None:
     """Continue a study to its budget from the database alone."""
     from orchestrator.config import config_as_dict, study_config_from_dict
-    from orchestrator.search import SearchDriver
-    from orchestrator.study import require_study, stored_config
+    from orchestrator.search.driver import SearchDriver
+    from orchestrator.storage.study import require_study, stored_config
 
     config = stored_config(require_study(storage, study_name), storage)
     data = config_as_dict(config)
@@ -168,7 +168,7 @@ def resume_command(storage: str, study_name: str, evaluations: int | None, execu
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(storage: str, study_name: str, as_json: bool) -> None:
     """Trial counts, best per objective, Pareto size, hypervolume and budget used."""
-    from orchestrator.status import format_status, study_status
+    from orchestrator.delivery.status import format_status, study_status
 
     click.echo(format_status(study_status(storage, study_name), as_json))
 
@@ -188,7 +188,7 @@ def export_command(storage: str, study_name: str, out: str, trials: tuple[int, .
                    overwrite: bool, onnx: bool) -> None:
     """Export the Pareto-optimal models of a study: TorchScript programs with real int8
     kernels, state dicts, metrics, and a manifest of sha256s; each one verified."""
-    from orchestrator.export import Selection, export_study
+    from orchestrator.delivery.export import Selection, export_study
 
     if trials and max_latency_ms is not None:
         raise click.UsageError("give --trial or --max-latency-ms, not both")
@@ -202,7 +202,7 @@ def export_command(storage: str, study_name: str, out: str, trials: tuple[int, .
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
 def report_command(storage: str, study_names: tuple[str, ...], out: str) -> None:
     """Plots of the front and of the hypervolume, and a markdown summary."""
-    from orchestrator.report import write_report
+    from orchestrator.delivery.report import write_report
 
     click.echo(write_report(storage, list(dict.fromkeys(study_names)), out))
 

@@ -1,19 +1,38 @@
-"""Random architectures and their variation, always from an explicit generator."""
+"""Random architectures and their variation, always from an explicit generator.
+
+These work on any space that maps genes to archs (`GeneSpace`: `search_space.space.SearchSpace`
+is one), so that the space calls them and they never import it."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from search_space.arch import Arch, LayerArch
 from search_space.errors import SpaceError
-from search_space.space import SearchSpace
+from search_space.layer_choices import LayerChoices
 
 SAMPLE_MODES = ("depth_uniform", "arch_uniform")
 
 
-def sample(space: SearchSpace, rng: np.random.Generator, mode: str = "depth_uniform") -> Arch:
+class GeneSpace(Protocol):
+    """What sampling needs of a space: its choices, and the map between genes and archs."""
+
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    layers: tuple[LayerChoices, ...]
+
+    def gene_sizes(self) -> np.ndarray: ...
+
+    def decode(self, genes: Sequence[int]) -> Arch: ...
+
+    def genome(self, arch: Arch, rng: np.random.Generator | None = None) -> np.ndarray: ...
+
+
+def sample(space: GeneSpace, rng: np.random.Generator, mode: str = "depth_uniform") -> Arch:
     """A random architecture.
 
     `depth_uniform` draws every decision uniformly, so each depth is equally
@@ -39,20 +58,20 @@ def sample(space: SearchSpace, rng: np.random.Generator, mode: str = "depth_unif
     raise SpaceError(f"sample mode {mode!r} unknown; choose one of {list(SAMPLE_MODES)}")
 
 
-def largest(space: SearchSpace) -> Arch:
+def largest(space: GeneSpace) -> Arch:
     """Widest, deepest, full precision; each layer's first declared attention type."""
     embed_dim = max(space.embed_dims)
     return _extreme(space, embed_dim, max(space.depths), max)
 
 
-def smallest(space: SearchSpace) -> Arch:
+def smallest(space: GeneSpace) -> Arch:
     """Narrowest and shallowest; precision and attention as in `largest`, so the
     sandwich rule spans size while quantization is randomized separately."""
     embed_dim = min(space.embed_dims)
     return _extreme(space, embed_dim, min(space.depths), min)
 
 
-def _extreme(space: SearchSpace, embed_dim: int, depth: int, pick) -> Arch:
+def _extreme(space: GeneSpace, embed_dim: int, depth: int, pick) -> Arch:
     layers = tuple(
         LayerArch(num_heads=pick(c.num_heads), mlp_dim=pick(c.mlp_dims(embed_dim)),
                   attention=c.attention[0], bits=max(c.bits))
@@ -60,7 +79,7 @@ def _extreme(space: SearchSpace, embed_dim: int, depth: int, pick) -> Arch:
     return Arch(embed_dim=embed_dim, layers=layers)
 
 
-def mutate(space: SearchSpace, arch: Arch, prob: float, rng: np.random.Generator) -> Arch:
+def mutate(space: GeneSpace, arch: Arch, prob: float, rng: np.random.Generator) -> Arch:
     """Each decision (including those of inactive layers) changes to another
     value with probability `prob`."""
     if not 0.0 <= prob <= 1.0:
@@ -74,7 +93,7 @@ def mutate(space: SearchSpace, arch: Arch, prob: float, rng: np.random.Generator
     return space.decode(genes)
 
 
-def crossover(space: SearchSpace, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
+def crossover(space: GeneSpace, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
     """Uniform crossover: each decision from either parent with equal chance."""
     genes_a, genes_b = space.genome(a, rng), space.genome(b, rng)
     take_a = rng.random(len(genes_a)) < 0.5

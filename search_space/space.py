@@ -21,7 +21,6 @@ inactive slots are kept so that mutation and crossover can bring them back.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -32,8 +31,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from search_space import sampling
 from search_space.arch import Arch, LayerArch
 from search_space.errors import InputError, SpaceError
+from search_space.layer_choices import LayerChoices
 from search_space.registry import ATTENTION_TYPES, SUPPORTED_BITS
 
 MAX_DEPTH = 10_000  # layers: far beyond any transformer, and what a per-layer table can hold
@@ -41,48 +42,6 @@ MAX_MLP_RATIO = 1000.0
 _TOP_KEYS = {"name", "head_dim", "local_window", "embed_dim", "depth", "layer", "per_layer", "layers"}
 _LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits"}
 GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits
-
-
-@dataclass(frozen=True)
-class LayerChoices:
-    num_heads: tuple[int, ...]
-    attention: tuple[str, ...]
-    bits: tuple[int, ...]
-    mlp_dim: tuple[int, ...] | None = None
-    mlp_ratio: tuple[float, ...] | None = None
-
-    @property
-    def mlp_key(self) -> str:
-        return "mlp_ratio" if self.mlp_ratio is not None else "mlp_dim"
-
-    @property
-    def mlp_options(self) -> tuple:
-        return self.mlp_ratio if self.mlp_ratio is not None else self.mlp_dim
-
-    def mlp_hidden(self, option_index: int, embed_dim: int) -> int:
-        if self.mlp_ratio is not None:
-            return max(1, int(round(self.mlp_ratio[option_index] * embed_dim)))
-        return self.mlp_dim[option_index]
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - choices are few, immutable and live as long as their space
-    def mlp_dims(self, embed_dim: int) -> tuple[int, ...]:
-        """Distinct hidden sizes this layer may take at `embed_dim`, ascending (cached: a search
-        validates and encodes tens of thousands of candidates)."""
-        return tuple(sorted({self.mlp_hidden(i, embed_dim) for i in range(len(self.mlp_options))}))
-
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 - as mlp_dims
-    def mlp_index(self, mlp_dim: int, embed_dim: int) -> int:
-        for i in range(len(self.mlp_options)):
-            if self.mlp_hidden(i, embed_dim) == mlp_dim:
-                return i
-        raise KeyError(mlp_dim)
-
-    def options(self, embed_dim: int) -> int:
-        return len(self.num_heads) * len(self.mlp_dims(embed_dim)) * len(self.attention) * len(self.bits)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"num_heads": list(self.num_heads), self.mlp_key: list(self.mlp_options),
-                "attention": list(self.attention), "bits": list(self.bits)}
 
 
 @dataclass(frozen=True)
@@ -266,24 +225,19 @@ class SearchSpace:
 
     # ---- sampling and variation (see search_space.sampling) -----------
     def sample(self, rng: np.random.Generator, mode: str = "depth_uniform") -> Arch:
-        from search_space.sampling import sample
-        return sample(self, rng, mode)
+        return sampling.sample(self, rng, mode)
 
     def smallest(self) -> Arch:
-        from search_space.sampling import smallest
-        return smallest(self)
+        return sampling.smallest(self)
 
     def largest(self) -> Arch:
-        from search_space.sampling import largest
-        return largest(self)
+        return sampling.largest(self)
 
     def mutate(self, arch: Arch, prob: float, rng: np.random.Generator) -> Arch:
-        from search_space.sampling import mutate
-        return mutate(self, arch, prob, rng)
+        return sampling.mutate(self, arch, prob, rng)
 
     def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
-        from search_space.sampling import crossover
-        return crossover(self, a, b, rng)
+        return sampling.crossover(self, a, b, rng)
 
     def summary(self) -> str:
         lines = [f"space {self.name!r} (hash {self.hash[:12]})",

@@ -15,7 +15,7 @@ def local_ray():
 
     import ray
 
-    from orchestrator.executors import RAY_SYSTEM_CONFIG, target_resource
+    from orchestrator.execution.executors import RAY_SYSTEM_CONFIG, target_resource
 
     ray.init(address="local", num_cpus=3, resources={target_resource("cpu-b1"): 1}, include_dashboard=False,
              log_to_driver=False, logging_level=logging.WARNING, _system_config=RAY_SYSTEM_CONFIG)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from orchestrator.cli import main
-from orchestrator.export import verify_export
-from orchestrator.study import evaluations, require_study
+from orchestrator.delivery.export import verify_export
+from orchestrator.storage.study import evaluations, require_study
 from tests.orchestrator.conftest import write_config
 
 

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from orchestrator import job_board
-from orchestrator.job_board import STOP, JobBoard
+from orchestrator.execution import job_board
+from orchestrator.execution.job_board import STOP, JobBoard
 
 Board = JobBoard.__ray_actor_class__  # the class under the Ray actor: its logic without a cluster
 

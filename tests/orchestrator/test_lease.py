@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from orchestrator.db import LeaseRow, _now, connect
-from orchestrator.lease import Lease, StudyBusy
+from orchestrator.storage.lease import Lease, StudyBusy
+from orchestrator.storage.schema import LeaseRow, _now, connect
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.cli import main
-from orchestrator.db import LatencyRow, connect, masked
+from orchestrator.storage.schema import LatencyRow, connect, masked
 from tests.conftest import CONFIGS
 
 
@@ -80,7 +80,7 @@ def test_measure_refuses_to_mix_settings_or_machines(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert "target 'cpu-b1' is stored with other settings" in err and err.count("\n") == 1
 
-    import orchestrator.measuring as measuring
+    import orchestrator.execution.measuring as measuring
 
     monkeypatch.setattr(measuring, "fingerprint", lambda target: {"cpu": "Another CPU", "cores": 64})
     assert main(["measure", "-c", str(path), "--no-progress"]) == 2

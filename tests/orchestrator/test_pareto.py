@@ -2,7 +2,7 @@ import itertools
 
 import numpy as np
 
-from orchestrator.pareto import crowding_distance, hypervolume, non_dominated_sort, pareto_front
+from orchestrator.search.pareto import crowding_distance, hypervolume, non_dominated_sort, pareto_front
 
 
 def brute_front(values):
@@ -53,7 +53,7 @@ def test_crowding_distance_prefers_the_extremes():
 
 
 def test_best_fronts_is_the_top_of_the_non_dominated_sort():
-    from orchestrator.pareto import best_fronts
+    from orchestrator.search.pareto import best_fronts
 
     for m, seed in itertools.product((2, 3), range(4)):
         values = np.random.default_rng(seed).integers(0, 8, size=(150, m)).astype(float)

@@ -13,9 +13,9 @@ from sqlalchemy import create_engine, text
 
 from orchestrator.cli import main
 from orchestrator.config import load_study_config
-from orchestrator.executors import LocalExecutor
-from orchestrator.search import SearchDriver
-from orchestrator.status import study_status
+from orchestrator.delivery.status import study_status
+from orchestrator.execution.executors import LocalExecutor
+from orchestrator.search.driver import SearchDriver
 from tests.orchestrator.conftest import write_config
 
 URL = os.environ.get("ELASTIQ_TEST_POSTGRES")
@@ -35,7 +35,7 @@ def _name(prefix):
 
 @needs_ci_postgres
 def test_search_crash_resume_status_and_export_on_postgres(measured, tmp_path, monkeypatch):
-    import orchestrator.search as search_module
+    import orchestrator.search.driver as search_module
 
     name = _name("pg-crash")
     path = write_config(measured, f"{name}.yaml", study=name, storage=URL)

@@ -8,8 +8,8 @@ from optuna.trial import TrialState
 
 from orchestrator.cli import main
 from orchestrator.config import load_study_config
-from orchestrator.search import SearchDriver
-from orchestrator.status import study_status
+from orchestrator.delivery.status import study_status
+from orchestrator.search.driver import SearchDriver
 from tests.orchestrator.conftest import write_config
 
 
@@ -52,7 +52,7 @@ def test_resume_after_a_crash_reruns_interrupted_trials_once(trained, monkeypatc
     url = f"sqlite:///{trained / 'study.db'}"
     path = write_config(trained, "crash.yaml", study="crash")
     config = load_study_config(path)
-    import orchestrator.search as search_module
+    import orchestrator.search.driver as search_module
 
     original = search_module.SearchDriver._evaluate_and_record
     calls = {"n": 0}
@@ -206,7 +206,7 @@ def test_a_search_refuses_a_seed_that_is_not_its_supernets_and_search_seed_varie
 
 
 def test_a_study_stored_before_a_config_key_existed_still_continues(trained, capsys):
-    from orchestrator.study import CONFIG_ATTR
+    from orchestrator.storage.study import CONFIG_ATTR
 
     url = f"sqlite:///{trained / 'study.db'}"
     path = write_config(trained, "older.yaml", study="older", search={"evaluations": 4, "strategy": "random"})
@@ -237,7 +237,7 @@ def test_the_stored_latency_predictor_is_data_and_a_crafted_row_runs_no_code(tra
     from sqlalchemy import delete, func, select
     from sqlalchemy.orm import Session
 
-    from orchestrator.db import PredictorRow, connect
+    from orchestrator.storage.schema import PredictorRow, connect
     from predictors.persist import STATE_VERSION
 
     url = f"sqlite:///{trained / 'study.db'}"
@@ -279,7 +279,7 @@ def test_the_stored_latency_predictor_is_data_and_a_crafted_row_runs_no_code(tra
 
 
 def test_a_crash_while_a_batch_is_opened_proposes_it_again_and_ends_as_an_uninterrupted_run(trained, monkeypatch):
-    import orchestrator.strategies as strategies
+    import orchestrator.search.strategies.random_search as strategies
 
     url = f"sqlite:///{trained / 'study.db'}"
     config = load_study_config(write_config(trained, "opening.yaml", study="opening", search={"seed": 31}))

@@ -9,7 +9,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from orchestrator.cli import main
-from orchestrator.db import SCHEMA_VERSION, LatencyRow, SchemaInfo, connect
+from orchestrator.storage.schema import SCHEMA_VERSION, LatencyRow, SchemaInfo, connect
 from predictors.measure import DriftCheck
 from tests.orchestrator.conftest import write_config
 
@@ -52,7 +52,7 @@ def _refused(jobs, probes, passes, protocol, seed):
 
 def test_a_refused_batch_keeps_its_predicted_latency_and_stores_nothing(trained, monkeypatch):
     url = f"sqlite:///{trained / 'study.db'}"
-    monkeypatch.setattr("orchestrator.executors.measure_beside", _refused)
+    monkeypatch.setattr("orchestrator.execution.executors.measure_beside", _refused)
     before = _rows(url, "search")
     path = write_config(trained, "refused-search.yaml", study="refused-search",
                         search={"evaluations": 4, "strategy": "random", "measure_latency": True, "seed": 77})
@@ -68,7 +68,7 @@ def test_a_refused_batch_keeps_its_predicted_latency_and_stores_nothing(trained,
 
 def test_flagged_measurements_do_not_train_the_latency_predictor(trained, monkeypatch):
     from orchestrator.config import load_study_config
-    from orchestrator.search import SearchDriver
+    from orchestrator.search.driver import SearchDriver
     from supernet.tasks import load_task
 
     url = f"sqlite:///{trained / 'study.db'}"

@@ -63,7 +63,7 @@ def synthetic_accuracy(archs, rng) -> np.ndarray:
 
 
 def test_search_accuracy_predictor_ranks_held_out_archs(digits_space):
-    from orchestrator.strategies import search_accuracy_predictor
+    from orchestrator.search.strategies.evolutionary import search_accuracy_predictor
 
     rng = np.random.default_rng(2)
     archs = list({a.key: a for a in (digits_space.sample(rng) for _ in range(400))}.values())[:300]

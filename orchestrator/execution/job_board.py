@@ -105,7 +105,7 @@ def tune_worker(config: dict[str, Any]) -> None:
 
 
 def _evaluate(job: dict) -> dict:
-    from orchestrator.evaluation import EvalJob, current_node, evaluate_arch
+    from orchestrator.execution.evaluation import EvalJob, current_node, evaluate_arch
 
     try:
         return {**evaluate_arch(EvalJob(**job)), "node": current_node()}

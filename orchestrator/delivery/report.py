@@ -20,11 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig
-from orchestrator.db import ExportRow, HypervolumeRow, connect
-from orchestrator.objectives import Objectives
-from orchestrator.outdir import staged
-from orchestrator.pareto import pareto_front
-from orchestrator.study import Evaluation, evaluations, require_study, stored_config
+from orchestrator.delivery.outdir import staged
+from orchestrator.search.objectives import Objectives
+from orchestrator.search.pareto import pareto_front
+from orchestrator.storage.schema import ExportRow, HypervolumeRow, connect
+from orchestrator.storage.study import Evaluation, evaluations, require_study, stored_config
 
 SUMMARY = "summary.md"
 UNITS = {"latency_ms": "latency (ms)", "params": "parameters", "bytes": "model size (bytes)", "macs": "MACs",

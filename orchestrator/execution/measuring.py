@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig
-from orchestrator.db import LatencyRow, StorageError, TargetRow, connect, dumps
+from orchestrator.storage.schema import LatencyRow, StorageError, TargetRow, connect, dumps
 from predictors.dataset import measure_archs, stratified_archs
 from predictors.measure import LatencyMeasurement, Protocol
 from predictors.target import HardwareTarget, fingerprint

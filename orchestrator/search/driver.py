@@ -28,7 +28,22 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from orchestrator.config import StudyConfig
-from orchestrator.db import (
+from orchestrator.execution.evaluation import EvalJob
+from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor
+from orchestrator.execution.measuring import (
+    drift_probes,
+    latency_dataset,
+    latency_row,
+    measured_latencies,
+    register_target,
+    target_of,
+)
+from orchestrator.search.objectives import Objectives
+from orchestrator.search.pareto import hypervolume, pareto_front
+from orchestrator.search.strategies import SearchContext, ask_fixed, make_strategy
+from orchestrator.storage.lease import Lease
+from orchestrator.storage.optuna_private import set_constraint, trial_id
+from orchestrator.storage.schema import (
     BatchRow,
     EvaluationRow,
     HypervolumeRow,
@@ -38,21 +53,7 @@ from orchestrator.db import (
     connect,
     dumps,
 )
-from orchestrator.evaluation import EvalJob
-from orchestrator.executors import Executor, LocalExecutor, RayExecutor
-from orchestrator.lease import Lease
-from orchestrator.measuring import (
-    drift_probes,
-    latency_dataset,
-    latency_row,
-    measured_latencies,
-    register_target,
-    target_of,
-)
-from orchestrator.objectives import Objectives
-from orchestrator.pareto import hypervolume, pareto_front
-from orchestrator.strategies import SearchContext, ask_fixed, make_strategy
-from orchestrator.study import (
+from orchestrator.storage.study import (
     REFERENCE_ATTR,
     SUPERNET_ATTR,
     ObjectiveTable,
@@ -216,7 +217,7 @@ class SearchDriver:
 
     def _close_batch(self, engine, batch: int, proposals: list[tuple[Arch, optuna.Trial]]) -> None:
         with Session(engine) as session, session.begin():
-            session.get(BatchRow, batch).trials = dumps([trial._trial_id for _, trial in proposals])
+            session.get(BatchRow, batch).trials = dumps([trial_id(trial) for _, trial in proposals])
 
     def _recover(self, engine, study: optuna.Study) -> list[tuple[Arch, optuna.Trial]]:
         """After a crash: the trials of the last batch that are not complete, to run again themselves
@@ -237,13 +238,13 @@ class SearchDriver:
             if frozen.state == TrialState.WAITING:  # enqueued but never asked: take it, to close it
                 trial = study.ask(distributions(space))
             else:
-                trial = optuna.trial.Trial(study, frozen._trial_id)
+                trial = optuna.trial.Trial(study, trial_id(frozen))
             try:
                 arch = arch_from_params(space, dict(trial.params))
             except InputError:  # the crash came before its params were all set: nothing to run again
                 arch = None
             fresh = arch is not None and arch.key not in done_keys and arch.key not in {a.key for a, _ in reruns}
-            if fresh and frozen._trial_id in members:
+            if fresh and trial_id(frozen) in members:
                 reruns.append((arch, trial))  # the batch's own trial runs again
                 continue
             trial.set_user_attr("interrupted", True)
@@ -342,7 +343,7 @@ class SearchDriver:
             trial.set_user_attr("constraint_violations", violations)
             trial.set_user_attr("feasible", all(v <= 0 for v in violations))
             for constraint, violation in zip(self.config.constraints, violations, strict=True):
-                _set_constraint(trial, str(constraint), violation)
+                set_constraint(trial, str(constraint), violation)
             study.tell(trial, self.objectives.values(metrics))
 
     def _measured_latencies(self, engine, executor, archs: list[Arch], supernet_sha: str) -> dict[str, dict]:
@@ -440,16 +441,6 @@ class SearchDriver:
         with Session(engine) as session, session.begin():
             session.add(HypervolumeRow(study=study.study_name, evaluations=done, hypervolume=hv, pareto_size=size))
         return hv, size
-
-
-def _set_constraint(trial: optuna.Trial, key: str, violation: float) -> None:
-    """The constraint value Optuna's samplers read. `Trial.set_constraint` keeps (and warns about) a
-    value set before, which a trial run again after a crash may carry: the new value is written over it."""
-    constraint = f"constraints:{key}"  # how Optuna names it among the trial's system attributes
-    if constraint in trial.storage.get_trial_system_attrs(trial._trial_id):
-        trial.storage.set_trial_system_attr(trial._trial_id, constraint, float(violation))
-    else:
-        trial.set_constraint(key, violation)
 
 
 def front_and_hypervolume(study: optuna.Study, objectives: Objectives,

@@ -35,14 +35,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig
-from orchestrator.db import ExportRow, LatencyRow, SupernetRow, connect, dumps, masked
-from orchestrator.evaluation import static_model
-from orchestrator.measuring import drift_probes, latency_row, register_target, target_of
-from orchestrator.objectives import Objectives
-from orchestrator.outdir import OutputError, check_output_dir, staged, write_json
-from orchestrator.pareto import pareto_front
-from orchestrator.search import SPLIT
-from orchestrator.study import SUPERNET_ATTR, Evaluation, evaluations, require_study, stored_config
+from orchestrator.delivery.outdir import OutputError, check_output_dir, staged, write_json
+from orchestrator.execution.evaluation import static_model
+from orchestrator.execution.measuring import drift_probes, latency_row, register_target, target_of
+from orchestrator.search.driver import SPLIT
+from orchestrator.search.objectives import Objectives
+from orchestrator.search.pareto import pareto_front
+from orchestrator.storage.schema import ExportRow, LatencyRow, SupernetRow, connect, dumps, masked
+from orchestrator.storage.study import SUPERNET_ATTR, Evaluation, evaluations, require_study, stored_config
 from predictors.measure import Protocol, example_input, measure_beside_probes, measure_many
 from search_space import Arch, InputError
 from supernet.checkpoint import CheckpointError, sha256_file

@@ -28,8 +28,8 @@ from ray.tune.search import Searcher  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from orchestrator.errors import TargetLost, WorkersLost  # noqa: E402
-from orchestrator.evaluation import EvalJob, evaluate_arch, measure_beside  # noqa: E402
-from orchestrator.job_board import POLL_SECONDS, JobBoard, tune_worker  # noqa: E402
+from orchestrator.execution.evaluation import EvalJob, evaluate_arch, measure_beside  # noqa: E402
+from orchestrator.execution.job_board import POLL_SECONDS, JobBoard, tune_worker  # noqa: E402
 
 log = logging.getLogger("elastiq.executor")
 
@@ -164,7 +164,7 @@ class RayExecutor:
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             self._started_ray = True
-        self._storage = tempfile.mkdtemp(prefix="elastiq-tune-")
+        self._tune_dir = tempfile.mkdtemp(prefix="elastiq-tune-")
         # no CPU reserved: the target's resource (capacity 1) is what a measurement holds, and the driver
         # measures only between batches, when the workers (which keep their CPUs) wait on the board
         self._measure = ray.remote(num_cpus=0, max_retries=max_failures)(measure_beside)
@@ -179,7 +179,7 @@ class RayExecutor:
         tuner = tune.Tuner(
             tune.with_resources(tune_worker, {"cpu": 1}),
             tune_config=tune.TuneConfig(search_alg=self._searcher, num_samples=-1, max_concurrent_trials=workers),
-            run_config=tune.RunConfig(storage_path=self._storage, verbose=0,
+            run_config=tune.RunConfig(storage_path=self._tune_dir, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       callbacks=[_RequeueOnRecover(board_name, namespace)]),
         )
@@ -252,6 +252,6 @@ class RayExecutor:
             log.warning("the job board could not be closed (%s)", type(exc).__name__)
         self._thread.join(timeout=60)
         _WORKER_POOLS.pop(self._searcher.key, None)
-        shutil.rmtree(self._storage, ignore_errors=True)
+        shutil.rmtree(self._tune_dir, ignore_errors=True)
         if self._started_ray:
             ray.shutdown()  # only the Ray this driver started

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.db import LeaseRow, _now
+from orchestrator.storage.schema import LeaseRow, _now
 from search_space import InputError
 
 

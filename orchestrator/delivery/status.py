@@ -9,10 +9,10 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orchestrator.db import HypervolumeRow, connect, masked
-from orchestrator.objectives import Objectives
-from orchestrator.search import front_and_hypervolume
-from orchestrator.study import (
+from orchestrator.search.driver import front_and_hypervolume
+from orchestrator.search.objectives import Objectives
+from orchestrator.storage.schema import HypervolumeRow, connect, masked
+from orchestrator.storage.study import (
     arch_key_of,
     objective_table,
     require_study,

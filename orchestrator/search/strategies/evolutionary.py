@@ -1,112 +1,27 @@
-"""Search strategies: small classes behind one interface, chosen by `search.strategy`.
+"""Predictor-guided evolution, as LINAS does.
 
-A strategy proposes the next batch of archs and opens their trials in the
-study. Everything it knows comes from the database (the evaluations so far),
-and its randomness from a generator seeded by the study seed and the number of
-evaluations done, so a resumed search proposes what an uninterrupted one would.
-
-- `random`: the baseline, uniform over depth.
-- `nsga2`, `tpe`: Optuna's samplers drive the same evaluations.
-- `evolutionary`: predictor-guided, as LINAS does: a random first batch; then
-  an accuracy predictor refit on every real evaluation, NSGA-II with the
-  space's mutation and crossover over thousands of candidates scored by the
-  predictors, and the next batch taken from the predicted front (not yet
-  evaluated, diverse by crowding distance, optimistic in accuracy by one
-  standard deviation). Confidently infeasible candidates are never proposed.
+A random first batch; then an accuracy predictor refit on every real
+evaluation, NSGA-II with the space's mutation and crossover over thousands of
+candidates scored by the predictors, and the next batch taken from the
+predicted front (not yet evaluated, diverse by crowding distance, optimistic in
+accuracy by one standard deviation). Confidently infeasible candidates are
+never proposed.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import optuna
 
-from orchestrator.objectives import Objectives
-from orchestrator.pareto import best_fronts, crowding_distance, non_dominated_sort
-from orchestrator.study import Evaluation
+from orchestrator.search.pareto import best_fronts, crowding_distance, non_dominated_sort
+from orchestrator.search.strategies.base import SearchContext, ask_fixed
+from orchestrator.search.strategies.random_search import RandomStrategy
 from predictors.models import AccuracyPredictor
-from search_space import Arch, SearchSpace, encode_many
-from search_space.optuna_map import arch_from_params, distributions, params_from_arch
+from search_space import Arch, encode_many
 
 CONFIDENCE = 2.0  # standard deviations beyond a bound before a candidate counts as infeasible
 MAX_FIT = 192  # evaluations the accuracy predictor is fitted on, at most (its fit runs before every batch)
-
-
-@dataclass
-class SearchContext:
-    space: SearchSpace
-    objectives: Objectives
-    evaluated: list[Evaluation]  # every completed evaluation, sorted by arch key
-    minimized: np.ndarray  # their objective values, minimized form, row for row
-    exact_costs: Callable[[list[Arch]], list[dict[str, float]]]  # params, bytes, macs
-    predict_latency: Callable[[list[Arch]], tuple[np.ndarray, np.ndarray]] | None = None  # mean, std (ms)
-    taken: set[str] = field(default_factory=set)  # keys already proposed in this batch
-
-    @functools.cached_property
-    def evaluated_keys(self) -> frozenset[str]:
-        return frozenset(e.key for e in self.evaluated)
-
-
-class Strategy(Protocol):
-    name: str
-
-    def propose(self, context: SearchContext, study: optuna.Study, count: int,
-                rng: np.random.Generator) -> list[tuple[Arch, optuna.Trial]]: ...
-
-
-def ask_fixed(study: optuna.Study, space: SearchSpace, arch: Arch) -> optuna.Trial:
-    """Open a RUNNING trial whose params are exactly `arch`'s, in one insert (enqueue_trial + ask
-    would scan every trial of the study to find the waiting one)."""
-    template = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params=params_from_arch(space, arch),
-                                         distributions=distributions(space))
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return optuna.trial.Trial(study, trial_id)
-
-
-def _fresh_random(context: SearchContext, count: int, rng: np.random.Generator) -> list[Arch]:
-    seen = set(context.evaluated_keys | context.taken)
-    archs: list[Arch] = []
-    for _ in range(100 * count):
-        if len(archs) == count:
-            break
-        arch = context.space.sample(rng)
-        if arch.key not in seen:
-            seen.add(arch.key)
-            archs.append(arch)
-    return archs
-
-
-class RandomStrategy:
-    name = "random"
-
-    def propose(self, context, study, count, rng):
-        return [(arch, ask_fixed(study, context.space, arch)) for arch in _fresh_random(context, count, rng)]
-
-
-class OptunaStrategy:
-    """NSGA-II or TPE from Optuna, with the study's constraints."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def propose(self, context, study, count, rng):
-        seed = int(rng.integers(2**31))
-        if self.name == "nsga2":
-            # the study's constraints reach the samplers through each trial's set_constraint
-            sampler = optuna.samplers.NSGAIISampler(population_size=max(8, 2 * count), seed=seed)
-        else:
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                                 n_startup_trials=max(8, count))
-        handle = optuna.load_study(study_name=study.study_name, storage=study._storage, sampler=sampler)
-        proposals = []
-        for _ in range(count):
-            trial = handle.ask(distributions(context.space))
-            proposals.append((arch_from_params(context.space, trial.params), trial))
-        return proposals
 
 
 def search_accuracy_predictor(n_fit: int, random_state: int) -> AccuracyPredictor:
@@ -233,13 +148,3 @@ class _Scorer:
                 feasible &= mu + CONFIDENCE * sigma >= constraint.bound
         values[~feasible] += 1e9  # infeasible candidates rank behind every feasible one
         return values, feasible
-
-
-def make_strategy(name: str) -> Strategy:
-    if name == "random":
-        return RandomStrategy()
-    if name in ("nsga2", "tpe"):
-        return OptunaStrategy(name)
-    if name == "evolutionary":
-        return EvolutionaryStrategy()
-    raise ValueError(f"unknown strategy {name!r}")
