@@ -39,6 +39,7 @@ CKPT := $(DEMO)/digits-supernet.pt
 bench: install
 	$(PY) bench/slicing_overhead.py
 	$(PY) bench/supernet_quality.py --standalone-steps 1000 --jobs 2
+	$(PY) bench/supernet_recipe.py --steps 500,1000 --seeds 3 --jobs 2
 	$(PY) bench/latency_predictor.py
 	$(ELASTIQ) train-supernet -c configs/mnist1d.yaml
 	$(PY) bench/accuracy_predictor.py --config configs/mnist1d.yaml

@@ -51,6 +51,22 @@ def rows() -> list[list[str]]:
         table.append(["all-int8 vs fp32, same weights, no retraining",
                       f"drop median **{s['int8_drop_points_median']:.2f}**, max {s['int8_drop_points_max']:.2f} "
                       "points", "", "<= 1 point", "same run"])
+    if (r := _load("supernet_recipe.json")) is not None:
+        complete = [row for row in r["table"] if "largest" in row and "smallest" in row]
+        for recipe in dict.fromkeys(row["recipe"] for row in complete):
+            rows_ = [row for row in complete if row["recipe"] == recipe]
+            budgets = " / ".join(str(row["steps"]) for row in rows_)
+            gaps = {arch: " / ".join(f"**{row[arch]['gap_mean']:.1f}** ± {row[arch]['gap_std']:.1f}" for row in rows_)
+                    for arch in ("largest", "smallest")}
+            inherited = " / ".join(f"{row['largest']['inherited_mean']:.1f}" for row in rows_)
+            alone = " / ".join(f"{row['largest']['alone_mean']:.1f}" for row in rows_)
+            changes = ", ".join(f"{k}: {v}" for k, v in r["recipes"][recipe].items()) or "as configured"
+            table.append([f"supernet recipe `{recipe}` on MNIST-1D ({changes}), "
+                          f"{budgets} steps, {rows_[0]['largest']['seeds']} seeds: points behind the same arch "
+                          f"trained alone (val)", f"largest {gaps['largest']}; smallest {gaps['smallest']}",
+                          f"largest inherited {inherited}, alone {alone}", "within 3 points",
+                          f"`{PY} bench/supernet_recipe.py --steps 500,1000 --seeds 3 --jobs 2`"
+                          if recipe == "configured" else "same run"])
     for name in sorted(p.name for p in RESULTS.glob("latency_predictor_*.json")):
         r = _load(name)
         res = r["results"]

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from search_space import InputError, SearchSpace
 from search_space.space import read_yaml
@@ -46,9 +46,20 @@ class SupernetConfig(_Section):
     warmup_steps: int = Field(100, ge=0, le=10**9)
     sandwich_random: int = Field(2, ge=0, le=64)  # random subnets per step besides largest and smallest
     distill: bool = True
+    # the students learn from the labels alone for `distill_start` steps, then from
+    # (1 - distill_weight) x labels + distill_weight x the largest arch's soft predictions
+    distill_start: int = Field(0, ge=0, le=10**9)
+    distill_weight: float = Field(1.0, ge=0, le=1, allow_inf_nan=False)
     grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
     checkpoint: str = Field("elastiq-supernet.pt", min_length=1)
     checkpoint_every: int = Field(250, gt=0, le=10**9)
+
+    @model_validator(mode="after")
+    def _distillation_within_the_budget(self) -> SupernetConfig:
+        if self.distill_start > self.steps:
+            raise ValueError(f"supernet.distill_start {self.distill_start} is beyond the budget "
+                             f"(supernet.steps {self.steps})")
+        return self
 
 
 class TargetConfig(_Section):

@@ -2,7 +2,8 @@
 
 Each step trains the largest arch on the labels, and the smallest plus
 `sandwich_random` random archs on the largest's soft predictions (in-place
-distillation, as in BigNAS and Once-for-All). Every arch but the largest gets
+distillation, as in BigNAS and Once-for-All), mixed with the labels by
+`distill_weight` and only from step `distill_start` on. Every arch but the largest gets
 a random quantization policy. AdamW, linear warm-up then cosine decay,
 gradient clipping. A non-finite loss or gradient skips the step; too many in
 a row abort with a clear message, and a checkpoint is never written with
@@ -46,6 +47,8 @@ class TrainSettings:
     warmup_steps: int = 100
     sandwich_random: int = 2
     distill: bool = True
+    distill_start: int = 0  # steps in which the students learn from the labels alone
+    distill_weight: float = 1.0  # then: (1 - w) x labels + w x the largest's soft predictions
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     max_bad_steps: int = 5  # consecutive non-finite steps before aborting
@@ -65,6 +68,14 @@ def random_quantization(arch: Arch, space, rng: np.random.Generator) -> Arch:
                              int(space.layers[i].bits[rng.integers(len(space.layers[i].bits))]))
                    for i, layer in enumerate(arch.layers))
     return Arch(arch.embed_dim, layers)
+
+
+def distill_weight(settings: TrainSettings, step: int) -> float:
+    """The weight of the teacher's soft predictions in a student's loss at `step` (the rest is the
+    labels'): none before `distill_start`, since a teacher that has not learned yet teaches noise."""
+    if not settings.distill or step < settings.distill_start:
+        return 0.0
+    return settings.distill_weight
 
 
 def _schedule(settings: TrainSettings):
@@ -138,13 +149,14 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
             loss = F.cross_entropy(teacher_logits, y)
             soft_targets = teacher_logits.detach().softmax(dim=-1)
             small_logits = None
+            weight = distill_weight(settings, step)
             for arch in students:
                 logits = model(x, arch)
                 small_logits = logits if small_logits is None else small_logits
-                if settings.distill:
-                    loss = loss + F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
-                else:
-                    loss = loss + F.cross_entropy(logits, y)
+                if weight < 1.0:
+                    loss = loss + (1.0 - weight) * F.cross_entropy(logits, y)
+                if weight > 0.0:
+                    loss = loss + weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
             finite = bool(torch.isfinite(loss))
             if finite:
                 loss.backward()

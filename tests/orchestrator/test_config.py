@@ -59,6 +59,9 @@ GOOD = {"study": "s", "space": "spaces/tiny.yaml"}
     ({"space": 3}, "space: expected a path or an inline mapping"),
     ({"space": {"embed_dim": [16]}}, "missing key 'depth'"),
     ({"study": ""}, "study: String should have at least 1 character"),
+    ({"supernet": {"distill_weight": -0.1}}, "supernet.distill_weight: Input should be greater than or equal to 0"),
+    ({"supernet": {"distill_weight": 1.5}}, "supernet.distill_weight: Input should be less than or equal to 1"),
+    ({"supernet": {"steps": 100, "distill_start": 101}}, "distill_start 101 is beyond the budget"),
 ])
 def test_bad_configs_name_the_problem(change, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

@@ -126,6 +126,10 @@ def _cases(base):
          "target.threads"),
         (["config", "show", "-c", str(_raw_config(base, "c13.yaml", lambda d: d.update(constraints=["params <= 1e999"])))],
          "finite"),
+        (["train-supernet", "--no-progress", "-c", str(_config(base, "c14.yaml", supernet={
+            "checkpoint": str(base / "c14.pt"), "distill_weight": -0.5}))], "supernet.distill_weight"),
+        (["train-supernet", "--no-progress", "-c", str(_config(base, "c15.yaml", supernet={
+            "checkpoint": str(base / "c15.pt"), "steps": 30, "distill_start": 31}))], "beyond the budget"),
         # checkpoints
         (search + [str(_config(base, "k1.yaml", supernet={"checkpoint": str(base / "missing.pt")}))], "missing.pt"),
         (search + [str(_config(base, "k2.yaml", supernet={"checkpoint": str(truncated_ckpt)}))], "sha256"),

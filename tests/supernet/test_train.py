@@ -6,7 +6,14 @@ import torch
 from supernet.checkpoint import CheckpointError, load_checkpoint, record_path
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import TrainingDiverged, TrainSettings, evaluate, load_supernet, train_supernet
+from supernet.train import (
+    TrainingDiverged,
+    TrainSettings,
+    distill_weight,
+    evaluate,
+    load_supernet,
+    train_supernet,
+)
 
 SETTINGS = TrainSettings(steps=12, batch_size=32, lr=3e-3, warmup_steps=2, sandwich_random=1, checkpoint_every=4)
 
@@ -185,3 +192,26 @@ def test_a_save_killed_at_any_step_leaves_a_loadable_checkpoint(tiny_space, tmp_
         assert state["step"] == expected and (record["sha256"] == old["sha256"]) == (expected == 1)
         save_checkpoint(path, {"step": 1}, {"space_hash": tiny_space.hash, "task": "digits"})  # back to the old one
         assert not pending_record_path(path).exists()
+
+
+def test_students_learn_from_the_labels_until_distillation_starts(tiny_space, digits):
+    def trained(**changes):
+        model = fresh(tiny_space, digits)
+        train_supernet(model, digits, TrainSettings(**{**vars(SETTINGS), "steps": 4, **changes}), seed=0,
+                       progress=False)
+        return model
+
+    on_labels = trained(distill=False)
+    assert state_equal(trained(distill_start=4), on_labels)  # the budget ends before distillation starts
+    assert state_equal(trained(distill_weight=0.0), on_labels)
+    distilled = trained()
+    assert not state_equal(distilled, on_labels)
+    assert not state_equal(trained(distill_start=2), distilled)  # two steps on the labels, two distilled
+    mixed = trained(distill_weight=0.5)
+    assert not state_equal(mixed, distilled) and not state_equal(mixed, on_labels)
+
+
+def test_the_distillation_weight_by_step():
+    settings = TrainSettings(steps=10, distill_start=3, distill_weight=0.7)
+    assert [distill_weight(settings, step) for step in range(5)] == [0.0, 0.0, 0.0, 0.7, 0.7]
+    assert distill_weight(TrainSettings(distill=False, distill_weight=0.7), 5) == 0.0
