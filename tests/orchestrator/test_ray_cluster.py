@@ -11,6 +11,10 @@ from orchestrator.cli import main
 from tests.conftest import ROOT
 from tests.orchestrator.conftest import write_config
 
+# pytest's 300 s timeout only ends hangs; these take up to 90 s pinned to one core here, so a machine
+# 3x slower (and drifting) would cross it: they get three times that margin
+pytestmark = pytest.mark.timeout(900)
+
 sys.path.insert(0, str(ROOT / "bench"))
 from ray_cluster import search_losing_a_node, search_losing_the_target, search_on_cluster  # noqa: E402
 
