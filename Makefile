@@ -36,13 +36,27 @@ demo: install
 # Every benchmark, then the README's table from their results (an hour and more).
 # Needs the demo's supernet and database: run `make demo` first.
 CKPT := $(DEMO)/digits-supernet.pt
+MNIST1D_CKPT := runs/bench/mnist1d-supernet.pt
+MNIST1D_DB := sqlite:///runs/bench/mnist1d.db
 bench: install
 	$(PY) bench/slicing_overhead.py
 	$(PY) bench/supernet_quality.py --standalone-steps 1000 --jobs 2
-	$(PY) bench/supernet_recipe.py --steps 500,1000 --seeds 3 --jobs 2
+	$(PY) bench/supernet_recipe.py --config configs/mnist1d.yaml --steps 500,1000 --seeds 3 --jobs 2
+	$(PY) bench/supernet_recipe.py --config configs/mnist1d.yaml --steps 3000 --seeds 3 --recipes labels_random_0.5 \
+		--alone-from bench/results/supernet_recipe.json --out bench/results/supernet_recipe_3000.json
+	$(PY) bench/supernet_recipe.py --config configs/digits.yaml --steps 600 --seeds 3 \
+		--recipes labels_random_0.5,distilled_summed --out bench/results/supernet_recipe_digits.json
+	$(PY) bench/gradient_conflict.py --config configs/mnist1d.yaml
+	$(PY) bench/supernet_quality.py --config configs/mnist1d.yaml --subnets 24 --standalone-steps 1000 --jobs 2 \
+		--checkpoint $(MNIST1D_CKPT)
+	$(PY) bench/supernet_quality.py --config configs/mnist1d.yaml --steps 1000 --subnets 24 --standalone-steps 1000 \
+		--jobs 2 --checkpoint runs/bench/mnist1d-supernet-1000.pt \
+		--standalone-from bench/results/supernet_quality_mnist1d.json --out bench/results/supernet_quality_mnist1d_1000.json
 	$(PY) bench/latency_predictor.py
-	$(ELASTIQ) train-supernet -c configs/mnist1d.yaml
-	$(PY) bench/accuracy_predictor.py --config configs/mnist1d.yaml
+	$(PY) bench/accuracy_predictor.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT)
+	$(ELASTIQ) measure -c configs/mnist1d.yaml --set storage=$(MNIST1D_DB) --set supernet.checkpoint=$(MNIST1D_CKPT)
+	$(PY) bench/search_efficiency.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
+		--seeds 5 --strategies evolutionary,nsga2,random --out bench/results/search_efficiency_mnist1d.json
 	$(PY) bench/accuracy_predictor.py --config configs/digits.yaml --checkpoint $(CKPT)
 	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
 	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)

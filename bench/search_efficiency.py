@@ -1,5 +1,5 @@
 """Search efficiency: evaluations each strategy needs to reach 99% of the reference
-hypervolume, on the digits supernet, several seeds each, side by side in one run.
+hypervolume, on a trained supernet (digits by default), several seeds each, side by side in one run.
 
 The reference is the hypervolume of the pooled front of every run. All runs
 share one supernet and one evaluation cache (inherited-weight accuracy on val,
@@ -9,7 +9,8 @@ so the runs differ only in the strategy. Needs a trained supernet checkpoint and
 dataset in the storage (see `--help`).
 
     .venv/bin/python bench/search_efficiency.py --checkpoint CKPT --storage URL \
-        [--seeds 5] [--evaluations 96]
+        [--seeds 5] [--evaluations 96] \
+        [--config configs/mnist1d.yaml --out bench/results/search_efficiency_mnist1d.json]
 """
 
 from __future__ import annotations
@@ -79,14 +80,16 @@ def main() -> None:
                 hit = n
                 break
         needed.setdefault(strategy, []).append(hit)
-    summary = {"evaluations_budget": args.evaluations, "seeds": args.seeds, "reference_hypervolume": reference_hv,
+    summary = {"config": args.config,
+               "evaluations_budget": args.evaluations, "seeds": args.seeds, "reference_hypervolume": reference_hv,
                "needed_to_99pct": needed,
                "median_needed": {s: float(np.median(v)) for s, v in needed.items()},
                "reached": {s: int(np.isfinite(v).sum()) for s, v in needed.items()},
                "median_seconds_per_run": {s: float(np.median(v)) for s, v in seconds.items()}}
-    if "evolutionary" in needed and "nsga2" in needed:
-        median = summary["median_needed"]
-        summary["nsga2_over_evolutionary"] = median["nsga2"] / median["evolutionary"]
+    median = summary["median_needed"]
+    for other in ("nsga2", "random"):
+        if "evolutionary" in needed and other in needed:
+            summary[f"{other}_over_evolutionary"] = median[other] / median["evolutionary"]
     print(json.dumps(summary, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))

@@ -1,16 +1,21 @@
-"""Supernet quality, ranking fidelity and quantization on digits.
+"""Supernet quality, ranking fidelity and quantization (digits by default; MNIST-1D with --config).
 
 Trains the supernet of a study config (or continues its checkpoint), then:
   1. quality: the largest and smallest archs with inherited weights vs the same
      archs trained alone for the same number of steps (bar: within 2 points);
   2. ranking fidelity: Kendall tau between inherited-weight and standalone
-     accuracy over random subnets spanning attention types and bit widths
-     (goal: >= 0.6);
+     accuracy over random subnets spanning depth, attention types and bit
+     widths (MNIST-1D goal: >= 0.75), and within archs of the same depth (goal:
+     >= 0.5; size alone must not explain it). Beside it, the noise floor: the
+     Kendall tau between the val and the test accuracy of the same archs trained
+     alone (and with inherited weights);
   3. quantization: every layer at 8 bits vs every layer at 32 bits, same arch
      and weights, no retraining (bar: drop <= 1 point).
-Accuracy is measured on the val and test splits together (540 images).
+The gaps (1, 3) are on the val and test splits together (540 images on
+digits); the ranking (2) is on val, as a search ranks, and on test.
 
     .venv/bin/python bench/supernet_quality.py [--steps N] [--subnets 20] [--standalone-steps N] [--jobs 2]
+    .venv/bin/python bench/supernet_quality.py --config configs/mnist1d.yaml --subnets 24 --standalone-steps 1000
 """
 
 from __future__ import annotations
@@ -45,7 +50,23 @@ def with_bits(arch: Arch, bits: int) -> Arch:
     return Arch(arch.embed_dim, tuple(LayerArch(x.num_heads, x.mlp_dim, x.attention, bits) for x in arch.layers))
 
 
-def _standalone(job) -> tuple[str, tuple[float, int, float]]:
+def split_accuracies(model, arch, task) -> dict[str, float]:
+    return {split: evaluate(model, arch, task, split) for split in ("val", "test")}
+
+
+def within_depth_tau(depths, a, b) -> tuple[float, int]:
+    """Kendall tau computed within each depth, averaged with weights by pairs; and the number of pairs."""
+    total, pairs = 0.0, 0
+    for depth in sorted(set(depths)):
+        chosen = [i for i, d in enumerate(depths) if d == depth]
+        n = len(chosen) * (len(chosen) - 1) // 2
+        tau = kendalltau([a[i] for i in chosen], [b[i] for i in chosen]).statistic if n >= 3 else float("nan")
+        if np.isfinite(tau):
+            total, pairs = total + tau * n, pairs + n
+    return (total / pairs if pairs else float("nan")), pairs
+
+
+def _standalone(job) -> tuple[str, tuple[float, int, float, dict]]:
     """One arch trained alone, in a worker process with one thread."""
     name, arch_json, index, steps, config_path, seed, overrides = job
     torch.set_num_threads(1)
@@ -55,7 +76,8 @@ def _standalone(job) -> tuple[str, tuple[float, int, float]]:
     model = Supernet(config.space, task.spec, seed=10_000 + index).extract(Arch.from_json(arch_json))
     started = time.perf_counter()
     train_standalone(model, task, settings, seed=seed + index)
-    return name, (holdout_accuracy(model, None, task), steps, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return name, (holdout_accuracy(model, None, task), steps, seconds, split_accuracies(model, None, task))
 
 
 def main() -> None:
@@ -67,7 +89,11 @@ def main() -> None:
                         help="steps of the random subnets trained alone (default: the supernet's)")
     parser.add_argument("--jobs", type=int, default=2, help="standalone trainings in parallel, one thread each")
     parser.add_argument("--checkpoint", default=str(ROOT / "runs/bench/supernet_quality.pt"))
-    parser.add_argument("--out", default=str(ROOT / "bench/results/supernet_quality.json"))
+    parser.add_argument("--standalone-from", default=None,
+                        help="a previous results file whose archs trained alone for the same steps are reused: "
+                             "training alone is deterministic for an arch, its index and the seed")
+    parser.add_argument("--out", default=None,
+                        help="default: bench/results/supernet_quality.json (digits), supernet_quality_TASK.json")
     args = parser.parse_args()
 
     overrides = {"supernet.checkpoint": args.checkpoint}
@@ -78,7 +104,8 @@ def main() -> None:
     task = load_task(config.task.name, config.seed, config.task.options)
 
     supernet = Supernet(space, task.spec, seed=config.seed)
-    result = train_supernet(supernet, task, settings, seed=config.seed, checkpoint=args.checkpoint, progress=True)
+    result = train_supernet(supernet, task, settings, seed=config.seed, checkpoint=args.checkpoint,
+                            task_options=config.task.options, progress=True)
     print(f"supernet: {result.step} steps ({result.seconds:.0f} s this run)")
     supernet.eval()
 
@@ -91,14 +118,25 @@ def main() -> None:
     for i, (name, arch) in enumerate(archs.items()):
         steps = settings.steps if name in ("largest", "smallest") else (args.standalone_steps or settings.steps)
         jobs.append((name, arch.to_json(), i, steps, args.config, config.seed, overrides))
+    previous = {}
+    if args.standalone_from:
+        for row in json.loads(Path(args.standalone_from).read_text())["rows"]:
+            previous[(row["name"], json.dumps(row["arch"], sort_keys=True), row["standalone_steps"])] = (
+                row["standalone"], row["standalone_steps"], 0.0, row["standalone_splits"])
+    standalone = {}
+    for name, arch_json, _index, steps, *_ in jobs:
+        key = (name, json.dumps(Arch.from_json(arch_json).to_dict(), sort_keys=True), steps)
+        if key in previous:
+            standalone[name] = previous[key]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        standalone = dict(pool.imap_unordered(_standalone, jobs))
+        standalone |= dict(pool.imap_unordered(_standalone, [job for job in jobs if job[0] not in standalone]))
     rows = []
     for name, arch in archs.items():
         inherited = holdout_accuracy(supernet, arch, task)
-        accuracy, steps, seconds = standalone[name]
+        accuracy, steps, seconds, alone_splits = standalone[name]
         rows.append({"name": name, "arch": arch.to_dict(), "inherited": inherited, "standalone": accuracy,
-                     "standalone_steps": steps, "attention": [x.attention for x in arch.layers],
+                     "inherited_splits": split_accuracies(supernet, arch, task), "standalone_splits": alone_splits,
+                     "standalone_steps": steps, "depth": arch.depth, "attention": [x.attention for x in arch.layers],
                      "bits": [x.bits for x in arch.layers]})
         print(f"{name:9s} depth {arch.depth} embed {arch.embed_dim:3d} inherited {inherited:.4f} "
               f"standalone {accuracy:.4f} ({steps} steps, {seconds:.0f} s)", flush=True)
@@ -107,23 +145,38 @@ def main() -> None:
     standalone = np.array([r["standalone"] for r in rows])
     tau = kendalltau(inherited, standalone).statistic
     rho = spearmanr(inherited, standalone).statistic
+    # the ranking on the random subnets alone, per split, as a search ranks on val
+    random_rows = [r for r in rows if r["name"].startswith("random")]
+    ranking = {}
+    for split in ("val", "test"):
+        a = [r["inherited_splits"][split] for r in random_rows]
+        b = [r["standalone_splits"][split] for r in random_rows]
+        within, pairs = within_depth_tau([r["depth"] for r in random_rows], a, b)
+        ranking[split] = {"kendall_tau": float(kendalltau(a, b).statistic), "within_depth_tau": float(within),
+                          "within_depth_pairs": pairs}
+    noise_floor = {kind: float(kendalltau([r[f"{kind}_splits"]["val"] for r in random_rows],
+                                          [r[f"{kind}_splits"]["test"] for r in random_rows]).statistic)
+                   for kind in ("standalone", "inherited")}
     quant = []
     for name, arch in list(archs.items())[:8]:
         fp32 = holdout_accuracy(supernet, with_bits(arch, 32), task)
         int8 = holdout_accuracy(supernet, with_bits(arch, 8), task)
         quant.append({"name": name, "fp32": fp32, "int8": int8, "drop_points": 100 * (fp32 - int8)})
     summary = {
-        "steps": result.step, "subnets": len(rows),
+        "task": config.task.name, "steps": result.step, "subnets": len(rows),
         "standalone_steps_random": args.standalone_steps or settings.steps,
         "largest_gap_points": 100 * (rows[0]["standalone"] - rows[0]["inherited"]),
         "smallest_gap_points": 100 * (rows[1]["standalone"] - rows[1]["inherited"]),
         "kendall_tau": float(tau), "spearman": float(rho),
+        "random_subnets_ranking": ranking, "val_vs_test_kendall_tau": noise_floor,
         "int8_drop_points_median": float(np.median([q["drop_points"] for q in quant])),
         "int8_drop_points_max": float(np.max([q["drop_points"] for q in quant])),
     }
     print(json.dumps(summary, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows, "quantization": quant}, indent=2))
+    out = Path(args.out or ROOT / "bench/results" / ("supernet_quality.json" if config.task.name == "digits"
+                                                      else f"supernet_quality_{config.task.name}.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "rows": rows, "quantization": quant}, indent=2))
 
 
 if __name__ == "__main__":

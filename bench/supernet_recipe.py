@@ -31,13 +31,24 @@ from supernet.train import evaluate, train_standalone, train_supernet
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# changes to the config's supernet section; a float distill_start is a fraction of the budget
+# changes to the config's supernet section; a float distill_start is a fraction of the budget.
+# Recipes other than `configured` name every knob they depend on, so they mean the same whatever the default.
+DISTILLED_SUMMED = {"distill": True, "random_weight": 2.0, "sandwich_random": 2}  # the default until the fix
 RECIPES = {
     "configured": {},
-    "labels": {"distill": False},
-    "sandwich_only": {"sandwich_random": 0},
-    "distill_from_half": {"distill_start": 0.5},
-    "half_distilled": {"distill_weight": 0.5},
+    "distilled_summed": DISTILLED_SUMMED,
+    "labels_summed": {**DISTILLED_SUMMED, "distill": False},
+    "distilled_sandwich_only": {**DISTILLED_SUMMED, "sandwich_random": 0},
+    "distill_from_half": {**DISTILLED_SUMMED, "distill_start": 0.5},
+    "half_distilled": {**DISTILLED_SUMMED, "distill_weight": 0.5},
+    "distilled_random_1": {**DISTILLED_SUMMED, "random_weight": 1.0},
+    "distilled_random_0.5": {**DISTILLED_SUMMED, "random_weight": 0.5},
+    "distilled_sandwich_only_lr4e-3": {**DISTILLED_SUMMED, "sandwich_random": 0, "lr": 4e-3},
+    "labels_sandwich_only": {**DISTILLED_SUMMED, "distill": False, "sandwich_random": 0},
+    "labels_one_random": {**DISTILLED_SUMMED, "distill": False, "sandwich_random": 1, "random_weight": 1.0},
+    "labels_random_1": {**DISTILLED_SUMMED, "distill": False, "random_weight": 1.0},
+    "labels_random_0.5": {**DISTILLED_SUMMED, "distill": False, "random_weight": 0.5},
+    "labels_summed_lr4e-3": {**DISTILLED_SUMMED, "distill": False, "lr": 4e-3},
 }
 
 
@@ -94,6 +105,9 @@ def main() -> None:
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"of {list(RECIPES)}")
     parser.add_argument("--jobs", type=int, default=2, help="trainings in parallel, one thread each")
     parser.add_argument("--out", default=str(ROOT / "bench/results/supernet_recipe.json"))
+    parser.add_argument("--alone-from", default=None,
+                        help="a previous results file whose archs trained alone (same config) are reused: "
+                             "training alone is deterministic for a seed")
     args = parser.parse_args()
     budgets = [int(s) for s in args.steps.split(",")]
     recipes = args.recipes.split(",")
@@ -101,13 +115,19 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown recipes {sorted(unknown)}")
 
+    runs = []
+    if args.alone_from:
+        previous = json.loads(Path(args.alone_from).read_text())
+        runs = [r for r in previous["runs"] if r["recipe"] == "alone" and r["config"] == args.config
+                and r["steps"] in budgets and r["seed"] < args.seeds]
+    done = {(r["arch"], r["steps"], r["seed"]) for r in runs}
     jobs = [{"recipe": "alone", "arch": arch, "steps": steps, "seed": seed, "config": args.config}
-            for steps in budgets for seed in range(args.seeds) for arch in ("largest", "smallest")]
+            for steps in budgets for seed in range(args.seeds) for arch in ("largest", "smallest")
+            if (arch, steps, seed) not in done]
     jobs += [{"recipe": recipe, "arch": None, "steps": steps, "seed": seed, "config": args.config}
              for steps in budgets for seed in range(args.seeds) for recipe in recipes]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    runs = []
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         for run in pool.imap_unordered(_run, jobs):
             runs.append(run)

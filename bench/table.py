@@ -51,7 +51,28 @@ def rows() -> list[list[str]]:
         table.append(["all-int8 vs fp32, same weights, no retraining",
                       f"drop median **{s['int8_drop_points_median']:.2f}**, max {s['int8_drop_points_max']:.2f} "
                       "points", "", "<= 1 point", "same run"])
-    if (r := _load("supernet_recipe.json")) is not None:
+    for name in sorted(p.name for p in RESULTS.glob("supernet_quality_mnist1d*.json")):
+        s = _load(name)["summary"]
+        val, test = s["random_subnets_ranking"]["val"], s["random_subnets_ranking"]["test"]
+        floor = s["val_vs_test_kendall_tau"]
+        command = (f"`{PY} bench/supernet_quality.py --config configs/mnist1d.yaml --steps {s['steps']} --subnets "
+                   f"{s['subnets'] - 2} --standalone-steps {s['standalone_steps_random']} --jobs 2"
+                   + ("" if name == "supernet_quality_mnist1d.json" else f" --out bench/results/{name}") + "`")
+        table.append([f"supernet quality on MNIST-1D: inherited vs trained alone, {s['steps']} steps (val and test)",
+                      f"largest **{s['largest_gap_points']:.1f}** points behind, smallest "
+                      f"**{s['smallest_gap_points']:.1f}**", "the same archs trained alone", "within 3 points",
+                      command])
+        table.append([f"ranking fidelity on MNIST-1D, {s['subnets'] - 2} random archs (depth, attention, bits), "
+                      f"inherited from the {s['steps']}-step supernet vs trained alone "
+                      f"{s['standalone_steps_random']} steps (val)",
+                      f"Kendall tau **{val['kendall_tau']:.2f}**, within a depth **{val['within_depth_tau']:.2f}**",
+                      f"on test {test['kendall_tau']:.2f} / {test['within_depth_tau']:.2f}; val and test agree at "
+                      f"{floor['standalone']:.2f} (alone), {floor['inherited']:.2f} (inherited)",
+                      ">= 0.75; within a depth >= 0.5", "same run"])
+    for name, task in (("supernet_recipe.json", "MNIST-1D"), ("supernet_recipe_3000.json", "MNIST-1D"),
+                       ("supernet_recipe_digits.json", "digits")):
+        if (r := _load(name)) is None:
+            continue
         complete = [row for row in r["table"] if "largest" in row and "smallest" in row]
         for recipe in dict.fromkeys(row["recipe"] for row in complete):
             rows_ = [row for row in complete if row["recipe"] == recipe]
@@ -61,12 +82,14 @@ def rows() -> list[list[str]]:
             inherited = " / ".join(f"{row['largest']['inherited_mean']:.1f}" for row in rows_)
             alone = " / ".join(f"{row['largest']['alone_mean']:.1f}" for row in rows_)
             changes = ", ".join(f"{k}: {v}" for k, v in r["recipes"][recipe].items()) or "as configured"
-            table.append([f"supernet recipe `{recipe}` on MNIST-1D ({changes}), "
+            steps = ",".join(str(row["steps"]) for row in rows_)
+            command = (f"`{PY} bench/supernet_recipe.py --config {r['config']} --steps {steps} --seeds "
+                       f"{rows_[0]['largest']['seeds']} --recipes {recipe} --jobs 2`")
+            table.append([f"supernet recipe `{recipe}` on {task} ({changes}), "
                           f"{budgets} steps, {rows_[0]['largest']['seeds']} seeds: points behind the same arch "
                           f"trained alone (val)", f"largest {gaps['largest']}; smallest {gaps['smallest']}",
                           f"largest inherited {inherited}, alone {alone}", "within 3 points",
-                          f"`{PY} bench/supernet_recipe.py --steps 500,1000 --seeds 3 --jobs 2`"
-                          if recipe == "configured" else "same run"])
+                          command])
     for name in sorted(p.name for p in RESULTS.glob("latency_predictor_*.json")):
         r = _load(name)
         res = r["results"]
@@ -87,7 +110,8 @@ def rows() -> list[list[str]]:
     for path in sorted(RESULTS.glob("accuracy_predictor_*.json")):
         r = json.loads(path.read_text())
         res = r["results"]
-        config = "configs/mnist1d.yaml" if r["task"] == "mnist1d" else "configs/digits.yaml --checkpoint CKPT"
+        config = ("configs/mnist1d.yaml --checkpoint runs/bench/mnist1d-supernet.pt" if r["task"] == "mnist1d"
+                  else "configs/digits.yaml --checkpoint CKPT")
         table.append([f"accuracy predictor on {r['task']}: {r['held_out']} held-out of {r['archs']} "
                       f"archs evaluated by a {r['supernet_steps']}-step supernet, trained on {r['train']}; "
                       f"accuracies span {r['accuracy_range'][0] * 100:.1f}-{r['accuracy_range'][1] * 100:.1f}% on "
@@ -97,26 +121,35 @@ def rows() -> list[list[str]]:
                       f"encoding {res['layer_averaged']['kendall_tau']:.2f}; val and test accuracy of the same archs "
                       f"agree at {r['val_vs_test_kendall_tau']:.2f}", ">= 0.8",
                       f"`{PY} bench/accuracy_predictor.py --config {config}`"])
-    if (r := _load("search_efficiency.json")) is not None:
+    for name, task in (("search_efficiency.json", "digits"), ("search_efficiency_mnist1d.json", "MNIST-1D")):
+        if (r := _load(name)) is None:
+            continue
         budget, needed = r["evaluations_budget"], r["needed_to_99pct"]
 
-        def median(strategy: str) -> str:
+        def median(strategy: str, needed=needed, budget=budget) -> str:
             runs = needed[strategy]
             reached = [n for n in runs if not math.isinf(n)]
             if len(reached) > len(runs) / 2:
                 return f"{np.median(runs):.0f}"
             return f"> {budget} (reached in {len(reached)} of {len(runs)} runs)"
 
-        # a run that never reaches it counts as the budget: the ratio is then a lower bound
-        capped = {k: float(np.median([min(n, budget) for n in v])) for k, v in needed.items()}
-        ratio = capped["nsga2"] / capped["evolutionary"]
-        bound = ">= " if any(math.isinf(n) for n in needed["nsga2"]) else ""
-        table.append([f"search efficiency: evaluations to 99% of the pooled front's hypervolume, "
+        def ratio(strategy: str, needed=needed, budget=budget) -> str:
+            # a run that never reaches it counts as the budget: the ratio is then a lower bound
+            capped = {k: float(np.median([min(n, budget) for n in v])) for k, v in needed.items()}
+            bound = ">= " if any(math.isinf(n) for n in needed[strategy]) else ""
+            return f"**{bound}{capped[strategy] / capped['evolutionary']:.1f}x**"
+
+        others = [f"NSGA-II {median('nsga2')} ({ratio('nsga2')})"]
+        others += [f"TPE {median('tpe')}"] if "tpe" in needed else []
+        others += [f"random {median('random')} ({ratio('random')})"] if "random" in needed else []
+        config = "" if task == "digits" else " --config configs/mnist1d.yaml --out bench/results/" + name
+        strategies = "" if "tpe" in needed else " --strategies " + ",".join(needed)
+        table.append([f"search efficiency on {task}: evaluations to 99% of the pooled front's hypervolume, "
                       f"{budget} per run, {r['seeds']} seeds (median)",
-                      f"evolutionary **{median('evolutionary')}**",
-                      f"NSGA-II {median('nsga2')} (**{bound}{ratio:.1f}x**), TPE {median('tpe')}, "
-                      f"random {median('random')}", ">= 3x fewer than NSGA-II",
-                      f"`{PY} bench/search_efficiency.py --checkpoint CKPT --storage URL --seeds {r['seeds']}`"])
+                      f"evolutionary **{median('evolutionary')}**", "; ".join(others),
+                      ">= 3x fewer than NSGA-II, >= 2x fewer than random",
+                      f"`{PY} bench/search_efficiency.py{config} --checkpoint CKPT --storage URL --seeds {r['seeds']}"
+                      f"{strategies}`"])
     if (r := _load("orchestration_overhead.json")) is not None:
         s = r["seconds"]
         median = {key: float(np.median(s[key])) for key in ("local_beside_1", "ray_tune_1", "local_beside_2",

@@ -62,6 +62,8 @@ GOOD = {"study": "s", "space": "spaces/tiny.yaml"}
     ({"supernet": {"distill_weight": -0.1}}, "supernet.distill_weight: Input should be greater than or equal to 0"),
     ({"supernet": {"distill_weight": 1.5}}, "supernet.distill_weight: Input should be less than or equal to 1"),
     ({"supernet": {"steps": 100, "distill_start": 101}}, "distill_start 101 is beyond the budget"),
+    ({"supernet": {"random_weight": -1}}, "supernet.random_weight: Input should be greater than or equal to 0"),
+    ({"supernet": {"random_weight": float("nan")}}, "supernet.random_weight: Input should be a finite number"),
 ])
 def test_bad_configs_name_the_problem(change, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

@@ -130,6 +130,8 @@ def _cases(base):
             "checkpoint": str(base / "c14.pt"), "distill_weight": -0.5}))], "supernet.distill_weight"),
         (["train-supernet", "--no-progress", "-c", str(_config(base, "c15.yaml", supernet={
             "checkpoint": str(base / "c15.pt"), "steps": 30, "distill_start": 31}))], "beyond the budget"),
+        (["train-supernet", "--no-progress", "-c", str(_config(base, "c16.yaml", supernet={
+            "checkpoint": str(base / "c16.pt"), "random_weight": -0.5}))], "supernet.random_weight"),
         # checkpoints
         (search + [str(_config(base, "k1.yaml", supernet={"checkpoint": str(base / "missing.pt")}))], "missing.pt"),
         (search + [str(_config(base, "k2.yaml", supernet={"checkpoint": str(truncated_ckpt)}))], "sha256"),

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from supernet.train import (
     distill_weight,
     evaluate,
     load_supernet,
+    sandwich_loss,
     train_supernet,
 )
 
@@ -201,17 +203,43 @@ def test_students_learn_from_the_labels_until_distillation_starts(tiny_space, di
                        progress=False)
         return model
 
-    on_labels = trained(distill=False)
-    assert state_equal(trained(distill_start=4), on_labels)  # the budget ends before distillation starts
-    assert state_equal(trained(distill_weight=0.0), on_labels)
-    distilled = trained()
+    on_labels = trained()
+    assert TrainSettings().distill is False  # the default: distillation through random students hurt
+    assert state_equal(trained(distill=True, distill_start=4), on_labels)  # the budget ends before it starts
+    assert state_equal(trained(distill=True, distill_weight=0.0), on_labels)
+    distilled = trained(distill=True)
     assert not state_equal(distilled, on_labels)
-    assert not state_equal(trained(distill_start=2), distilled)  # two steps on the labels, two distilled
-    mixed = trained(distill_weight=0.5)
+    assert not state_equal(trained(distill=True, distill_start=2), distilled)  # two steps on the labels, two distilled
+    mixed = trained(distill=True, distill_weight=0.5)
     assert not state_equal(mixed, distilled) and not state_equal(mixed, on_labels)
 
 
 def test_the_distillation_weight_by_step():
-    settings = TrainSettings(steps=10, distill_start=3, distill_weight=0.7)
+    settings = TrainSettings(steps=10, distill=True, distill_start=3, distill_weight=0.7)
     assert [distill_weight(settings, step) for step in range(5)] == [0.0, 0.0, 0.0, 0.7, 0.7]
     assert distill_weight(TrainSettings(distill=False, distill_weight=0.7), 5) == 0.0
+
+
+def test_the_random_students_count_random_weight_together(tiny_space, digits):
+    model = fresh(tiny_space, digits)
+    x, y = digits.split("train")
+    x, y = x[:32], y[:32]
+    largest, smallest = tiny_space.largest(), tiny_space.smallest()
+    randoms = [tiny_space.sample(np.random.default_rng(seed)) for seed in range(3)]
+
+    @torch.no_grad()
+    def loss(students, **changes):
+        settings = TrainSettings(**{**vars(SETTINGS), "distill": False, **changes})
+        return float(sandwich_loss(model, x, y, largest, students, settings, step=0)[0])
+
+    @torch.no_grad()
+    def label_loss(arch):
+        return float(torch.nn.functional.cross_entropy(model(x, arch), y))
+
+    sandwich = label_loss(largest) + label_loss(smallest)
+    assert loss([smallest], random_weight=5.0) == pytest.approx(sandwich, rel=1e-5)  # no random students
+    assert loss([smallest, *randoms], random_weight=0.0) == pytest.approx(sandwich, rel=1e-5)
+    mean_random = sum(label_loss(arch) for arch in randoms) / len(randoms)
+    for weight in (0.5, 1.0, 3.0):
+        assert loss([smallest, *randoms], random_weight=weight) == pytest.approx(sandwich + weight * mean_random,
+                                                                                rel=1e-5)
