@@ -80,7 +80,8 @@ def main() -> None:
                 hit = n
                 break
         needed.setdefault(strategy, []).append(hit)
-    summary = {"config": args.config,
+    config_path = Path(args.config).resolve()
+    summary = {"config": str(config_path.relative_to(ROOT)) if config_path.is_relative_to(ROOT) else args.config,
                "evaluations_budget": args.evaluations, "seeds": args.seeds, "reference_hypervolume": reference_hv,
                "needed_to_99pct": needed,
                "median_needed": {s: float(np.median(v)) for s, v in needed.items()},
