@@ -42,8 +42,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def holdout_accuracy(model, arch, task) -> float:
-    val, test = len(task.split("val")[1]), len(task.split("test")[1])
-    return (evaluate(model, arch, task, "val") * val + evaluate(model, arch, task, "test") * test) / (val + test)
+    return holdout_of(split_accuracies(model, arch, task), task)
+
+
+def holdout_of(splits: dict[str, float], task) -> float:
+    """Accuracy on val and test together, from the accuracy on each."""
+    sizes = {split: len(task.split(split)[1]) for split in splits}
+    return sum(splits[split] * sizes[split] for split in splits) / sum(sizes.values())
 
 
 def with_bits(arch: Arch, bits: int) -> Arch:
@@ -77,7 +82,8 @@ def _standalone(job) -> tuple[str, tuple[float, int, float, dict]]:
     started = time.perf_counter()
     train_standalone(model, task, settings, seed=seed + index)
     seconds = time.perf_counter() - started
-    return name, (holdout_accuracy(model, None, task), steps, seconds, split_accuracies(model, None, task))
+    splits = split_accuracies(model, None, task)
+    return name, (holdout_of(splits, task), steps, seconds, splits)
 
 
 def main() -> None:
@@ -118,24 +124,22 @@ def main() -> None:
     for i, (name, arch) in enumerate(archs.items()):
         steps = settings.steps if name in ("largest", "smallest") else (args.standalone_steps or settings.steps)
         jobs.append((name, arch.to_json(), i, steps, args.config, config.seed, overrides))
-    previous = {}
-    if args.standalone_from:
-        for row in json.loads(Path(args.standalone_from).read_text())["rows"]:
-            previous[(row["name"], json.dumps(row["arch"], sort_keys=True), row["standalone_steps"])] = (
-                row["standalone"], row["standalone_steps"], 0.0, row["standalone_splits"])
     standalone = {}
-    for name, arch_json, _index, steps, *_ in jobs:
-        key = (name, json.dumps(Arch.from_json(arch_json).to_dict(), sort_keys=True), steps)
-        if key in previous:
-            standalone[name] = previous[key]
+    if args.standalone_from:  # the same name, arch and steps: the same training
+        steps_of = {job[0]: job[3] for job in jobs}
+        for row in json.loads(Path(args.standalone_from).read_text())["rows"]:
+            name = row["name"]
+            if name in archs and row["arch"] == archs[name].to_dict() and row["standalone_steps"] == steps_of[name]:
+                standalone[name] = (row["standalone"], row["standalone_steps"], 0.0, row["standalone_splits"])
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         standalone |= dict(pool.imap_unordered(_standalone, [job for job in jobs if job[0] not in standalone]))
     rows = []
     for name, arch in archs.items():
-        inherited = holdout_accuracy(supernet, arch, task)
+        inherited_splits = split_accuracies(supernet, arch, task)
+        inherited = holdout_of(inherited_splits, task)
         accuracy, steps, seconds, alone_splits = standalone[name]
         rows.append({"name": name, "arch": arch.to_dict(), "inherited": inherited, "standalone": accuracy,
-                     "inherited_splits": split_accuracies(supernet, arch, task), "standalone_splits": alone_splits,
+                     "inherited_splits": inherited_splits, "standalone_splits": alone_splits,
                      "standalone_steps": steps, "depth": arch.depth, "attention": [x.attention for x in arch.layers],
                      "bits": [x.bits for x in arch.layers]})
         print(f"{name:9s} depth {arch.depth} embed {arch.embed_dim:3d} inherited {inherited:.4f} "
