@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,postgres,onnx]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
 
 # The main job end to end, on this machine: train the digits supernet once, measure
@@ -52,6 +52,7 @@ bench: install
 	$(PY) bench/supernet_quality.py --config configs/mnist1d.yaml --steps 1000 --subnets 24 --standalone-steps 1000 \
 		--jobs 2 --checkpoint runs/bench/mnist1d-supernet-1000.pt \
 		--standalone-from bench/results/supernet_quality_mnist1d.json --out bench/results/supernet_quality_mnist1d_1000.json
+	$(PY) bench/runtimes.py
 	$(PY) bench/latency_predictor.py
 	$(PY) bench/accuracy_predictor.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT)
 	$(ELASTIQ) measure -c configs/mnist1d.yaml --set storage=$(MNIST1D_DB) --set supernet.checkpoint=$(MNIST1D_CKPT)

@@ -1,7 +1,7 @@
 """Export honesty: what the exported models of the demo promise against what they do.
 
-1. Size: the program of the largest arch with every layer in int8, over the same
-   arch in fp32 (same weights, both traced and saved as export saves them).
+1. Size: the ONNX artifact of the largest arch with every layer in int8, over the
+   same arch in fp32 (same weights, both built as export builds them).
 2. Latency honesty: median |predicted - re-measured| / re-measured over the
    exported fronts (read from their manifests), raw and corrected for the
    machine's drift since its latency dataset was measured.
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.delivery.export import verify_export
+from predictors.runtimes import runtime_named
 from search_space import Arch, SearchSpace
-from supernet.deploy import deployed_program, program_bytes, trace_program
 from supernet.tasks import load_task
 from supernet.train import load_supernet
 
@@ -38,9 +38,11 @@ def size_ratio(checkpoint: Path) -> dict:
     largest = space.largest()
     int8 = Arch(largest.embed_dim, tuple(replace(layer, bits=8) for layer in largest.layers))
     fp32 = Arch(largest.embed_dim, tuple(replace(layer, bits=32) for layer in largest.layers))
-    int8_bytes = program_bytes(deployed_program(supernet.extract(int8), example))
-    fp32_bytes = program_bytes(trace_program(supernet.extract(fp32), example))
-    return {"arch": "largest", "int8_bytes": int8_bytes, "fp32_bytes": fp32_bytes, "ratio": int8_bytes / fp32_bytes}
+    runtime = runtime_named("onnxruntime")
+    int8_bytes = len(runtime.build(supernet.extract(int8), example))
+    fp32_bytes = len(runtime.build(supernet.extract(fp32), example))
+    return {"arch": "largest", "runtime": runtime.name, "int8_bytes": int8_bytes, "fp32_bytes": fp32_bytes,
+            "ratio": int8_bytes / fp32_bytes}
 
 
 def honesty(exports: list[Path]) -> dict:

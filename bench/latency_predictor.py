@@ -33,7 +33,6 @@ from predictors.measure import Protocol, example_input, measure_many
 from predictors.models import LatencyPredictor, scores
 from predictors.target import HardwareTarget
 from search_space import Arch, LayerArch, SearchSpace
-from supernet.deploy import deployed_program
 from supernet.model import Subnet, Supernet
 from supernet.tasks import load_task
 
@@ -59,7 +58,7 @@ def hat_mlp(seed: int):
 
 def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol, passes: int,
                  seed: int) -> dict:
-    """OFA-style: every block configuration and every stem+head, measured alone as traced programs, like
+    """OFA-style: every block configuration and every stem+head, measured alone as runtime artifacts, like
     the archs (same passes)."""
     task = supernet.task
     tokens = target.seq_len or task.seq_len
@@ -67,7 +66,7 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
     stems = [Subnet(supernet.stem.get_active_subnet(e), [], supernet.head.get_active_subnet(e), arch_json="{}").eval()
              for e in space.embed_dims]
     inputs = example_input(task, target)
-    measured = measure_many([deployed_program(stem, inputs) for stem in stems], inputs, target, protocol, passes, rng)
+    measured = measure_many([target.deploy(stem, inputs) for stem in stems], inputs, target, protocol, passes, rng)
     table = {("stem_head", e): m.median_ms for e, m in zip(space.embed_dims, measured, strict=True)}
     configs = []
     for i, choices in enumerate(space.layers[:1]):  # every layer has the same choices in this space
@@ -79,10 +78,16 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
     for embed_dim in space.embed_dims:
         group = [(i, layer) for i, e, layer in configs if e == embed_dim]
         x = hidden[..., :embed_dim].contiguous()
-        blocks = [deployed_program(supernet.blocks[i].get_active_subnet(embed_dim, layer), x) for i, layer in group]
+        blocks = [target.deploy(_alone(supernet.blocks[i].get_active_subnet(embed_dim, layer)), x)
+                  for i, layer in group]
         for (_, layer), m in zip(group, measure_many(blocks, x, target, protocol, passes, rng), strict=True):
             table[(embed_dim, layer)] = m.median_ms
     return table
+
+
+def _alone(block: torch.nn.Module) -> Subnet:
+    """A block as a model of its own, for the runtime to build."""
+    return Subnet(torch.nn.Identity(), [block], torch.nn.Identity(), arch_json="{}").eval()
 
 
 def lookup_predict(table: dict, archs) -> np.ndarray:
@@ -113,7 +118,7 @@ def main() -> None:
     # 1. noise floor: ten models, each measured 8 times with the protocol the dataset uses
     rng = np.random.default_rng(args.seed)
     x = example_input(task.spec, target)
-    probes = [deployed_program(supernet.extract(space.sample(rng)), x) for _ in range(10)]
+    probes = [target.deploy(supernet.extract(space.sample(rng)), x) for _ in range(10)]
     repeats = [measure_many(probes, x, target, protocol, args.passes, rng) for _ in range(8)]
     medians = np.array([[m.median_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
     noise = {"passes": args.passes,
@@ -167,7 +172,7 @@ def main() -> None:
 
     # 4. the int8 effect the search relies on: the largest arch all-int8 beside all-fp32, as programs
     largest = space.largest()
-    programs = [deployed_program(supernet.extract(Arch(largest.embed_dim, tuple(replace(layer, bits=bits)
+    programs = [target.deploy(supernet.extract(Arch(largest.embed_dim, tuple(replace(layer, bits=bits)
                                                                                  for layer in largest.layers))), x)
                 for bits in (8, 32)]
     int8, fp32 = measure_many(programs, x, target, protocol, args.passes, np.random.default_rng(args.seed))

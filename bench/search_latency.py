@@ -48,7 +48,6 @@ from predictors.features import latency_features
 from predictors.measure import Protocol, example_input, measure_beside_probes
 from predictors.models import LatencyPredictor
 from search_space import Arch
-from supernet.deploy import deployed_program
 from supernet.tasks import load_task
 from supernet.train import load_supernet
 
@@ -127,8 +126,8 @@ def main() -> None:
         protocol = Protocol(**config.measure.protocol_options())
         alone = []
         for repeat in range(2):  # the programs are built anew each time, as each measurement does
-            programs = [deployed_program(supernet.extract(a), inputs) for a in archs]
-            probe_programs = [deployed_program(supernet.extract(a), inputs) for a, _ in probes]
+            programs = [target.deploy(supernet.extract(a), inputs) for a in archs]
+            probe_programs = [target.deploy(supernet.extract(a), inputs) for a, _ in probes]
             measured, check = measure_beside_probes(programs, probe_programs, [m for _, m in probes], inputs, target,
                                                     protocol, config.measure.passes,
                                                     np.random.default_rng([args.seed, repeat]))

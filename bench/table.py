@@ -90,6 +90,18 @@ def rows() -> list[list[str]]:
                           f"trained alone (val)", f"largest {gaps['largest']}; smallest {gaps['smallest']}",
                           f"largest inherited {inherited}, alone {alone}", "within 3 points",
                           command])
+    if (r := _load("runtimes.json")) is not None:
+        others = [x for x in r["runtimes"] if x != "onnxruntime"]
+        for batch, summary in r["summary"].items():
+            table.append([f"runtimes side by side, {r['archs']} digits archs (smallest, largest, random), {batch}, "
+                          f"1 thread: latency over ONNX Runtime int8 (the default), median",
+                          f"fastest: **{summary['fastest']}**",
+                          "; ".join(f"{x} {summary[f'{x}_over_onnxruntime_median']:.2f}x" for x in others),
+                          "the default is the fastest", f"`{PY} bench/runtimes.py`"])
+        builds = r["build_seconds"].items()
+        table.append(["runtimes: build time of one artifact, median (max)",
+                      "; ".join(f"{x} {b['median_s']:.2f} s ({b['max_s']:.1f} s)" for x, b in builds),
+                      "", "", "same run"])
     for name in sorted(p.name for p in RESULTS.glob("latency_predictor_*.json")):
         r = _load(name)
         res = r["results"]
@@ -192,7 +204,8 @@ def rows() -> list[list[str]]:
                       "resume <= 5 s; status and front <= 2 s",
                       f"`{PY} bench/resume_scale.py --checkpoint CKPT --trials {r['trials']}`"])
     if (r := _load("export_honesty.json")) is not None:
-        table.append(["exported program size, largest arch all-int8 / all-fp32", f"**{r['size']['ratio']:.2f}**",
+        table.append([f"exported {r['size'].get('runtime', 'TorchScript')} artifact size, largest arch "
+                      "all-int8 / all-fp32", f"**{r['size']['ratio']:.2f}**",
                       f"{r['size']['int8_bytes']:,} / {r['size']['fp32_bytes']:,} bytes", "",
                       f"`{PY} bench/export_honesty.py`"])
         table.append([f"latency honesty over the demo's exported fronts ({r['models']} models): median "

@@ -14,7 +14,8 @@ import click
 import numpy as np
 import yaml
 
-from orchestrator.errors import TargetLost, WorkersLost
+from orchestrator.errors import ExportVerificationFailed, TargetLost, WorkersLost
+from predictors.runtimes import ArtifactMismatch
 from search_space import SAMPLE_MODES, InputError, SearchSpace
 
 USAGE_ERROR = 2
@@ -183,16 +184,16 @@ def status_command(storage: str, study_name: str, as_json: bool) -> None:
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Export the front under this latency.")
 @click.option("--overwrite", is_flag=True, help="Export again, replacing an earlier export in --out.")
-@click.option("--onnx", is_flag=True, help="Also write model.onnx (fp32 graph; needs the onnx extra).")
 def export_command(storage: str, study_name: str, out: str, trials: tuple[int, ...], max_latency_ms: float | None,
-                   overwrite: bool, onnx: bool) -> None:
-    """Export the Pareto-optimal models of a study: TorchScript programs with real int8
-    kernels, state dicts, metrics, and a manifest of sha256s; each one verified."""
+                   overwrite: bool) -> None:
+    """Export the Pareto-optimal models of a study: the target runtime's artifacts (ONNX with real
+    int8 kernels by default), torch.export programs, state dicts, metrics, and a manifest of sha256s;
+    each one verified."""
     from orchestrator.delivery.export import Selection, export_study
 
     if trials and max_latency_ms is not None:
         raise click.UsageError("give --trial or --max-latency-ms, not both")
-    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms), overwrite, onnx))
+    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms), overwrite))
 
 
 @cli.command("report")
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message())
     except KeyboardInterrupt:
         return _fail("interrupted")
-    except (WorkersLost, TargetLost) as exc:  # not bad input: the study is intact and resumable
+    except (WorkersLost, TargetLost, ExportVerificationFailed, ArtifactMismatch) as exc:  # not bad input
         _fail(str(exc))
         return 1
     except Exception as exc:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from predictors.runtimes import DEFAULT_RUNTIME, runtime_named
 from search_space import InputError, SearchSpace
 from search_space.space import read_yaml
 
@@ -73,6 +74,16 @@ class TargetConfig(_Section):
     batch_size: int = Field(1, gt=0, le=2**20)
     seq_len: int | None = Field(None, gt=0, le=2**20)  # None: the task's own length
     dtype: Literal["float32"] = "float32"
+    runtime: str | None = Field(None, min_length=1, max_length=100)  # None: onnxruntime on cpu, aotinductor on cuda
+
+    @model_validator(mode="after")
+    def _runtime_runs_here(self) -> TargetConfig:
+        runtime = self.runtime or DEFAULT_RUNTIME[self.device]
+        try:
+            runtime_named(runtime).require(self.device)
+        except InputError as exc:
+            raise ValueError(str(exc).removeprefix("target.runtime ").removeprefix("target.runtime: ")) from None
+        return self
 
 
 class MeasureConfig(_Section):

@@ -9,3 +9,7 @@ class WorkersLost(RuntimeError):
 class TargetLost(RuntimeError):
     """No live node of the Ray cluster holds the hardware target: latency cannot be measured.
     The study is intact; the batch runs again on resume."""
+
+
+class ExportVerificationFailed(RuntimeError):
+    """An exported artifact that does not compute what was evaluated: nothing is moved into place."""

@@ -1,4 +1,4 @@
-"""The latency dataset: stratified archs, each exported and measured in isolation.
+"""The latency dataset: stratified archs, each built by the target's runtime and measured in isolation.
 
 Archs are stratified over depth and width (every depth x embed-dim cell in
 turn) and over attention type and bit width (each arch leans towards one type
@@ -19,7 +19,6 @@ from tqdm import tqdm
 from predictors.measure import Protocol, example_input, measure_many
 from predictors.target import HardwareTarget
 from search_space import Arch, LayerArch, SearchSpace
-from supernet.deploy import deployed_program
 from supernet.model import Supernet
 
 
@@ -64,7 +63,7 @@ class LatencyRecord:
 
 def measure_archs(supernet: Supernet, archs: list[Arch], target: HardwareTarget, protocol: Protocol = Protocol(),
                   passes: int = 15, chunk: int = 250, seed: int = 0, progress: bool = True) -> Iterator[LatencyRecord]:
-    """Export each arch as its deployed program and measure them side by side in
+    """Build each arch's artifact on the target's runtime and measure them side by side in
     `passes` rounds (see `predictors.measure`), chunk by chunk, yielding each chunk's
     records as soon as they are final, so a crash loses one chunk at most."""
     inputs = example_input(supernet.task, target)
@@ -73,7 +72,7 @@ def measure_archs(supernet: Supernet, archs: list[Arch], target: HardwareTarget,
                dynamic_ncols=True)
     for begin in range(0, len(archs), chunk):
         part = archs[begin:begin + chunk]
-        deployed = [deployed_program(supernet.extract(arch), inputs) for arch in part]
+        deployed = [target.deploy(supernet.extract(arch), inputs) for arch in part]
         for arch, measurement in zip(part, measure_many(deployed, inputs, target, protocol, passes, rng),
                                      strict=True):
             yield LatencyRecord(arch, target, measurement)

@@ -1,4 +1,5 @@
-"""Latency measurement protocol (DESIGN decision 5).
+"""Latency measurement protocol (DESIGN decision 5), on what a runtime executes
+(a `Program`; a torch module also serves, for tests and benchmarks of kernels).
 
 Warm-up, fixed threads, `inference_mode`, repeats in rounds until the median
 is stable (or a cap), then median, IQR, coefficient of variation and n. A
@@ -35,8 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from predictors.runtimes import Program
 from predictors.target import HardwareTarget, fingerprint
 
 
@@ -156,12 +157,19 @@ def _one_attempt(call, target: HardwareTarget, protocol: Protocol) -> np.ndarray
     return np.asarray(times)
 
 
-def measure_latency(model: nn.Module, inputs: torch.Tensor, target: HardwareTarget,
+def _runner(model, inputs: torch.Tensor, device: torch.device):
+    """One timed call of `model` (a runtime's `Program`, or a torch module) on `inputs`."""
+    if isinstance(model, Program):
+        return model.runner(inputs)
+    model = model.to(device).eval()
+    return lambda: model(inputs)
+
+
+def measure_latency(model, inputs: torch.Tensor, target: HardwareTarget,
                     protocol: Protocol = Protocol(), lock: bool = True) -> LatencyMeasurement:
     device = torch.device(target.device)
-    model = model.to(device).eval()
     inputs = inputs.to(device)
-    call = lambda: model(inputs)  # noqa: E731
+    call = _runner(model, inputs, device)
     best = None
     with (holding(target) if lock else nullcontext()), _threads(target.threads), torch.inference_mode():
         for attempt in range(1, protocol.attempts + 1):  # noqa: B007 - the count is reported
@@ -178,7 +186,7 @@ def measure_latency(model: nn.Module, inputs: torch.Tensor, target: HardwareTarg
 
 
 
-def measure_many(models: list[nn.Module], inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol,
+def measure_many(models: list, inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol,
                  passes: int, rng: np.random.Generator, burst: int = 5) -> list[LatencyMeasurement]:
     """Models measured side by side: in each of `passes` rounds every model, in a new random
     order, gets one untimed call (to warm its weights back into cache) and a burst of timed
@@ -186,8 +194,8 @@ def measure_many(models: list[nn.Module], inputs: torch.Tensor, target: Hardware
     machine's drift over the same window. A model whose rounds still spread more than
     `protocol.max_pass_cv` gets as many rounds again, then is flagged."""
     device = torch.device(target.device)
-    models = [m.to(device).eval() for m in models]
     inputs = inputs.to(device)
+    models = [_runner(m, inputs, device) for m in models]
     run_once = _timer(target)
     samples: list[list[float]] = [[] for _ in models]
     calls: list[list[float]] = [[] for _ in models]
@@ -196,16 +204,16 @@ def measure_many(models: list[nn.Module], inputs: torch.Tensor, target: Hardware
     def rounds(indices: np.ndarray, count: int) -> None:
         for _ in range(count):
             for i in rng.permutation(indices):
-                model = models[i]
-                model(inputs)
-                times = [run_once(lambda m=model: m(inputs)) for _ in range(burst)]
+                call = models[i]
+                call()
+                times = [run_once(call) for _ in range(burst)]
                 samples[i].append(float(np.median(times)))
                 calls[i] += times
 
     with holding(target), _threads(target.threads), torch.inference_mode():
-        for model in models:
+        for call in models:
             for _ in range(protocol.warmup):
-                model(inputs)
+                call()
         rounds(np.arange(len(models)), passes)
         for _ in range(protocol.attempts - 1):
             noisy = np.array([i for i in range(len(models)) if _robust_cv(samples[i]) > protocol.max_pass_cv],
@@ -237,7 +245,7 @@ def noise_floor(references: list[LatencyMeasurement]) -> float:
     return max(MIN_NOISE_FLOOR, 3 * np.sqrt(2) * float(np.median(errors))) if errors else MIN_NOISE_FLOOR
 
 
-def measure_beside_probes(models: list[nn.Module], probes: list[nn.Module], references: list[LatencyMeasurement],
+def measure_beside_probes(models: list, probes: list, references: list[LatencyMeasurement],
                           inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol, passes: int,
                           rng: np.random.Generator) -> tuple[list[LatencyMeasurement], DriftCheck]:
     """`models` measured side by side with `probes`, archs of the target's dataset whose stored

@@ -1,4 +1,5 @@
-"""`HardwareTarget`: where and how latency counts, plus the machine's fingerprint."""
+"""`HardwareTarget`: where and how latency counts (device, runtime, threads, batch), plus the
+fingerprint of the machine and runtime a latency figure is only valid for."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
+from predictors.runtimes import DEFAULT_RUNTIME, Program, Runtime, runtime_named
 from search_space import InputError
 
 
@@ -22,10 +25,14 @@ class HardwareTarget:
     batch_size: int = 1
     seq_len: int | None = None  # None: the task's own length
     dtype: str = "float32"
+    runtime: str | None = None  # None: the device's default (ONNX Runtime on a CPU)
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"target.device: {self.device!r} is not 'cpu' or 'cuda'")
+        if self.runtime is None:
+            object.__setattr__(self, "runtime", DEFAULT_RUNTIME[self.device])
+        runtime_named(self.runtime).require(self.device)
         if self.threads < 1 or self.batch_size < 1 or (self.seq_len is not None and self.seq_len < 1):
             raise InputError("target: threads, batch_size and seq_len must be positive")
         if self.dtype != "float32":
@@ -33,6 +40,20 @@ class HardwareTarget:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def executor(self) -> Runtime:
+        return runtime_named(self.runtime)
+
+    @property
+    def form(self) -> str:
+        """What its latency figures are measured on (stored with each): measurements of different
+        runtimes, versions or devices are never mixed."""
+        return self.executor.form(self.device)
+
+    def deploy(self, subnet: nn.Module, example: Tensor) -> Program:
+        """The runtime's artifact of `subnet`, built, loaded and checked against it."""
+        return self.executor.deploy(subnet, example, self.device, self.threads)
 
     @property
     def key(self) -> str:
@@ -55,8 +76,8 @@ def _cpu_model() -> str:
 def fingerprint(target: HardwareTarget) -> dict[str, Any]:
     """What a latency figure is only valid for: recorded with every measurement."""
     info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
-                            "torch": torch.__version__, "quantized_engine": torch.backends.quantized.engine,
-                            "device": target.device}
+                            "torch": torch.__version__, "device": target.device,
+                            **target.executor.fingerprint(target.device, target.threads)}
     if target.device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

@@ -81,10 +81,13 @@ _MASKS: dict[tuple[int, int, str], Tensor] = {}
 
 def _band_mask(tokens: int, window: int, device: torch.device) -> Tensor:
     key = (tokens, window, str(device))
-    if key not in _MASKS:
-        index = torch.arange(tokens, device=device)
-        _MASKS[key] = (index[None, :] - index[:, None]).abs() <= window
-    return _MASKS[key]
+    if key in _MASKS:
+        return _MASKS[key]
+    index = torch.arange(tokens, device=device)
+    mask = (index[None, :] - index[:, None]).abs() <= window
+    if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):  # a traced mask is not a tensor
+        _MASKS[key] = mask
+    return mask
 
 
 KERNELS: dict[str, type[AttentionKernel]] = {}

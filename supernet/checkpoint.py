@@ -140,7 +140,7 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None, task: st
         raise CheckpointError(f"checkpoint {path}: trained on task {record.get('task')!r}, not {task!r}")
     try:
         with warnings.catch_warnings():  # a refused file is one line, not torch's warnings about it too
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", UserWarning)
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise CheckpointError(f"checkpoint {path}: cannot be loaded ({type(exc).__name__})") from None

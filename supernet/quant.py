@@ -19,13 +19,19 @@ def _straight_through(x: Tensor, quantized: Tensor) -> Tensor:
     return x + (quantized - x).detach()
 
 
+def weight_grid(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """The integers (as floats) and per-output-channel scales (out, 1) of `weight` at `bits`: what
+    training simulates and what runtimes store as int8."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = weight.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
+    return torch.clamp(torch.round(weight / scale), -qmax, qmax), scale
+
+
 def fake_quantize_weight(weight: Tensor, bits: int) -> Tensor:
     if bits >= FULL_PRECISION:
         return weight
-    qmax = 2 ** (bits - 1) - 1
-    scale = weight.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / qmax
-    quantized = torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale
-    return _straight_through(weight, quantized)
+    integers, scale = weight_grid(weight, bits)
+    return _straight_through(weight, integers * scale)
 
 
 def fake_quantize_activation(x: Tensor, bits: int) -> Tensor:

@@ -1,3 +1,5 @@
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -5,6 +7,8 @@ import pytest
 from search_space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
+# what elastiq caches (the runtimes' part graphs) stays within the test session, shared by its processes
+os.environ.setdefault("ELASTIQ_CACHE_DIR", tempfile.mkdtemp(prefix="elastiq-test-cache-"))
 CONFIGS = ROOT / "configs"
 
 

@@ -1,14 +1,18 @@
 """`elastiq export`: the Pareto front of a study as models a user can ship.
 
 For each selected trial the static subnet is extracted (and fine-tuned as the
-search did), lowered to real int8 kernels where its policy says so, traced to
-TorchScript, saved, loaded back and checked:
+search did); the target's runtime builds its artifact (`model.onnx` on ONNX
+Runtime, with real int8 kernels where the policy says 8 bits), and
+`model.pt2` holds the evaluated model as a `torch.export` program. Each is
+saved, loaded back from disk and checked:
 
 - the extracted model reproduces the accuracy recorded in the database exactly;
-- the real int8 model is within one point of it;
-- the saved program predicts what the in-memory model predicts;
-- its latency, re-measured on the program loaded from disk, side by side with
-  the other exported programs, is compared with the prediction and the constraint.
+- the artifact, run through its runtime on the whole test split, and the
+  exported program are each within one point of it (else nothing is moved
+  into place, exit status 1);
+- the artifact's latency, re-measured on the artifact loaded from disk, side by
+  side with the other exported artifacts and with drift probes, is compared with
+  the prediction and the constraint.
 
 The front is taken on evaluated accuracy and measured latency. Where the search
 only predicted latency, the archs that could be on the front (predicted minus
@@ -20,6 +24,7 @@ Everything is written to a temporary directory and moved into place at the end.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -36,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig
 from orchestrator.delivery.outdir import OutputError, check_output_dir, staged, write_json
+from orchestrator.errors import ExportVerificationFailed
 from orchestrator.execution.evaluation import static_model
 from orchestrator.execution.measuring import drift_probes, latency_row, register_target, target_of
 from orchestrator.search.driver import SPLIT
@@ -44,15 +50,18 @@ from orchestrator.search.pareto import pareto_front
 from orchestrator.storage.schema import ExportRow, LatencyRow, SupernetRow, connect, dumps, masked
 from orchestrator.storage.study import SUPERNET_ATTR, Evaluation, evaluations, require_study, stored_config
 from predictors.measure import Protocol, example_input, measure_beside_probes, measure_many
+from predictors.runtimes import Program
+from predictors.runtimes.base import check_agreement
+from predictors.target import HardwareTarget
 from search_space import Arch, InputError
 from supernet.checkpoint import CheckpointError, sha256_file
-from supernet.deploy import MEASURED_FORM, deployed_program, program_bytes, to_deployable, trace_program
+from supernet.quant import QuantLinear
 from supernet.tasks import load_task
 from supernet.train import evaluate, load_supernet
 
 log = logging.getLogger("elastiq.export")
 MANIFEST = "manifest.json"
-PROGRAM = "model.ts"
+EXPORTED_PROGRAM = "model.pt2"  # torch.export of the evaluated model, beside the runtime's artifact
 QUANTIZED_TOLERANCE = 0.01  # one accuracy point
 
 
@@ -72,10 +81,8 @@ class Selection:
 
 
 def export_study(storage: str, study_name: str, out: str | Path, selection: Selection = Selection(),
-                 overwrite: bool = False, onnx: bool = False) -> str:
+                 overwrite: bool = False) -> str:
     out = Path(out)
-    if onnx:
-        _require_onnx()
     check_output_dir(out, MANIFEST, replace=True)  # an earlier export may be up to date: decided below
     study = require_study(storage, study_name)
     config = stored_config(study, storage)
@@ -98,7 +105,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
         with staged(out, MANIFEST, replace=overwrite) as staging:  # refuses a non-empty --out first
             probes = _probe_latencies(engine, target) if objectives.needs_latency else []
             manifest = _write_models(staging, study_name, storage, config, target, task, supernet, supernet_sha,
-                                     chosen, selection, probes, onnx)
+                                     chosen, selection, probes)
         try:
             with Session(engine) as session, session.begin():
                 session.add(ExportRow(study=study_name, out_dir=str(out.resolve()), trials=dumps(keys),
@@ -186,15 +193,15 @@ def _measure_for_selection(unmeasured: list[Evaluation], config, engine, superne
     with Session(engine) as session, session.begin():
         target_id = register_target(session, target).id  # refuses another machine than the target's
         stored = {row.arch_key: row.median_ms for row in session.scalars(select(LatencyRow).where(
-            LatencyRow.target_id == target_id, LatencyRow.backend == MEASURED_FORM,
+            LatencyRow.target_id == target_id, LatencyRow.backend == target.form,
             LatencyRow.arch_key.in_([e.arch.key for e in unmeasured])))}
         probes = drift_probes(session, target)
     todo = [e.arch for e in unmeasured if e.arch.key not in stored]
     if todo:
         inputs = example_input(task.spec, target)
-        models = [deployed_program(supernet.extract(arch), inputs) for arch in todo]
+        models = [target.deploy(supernet.extract(arch), inputs) for arch in todo]
         results, check = measure_beside_probes(
-            models, [deployed_program(supernet.extract(arch), inputs) for arch, _ in probes],
+            models, [target.deploy(supernet.extract(arch), inputs) for arch, _ in probes],
             [m for _, m in probes], inputs, target, _protocol(config), config.measure.passes,
             np.random.default_rng(config.seed))
         if not check.accepted:
@@ -202,7 +209,7 @@ def _measure_for_selection(unmeasured: list[Evaluation], config, engine, superne
                               f"when the machine is idle")
         with Session(engine) as session, session.begin():
             for arch, result in zip(todo, results, strict=True):
-                session.add(latency_row(target_id, arch, result.to_dict(), source="export"))
+                session.add(latency_row(target_id, arch, result.to_dict(), source="export", form=target.form))
                 stored[arch.key] = result.median_ms
     return stored
 
@@ -221,20 +228,19 @@ def _probe_latencies(engine, target) -> list[tuple[Arch, float]]:
 # ---- writing and verifying ---------------------------------------------------------
 
 def _write_models(staging: Path, study_name, storage, config, target, task, supernet, supernet_sha,
-                  chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]],
-                  onnx: bool = False) -> dict[str, Any]:
+                  chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]]) -> dict[str, Any]:
     torch.set_num_threads(1)  # the search evaluated with one thread: same arithmetic, same predictions
     bound = next((c.bound for c in config.constraints if c.metric == "latency_ms" and c.op == "<="), None)
     entries, programs = [], []
     for e in chosen:
         folder = staging / f"trial-{e.trial:05d}-{e.arch.key[:8]}"
         folder.mkdir()
-        entry, program = _export_one(folder, e, config, task, supernet, onnx)
+        entry, program = _export_one(folder, e, config, task, supernet, target)
         entries.append(entry)
         programs.append(program)
         log.info("exported trial %d (%s): test accuracy %.4f", e.trial, e.arch.key[:8], entry["accuracy_test"])
     inputs = example_input(task.spec, target)
-    probe_programs = [deployed_program(supernet.extract(arch), inputs) for arch, _ in probes]
+    probe_programs = [target.deploy(supernet.extract(arch), inputs) for arch, _ in probes]
     measured = measure_many(programs + probe_programs, inputs, target, _protocol(config), config.measure.passes,
                             np.random.default_rng(config.seed))
     measurements, probe_now = measured[:len(programs)], measured[len(programs):]
@@ -268,7 +274,7 @@ def _write_models(staging: Path, study_name, storage, config, target, task, supe
 
 
 def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet,
-                onnx: bool = False) -> tuple[dict, torch.nn.Module]:
+                target: HardwareTarget) -> tuple[dict, Program]:
     arch = e.arch
     simulated = static_model(supernet, arch, task, config.search.finetune_steps, config.seed)
     recorded = e.metrics["accuracy"]
@@ -276,20 +282,21 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
     if abs(val_simulated - recorded) > 1e-9:
         raise ExportError(f"trial {e.trial}: the extracted model scores {val_simulated:.6f} on {SPLIT}, the study "
                           f"recorded {recorded:.6f}; refusing to export a model that is not the one evaluated")
-    deployed = to_deployable(simulated)
-    val_deployed = evaluate(deployed, None, task, SPLIT)
-    torch.jit.save(_trace(deployed, task), str(folder / PROGRAM))
-    saved_bytes = (folder / PROGRAM).stat().st_size
-    program = torch.jit.load(str(folder / PROGRAM))
     x_test, y_test = task.split("test")
-    with torch.inference_mode():
-        same = bool((program(x_test).argmax(-1) == deployed(x_test).argmax(-1)).all())
-    if not same:
-        raise ExportError(f"trial {e.trial}: the saved program does not predict what the model in memory predicts")
-    fp32_bytes = program_bytes(_trace(simulated, task))  # the same arch with every weight in fp32
+    test_simulated = evaluate(simulated, None, task, "test")
+    runtime = target.executor
+    (folder / runtime.artifact).write_bytes(runtime.build(simulated, x_test[:1]))
+    program = runtime.load((folder / runtime.artifact).read_bytes(), target.device, target.threads)  # from disk
+    check_agreement(program, simulated, x_test[:32], runtime.name)
+    val_deployed, test_deployed = accuracy(program, task, SPLIT), accuracy(program, task, "test")
+    _require_within_a_point(e.trial, runtime.artifact, test_deployed, test_simulated)
+    _save_exported_program(simulated, x_test[:1], folder / EXPORTED_PROGRAM)
+    reloaded = torch.export.load(str(folder / EXPORTED_PROGRAM)).module()
+    test_exported_program = accuracy(reloaded, task, "test")
+    _require_within_a_point(e.trial, EXPORTED_PROGRAM, test_exported_program, test_simulated)
+    saved_bytes = (folder / runtime.artifact).stat().st_size
+    fp32_bytes = len(runtime.build(full_precision(simulated), x_test[:1]))  # the same weights, every layer fp32
     torch.save(simulated.state_dict(), folder / "state_dict.pt")
-    if onnx:
-        _save_onnx(simulated, task, folder / "model.onnx")
     torch.save({"input": x_test[:1].clone(), "label": y_test[:1].clone()}, folder / "example.pt")
     write_json(folder / "arch.json", {"arch": arch.to_dict(), "arch_key": arch.key, "space": config.space.to_dict(),
                                       "task": config.task.name, "task_options": config.task.options,
@@ -298,11 +305,11 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
     entry = {
         "trial": e.trial, "arch_key": arch.key, "dir": folder.name, "arch": arch.to_dict(),
         "accuracy_recorded": recorded, "accuracy_val": val_simulated, "accuracy_val_deployed": val_deployed,
-        "accuracy_test_simulated": evaluate(simulated, None, task, "test"),
-        "accuracy_test": evaluate(deployed, None, task, "test"),
+        "accuracy_test_simulated": test_simulated, "accuracy_test": test_deployed,
+        "accuracy_test_exported_program": test_exported_program,
         "quantized_delta_points": 100 * (val_deployed - val_simulated),
         "quantized_within_1_point": abs(val_deployed - val_simulated) <= QUANTIZED_TOLERANCE,
-        "matches_record": True, "program_matches_model": same,
+        "matches_record": True, "runtime": runtime.name, "artifact": runtime.artifact,
         "params": int(e.metrics.get("params", 0)), "macs": int(e.metrics.get("macs", 0)),
         "bytes_analytic": int(e.metrics.get("bytes", 0)), "program_bytes": saved_bytes,
         "fp32_program_bytes": fp32_bytes, "size_ratio_to_fp32": saved_bytes / fp32_bytes,
@@ -312,33 +319,49 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
         "latency_search_ms": e.metrics.get("latency_measured_ms"),
         "latency_search_source": e.metrics.get("latency_source", "measured in the search")
         if "latency_measured_ms" in e.metrics else None,
-        "measured_form": MEASURED_FORM,
+        "measured_form": target.form,
     }
     return entry, program
 
 
-def _trace(model: torch.nn.Module, task) -> torch.jit.ScriptModule:
-    return trace_program(model, task.split("test")[0][:1])
+def accuracy(model, task, split: str, batch_size: int = 512) -> float:
+    """Accuracy of a runtime's program (or any callable on a batch), batched as `evaluate` batches:
+    activations are quantized per batch, so the same batches give the same numbers."""
+    x, y = task.split(split)
+    correct = 0
+    with torch.inference_mode():
+        for begin in range(0, len(y), batch_size):
+            logits = model(x[begin:begin + batch_size])
+            correct += int((logits.argmax(dim=-1) == y[begin:begin + batch_size]).sum())
+    return correct / len(y)
 
 
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ExportError("--onnx needs the onnx package: pip install 'elastiq[onnx]'") from None
+def _require_within_a_point(trial: int, artifact: str, got: float, expected: float) -> None:
+    if abs(got - expected) > QUANTIZED_TOLERANCE:
+        raise ExportVerificationFailed(
+            f"trial {trial}: {artifact} scores {100 * got:.2f}% on the test split, the evaluated model "
+            f"{100 * expected:.2f}%: more than one point apart; nothing was exported")
 
 
-def _save_onnx(model: torch.nn.Module, task, path: Path) -> None:
-    """The fp32 graph of the model as it was evaluated (fake-quantized weights, fp32 arithmetic):
-    ONNX has no counterpart of torch's dynamic int8 kernels. The batch dimension is dynamic."""
-    import onnx
-
-    example = task.split("test")[0][:2]
+def _save_exported_program(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The evaluated model (fake quantization, fp32 arithmetic) as a `torch.export` program, batch free."""
+    batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated; the dynamo one fails here
-        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    onnx.checker.check_model(str(path))
+        warnings.simplefilter("ignore", UserWarning)
+        program = torch.export.export(model.eval(), (torch.cat([example, example]),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+
+
+def full_precision(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose quantized layers run in fp32 with the same weights."""
+    copy_ = copy.deepcopy(model)
+    for parent in list(copy_.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuantLinear):
+                plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                plain.load_state_dict(child.state_dict())
+                setattr(parent, name, plain)
+    return copy_
 
 
 def _honesty(entries: list[dict], drift: float | None) -> dict[str, Any]:

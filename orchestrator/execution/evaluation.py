@@ -23,7 +23,6 @@ from predictors.cost import arch_costs
 from predictors.measure import LatencyMeasurement, Protocol, example_input, measure_beside_probes
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
-from supernet.deploy import deployed_program
 from supernet.tasks import load_task
 from supernet.train import TrainSettings, evaluate, load_supernet, train_standalone
 
@@ -84,7 +83,7 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
 
 def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]], passes: int,
                    protocol: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Latency of the deployed programs of `jobs` (really quantized, traced) on their target, measured
+    """Latency of the artifacts of `jobs` (really quantized) on their target's runtime, measured
     side by side with drift probes (arch JSON and stored measurement of archs of the target's dataset):
     {"measurements": one dict per job, on the dataset's scale, "check": the probes' verdict, "node": ...}."""
     space, task, supernet = _context(jobs[0])
@@ -92,7 +91,7 @@ def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]]
     inputs = example_input(task.spec, target)
 
     def program(arch_json: str):
-        return deployed_program(supernet.extract(space.validate(Arch.from_json(arch_json))), inputs)
+        return target.deploy(supernet.extract(space.validate(Arch.from_json(arch_json))), inputs)
 
     _normal_priority()
     measured, check = measure_beside_probes(

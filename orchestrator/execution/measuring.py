@@ -22,13 +22,12 @@ from predictors.dataset import measure_archs, stratified_archs
 from predictors.measure import LatencyMeasurement, Protocol
 from predictors.target import HardwareTarget, fingerprint
 from search_space import Arch
-from supernet.deploy import MEASURED_FORM
 from supernet.model import Supernet
 from supernet.tasks import load_task
 from supernet.train import load_supernet
 
 log = logging.getLogger("elastiq.measure")
-_SAME_MACHINE = ("cpu", "cores", "machine", "torch", "quantized_engine", "device")
+_SAME_MACHINE = ("cpu", "cores", "machine", "torch", "device")
 
 
 def target_of(config: StudyConfig) -> HardwareTarget:
@@ -44,7 +43,11 @@ def register_target(session: Session, target: HardwareTarget) -> TargetRow:
         session.add(row)
         session.flush()
         return row
-    if json.loads(row.settings) != target.to_dict():
+    stored = json.loads(row.settings)
+    if "runtime" not in stored:  # a target stored before runtimes were named: its measurements keep their
+        stored["runtime"] = target.runtime  # own form (the old TorchScript one) and are never mixed with these
+        row.settings = dumps(stored)
+    if stored != target.to_dict():
         raise StorageError(f"target {target.name!r} is stored with other settings {row.settings}; "
                            f"give the new settings another target name")
     stored = json.loads(row.fingerprint)
@@ -55,9 +58,10 @@ def register_target(session: Session, target: HardwareTarget) -> TargetRow:
     return row
 
 
-def measured_latencies(session: Session, target_id: int, backend: str = MEASURED_FORM) -> dict[str, LatencyRow]:
+def measured_latencies(session: Session, target_id: int, form: str) -> dict[str, LatencyRow]:
+    """The target's measurements taken on `form` (its runtime, version and device) only."""
     rows = session.scalars(select(LatencyRow).where(LatencyRow.target_id == target_id,
-                                                    LatencyRow.backend == backend))
+                                                    LatencyRow.backend == form))
     return {row.arch_key: row for row in rows}
 
 
@@ -75,7 +79,8 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
     wanted = stratified_archs(config.space, count or config.measure.archs, np.random.default_rng(config.seed))
     with Session(engine) as session, session.begin():
         target_id = register_target(session, target).id
-        done = {key: (row.id, row.flagged) for key, row in measured_latencies(session, target_id).items()}
+        done = {key: (row.id, row.flagged)
+                for key, row in measured_latencies(session, target_id, target.form).items()}
     if not checkpoint.exists():
         log.info("no supernet checkpoint at %s: measuring with initial weights", checkpoint)
     # a flagged measurement (its passes spread too much: the machine was not steady) is taken again
@@ -90,9 +95,10 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
             if record.arch.key in again:
                 session.delete(session.get(LatencyRow, done[record.arch.key][0]))
                 session.flush()
-            session.add(latency_row(target_id, record.arch, record.measurement.to_dict(), source="measure"))
+            session.add(latency_row(target_id, record.arch, record.measurement.to_dict(), source="measure",
+                                    form=target.form))
     with Session(engine) as session:
-        rows = list(measured_latencies(session, target_id).values())
+        rows = list(measured_latencies(session, target_id, target.form).values())
     engine.dispose()
     return (f"target {target.name}: {len(missing)} archs measured now ({len(again)} flagged before), "
             f"{len(rows)} in the dataset; "
@@ -101,10 +107,10 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
             f"({flagged} of this run)")
 
 
-def latency_row(target_id: int, arch: Arch, m: dict, source: str) -> LatencyRow:
+def latency_row(target_id: int, arch: Arch, m: dict, source: str, form: str) -> LatencyRow:
     """A measurement as stored: `source` says how it was taken ("measure": alone, the dataset's scale;
-    "search", "export": beside drift probes, put on that scale)."""
-    return LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(), backend=MEASURED_FORM,
+    "search", "export": beside drift probes, put on that scale); `form`, on what (the target's runtime)."""
+    return LatencyRow(target_id=target_id, arch_key=arch.key, arch=arch.to_json(), backend=form,
                       median_ms=m["median_ms"], iqr_ms=m["iqr_ms"], cv=m["cv"], n=m["n"], attempts=m["attempts"],
                       flagged=m["flagged"], passes=m.get("passes", 1), pass_cv=m.get("pass_cv", 0.0),
                       source=source, drift=m.get("drift"),
@@ -112,12 +118,13 @@ def latency_row(target_id: int, arch: Arch, m: dict, source: str) -> LatencyRow:
                       fingerprint=dumps(m["fingerprint"]))
 
 
-def latency_dataset(session: Session, target_name: str) -> tuple[list[Arch], np.ndarray, np.ndarray]:
-    """(archs, median ms, flagged) of a target's stored measurements."""
-    row = session.scalar(select(TargetRow).where(TargetRow.name == target_name))
-    if row is None:
-        raise StorageError(f"target {target_name!r} has no latency measurements; run `elastiq measure -c CONFIG` first")
-    rows = list(measured_latencies(session, row.id).values())
+def latency_dataset(session: Session, target: HardwareTarget) -> tuple[list[Arch], np.ndarray, np.ndarray]:
+    """(archs, median ms, flagged) of a target's stored measurements on its runtime."""
+    row = session.scalar(select(TargetRow).where(TargetRow.name == target.name))
+    rows = [] if row is None else list(measured_latencies(session, row.id, target.form).values())
+    if not rows:
+        raise StorageError(f"target {target.name!r} has no latency measurements on {target.form}; "
+                           f"run `elastiq measure -c CONFIG` first")
     return ([Arch.from_json(r.arch) for r in rows], np.array([r.median_ms for r in rows]),
             np.array([r.flagged for r in rows], dtype=bool))
 
@@ -127,7 +134,7 @@ def drift_probes(session: Session, target: HardwareTarget, count: int = 8) -> li
     measured again beside new archs, they tell how the machine runs now against when the dataset was
     measured. Only measurements taken alone (`elastiq measure`) and not flagged serve."""
     target_id = register_target(session, target).id
-    rows = [r for r in measured_latencies(session, target_id).values()
+    rows = [r for r in measured_latencies(session, target_id, target.form).values()
             if r.source in (None, "measure") and not r.flagged]
     rows.sort(key=lambda r: (r.median_ms, r.arch_key))
     picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)) if rows else []

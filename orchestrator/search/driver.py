@@ -119,7 +119,7 @@ class SearchDriver:
             engine = connect(config.storage, create=False)
             with Session(engine) as session:
                 try:
-                    archs, _, flagged = latency_dataset(session, self.target.name)
+                    archs, _, flagged = latency_dataset(session, self.target)
                 except Exception as exc:
                     if isinstance(exc, StorageError):
                         raise
@@ -353,7 +353,8 @@ class SearchDriver:
         config = self.config
         with Session(engine) as session, session.begin():
             target_id = register_target(session, self.target).id
-            stored = {key: row.median_ms for key, row in measured_latencies(session, target_id).items()}
+            stored = {key: row.median_ms
+                      for key, row in measured_latencies(session, target_id, self.target.form).items()}
             probes = drift_probes(session, self.target)
         found = {a.key: {"median_ms": stored[a.key]} for a in archs if a.key in stored}
         todo = [a for a in archs if a.key not in stored]
@@ -372,7 +373,7 @@ class SearchDriver:
                                 for a in todo}}
         with Session(engine) as session, session.begin():
             for arch, m in zip(todo, outcome["measurements"], strict=True):
-                session.add(latency_row(target_id, arch, m, source="search"))
+                session.add(latency_row(target_id, arch, m, source="search", form=self.target.form))
                 found[arch.key] = {"median_ms": m["median_ms"], "latency_raw_ms": m["raw_median_ms"],
                                    "latency_drift": m["drift"], "measure_node": outcome["node"]}
         return found
@@ -383,7 +384,7 @@ class SearchDriver:
         the study database for the same measurements is refitted from its stored choice (data, never
         code: see `predictors.persist`); otherwise every candidate is cross-validated and the result stored."""
         with Session(engine) as session:
-            archs, latency, flagged = latency_dataset(session, self.target.name)
+            archs, latency, flagged = latency_dataset(session, self.target)
             archs, latency = [a for a, f in zip(archs, flagged, strict=True) if not f], latency[~flagged]
             row = session.scalar(select(PredictorRow).where(
                 PredictorRow.study == self.config.study, PredictorRow.kind == "latency",

@@ -6,9 +6,9 @@ import torch
 
 from predictors.cost import arch_costs, mixing_macs
 from predictors.measure import Protocol, example_input, holding, measure_latency
+from predictors.runtimes.onnx_runtime import export_form
 from predictors.target import HardwareTarget, fingerprint
 from search_space import Arch, InputError, LayerArch
-from supernet.deploy import quantized_layer_count, to_deployable
 from supernet.model import Supernet, TaskSpec
 from tests.supernet.test_model import FEATURES, TOKENS, expected_params
 
@@ -33,7 +33,7 @@ def test_bytes_are_close_to_the_serialized_deployed_model(digits_space, digits_s
     for _ in range(6):
         arch = digits_space.sample(rng)
         buffer = io.BytesIO()
-        torch.save(to_deployable(digits_supernet.extract(arch)).state_dict(), buffer)
+        torch.save(export_form(digits_supernet.extract(arch)).state_dict(), buffer)
         serialized = len(buffer.getvalue())
         estimated = arch_costs(digits_space, FEATURES, arch).bytes
         assert estimated <= serialized <= estimated * 1.15 + 40_000  # container overhead only
@@ -57,26 +57,16 @@ def test_macs_depend_on_attention_type_and_sequence_length(digits_space):
     assert arch_costs(digits_space, FEATURES, arch, batch_size=4).macs == 4 * arch_costs(digits_space, FEATURES, arch).macs
 
 
-def test_deployable_uses_real_int8_kernels_only_where_asked(digits_space, digits_supernet):
-    arch = Arch(128, (LayerArch(8, 512, "softmax", 8), LayerArch(8, 512, "linear", 32)))
-    subnet = digits_supernet.extract(arch)
-    deployed = to_deployable(subnet)
-    assert quantized_layer_count(deployed) == 6 and quantized_layer_count(subnet) == 0
-    x = example_input(FEATURES, HardwareTarget(batch_size=8))
-    with torch.no_grad():
-        reference, actual = subnet(x), deployed(x)
-    assert (actual - reference).abs().max() < 0.05 * reference.abs().max()
-    assert torch.equal(actual.argmax(-1), reference.argmax(-1))
-
-
 def test_measurement_protocol_records_spread(digits_space, digits_supernet):
     target = HardwareTarget("test", threads=1)
-    model = to_deployable(digits_supernet.extract(digits_space.smallest()))
+    inputs = example_input(FEATURES, target)
+    program = target.deploy(digits_supernet.extract(digits_space.smallest()), inputs)
     protocol = Protocol(warmup=3, round_size=10, max_repeats=60)
-    result = measure_latency(model, example_input(FEATURES, target), target, protocol)
+    result = measure_latency(program, inputs, target, protocol)
     assert result.median_ms > 0 and result.iqr_ms >= 0 and result.cv >= 0
     assert 20 <= result.n <= 60 * protocol.attempts
     assert result.fingerprint["torch"] == torch.__version__ and result.fingerprint == fingerprint(target)
+    assert result.fingerprint["runtime"] == "onnxruntime" and result.fingerprint["intra_op_threads"] == 1
     assert torch.get_num_threads() >= 1
 
 
@@ -137,8 +127,9 @@ def test_measure_many_measures_each_model_once_per_pass(digits_space, digits_sup
     from predictors.measure import measure_many
 
     target = HardwareTarget("many")
-    models = [to_deployable(digits_supernet.extract(a)) for a in (digits_space.smallest(), digits_space.largest())]
-    results = measure_many(models, example_input(FEATURES, target), target,
+    inputs = example_input(FEATURES, target)
+    models = [target.deploy(digits_supernet.extract(a), inputs) for a in (digits_space.smallest(), digits_space.largest())]
+    results = measure_many(models, inputs, target,
                            Protocol(warmup=2, round_size=10, max_repeats=20), passes=3, rng=np.random.default_rng(0))
     # 3 passes an attempt; a model whose passes spread too much (a loaded machine) gets another attempt
     assert all(r.passes == 3 * r.attempts and r.attempts >= 1 for r in results)

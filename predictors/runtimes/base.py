@@ -1,0 +1,126 @@
+"""The interface every runtime implements, and the registry of runtimes.
+
+A runtime is what executes a deployed model on a hardware target (DESIGN
+decision 7): it builds its artifact from an extracted subnet, with real int8
+kernels where the layer policy says 8 bits, holding the trained quantization
+numerics (the fake quantizer's per-channel symmetric weight grid, per-tensor
+affine activations computed at run time); it loads an artifact into a
+`Program` that runs it; and it says what a latency figure taken on it is only
+valid for (its fingerprint, and the `form` stored with every measurement, so
+that measurements of different runtimes or versions are never mixed).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from search_space import InputError
+from supernet.quant import FULL_PRECISION, QuantLinear
+
+
+class RuntimeUnavailable(InputError):
+    """A runtime that is unknown, not installed, or cannot run on the target's device."""
+
+
+class ArtifactMismatch(RuntimeError):
+    """A built artifact that does not compute what the subnet it was built from computes."""
+
+
+class Program(ABC):
+    """A loaded artifact: called on a batch as the model it was built from is."""
+
+    @abstractmethod
+    def __call__(self, inputs: Tensor) -> Tensor: ...
+
+    def runner(self, inputs: Tensor) -> Callable[[], Any]:
+        """One run on `inputs`, as timed: without the conversions a deployment would not make."""
+        return lambda: self(inputs)
+
+
+class Runtime(ABC):
+    name: ClassVar[str]
+    artifact: ClassVar[str]  # the file name export writes the artifact under
+    package: ClassVar[str]  # the Python distribution the runtime needs
+    devices: ClassVar[tuple[str, ...]]
+
+    def require(self, device: str) -> None:
+        """Refuses (one line) when the runtime's package is missing or it cannot run on `device`."""
+        if importlib.util.find_spec(self.module) is None:
+            raise RuntimeUnavailable(f"target.runtime {self.name!r} needs the {self.package} package, "
+                                     f"which is not installed: pip install {self.package}")
+        if device not in self.devices:
+            raise RuntimeUnavailable(f"target.runtime {self.name!r} cannot run on device {device!r} "
+                                     f"(it runs on {', '.join(self.devices)})")
+
+    module: ClassVar[str]  # the module imported to use it
+
+    def version(self) -> str:
+        return importlib.metadata.version(self.package)
+
+    def fingerprint(self, device: str, threads: int) -> dict[str, Any]:
+        return {"runtime": self.name, "runtime_version": self.version(), "threads": threads}
+
+    def form(self, device: str) -> str:
+        """What a latency figure is measured on, stored with it: runtime, version and device."""
+        return f"{self.name}-{self.version()}-{device}"
+
+    @abstractmethod
+    def build(self, subnet: nn.Module, example: Tensor) -> bytes:
+        """The artifact of `subnet` (an extracted static subnet), for inputs shaped as `example`
+        with any batch size."""
+
+    @abstractmethod
+    def load(self, artifact: bytes, device: str, threads: int) -> Program: ...
+
+    def deploy(self, subnet: nn.Module, example: Tensor, device: str = "cpu", threads: int = 1) -> Program:
+        """The loaded artifact of `subnet`, checked to compute what `subnet` computes on `example`."""
+        program = self.load(self.build(subnet, example), device, threads)
+        check_agreement(program, subnet, example, self.name)
+        return program
+
+
+def with_quantized_layers_as(model: nn.Module, lower: Callable[[QuantLinear], nn.Module]) -> nn.Module:
+    """A copy of `model` (in eval mode) whose quantized layers are replaced by `lower(layer)`."""
+    form = copy.deepcopy(model).eval()
+    for parent in list(form.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuantLinear) and child.bits < FULL_PRECISION:
+                setattr(parent, name, lower(child))
+    return form
+
+
+def check_agreement(program: Program, subnet: nn.Module, example: Tensor, name: str) -> None:
+    """The artifact's logits against the subnet's. Real int8 kernels round activations as the fake
+    quantizer does but accumulate exactly, so they differ by a few rounding steps, never more; a
+    graph that computes something else (a wrong weight, a width baked in) is far outside this."""
+    with torch.inference_mode():
+        expected = subnet.eval()(example).float()
+        got = program(example).float()
+    tolerance = 1e-4 + 0.01 * float(expected.abs().max())
+    error = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
+    if not error <= tolerance:
+        raise ArtifactMismatch(f"the {name} artifact does not compute what the subnet computes "
+                               f"(max |logit difference| {error:.3g} > {tolerance:.3g})")
+
+
+RUNTIMES: dict[str, type[Runtime]] = {}
+DEFAULT_RUNTIME = {"cpu": "onnxruntime", "cuda": "aotinductor"}
+
+
+def register(runtime: type[Runtime]) -> type[Runtime]:
+    RUNTIMES[runtime.name] = runtime
+    return runtime
+
+
+def runtime_named(name: str) -> Runtime:
+    if name not in RUNTIMES:
+        raise RuntimeUnavailable(f"target.runtime: unknown runtime {name!r} (known: {', '.join(sorted(RUNTIMES))})")
+    return RUNTIMES[name]()

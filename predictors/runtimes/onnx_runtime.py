@@ -1,0 +1,242 @@
+"""ONNX Runtime: the default runtime of CPU targets.
+
+An 8-bit layer becomes ONNX Runtime's `DynamicQuantizeMatMul`: int8 weights on
+the fake quantizer's per-output-channel grid (the same integers and scales),
+activations quantized per tensor at run time to uint8 with a zero point, as
+the fake quantizer simulates them. Lower bit widths keep their integers in
+the int8 kernel (their activations are quantized at 8 bits there). Other
+layers stay fp32; the session applies every graph optimization, with the
+target's threads, as a deployment would.
+
+`torch.onnx.export` takes seconds per model, too slow for a latency dataset
+of hundreds. So each distinct part of a subnet (the stem, a block of one
+attention type and bit width, the head) is exported once, and a subnet's
+graph is those parts' graphs chained, each holding that subnet's weights:
+a part's graph holds no width but its head count (its reshapes to heads), so
+one graph serves every embedding and MLP width. Every build is checked against
+the subnet it was built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from predictors.runtimes.base import Program, Runtime, register, with_quantized_layers_as
+from supernet.quant import QuantLinear, weight_grid
+
+INPUT, OUTPUT = "input", "logits"
+GRAPH_FORMAT = 2  # raise when the export form or the part graphs change: cached graphs are then not reused
+
+
+class DynamicInt8Linear(nn.Module):
+    """The export form of an 8-bit layer: one `DynamicQuantizeMatMul` node of ONNX Runtime."""
+
+    def __init__(self, layer: QuantLinear):
+        super().__init__()
+        integers, scale = weight_grid(layer.weight.detach().float(), layer.bits)  # the fake quantizer's grid
+        integers, scale = integers.to(torch.int8), scale.squeeze(1)
+        self.register_buffer("qweight", integers.t().contiguous())  # (in, out): MatMul's layout
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float())
+        self.out_features = layer.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        inputs = [x, self.qweight, self.scale, None, self.bias]
+        return torch.onnx.ops.symbolic("com.microsoft::DynamicQuantizeMatMul", inputs, {}, dtype=torch.float32,
+                                       shape=[*x.shape[:-1], self.out_features], version=1)
+
+
+def export_form(part: nn.Module) -> nn.Module:
+    """A copy of `part` whose quantized layers are ONNX Runtime's int8 kernels."""
+    return with_quantized_layers_as(part, DynamicInt8Linear)
+
+
+def _structure(part: nn.Module, example: Tensor, first: bool) -> tuple:
+    """What a part's graph depends on: its modules' kinds and settings and the input's shape, not
+    its widths (they come from the weights; the model's input keeps its own)."""
+    settings = ("bits", "window", "eps", "input_kind", "num_heads")  # heads: the reshapes to heads hold them
+    shape = tuple(example.shape[1:] if first else example.shape[1:-1])
+    return (shape, str(example.dtype)) + tuple(
+        (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
+        for name, m in part.named_modules())
+
+
+class _PartGraphs:
+    """ONNX graphs of subnet parts, exported once per structure: kept in memory, and on disk (in
+    `cache_dir()`, keyed by the structure and the exporter's versions) so that every process of a
+    run (Ray workers, the CLI) need not export them again. A graph holds no weights (they are the
+    subnet's, put in at each build); reading one executes nothing, and every build is checked."""
+
+    def __init__(self):
+        self._graphs: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def graph(self, form: nn.Module, example: Tensor, structure: tuple):
+        with self._lock:
+            if structure not in self._graphs:
+                self._graphs[structure] = self._from_disk(structure) or self._export(form, example, structure)
+            return self._graphs[structure]
+
+    @staticmethod
+    def _path(structure: tuple) -> Path:
+        versions = (GRAPH_FORMAT, torch.__version__, importlib.metadata.version("onnx"),
+                    importlib.metadata.version("onnxscript"))
+        key = hashlib.sha256(repr((versions, structure)).encode()).hexdigest()[:32]
+        return cache_dir() / "onnx-parts" / f"{key}.onnx"
+
+    def _from_disk(self, structure: tuple):
+        import onnx
+
+        try:
+            return onnx.load_from_string(self._path(structure).read_bytes())
+        except Exception:  # noqa: BLE001 - absent, unreadable or damaged: export it again
+            return None
+
+    def _export(self, form: nn.Module, example: Tensor, structure: tuple):
+        graph = _export_graph(form, example)
+        path = self._path(structure)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as handle:
+                handle.write(graph.SerializeToString())
+            os.replace(handle.name, path)  # whole or absent, whoever else writes it at the same time
+        except OSError:
+            pass  # no cache: the next process exports again
+        return graph
+
+
+def cache_dir() -> Path:
+    """Where elastiq keeps what it can rebuild: ELASTIQ_CACHE_DIR, else the user's cache directory."""
+    if os.environ.get("ELASTIQ_CACHE_DIR"):
+        return Path(os.environ["ELASTIQ_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "elastiq"
+
+
+def _export_graph(form: nn.Module, example: Tensor):
+    from onnx import numpy_helper
+
+    batch = torch.export.Dim("batch", min=1)
+    pair = torch.cat([example[:1], example[:1]])  # batch 1 would be specialized away
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the exporter's notes on torchvision and on tracing
+        program = torch.onnx.export(form, (pair,), dynamo=True, optimize=False, verbose=False,
+                                    input_names=["x"], output_names=["y"], dynamic_shapes=({0: batch},))
+    graph = program.model_proto
+    weights = set(form.state_dict())
+    for i, tensor in enumerate(graph.graph.initializer):  # the weights are put in at each build: keep none
+        if tensor.name in weights:
+            empty = numpy_helper.from_array(np.zeros(0, numpy_helper.to_array(tensor).dtype), tensor.name)
+            graph.graph.initializer[i].CopyFrom(empty)
+    return graph
+
+
+def chain(parts: list, weights: list[dict[str, np.ndarray]]):
+    """One model: each part's graph with its own names prefixed, holding `weights[i]`, fed by the
+    previous part's output."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    nodes, initializers = [], []
+    first, last = parts[0], parts[-1]
+    for i, (part, state) in enumerate(zip(parts, weights, strict=True)):
+        graph = part.graph
+        rename = {graph.input[0].name: INPUT if i == 0 else f"hidden{i}",
+                  graph.output[0].name: OUTPUT if i == len(parts) - 1 else f"hidden{i + 1}", "": ""}
+
+        def renamed(name: str, i=i, rename=rename) -> str:
+            return rename.get(name, f"p{i}/{name}")
+
+        found = set()
+        for tensor in graph.initializer:
+            if tensor.name in state:
+                found.add(tensor.name)
+                initializers.append(numpy_helper.from_array(state[tensor.name], renamed(tensor.name)))
+            else:  # a constant of the graph (a mask of the sequence length): the same for every width
+                copied = onnx.TensorProto()
+                copied.CopyFrom(tensor)
+                copied.name = renamed(tensor.name)
+                initializers.append(copied)
+        if found != set(state):
+            raise ValueError(f"part {i}: weights {sorted(set(state) - found)[:3]} are not inputs of its graph")
+        for node in graph.node:
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+                raise ValueError("a part's graph has a subgraph; chaining does not rename inside it")
+            copied = onnx.NodeProto()
+            copied.CopyFrom(node)
+            copied.name = f"p{i}/{node.name}"
+            copied.input[:] = [renamed(n) for n in node.input]
+            copied.output[:] = [renamed(n) for n in node.output]
+            nodes.append(copied)
+    source, sink = onnx.ValueInfoProto(), onnx.ValueInfoProto()
+    source.CopyFrom(first.graph.input[0])
+    source.name = INPUT
+    sink.CopyFrom(last.graph.output[0])
+    sink.name = OUTPUT
+    graph = helper.make_graph(nodes, "elastiq_subnet", [source], [sink], initializers)
+    return helper.make_model(graph, opset_imports=list(first.opset_import), ir_version=first.ir_version,
+                             producer_name="elastiq")
+
+
+class OrtProgram(Program):
+    def __init__(self, session):
+        self.session = session
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input: inputs.numpy()})[0])
+
+    def runner(self, inputs: Tensor):
+        feed = {self.input: inputs.numpy()}
+        return lambda: self.session.run(None, feed)
+
+
+@register
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    artifact = "model.onnx"
+    package = "onnxruntime"
+    module = "onnxruntime"
+    devices = ("cpu",)
+    provider = "CPUExecutionProvider"
+
+    _parts = _PartGraphs()
+
+    def fingerprint(self, device: str, threads: int) -> dict:
+        return {**super().fingerprint(device, threads), "execution_provider": self.provider,
+                "intra_op_threads": threads, "inter_op_threads": 1, "graph_optimization": "all"}
+
+    def form(self, device: str) -> str:
+        return f"{super().form(device)}-{self.provider}"
+
+    def build(self, subnet: nn.Module, example: Tensor) -> bytes:
+        parts = [subnet.stem, *subnet.blocks, subnet.head]
+        graphs, weights = [], []
+        hidden = example[:1]
+        with torch.no_grad():
+            for i, part in enumerate(parts):
+                form = export_form(part)
+                graphs.append(self._parts.graph(form, hidden, _structure(part, hidden, first=i == 0)))
+                weights.append({name: tensor.detach().numpy() for name, tensor in form.state_dict().items()})
+                hidden = part.eval()(hidden)
+        return chain(graphs, weights).SerializeToString()
+
+    def load(self, artifact: bytes, device: str, threads: int) -> OrtProgram:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: its notes on unused initializers are not ours to fix
+        return OrtProgram(onnxruntime.InferenceSession(artifact, options, providers=[self.provider]))

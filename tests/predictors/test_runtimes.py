@@ -1,0 +1,157 @@
+"""Runtimes: the artifacts they build compute what the subnet computes, with real int8 where asked."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from predictors.runtimes import RUNTIMES, ArtifactMismatch, Program, RuntimeUnavailable, runtime_named
+from predictors.runtimes.aot_inductor import torch_form
+from predictors.runtimes.base import check_agreement
+from predictors.runtimes.onnx_runtime import OnnxRuntime, export_form
+from predictors.target import HardwareTarget, fingerprint
+from search_space import Arch, LayerArch
+from supernet.model import Supernet
+from supernet.quant import fake_quantize_weight
+from tests.supernet.test_model import FEATURES, TOKENS
+
+
+@pytest.fixture(scope="module")
+def digits_supernet(digits_space):
+    return Supernet(digits_space, FEATURES, seed=0).eval()
+
+
+def _nodes(artifact: bytes, op_type: str) -> int:
+    return sum(node.op_type == op_type for node in onnx.load_from_string(artifact).graph.node)
+
+
+def test_onnx_artifact_runs_int8_kernels_only_where_the_policy_says(digits_supernet):
+    arch = Arch(128, (LayerArch(8, 512, "softmax", 8), LayerArch(8, 512, "linear", 32)))
+    subnet = digits_supernet.extract(arch)
+    x = torch.randn(8, 16, 4, generator=torch.Generator().manual_seed(0))
+    runtime = runtime_named("onnxruntime")
+    artifact = runtime.build(subnet, x[:1])
+    assert _nodes(artifact, "DynamicQuantizeMatMul") == 6  # q, k, v, out, fc1, fc2 of the 8-bit layer
+    program = runtime.load(artifact, "cpu", 1)
+    with torch.inference_mode():
+        reference, actual = subnet(x), program(x)
+    assert (actual - reference).abs().max() < 0.01 * reference.abs().max()
+    assert torch.equal(actual.argmax(-1), reference.argmax(-1))
+    assert program(x[:1]).shape == (1, 10) and program(x[:3]).shape == (3, 10)  # any batch size
+
+
+def test_int8_weights_are_the_fake_quantizers_integers(digits_supernet):
+    arch = Arch(64, (LayerArch(2, 64, "softmax", 8),))
+    block = export_form(digits_supernet.extract(arch)).blocks[0]
+    original = digits_supernet.extract(arch).blocks[0].attention.query
+    layer = block.attention.query
+    assert layer.qweight.dtype == torch.int8
+    dequantized = layer.qweight.t().float() * layer.scale[:, None]
+    assert torch.allclose(dequantized, fake_quantize_weight(original.weight, 8), rtol=0, atol=1e-7)
+
+
+def test_one_graph_per_structure_serves_every_width(digits_space, digits_supernet):
+    runtime = OnnxRuntime()
+    x = torch.randn(4, 16, 4, generator=torch.Generator().manual_seed(1))
+    graphs = []
+    for embed_dim in digits_space.embed_dims:  # widths change, heads, attention and bits do not
+        for mlp_dim in (embed_dim, 4 * embed_dim):
+            arch = Arch(embed_dim, (LayerArch(2, mlp_dim, "local", 8), LayerArch(2, mlp_dim, "softmax", 32)))
+            runtime.deploy(digits_supernet.extract(arch), x)  # checked against the subnet
+            graphs.append(len(runtime._parts._graphs))
+    assert graphs[-1] == graphs[0]  # the first build exported every part graph the others use
+
+
+def test_token_inputs_build_too(digits_space):
+    supernet = Supernet(digits_space, TOKENS, seed=0).eval()
+    x = torch.randint(TOKENS.input_dim, (3, TOKENS.seq_len), generator=torch.Generator().manual_seed(0))
+    program = runtime_named("onnxruntime").deploy(supernet.extract(digits_space.smallest()), x)
+    assert program(x).shape == (3, TOKENS.num_classes)
+
+
+def test_an_artifact_that_computes_something_else_is_refused(digits_space, digits_supernet):
+    subnet = digits_supernet.extract(digits_space.smallest())
+    x = torch.randn(2, 16, 4, generator=torch.Generator().manual_seed(0))
+
+    class Off(Program):
+        def __call__(self, inputs):
+            return subnet(inputs) + 1.0
+
+    with pytest.raises(ArtifactMismatch, match="does not compute"):
+        check_agreement(Off(), subnet, x, "fake")
+
+
+def test_torch_int8_form_computes_the_fake_quantized_model(digits_supernet):
+    arch = Arch(96, (LayerArch(4, 384, "softmax", 8), LayerArch(2, 96, "linear", 8)))
+    subnet = digits_supernet.extract(arch)
+    form = torch_form(subnet)
+    assert sum(type(m).__name__ == "Int8MatMulLinear" for m in form.modules()) == 12
+    x = torch.randn(5, 16, 4, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        reference, actual = subnet(x), form(x)
+    assert (actual - reference).abs().max() < 0.01 * reference.abs().max()
+
+
+def test_runtime_is_part_of_the_target_and_its_fingerprint():
+    default, compiled = HardwareTarget("a"), HardwareTarget("a", runtime="aotinductor")
+    assert default.runtime == "onnxruntime" and HardwareTarget("g", device="cuda").runtime == "aotinductor"
+    assert default.key != compiled.key and default.form != compiled.form
+    assert default.form.startswith("onnxruntime-") and "CPUExecutionProvider" in default.form
+    print_ = fingerprint(HardwareTarget("t", threads=2))
+    assert print_["runtime"] == "onnxruntime" and print_["intra_op_threads"] == 2 and print_["runtime_version"]
+    assert set(RUNTIMES) >= {"onnxruntime", "aotinductor"}
+
+
+def test_bad_runtimes_are_refused(monkeypatch):
+    with pytest.raises(RuntimeUnavailable, match="unknown runtime 'tensorrt'"):
+        HardwareTarget(runtime="tensorrt")
+    with pytest.raises(RuntimeUnavailable, match="cannot run on device 'cuda'"):
+        HardwareTarget(device="cuda", runtime="onnxruntime")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(RuntimeUnavailable, match="needs the onnxruntime package"):
+        HardwareTarget()
+
+
+@pytest.mark.slow
+def test_aotinductor_compiles_real_int8(digits_supernet):
+    """The second runtime end to end: 10-40 s to compile one model here."""
+    arch = Arch(64, (LayerArch(2, 128, "softmax", 8),))
+    subnet = digits_supernet.extract(arch)
+    x = torch.randn(4, 16, 4, generator=torch.Generator().manual_seed(0))
+    runtime = runtime_named("aotinductor")
+    program = runtime.deploy(subnet, x)  # checked against the subnet
+    assert program(x[:1]).shape == (1, 10)
+    again = runtime.load(runtime.build(subnet, x[:1]), "cpu", 1)
+    with torch.inference_mode():
+        assert torch.allclose(again(x), program(x))
+
+
+def test_part_graphs_are_exported_once_then_read_from_the_cache(digits_space, digits_supernet, monkeypatch,
+                                                                tmp_path):
+    from predictors.runtimes import onnx_runtime
+
+    monkeypatch.setenv("ELASTIQ_CACHE_DIR", str(tmp_path))
+    x = torch.randn(2, 16, 4, generator=torch.Generator().manual_seed(0))
+    subnet = digits_supernet.extract(digits_space.smallest())
+    fresh = onnx_runtime._PartGraphs()
+    monkeypatch.setattr(OnnxRuntime, "_parts", fresh)
+    OnnxRuntime().deploy(subnet, x)
+    cached = list((tmp_path / "onnx-parts").glob("*.onnx"))
+    assert len(cached) == 3  # stem, one block, head
+    for path in cached:  # a graph holds no weights: they are the subnet's, put in at each build
+        graph = onnx.load(str(path)).graph
+        assert all(np.prod(t.dims) == 0 for t in graph.initializer if t.name.endswith("weight"))
+
+    def never(*args):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_runtime, "_export_graph", never)
+    monkeypatch.setattr(OnnxRuntime, "_parts", onnx_runtime._PartGraphs())  # a new process, the same disk
+    OnnxRuntime().deploy(subnet, x)
+    cached[0].write_bytes(b"damaged")
+    with pytest.raises(AssertionError, match="exported again"):  # a damaged file is exported again, not read
+        monkeypatch.setattr(OnnxRuntime, "_parts", onnx_runtime._PartGraphs())
+        OnnxRuntime().deploy(subnet, x)
