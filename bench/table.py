@@ -106,7 +106,8 @@ def rows() -> list[list[str]]:
         r = _load(name)
         res = r["results"]
         low, high = r["latency_range_ms"]
-        table.append([f"latency predictor, target {r['target']['name']} ({low:.2f}-{high:.2f} ms), "
+        runtime = r["target"].get("runtime") or "TorchScript + torch.ao int8 (before runtimes; not re-measured)"
+        table.append([f"latency predictor, target {r['target']['name']} on {runtime} ({low:.2f}-{high:.2f} ms), "
                       f"{r['held_out']} held-out of {r['archs_measured']} measured",
                       f"MAPE **{res['elastiq']['mape']:.2f}%**, tau **{res['elastiq']['kendall_tau']:.3f}**",
                       f"OFA lookup table {res['ofa_lookup_table']['mape']:.2f}% / "
