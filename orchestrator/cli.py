@@ -75,6 +75,31 @@ def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+@space.command("from-model")
+@click.argument("model_path", type=click.Path(file_okay=False))
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The space YAML to write (not overwritten).")
+def space_from_model(model_path: str, out_path: str) -> None:
+    """Write a space whose largest arch is the pretrained model at MODEL_PATH (its depth, heads, MLP
+    size, hidden size; softmax attention, full precision), with smaller choices to narrow or widen."""
+    from pathlib import Path
+
+    from supernet.checkpoint import atomic_write
+    from supernet.pretrained.importing import model_space, open_pretrained
+
+    out = Path(out_path)
+    if out.exists():
+        raise InputError(f"{out}: already exists; give another path or remove it")
+    model = open_pretrained(model_path)
+    data = model_space(model)
+    space = SearchSpace.from_dict(data)  # what is written is a valid space
+    header = (f"# written by `elastiq space from-model` from {model_path} ({model.family.name}): the largest arch\n"
+              f"# (first attention type, widest, deepest, full precision) is the model itself\n")
+    atomic_write(out, lambda f: f.write((header + yaml.safe_dump(data, sort_keys=False)).encode()))
+    click.echo(space.summary())
+    click.echo(f"written to {out}")
+
+
 @cli.group()
 def config() -> None:
     """Inspect a study config."""
@@ -105,6 +130,21 @@ def train_supernet_command(config_path: str, set_pairs: tuple[str, ...], steps: 
     if steps is not None:
         overrides["supernet.steps"] = steps
     click.echo(run_supernet_training(load_study_config(config_path, overrides), progress=progress))
+
+
+@cli.command("evaluate")
+@config_option
+@set_option
+@click.option("--arch", "arch_text", required=True, metavar="largest|smallest|JSON",
+              help="The arch: largest, smallest, or an arch as JSON (as `space sample` prints).")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+def evaluate_command(config_path: str, set_pairs: tuple[str, ...], arch_text: str, split: str) -> None:
+    """Print the accuracy of one arch with inherited weights: from the study's supernet checkpoint, or,
+    before any training, straight from its pretrained model."""
+    from orchestrator.config import load_study_config
+    from orchestrator.execution.training import evaluate_arch
+
+    click.echo(evaluate_arch(load_study_config(config_path, _overrides(set_pairs)), arch_text, split))
 
 
 @cli.command("measure")

@@ -8,6 +8,7 @@ validation, so an override is checked exactly like the file.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,15 @@ class TaskConfig(_Section):
 
 
 class SupernetConfig(_Section):
+    # a pretrained Hugging Face model (a save_pretrained directory, relative to the config) to start from
+    pretrained: str | None = Field(None, min_length=1)
+    importance: bool = True  # put the imported heads and MLP neurons in importance order before slicing
+    calibration_samples: int = Field(256, gt=0, le=10**6)  # training inputs the importance is measured on
+    # "inplace": students learn from the live largest arch (with `distill`); "pretrained": from the imported
+    # model, fine-tuned alone for `teacher_steps` steps (its classifier is new where the checkpoint had none),
+    # then frozen
+    teacher: Literal["inplace", "pretrained"] = "inplace"
+    teacher_steps: int = Field(0, ge=0, le=10**9)
     steps: int = Field(1500, gt=0, le=10**9)
     batch_size: int = Field(128, gt=0, le=2**20)
     lr: float = Field(2e-3, gt=0, le=10)
@@ -64,6 +74,11 @@ class SupernetConfig(_Section):
         if self.distill_start > self.steps:
             raise ValueError(f"supernet.distill_start {self.distill_start} is beyond the budget "
                              f"(supernet.steps {self.steps})")
+        if self.teacher == "pretrained" and self.pretrained is None:
+            raise ValueError("supernet.teacher 'pretrained' needs supernet.pretrained")
+        if self.teacher_steps >= self.steps:
+            raise ValueError(f"supernet.teacher_steps {self.teacher_steps} leaves no step of the budget "
+                             f"(supernet.steps {self.steps}) for the supernet")
         return self
 
 
@@ -188,8 +203,43 @@ def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None)
     return study_config_from_dict(data, base_dir=path.parent, source=str(path))
 
 
+PATH_OPTIONS = ("train", "validation", "test")  # task options that name files, relative to the config
+
+
+def _resolve_pretrained(data: dict[str, Any], base_dir: Path, source: str) -> None:
+    """Paths of a pretrained model and of the user's data files are relative to the config; the
+    model's path goes into the task's options (its tokenizer or image processor prepares the data)."""
+    from supernet.tasks import PRETRAINED_TASKS
+
+    supernet = data.get("supernet")
+    task = data.get("task")
+    pretrained = supernet.get("pretrained") if isinstance(supernet, dict) else None
+    name = task.get("name") if isinstance(task, dict) else None
+    if isinstance(pretrained, str) and pretrained:
+        pretrained = os.path.abspath(base_dir / pretrained)
+        data["supernet"] = {**supernet, "pretrained": pretrained}
+    if name not in PRETRAINED_TASKS:
+        if isinstance(pretrained, str):
+            raise ConfigError(f"{source}: supernet.pretrained needs task text or image-folder (the user's data, "
+                              f"prepared by the model), not {name or 'digits'!r}")
+        return
+    options = task.get("options", {})
+    if not isinstance(options, dict):
+        return  # the schema names the error
+    options = dict(options)
+    for key in PATH_OPTIONS:
+        if isinstance(options.get(key), str) and options[key]:
+            options[key] = os.path.abspath(base_dir / options[key])
+    if "model" in options and options["model"] != pretrained:
+        raise ConfigError(f"{source}: task.options.model is set from supernet.pretrained; leave it out")
+    if isinstance(pretrained, str):
+        options["model"] = pretrained
+    data["task"] = {**task, "options": options}
+
+
 def study_config_from_dict(data: dict[str, Any], base_dir: Path = Path("."), source: str = "config") -> StudyConfig:
     data = dict(data)
+    _resolve_pretrained(data, base_dir, source)
     space = data.get("space")
     try:
         if isinstance(space, str):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from search_space import Arch, SearchSpace
 from supernet.attention import LocalAttention
-from supernet.model import TaskSpec
+from supernet.model import TaskSpec, position_rows
 from supernet.quant import FULL_PRECISION
 
 _CHANNEL_QPARAMS_BYTES = 8 + 8  # per output channel: float64 scale and int64 zero point, as torch stores them
@@ -61,11 +61,15 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         if layer is not None:
             layer[op] = layer.get(op, 0) + macs * batch_size
 
-    if task.input_kind == "tokens":
-        add("embedding", task.input_dim * e, 0, 4 * task.input_dim * e)
+    style = task.style
+    if task.input_kind in ("tokens", "text"):
+        add("embedding", task.input_dim * e + style.token_types * e, 0, 4 * (task.input_dim + style.token_types) * e)
     else:
         add("linear@32", task.input_dim * e + e, tokens * task.input_dim * e, _linear_bytes(task.input_dim, e, 32))
-    add("position", task.seq_len * e, tokens * e, 4 * task.seq_len * e)
+    rows = position_rows(task)
+    add("position", rows * e + (e if style.cls_token else 0), tokens * e, 4 * rows * e)
+    if style.embedding_norm:
+        add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
     for layer in arch.layers:
         breakdown: dict[str, float] = {}
         inner = layer.num_heads * space.head_dim
@@ -80,7 +84,10 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         costs.by_op[f"calls:mixing:{layer.attention}"] += 1
         add("activation", 0, tokens * layer.mlp_dim, 0, breakdown)
         costs.per_layer.append(breakdown)
-    add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
+    if style.final_norm:
+        add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
+    if style.pooler:
+        add("linear@32", e * e + e, e * e, _linear_bytes(e, e, 32))
     add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
         _linear_bytes(e, task.num_classes, 32))
     return costs

@@ -119,6 +119,12 @@ def example_input(spec, target: HardwareTarget, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     if spec.input_kind == "tokens":
         return torch.randint(spec.input_dim, (target.batch_size, tokens), generator=generator)
+    if spec.input_kind == "text":  # real tokens (no padding: the full length is what a budget must hold)
+        pad = spec.style.pad_token_id
+        ids = torch.randint(spec.input_dim, (target.batch_size, tokens), generator=generator)
+        if pad is not None:
+            ids = torch.where(ids == pad, (pad + 1) % spec.input_dim, ids)
+        return torch.stack([ids, torch.zeros_like(ids)], dim=-1)
     return torch.randn(target.batch_size, tokens, spec.input_dim, generator=generator)
 
 

@@ -1,11 +1,17 @@
 """The elastic transformer: one set of weights holding every arch of a space.
 
-A pre-LN encoder whose every dimension is sliced from the largest weights
-(weight entanglement, as in AutoFormer and HAT): the active path uses the
-top-left block of each weight matrix, so it slices and never masks. Each
-elastic module produces its static counterpart with `get_active_subnet`
-(as in Once-for-All), and `Supernet.extract(arch)` assembles them into a
-plain model that holds only the sliced weights.
+An encoder whose every dimension is sliced from the largest weights (weight
+entanglement, as in AutoFormer and HAT): the active path uses the top-left
+block of each weight matrix, so it slices and never masks. Each elastic
+module produces its static counterpart with `get_active_subnet` (as in
+Once-for-All), and `Supernet.extract(arch)` assembles them into a plain model
+that holds only the sliced weights.
+
+Its layout follows a `ModelStyle`: ours (pre-LN, mean pooling) by default, or
+an imported family's (BERT's post-LN blocks, embedding LayerNorm, token types
+and [CLS] pooler; ViT's [CLS] token), so that an imported model's largest arch
+computes what the pretrained model computes. Text inputs carry padding:
+the padding mask reaches every attention kernel and the pooling.
 """
 
 from __future__ import annotations
@@ -22,15 +28,55 @@ from search_space import Arch, InputError, LayerArch, SearchSpace
 from supernet.attention import AttentionKernel, make_kernel
 from supernet.quant import FULL_PRECISION, QuantLinear, quantized_linear
 
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+@dataclass(frozen=True)
+class ModelStyle:
+    """How a model family lays its encoder out. The default is elastiq's own encoder."""
+
+    norm_first: bool = True  # pre-LN blocks (ours, ViT); False: post-LN (BERT)
+    activation: str = "gelu"  # the MLP's, one of ACTIVATIONS
+    norm_eps: float = 1e-5
+    embedding_norm: bool = False  # a LayerNorm after the embeddings are summed (BERT)
+    final_norm: bool = True  # a LayerNorm before pooling (pre-LN models)
+    pooling: str = "mean"  # "mean" over real tokens, or "cls": the first token
+    pooler: bool = False  # a dense + tanh layer on the pooled vector (BERT's pooler, RoBERTa's head)
+    cls_token: bool = False  # a learned token put before the inputs (ViT)
+    token_types: int = 0  # token-type embeddings (BERT); text inputs then carry type ids
+    pad_token_id: int | None = None  # text: the padding id, masked out everywhere
+    position_offset: int | None = None  # RoBERTa: positions count real tokens from this id; None: 0, 1, 2, ...
+    positions: int | None = None  # rows of the position table (the pretrained model's); None: the sequence
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What the model needs to know of a task: its input and output shapes."""
+    """What the model needs to know of a task: its input and output shapes, and the layout of the
+    model it is meant for (`style`)."""
 
-    input_kind: str  # "features": float (batch, tokens, input_dim); "tokens": int (batch, tokens)
+    input_kind: str  # "features": float (batch, tokens, input_dim); "tokens": int (batch, tokens);
+    # "text": int (batch, tokens, 2): token ids and token-type ids, padded with style.pad_token_id
     input_dim: int  # features per token, or vocabulary size
     seq_len: int
     num_classes: int
+    style: ModelStyle = ModelStyle()
+
+    def to_dict(self) -> dict:
+        return {**vars(self), "style": self.style.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskSpec:
+        return cls(**{**data, "style": ModelStyle(**data.get("style", {}))})
 
 
 def _copy(src: Tensor) -> nn.Parameter:
@@ -83,11 +129,12 @@ class ElasticLayerNorm(nn.LayerNorm):
         return norm
 
 
-def _mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_heads: int) -> Tensor:
+def _mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_heads: int,
+               mask: Tensor | None) -> Tensor:
     """(batch, tokens, heads * head_dim) projections -> kernel per head -> merged."""
     batch, tokens, inner = q.shape
     split = lambda t: t.view(batch, tokens, num_heads, inner // num_heads).transpose(1, 2)  # noqa: E731
-    return kernel(split(q), split(k), split(v)).transpose(1, 2).reshape(batch, tokens, inner)
+    return kernel(split(q), split(k), split(v), mask).transpose(1, 2).reshape(batch, tokens, inner)
 
 
 class ElasticAttention(nn.Module):
@@ -103,10 +150,10 @@ class ElasticAttention(nn.Module):
         self.out = ElasticLinear(inner, embed_dim)
         self.kernels = nn.ModuleDict({name: make_kernel(name, window) for name in attention_types})
 
-    def forward(self, x: Tensor, num_heads: int, attention: str, bits: int) -> Tensor:
+    def forward(self, x: Tensor, num_heads: int, attention: str, bits: int, mask: Tensor | None = None) -> Tensor:
         inner = num_heads * self.head_dim
         mixed = _mix_heads(self.query(x, inner, bits), self.key(x, inner, bits), self.value(x, inner, bits),
-                           self.kernels[attention], num_heads)
+                           self.kernels[attention], num_heads, mask)
         return self.out(mixed, x.shape[-1], bits)
 
     def get_active_subnet(self, embed_dim: int, num_heads: int, attention: str, bits: int) -> Attention:
@@ -120,80 +167,154 @@ class ElasticAttention(nn.Module):
 
 
 class ElasticMLP(nn.Module):
-    def __init__(self, embed_dim: int, max_hidden: int):
+    def __init__(self, embed_dim: int, max_hidden: int, activation: str = "gelu"):
         super().__init__()
         self.fc1 = ElasticLinear(embed_dim, max_hidden)
         self.fc2 = ElasticLinear(max_hidden, embed_dim)
+        self.activation = activation
 
     def forward(self, x: Tensor, hidden: int, bits: int) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x, hidden, bits)), x.shape[-1], bits)
+        return self.fc2(ACTIVATIONS[self.activation](self.fc1(x, hidden, bits)), x.shape[-1], bits)
 
     def get_active_subnet(self, embed_dim: int, hidden: int, bits: int) -> MLP:
         return MLP(self.fc1.get_active_subnet(embed_dim, hidden, bits),
-                   self.fc2.get_active_subnet(hidden, embed_dim, bits))
+                   self.fc2.get_active_subnet(hidden, embed_dim, bits), self.activation)
+
+
+def _residual(x: Tensor, attention, mlp, norm1, norm2, norm_first: bool) -> Tensor:
+    """One encoder block: pre-LN (norm, then the sublayer, then the residual) or post-LN (the
+    sublayer, the residual, then the norm), the same code for the elastic and the static block."""
+    if norm_first:
+        x = x + attention(norm1(x))
+        return x + mlp(norm2(x))
+    x = norm1(x + attention(x))
+    return norm2(x + mlp(x))
 
 
 class ElasticBlock(nn.Module):
     def __init__(self, embed_dim: int, max_heads: int, head_dim: int, max_hidden: int, window: int,
-                 attention_types: tuple[str, ...]):
+                 attention_types: tuple[str, ...], style: ModelStyle = ModelStyle()):
         super().__init__()
-        self.norm1 = ElasticLayerNorm(embed_dim)
+        self.norm_first = style.norm_first
+        self.norm1 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
         self.attention = ElasticAttention(embed_dim, max_heads, head_dim, window, attention_types)
-        self.norm2 = ElasticLayerNorm(embed_dim)
-        self.mlp = ElasticMLP(embed_dim, max_hidden)
+        self.norm2 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
+        self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation)
 
-    def forward(self, x: Tensor, layer: LayerArch) -> Tensor:
-        x = x + self.attention(self.norm1(x), layer.num_heads, layer.attention, layer.bits)
-        return x + self.mlp(self.norm2(x), layer.mlp_dim, layer.bits)
+    def forward(self, x: Tensor, layer: LayerArch, mask: Tensor | None = None) -> Tensor:
+        return _residual(x, lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask),
+                         lambda h: self.mlp(h, layer.mlp_dim, layer.bits), self.norm1, self.norm2, self.norm_first)
 
     def get_active_subnet(self, embed_dim: int, layer: LayerArch) -> Block:
         return Block(self.norm1.get_active_subnet(embed_dim),
                      self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.attention, layer.bits),
                      self.norm2.get_active_subnet(embed_dim),
-                     self.mlp.get_active_subnet(embed_dim, layer.mlp_dim, layer.bits))
+                     self.mlp.get_active_subnet(embed_dim, layer.mlp_dim, layer.bits), self.norm_first)
+
+
+def padding_mask(x: Tensor, kind: str, style: ModelStyle) -> Tensor | None:
+    """(batch, tokens) True at real tokens of a padded text input; None where nothing is padded."""
+    if kind != "text" or style.pad_token_id is None:
+        return None
+    return x[..., 0] != style.pad_token_id
+
+
+def _embed(x: Tensor, kind: str, style: ModelStyle, embed, position: Tensor, token_type: Tensor | None,
+           cls_token: Tensor | None, norm) -> Tensor:
+    """Input -> token vectors: the embedding (a table for ids, a linear map for features), the
+    [CLS] token, positions and token types, and the embedding norm; shared by the elastic and the
+    static stem. `embed` maps inputs to vectors; the tensors are already sliced to the width."""
+    ids = x[..., 0] if kind == "text" else x
+    h = embed(ids)
+    if cls_token is not None:
+        h = torch.cat([cls_token.expand(h.shape[0], 1, -1), h], dim=1)
+    tokens = h.shape[1]
+    if style.position_offset is not None:  # RoBERTa: real tokens count from the offset, padding sits at it
+        real = (ids != style.pad_token_id).long()
+        h = h + F.embedding(torch.cumsum(real, dim=1) * real + style.position_offset, position)
+    else:
+        h = h + position[:tokens]
+    if token_type is not None:
+        h = h + F.embedding(x[..., 1], token_type)
+    return norm(h) if norm is not None else h
 
 
 class ElasticStem(nn.Module):
-    """Input -> tokens of the active embedding dim, plus learned positions."""
+    """Input -> tokens of the active embedding dim: embeddings, positions, and the style's extras."""
 
     def __init__(self, task: TaskSpec, embed_dim: int):
         super().__init__()
-        self.input_kind = task.input_kind
-        if task.input_kind == "tokens":
+        style = task.style
+        self.input_kind, self.style = task.input_kind, style
+        if task.input_kind in ("tokens", "text"):
             self.embed = nn.Embedding(task.input_dim, embed_dim)
         else:
             self.embed = ElasticLinear(task.input_dim, embed_dim)
-        self.position = nn.Parameter(torch.zeros(task.seq_len, embed_dim))
+        self.position = nn.Parameter(torch.zeros(position_rows(task), embed_dim))
+        self.token_type = nn.Parameter(torch.zeros(style.token_types, embed_dim)) if style.token_types else None
+        self.cls_token = nn.Parameter(torch.zeros(embed_dim)) if style.cls_token else None
+        self.norm = ElasticLayerNorm(embed_dim, eps=style.norm_eps) if style.embedding_norm else None
 
     def forward(self, x: Tensor, embed_dim: int) -> Tensor:
-        if self.input_kind == "tokens":
-            tokens = F.embedding(x, self.embed.weight[:, :embed_dim])
+        if self.input_kind in ("tokens", "text"):
+            embed = lambda ids: F.embedding(ids, self.embed.weight[:, :embed_dim])  # noqa: E731
         else:
-            tokens = self.embed(x, embed_dim)
-        return tokens + self.position[: x.shape[1], :embed_dim]
+            embed = lambda features: self.embed(features, embed_dim)  # noqa: E731
+        return _embed(x, self.input_kind, self.style, embed, self.position[:, :embed_dim],
+                      None if self.token_type is None else self.token_type[:, :embed_dim],
+                      None if self.cls_token is None else self.cls_token[:embed_dim], self.norm)
 
     def get_active_subnet(self, embed_dim: int) -> Stem:
-        if self.input_kind == "tokens":
+        if self.input_kind in ("tokens", "text"):
             embed = nn.Embedding.from_pretrained(self.embed.weight[:, :embed_dim].detach().clone(), freeze=False)
         else:
             embed = self.embed.get_active_subnet(self.embed.in_features, embed_dim)
-        return Stem(embed, _copy(self.position[:, :embed_dim]))
+        return Stem(embed, _copy(self.position[:, :embed_dim]), self.input_kind, self.style,
+                    token_type=None if self.token_type is None else _copy(self.token_type[:, :embed_dim]),
+                    cls_token=None if self.cls_token is None else _copy(self.cls_token[:embed_dim]),
+                    norm=None if self.norm is None else self.norm.get_active_subnet(embed_dim))
+
+
+def _pool(h: Tensor, mask: Tensor | None, style: ModelStyle, norm, pooler) -> Tensor:
+    """Token vectors -> one vector: the norm (per token), then [CLS] or the mean over real tokens,
+    then the pooler (dense + tanh) where the style has one."""
+    if norm is not None:
+        h = norm(h)
+    if style.pooling == "cls":
+        pooled = h[:, 0]
+    elif mask is None:
+        pooled = h.mean(dim=1)
+    else:
+        weights = mask.to(h.dtype).unsqueeze(-1)
+        pooled = (h * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+    return torch.tanh(pooler(pooled)) if pooler is not None else pooled
 
 
 class ElasticHead(nn.Module):
-    """Final norm, mean over tokens, classifier."""
+    """Final norm, pooling (mean over real tokens or [CLS], then the pooler), classifier."""
 
-    def __init__(self, embed_dim: int, num_classes: int):
+    def __init__(self, embed_dim: int, num_classes: int, style: ModelStyle = ModelStyle()):
         super().__init__()
-        self.norm = ElasticLayerNorm(embed_dim)
+        self.style = style
+        self.norm = ElasticLayerNorm(embed_dim, eps=style.norm_eps) if style.final_norm else None
+        self.pooler = ElasticLinear(embed_dim, embed_dim) if style.pooler else None
         self.classifier = ElasticLinear(embed_dim, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.norm(x).mean(dim=1))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        pooler = None if self.pooler is None else (lambda h: self.pooler(h, h.shape[-1]))
+        return self.classifier(_pool(x, mask, self.style, self.norm, pooler))
 
     def get_active_subnet(self, embed_dim: int) -> Head:
-        return Head(self.norm.get_active_subnet(embed_dim),
-                    self.classifier.get_active_subnet(embed_dim, self.classifier.out_features))
+        return Head(None if self.norm is None else self.norm.get_active_subnet(embed_dim),
+                    self.classifier.get_active_subnet(embed_dim, self.classifier.out_features), self.style,
+                    pooler=None if self.pooler is None else self.pooler.get_active_subnet(embed_dim, embed_dim))
+
+
+def position_rows(task: TaskSpec) -> int:
+    """Rows of the position table: the pretrained model's, else one per token (and the [CLS] token)."""
+    if task.style.positions is not None:
+        return task.style.positions
+    return task.seq_len + (1 if task.style.cls_token else 0)
 
 
 # ---- the supernet ----------------------------------------------------------
@@ -204,14 +325,16 @@ class SupernetTooLarge(InputError):
 
 def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
     """The parameters `Supernet(space, task)` holds, counted before anything is allocated."""
-    e = space.max_embed_dim
-    count = task.input_dim * e + (0 if task.input_kind == "tokens" else e) + task.seq_len * e  # stem
+    e, style = space.max_embed_dim, task.style
+    count = task.input_dim * e + (0 if task.input_kind in ("tokens", "text") else e) + position_rows(task) * e
+    count += style.token_types * e + (e if style.cls_token else 0) + (2 * e if style.embedding_norm else 0)  # stem
     for i in range(space.max_depth):
         inner, hidden = space.max_heads(i) * space.head_dim, space.max_mlp_dim(i)
         count += 2 * 2 * e  # two norms
         count += 3 * (e * inner + inner) + inner * e + e  # query, key, value, out
         count += e * hidden + hidden + hidden * e + e  # the MLP
-    return count + 2 * e + e * task.num_classes + task.num_classes  # head
+    head = (2 * e if style.final_norm else 0) + (e * e + e if style.pooler else 0)
+    return count + head + e * task.num_classes + task.num_classes
 
 
 def available_memory() -> int | None:
@@ -262,17 +385,18 @@ class Supernet(nn.Module):
         self.stem = ElasticStem(task, embed_dim)
         self.blocks = nn.ModuleList(
             ElasticBlock(embed_dim, space.max_heads(i), space.head_dim, space.max_mlp_dim(i), space.local_window,
-                         space.layers[i].attention)
+                         space.layers[i].attention, task.style)
             for i in range(space.max_depth))
-        self.head = ElasticHead(embed_dim, task.num_classes)
+        self.head = ElasticHead(embed_dim, task.num_classes, task.style)
         generator = torch.Generator().manual_seed(seed)
         self.apply(lambda module: _init_weights(module, generator))
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
+        mask = padding_mask(x, self.task.input_kind, self.task.style)
         h = self.stem(x, arch.embed_dim)
         for block, layer in zip(self.blocks, arch.layers, strict=False):
-            h = block(h, layer)
-        return self.head(h)
+            h = block(h, layer, mask)
+        return self.head(h, mask)
 
     def extract(self, arch: Arch) -> Subnet:
         """A static model of `arch`: plain layers holding copies of the sliced weights."""
@@ -293,7 +417,9 @@ def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, ElasticStem):
-        nn.init.normal_(module.position, std=0.02, generator=generator)
+        for extra in (module.position, module.token_type, module.cls_token):
+            if extra is not None:
+                nn.init.normal_(extra, std=0.02, generator=generator)
 
 
 # ---- static counterparts (what extraction produces) -------------------------
@@ -306,46 +432,58 @@ class Attention(nn.Module):
         self.kernel = kernel
         self.num_heads = num_heads
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(_mix_heads(self.query(x), self.key(x), self.value(x), self.kernel, self.num_heads))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.out(_mix_heads(self.query(x), self.key(x), self.value(x), self.kernel, self.num_heads, mask))
 
 
 class MLP(nn.Module):
-    def __init__(self, fc1: nn.Linear, fc2: nn.Linear):
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, activation: str = "gelu"):
         super().__init__()
         self.fc1, self.fc2 = fc1, fc2
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(ACTIVATIONS[self.activation](self.fc1(x)))
 
 
 class Block(nn.Module):
-    def __init__(self, norm1: nn.LayerNorm, attention: Attention, norm2: nn.LayerNorm, mlp: MLP):
+    def __init__(self, norm1: nn.LayerNorm, attention: Attention, norm2: nn.LayerNorm, mlp: MLP,
+                 norm_first: bool = True):
         super().__init__()
         self.norm1, self.attention, self.norm2, self.mlp = norm1, attention, norm2, mlp
+        self.norm_first = norm_first
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attention(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return _residual(x, lambda h: self.attention(h, mask), self.mlp, self.norm1, self.norm2, self.norm_first)
 
 
 class Stem(nn.Module):
-    def __init__(self, embed: nn.Module, position: nn.Parameter):
+    def __init__(self, embed: nn.Module, position: nn.Parameter, input_kind: str = "features",
+                 style: ModelStyle = ModelStyle(), token_type: nn.Parameter | None = None,
+                 cls_token: nn.Parameter | None = None, norm: nn.LayerNorm | None = None):
         super().__init__()
         self.embed = embed
         self.position = position
+        self.token_type, self.cls_token, self.norm = token_type, cls_token, norm
+        self.input_kind, self.style = input_kind, style
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.embed(x) + self.position[: x.shape[1]]
+        return _embed(x, self.input_kind, self.style, self.embed, self.position, self.token_type, self.cls_token,
+                      self.norm)
+
+    def padding_mask(self, x: Tensor) -> Tensor | None:
+        return padding_mask(x, self.input_kind, self.style)
 
 
 class Head(nn.Module):
-    def __init__(self, norm: nn.LayerNorm, classifier: nn.Linear):
+    def __init__(self, norm: nn.LayerNorm | None, classifier: nn.Linear, style: ModelStyle = ModelStyle(),
+                 pooler: nn.Linear | None = None):
         super().__init__()
-        self.norm, self.classifier = norm, classifier
+        self.norm, self.classifier, self.pooler = norm, classifier, pooler
+        self.style = style
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.norm(x).mean(dim=1))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.classifier(_pool(x, mask, self.style, self.norm, self.pooler))
 
 
 class Subnet(nn.Module):
@@ -354,9 +492,13 @@ class Subnet(nn.Module):
     def __init__(self, stem: Stem, blocks: list[Block], head: Head, arch_json: str):
         super().__init__()
         self.stem = stem
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.arch_json = arch_json
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        mask = self.stem.padding_mask(x)
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.head(h, mask)

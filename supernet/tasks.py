@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,30 +19,10 @@ from torch import Tensor
 
 from search_space import InputError
 from supernet.model import TaskSpec
+from supernet.task import Task, TaskError
+from supernet.task import check_int as _check_int
 
 SPLITS = ("train", "val", "test")
-
-
-class TaskError(InputError):
-    """Unknown task, bad task options, or a user task that returns the wrong thing."""
-
-
-@dataclass
-class Task:
-    name: str
-    spec: TaskSpec
-    splits: dict[str, tuple[Tensor, Tensor]]  # split -> (inputs, integer labels)
-    metric: str = "accuracy"
-
-    def split(self, name: str) -> tuple[Tensor, Tensor]:
-        if name not in self.splits:
-            raise TaskError(f"task {self.name!r}: no split {name!r}; splits are {list(self.splits)}")
-        return self.splits[name]
-
-
-def _check_int(task: str, option: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise TaskError(f"task {task}: {option} must be an integer in [{low}, {high:,}], got {value!r}")
 
 
 def _three_way(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, val: float, test: float) -> dict:
@@ -152,16 +131,29 @@ def listops(seed: int = 0, seq_len: int = 128, train_size: int = 4000, val_size:
 
 
 TASKS: dict[str, Callable[..., Task]] = {"digits": digits, "mnist1d": mnist1d, "listops": listops}
+PRETRAINED_TASKS = ("text", "image-folder")  # the user's files, prepared by the pretrained model's own processor
+
+
+def _task_factory(name: str) -> Callable[..., Task] | None:
+    if name in TASKS:
+        return TASKS[name]
+    if name in PRETRAINED_TASKS:
+        from supernet import user_data
+
+        return {"text": user_data.text, "image-folder": user_data.image_folder}[name]
+    return None
 
 
 def load_task(name: str, seed: int = 0, options: dict | None = None) -> Task:
     options = dict(options or {})
-    if name in TASKS:
-        factory = TASKS[name]
+    shipped = _task_factory(name)
+    if shipped is not None:
+        factory = shipped
     elif ":" in name:
         factory = _user_factory(name)
     else:
-        raise TaskError(f"unknown task {name!r}; shipped tasks are {sorted(TASKS)}, or give module:function")
+        raise TaskError(f"unknown task {name!r}; shipped tasks are {sorted([*TASKS, *PRETRAINED_TASKS])}, "
+                        f"or give module:function")
     try:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -172,7 +164,7 @@ def load_task(name: str, seed: int = 0, options: dict | None = None) -> Task:
         unknown = set(options) - set(accepted) | ({"seed"} & set(options))
         if unknown:
             raise TaskError(f"task {name!r}: unknown option(s) {sorted(map(str, unknown))}")
-    if name in TASKS:
+    if shipped is not None:
         task = factory(seed=seed, **options)  # shipped tasks check their options: a failure here is a bug
     else:
         try:

