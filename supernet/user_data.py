@@ -22,7 +22,7 @@ from supernet.task import check_int as _check_int
 
 TEXT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_OPTIONS = {"train": "train", "val": "validation", "test": "test"}
-HELD_OUT = 0.1  # of the training file, for each split not given as a file
+HELD_OUT = 0.1  # default share of the training file for each split not given as a file
 
 
 def _pretrained(task: str, model: str | None):
@@ -47,11 +47,12 @@ def _named_files(task: str, files: dict[str, str | None]) -> dict[str, Path]:
     return named
 
 
-def _seeded_splits(count: int, given: set[str], seed: int) -> dict[str, list[int]]:
-    """Indices into the `count` training rows for the training split and each split not `given` as a file."""
+def _seeded_splits(count: int, given: set[str], seed: int, held_out: float) -> dict[str, list[int]]:
+    """Indices into the `count` training rows for the training split and each split not `given` as a
+    file (`held_out` of the rows each)."""
     order = np.random.default_rng(seed).permutation(count).tolist()
     missing = [split for split in ("val", "test") if split not in given]
-    held = int(round(HELD_OUT * count))
+    held = int(round(held_out * count))
     if count - held * len(missing) < 1 or (missing and held < 1):
         raise TaskError(f"task: {count} rows are too few to hold out {', '.join(missing)} from the training file")
     parts, begin = {}, 0
@@ -60,6 +61,12 @@ def _seeded_splits(count: int, given: set[str], seed: int) -> dict[str, list[int
         begin += held
     parts["train"] = order[begin:]
     return parts
+
+
+def _check_held_out(task: str, held_out) -> float:
+    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)) or not 0 < held_out <= 0.4:
+        raise TaskError(f"task {task}: held_out must be a fraction in (0, 0.4], got {held_out!r}")
+    return float(held_out)
 
 
 def _label_names(task: str, values: list) -> list[str]:
@@ -111,9 +118,11 @@ def _read_table(task: str, path: Path, columns: list[str]) -> dict[str, list]:
 
 def text(seed: int = 0, train: str | None = None, validation: str | None = None, test: str | None = None,
          text: str = "text", text_pair: str | None = None, label: str = "label", seq_len: int = 128,
-         model: str | None = None) -> Task:
+         held_out: float = HELD_OUT, model: str | None = None) -> Task:
     """Sequence classification on the user's files, tokenized by the pretrained model's tokenizer to
-    `seq_len` tokens (padded; longer texts are cut)."""
+    `seq_len` tokens (padded; longer texts are cut). A split without a file is `held_out` of the
+    training file."""
+    held_out = _check_held_out("text", held_out)
     pretrained = _pretrained("text", model)
     if pretrained.family.input_kind != "text":
         raise TaskError(f"task text: pretrained model {pretrained.path} is a {pretrained.family.name} model, "
@@ -132,7 +141,7 @@ def text(seed: int = 0, train: str | None = None, validation: str | None = None,
     tables = {split: _read_table("text", path, columns) for split, path in files.items()}
     if len(tables) < 3:
         whole = tables["train"]
-        for split, index in _seeded_splits(len(whole[label]), set(tables), seed).items():
+        for split, index in _seeded_splits(len(whole[label]), set(tables), seed, held_out).items():
             tables[split] = {c: [whole[c][i] for i in index] for c in columns}
     names = _label_names("text", tables["train"][label])
     tokenizer = _tokenizer(pretrained)
@@ -186,10 +195,11 @@ def _read_images(folder: Path) -> tuple[list, list[str]]:
 
 
 def image_folder(seed: int = 0, train: str | None = None, validation: str | None = None, test: str | None = None,
-                 model: str | None = None) -> Task:
+                 held_out: float = HELD_OUT, model: str | None = None) -> Task:
     """Image classification on folders of class subfolders, prepared by the pretrained model's image
     processor and cut into the model's patches (each patch's pixels channel by channel, patches row by
     row: the order of ViT's patch convolution)."""
+    held_out = _check_held_out("image-folder", held_out)
     pretrained = _pretrained("image-folder", model)
     if pretrained.family.input_kind != "features":
         raise TaskError(f"task image-folder: pretrained model {pretrained.path} is not an image model")
@@ -197,7 +207,7 @@ def image_folder(seed: int = 0, train: str | None = None, validation: str | None
     read = {split: _read_images(path) for split, path in files.items()}
     if len(read) < 3:
         images, labels = read["train"]
-        for split, index in _seeded_splits(len(labels), set(read), seed).items():
+        for split, index in _seeded_splits(len(labels), set(read), seed, held_out).items():
             read[split] = ([images[i] for i in index], [labels[i] for i in index])
     names = _label_names("image-folder", read["train"][1])
     processor = _image_processor(pretrained)

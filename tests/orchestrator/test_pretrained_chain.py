@@ -143,6 +143,10 @@ def test_one_file_is_split_with_a_seed(user_files):
     sizes = {split: len(first.split(split)[1]) for split in ("train", "val", "test")}
     assert sizes == {"train": 192, "val": 24, "test": 24}
     assert all(first.split(s)[0].equal(again.split(s)[0]) for s in sizes)
+    larger = load_task("text", 3, {**options, "held_out": 0.2})
+    assert {split: len(larger.split(split)[1]) for split in sizes} == {"train": 144, "val": 48, "test": 48}
+    with pytest.raises(TaskError, match="held_out must be a fraction"):
+        load_task("text", 3, {**options, "held_out": 0.5})
 
 
 def _images(folder, classes, count, rng):
