@@ -47,14 +47,15 @@ def _named_files(task: str, files: dict[str, str | None]) -> dict[str, Path]:
     return named
 
 
-def _seeded_splits(count: int, given: set[str], seed: int, held_out: float) -> dict[str, list[int]]:
+def _seeded_splits(task: str, count: int, given: set[str], seed: int, held_out: float) -> dict[str, list[int]]:
     """Indices into the `count` training rows for the training split and each split not `given` as a
     file (`held_out` of the rows each)."""
     order = np.random.default_rng(seed).permutation(count).tolist()
     missing = [split for split in ("val", "test") if split not in given]
     held = int(round(held_out * count))
     if count - held * len(missing) < 1 or (missing and held < 1):
-        raise TaskError(f"task: {count} rows are too few to hold out {', '.join(missing)} from the training file")
+        raise TaskError(f"task {task}: {count} rows are too few to hold out {', '.join(missing)} from the "
+                        f"training file")
     parts, begin = {}, 0
     for split in missing:
         parts[split] = order[begin:begin + held]
@@ -141,7 +142,7 @@ def text(seed: int = 0, train: str | None = None, validation: str | None = None,
     tables = {split: _read_table("text", path, columns) for split, path in files.items()}
     if len(tables) < 3:
         whole = tables["train"]
-        for split, index in _seeded_splits(len(whole[label]), set(tables), seed, held_out).items():
+        for split, index in _seeded_splits("text", len(whole[label]), set(tables), seed, held_out).items():
             tables[split] = {c: [whole[c][i] for i in index] for c in columns}
     names = _label_names("text", tables["train"][label])
     tokenizer = _tokenizer(pretrained)
@@ -207,7 +208,7 @@ def image_folder(seed: int = 0, train: str | None = None, validation: str | None
     read = {split: _read_images(path) for split, path in files.items()}
     if len(read) < 3:
         images, labels = read["train"]
-        for split, index in _seeded_splits(len(labels), set(read), seed, held_out).items():
+        for split, index in _seeded_splits("image-folder", len(labels), set(read), seed, held_out).items():
             read[split] = ([images[i] for i in index], [labels[i] for i in index])
     names = _label_names("image-folder", read["train"][1])
     processor = _image_processor(pretrained)
