@@ -216,6 +216,43 @@ def rows() -> list[list[str]]:
                       f"{_n(r['latency_median_abs_error_drift_corrected_pct'], 1)}%", "", "same run"])
         table.append(["constraint honesty: exported models meeting the latency bound when re-measured",
                       f"**{100 * r['meets_latency_bound_share']:.0f}%**", "", ">= 95%", "same run"])
+    if (r := _load("distributed_training.json")) is not None:
+        command = f"`{PY} bench/distributed_training.py --steps {r['steps']}`"
+        runs = r["distributed"]
+        pct = lambda accuracy: " / ".join(f"{100 * accuracy[k]:.1f}" for k in ("largest", "smallest", "random_mean"))  # noqa: E731
+        int8, fp32 = runs["int8"], runs["fp32"]
+        own = int8["two_workers_own_ranges"]["samples_per_s"] / int8["one_process"]["samples_per_s"]
+        table.append([f"supernet training throughput, digits, batch {r['batch_size']}, {r['steps']} steps: "
+                      "2 Ray Train workers x 1 thread (DDP, gloo) / 1 process x 2 threads, training loop only",
+                      f"**{int8['throughput_ratio']:.2f}x** ({int8['two_workers']['samples_per_s']:.0f} / "
+                      f"{int8['one_process']['samples_per_s']:.0f} samples/s)",
+                      f"each worker quantizing with its own shard's activation ranges (no all-reduce per int8 "
+                      f"layer): {own:.2f}x; float32-only space: {fp32['throughput_ratio']:.2f}x; Ray Train start-up "
+                      f"and teardown {int8['two_workers']['wall_seconds'] - int8['two_workers']['seconds']:.0f} s",
+                      ">= 0.9x", command])
+        for name, label in (("int8", "the space's int8 policies"), ("fp32", "float32 only")):
+            run = runs[name]
+            beside = (f"1 process: {pct(run['accuracy_one_process'])}%; the rounding floor, the same process at "
+                      f"1 thread: {run['weights_one_thread']['relative_l2']:.3f}, "
+                      f"{pct(run['accuracy_one_thread'])}%")
+            if "weights_own_ranges" in run:
+                beside += (f"; workers with their own shards' ranges: {run['weights_own_ranges']['relative_l2']:.3f}, "
+                           f"{pct(run['accuracy_own_ranges'])}%")
+            table.append([f"equivalence, {label}: 2 workers vs 1 process x 2 threads, same global batch and steps: "
+                          "relative L2 weight difference; val accuracy largest / smallest / mean of 24 random",
+                          f"**{run['weights']['relative_l2']:.3f}**; {pct(run['accuracy_two_workers'])}%", beside,
+                          "accuracies within 0.5 points", "same run"])
+        m = r["archs_per_pass"]
+        plain, multi = m["1"], m["3"]
+        table.append(["several archs in one pass: `archs_per_pass` 3 (the 3 students in one pass, each on a third "
+                      "of the batch) / the plain sandwich, 1 process x 2 threads",
+                      f"**{m['speedup']:.2f}x** samples/s; val accuracy largest / smallest / mean of 24 random "
+                      f"{pct(multi['accuracy'])}%", f"plain: {pct(plain['accuracy'])}%", "", command])
+        o = r["sandwich_overhead"]
+        table.append(["supernet training overhead: one sandwich step (largest, smallest int8, 2 random; forward, "
+                      "backward, AdamW) / the sum of one step of each as a static model, 2 threads, medians",
+                      f"**{o['ratio']:.2f}x**", f"{o['sandwich_ms']:.1f} ms / {o['static_sum_ms']:.1f} ms",
+                      "<= 1.15x", "same run"])
     if (r := _load("torture.json")) is not None:
         s = r["search"]
         table.append([f"crash torture: driver killed with SIGKILL {s['kills']} times at seeded points of its progress",

@@ -17,6 +17,7 @@ import yaml
 from orchestrator.errors import ExportVerificationFailed, TargetLost, WorkersLost
 from predictors.runtimes import ArtifactMismatch
 from search_space import SAMPLE_MODES, InputError, SearchSpace
+from supernet.distributed import DistributedTrainingFailed
 
 USAGE_ERROR = 2
 
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message())
     except KeyboardInterrupt:
         return _fail("interrupted")
-    except (WorkersLost, TargetLost, ExportVerificationFailed, ArtifactMismatch) as exc:  # not bad input
+    except (WorkersLost, TargetLost, ExportVerificationFailed, ArtifactMismatch,
+            DistributedTrainingFailed) as exc:  # not bad input
         _fail(str(exc))
         return 1
     except Exception as exc:

@@ -58,6 +58,9 @@ class SupernetConfig(_Section):
     sandwich_random: int = Field(2, ge=0, le=64)  # random subnets per step besides largest and smallest
     # the random subnets' mean loss counts this much; the largest's and the smallest's count 1 each
     random_weight: float = Field(0.5, ge=0, le=64, allow_inf_nan=False)
+    # students that share one forward pass, each on its equal part of the batch (ViT-ResNAS's multi-architectural
+    # sampling): fewer, larger kernel launches, fewer samples per student
+    archs_per_pass: int = Field(1, gt=0, le=64)
     # false: every student learns from the labels. In-place distillation through random
     # students pulled the largest arch down by 40 points on MNIST-1D (bench/supernet_recipe.py)
     distill: bool = False
@@ -68,6 +71,12 @@ class SupernetConfig(_Section):
     grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
     checkpoint: str = Field("elastiq-supernet.pt", min_length=1)
     checkpoint_every: int = Field(250, gt=0, le=10**9)
+    # where training, evaluation and fine-tuning compute: auto picks CUDA when a GPU is visible (mixed
+    # precision there: bf16 where supported, else fp16 with a gradient scaler)
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    # 1: train in this process; more: a Ray Train group (DDP) of that many workers, each taking its shard of
+    # every batch (with ray.cpus_per_worker CPUs, or a GPU each on cuda), on the Ray of `ray.address`
+    workers: int = Field(1, gt=0, le=100_000)
 
     @model_validator(mode="after")
     def _distillation_within_the_budget(self) -> SupernetConfig:
@@ -76,6 +85,12 @@ class SupernetConfig(_Section):
                              f"(supernet.steps {self.steps})")
         if self.teacher == "pretrained" and self.pretrained is None:
             raise ValueError("supernet.teacher 'pretrained' needs supernet.pretrained")
+        if self.batch_size % self.workers:
+            raise ValueError(f"supernet.batch_size {self.batch_size} does not split evenly over supernet.workers "
+                             f"{self.workers} (each worker takes an equal shard of every batch)")
+        if self.batch_size // self.workers < self.archs_per_pass:
+            raise ValueError(f"supernet.archs_per_pass {self.archs_per_pass} needs a sample per arch: each worker's "
+                             f"batch holds {self.batch_size // self.workers}")
         if self.teacher_steps >= self.steps:
             raise ValueError(f"supernet.teacher_steps {self.teacher_steps} leaves no step of the budget "
                              f"(supernet.steps {self.steps}) for the supernet")
@@ -129,6 +144,9 @@ class RayConfig(_Section):
     address: str | None = None  # None starts a local Ray; "auto" joins a running cluster
     workers: int = Field(2, gt=0, le=100_000)
     retries: int = Field(2, ge=0, le=1000)  # times a trial whose worker process dies is run again
+    cpus_per_worker: int = Field(1, gt=0, le=1024)  # each evaluation worker's and training worker's (torch threads)
+    # each evaluation worker's share of a GPU (fractions let several share one); it evaluates on the GPU it gets
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
 
 
 class Constraint(_Section):

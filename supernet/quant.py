@@ -8,10 +8,29 @@ and the extracted static model, so both compute the same numbers.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 FULL_PRECISION = 32
+
+# Data-parallel training gives each process a shard of the batch, whose activation range is not the
+# batch's. A group installs a reducer (an all-reduce of the range) while it trains, so that every
+# process quantizes with the whole batch's range, as one process would.
+_range_reducer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+
+
+@contextlib.contextmanager
+def shared_activation_ranges(reduce: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]):
+    """Within the block, the (low, high) range of every fake-quantized activation goes through `reduce`."""
+    global _range_reducer
+    previous, _range_reducer = _range_reducer, reduce
+    try:
+        yield
+    finally:
+        _range_reducer = previous
 
 
 def _straight_through(x: Tensor, quantized: Tensor) -> Tensor:
@@ -40,6 +59,8 @@ def fake_quantize_activation(x: Tensor, bits: int) -> Tensor:
     levels = 2**bits - 1
     low = x.detach().amin().clamp(max=0.0)  # the range always holds 0, as real kernels require
     high = x.detach().amax().clamp(min=0.0)
+    if _range_reducer is not None:
+        low, high = _range_reducer(low, high)
     scale = ((high - low) / levels).clamp_min(1e-8)
     zero_point = torch.round(-low / scale)
     quantized = (torch.clamp(torch.round(x / scale) + zero_point, 0, levels) - zero_point) * scale

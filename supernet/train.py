@@ -20,6 +20,7 @@ arch of the sandwich, the largest included; the copy is kept in the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -36,7 +37,9 @@ from tqdm import tqdm
 
 from search_space import Arch, InputError, LayerArch
 from supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from supernet.device import MixedPrecision, to_cpu
 from supernet.model import Supernet
+from supernet.multi_arch import forward_parts
 from supernet.tasks import Task
 
 log = logging.getLogger("elastiq.supernet")
@@ -58,6 +61,7 @@ class TrainSettings:
     distill_start: int = 0  # steps in which the students learn from the labels alone
     distill_weight: float = 1.0  # then: (1 - w) x labels + w x the largest's soft predictions
     random_weight: float = 0.5  # the random students' mean loss counts this much (the largest's and smallest's: 1)
+    archs_per_pass: int = 1  # students that share one forward pass, each on its part of the batch
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     max_bad_steps: int = 5  # consecutive non-finite steps before aborting
@@ -98,8 +102,9 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
     random archs pull the shared weights away from the largest's (local attention's gradient points
     against softmax attention's) and a sum over them would outweigh the two archs the sandwich bounds.
     With a frozen `teacher` (a pretrained model), its soft predictions are the targets, and the largest
-    learns from them as the students do. Returns the loss and the logits of the largest and of the
-    smallest."""
+    learns from them as the students do. With `archs_per_pass` k > 1, the students go k at a time
+    through one pass, each on its k-th part of the batch (`multi_arch`). Returns the loss, the
+    largest's logits and the smallest's accuracy on the samples it saw."""
     teacher_logits = model(x, largest)
     weight = distill_weight(settings, step)
     if teacher is None:
@@ -111,16 +116,64 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
         loss = (1.0 - weight) * F.cross_entropy(teacher_logits, y) + weight * F.kl_div(
             teacher_logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
     random_scale = settings.random_weight / max(1, len(students) - 1)
-    small_logits = None
-    for index, arch in enumerate(students):
-        logits = model(x, arch)
-        small_logits = logits if small_logits is None else small_logits
-        scale = 1.0 if index == 0 else random_scale
-        if weight < 1.0:
-            loss = loss + scale * (1.0 - weight) * F.cross_entropy(logits, y)
-        if weight > 0.0:
-            loss = loss + scale * weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
-    return loss, teacher_logits, small_logits
+    small_accuracy = None
+    for first in range(0, len(students), settings.archs_per_pass):
+        group = students[first:first + settings.archs_per_pass]
+        if len(group) == 1:
+            parts = [(model(x, group[0]), slice(None))]
+        else:  # the batch in equal parts, one per arch (a remainder of under len(group) samples sits out)
+            part = len(y) // len(group)
+            logits = forward_parts(model, x[:part * len(group)], group)
+            parts = [(logits[i * part:(i + 1) * part], slice(i * part, (i + 1) * part)) for i in range(len(group))]
+        for offset, (logits, rows) in enumerate(parts):
+            scale = 1.0 if first + offset == 0 else random_scale
+            if small_accuracy is None:
+                small_accuracy = (logits.detach().argmax(-1) == y[rows]).float().mean()
+            if weight < 1.0:
+                loss = loss + scale * (1.0 - weight) * F.cross_entropy(logits, y[rows])
+            if weight > 0.0:
+                loss = loss + scale * weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets[rows],
+                                                        reduction="batchmean")
+    return loss, teacher_logits, small_accuracy
+
+
+class SandwichStep(torch.nn.Module):
+    """A training step's forward as one module call (the sandwich runs several archs): what DDP
+    wraps, since it reduces the gradients of one forward and one backward. Without students, the
+    largest arch learns alone from the labels (a pretrained teacher's own fine-tuning)."""
+
+    def __init__(self, supernet: Supernet, settings: TrainSettings):
+        super().__init__()
+        self.supernet, self.settings = supernet, settings
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, largest: Arch, students: list[Arch], step: int,
+                teacher: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not students:
+            logits = self.supernet(x, largest)
+            return F.cross_entropy(logits, y), logits, (logits.detach().argmax(-1) == y).float().mean()
+        return sandwich_loss(self.supernet, x, y, largest, students, self.settings, step, teacher)
+
+
+class World:
+    """The processes that train one supernet together: by default this one alone. Each takes its
+    shard of every batch; `prepare` wraps the step for gradient reduction (DDP), `all_true` makes
+    every process take the same decision, `report` tells the engine of progress. Rank 0 writes
+    the checkpoints."""
+
+    rank, size = 0, 1
+
+    def prepare(self, step: SandwichStep) -> torch.nn.Module:
+        return step
+
+    def activation_ranges(self):
+        """The context in which fake quantization takes the whole batch's activation ranges."""
+        return contextlib.nullcontext()
+
+    def all_true(self, flag: bool) -> bool:
+        return flag
+
+    def report(self, step: int, loss: float) -> None:
+        pass
 
 
 def _schedule(settings: TrainSettings):
@@ -134,9 +187,18 @@ def _schedule(settings: TrainSettings):
 
 def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: int,
                    checkpoint: str | Path | None = None, task_options: dict | None = None,
-                   progress: bool = True) -> TrainResult:
-    """Train (or continue training) `model` to `settings.steps` steps."""
+                   progress: bool = True, device: torch.device | str = "cpu", world: World | None = None
+                   ) -> TrainResult:
+    """Train (or continue training) `model` to `settings.steps` steps on `device`. With a `world`
+    of several processes, each computes the same archs on its shard of every batch (the batch's
+    indices are drawn alike everywhere, so the result does not depend on the number of processes)."""
+    world = world or World()
+    if settings.batch_size % world.size:
+        raise InputError(f"batch size {settings.batch_size} does not split evenly over {world.size} workers")
+    device = torch.device(device)
+    precision = MixedPrecision(device)
     space = model.space
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
     batches = torch.Generator().manual_seed(seed)
@@ -146,10 +208,7 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
 
     teacher = None
     if checkpoint is not None and checkpoint.exists():
-        state, record = load_checkpoint(checkpoint, space, task.name)
-        check_layout(checkpoint, record, task)
-        if record.get("seed") != seed:
-            raise CheckpointError(f"checkpoint {checkpoint}: trained with seed {record.get('seed')}, not {seed}")
+        state, record = load_resumable(checkpoint, space, task, seed)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -167,49 +226,52 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
         log.info("resuming supernet training from step %d (%s)", step, checkpoint)
 
     def save() -> dict[str, Any] | None:
-        if checkpoint is None:
+        if checkpoint is None or world.rank != 0:
             return None
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingDiverged(f"weights became non-finite by step {step}; checkpoint {checkpoint} not "
                                    f"overwritten (lower supernet.lr)")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        state = {"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()),
                  "scheduler": scheduler.state_dict(), "step": step, "skipped_steps": skipped,
                  "batch_rng": batches.get_state(), "arch_rng": json.dumps(rng.bit_generator.state)}
         if teacher is not None:
-            state["teacher"] = teacher.state_dict()
+            state["teacher"] = to_cpu(teacher.state_dict())
         metadata = {"space_name": space.name, "space_hash": space.hash, "space": space.to_dict(),
                     "task": task.name, "task_options": task_options or {}, "task_spec": task.spec.to_dict(),
                     "labels": task.labels, "steps": step, "seed": seed}
         return save_checkpoint(checkpoint, state, metadata)
 
-    x_train, y_train = task.split("train")
+    x_train, y_train = (tensor.to(device) for tensor in task.split("train"))
     largest, smallest = space.largest(), space.smallest()
+    forward = world.prepare(SandwichStep(model, settings))
     start, started = step, time.perf_counter()
     bad_in_a_row = 0
     model.train()
-    bar = tqdm(total=settings.steps, initial=step, disable=not progress, desc="supernet", unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(total=settings.steps, initial=step, disable=not progress or world.rank != 0, desc="supernet",
+               unit="step", dynamic_ncols=True)
+    scope = contextlib.ExitStack()
+    scope.enter_context(world.activation_ranges())
     try:
         while step < settings.steps:
             index = torch.randint(len(y_train), (settings.batch_size,), generator=batches)
+            index = index.tensor_split(world.size)[world.rank].to(device)
             x, y = x_train[index], y_train[index]
             optimizer.zero_grad(set_to_none=True)
-            if settings.teacher == "pretrained" and step < settings.teacher_steps:  # the teacher learns alone
-                teacher_logits = small_logits = model(x, largest)
-                loss = F.cross_entropy(teacher_logits, y)
-            else:
+            students: list[Arch] = []
+            if not (settings.teacher == "pretrained" and step < settings.teacher_steps):  # else it learns alone
                 if settings.teacher == "pretrained" and teacher is None:
                     teacher = _frozen(model.extract(largest))
                 students = [random_quantization(smallest, space, rng)]
                 students += [space.sample(rng) for _ in range(settings.sandwich_random)]
-                loss, teacher_logits, small_logits = sandwich_loss(model, x, y, largest, students, settings, step,
-                                                                   teacher)
-            finite = bool(torch.isfinite(loss))
-            if finite:
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                finite = bool(torch.isfinite(grad_norm))
-            if not finite:
+            with precision.autocast():
+                loss, teacher_logits, small_accuracy = forward(x, y, largest, students, step, teacher)
+            # backward even on a non-finite loss: every process must join the gradient reduction, and
+            # the non-finite gradient then makes each of them skip the step alike
+            precision.backward(loss)
+            precision.unscale(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            finite = bool(torch.isfinite(loss)) and (precision.scales_loss or bool(torch.isfinite(grad_norm)))
+            if not world.all_true(finite):
                 skipped += 1
                 bad_in_a_row += 1
                 optimizer.zero_grad(set_to_none=True)
@@ -220,7 +282,7 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
                         f"{step} (supernet.lr {settings.lr:g} too high?); no checkpoint written since")
             else:
                 bad_in_a_row = 0
-                optimizer.step()
+                precision.step(optimizer)
             with warnings.catch_warnings():  # a skipped step still advances the schedule
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()
@@ -229,17 +291,28 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
             if step % 10 == 0 or step == settings.steps:
                 bar.set_postfix(loss=f"{loss.item():.3f}",
                                 acc_large=f"{(teacher_logits.argmax(-1) == y).float().mean().item():.2f}",
-                                acc_small=f"{(small_logits.argmax(-1) == y).float().mean().item():.2f}")
+                                acc_small=f"{small_accuracy.item():.2f}")
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 record = save()
+                world.report(step, float(loss.detach()))
     except KeyboardInterrupt:
         if step > start:
             record = save()  # keep the work done; the run continues from here next time
         raise
     finally:
+        scope.close()
         bar.close()
     return TrainResult(step=step, trained_now=step - start, skipped_steps=skipped,
                        seconds=time.perf_counter() - started, record=record)
+
+
+def load_resumable(path: Path, space, task: Task, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkpoint that this space, task and seed may continue (its state and record), else an error."""
+    state, record = load_checkpoint(path, space, task.name)
+    check_layout(path, record, task)
+    if record.get("seed") != seed:
+        raise CheckpointError(f"checkpoint {path}: trained with seed {record.get('seed')}, not {seed}")
+    return state, record
 
 
 def check_layout(path: str | Path, record: dict[str, Any], task: Task) -> None:
@@ -275,38 +348,45 @@ def load_supernet(path: str | Path, space, task: Task, expected_sha256: str | No
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, arch: Arch | None, task: Task, split: str = "val",
              batch_size: int = 512) -> float:
-    """Accuracy of `arch` with inherited weights (or of a static model when arch is None)."""
+    """Accuracy of `arch` with inherited weights (or of a static model when arch is None), on the
+    model's device, in float32."""
     x, y = task.split(split)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = 0
     for begin in range(0, len(y), batch_size):
-        xb = x[begin:begin + batch_size]
+        xb = x[begin:begin + batch_size].to(device)
         logits = model(xb) if arch is None else model(xb, arch)
-        correct += int((logits.argmax(dim=-1) == y[begin:begin + batch_size]).sum())
+        correct += int((logits.argmax(dim=-1).cpu() == y[begin:begin + batch_size]).sum())
     model.train(was_training)
     return correct / len(y)
 
 
 def train_standalone(model: torch.nn.Module, task: Task, settings: TrainSettings, seed: int,
-                     progress: bool = False) -> TrainResult:
+                     progress: bool = False, device: torch.device | str = "cpu") -> TrainResult:
     """Train one static model alone (cross-entropy, same optimizer and schedule as
     the supernet): the baseline that inherited weights are compared with, and
     the fine-tuning of an extracted subnet."""
+    device = torch.device(device)
+    precision = MixedPrecision(device)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
     batches = torch.Generator().manual_seed(seed)
-    x_train, y_train = task.split("train")
+    x_train, y_train = (tensor.to(device) for tensor in task.split("train"))
     started, skipped = time.perf_counter(), 0
     model.train()
     for _ in tqdm(range(settings.steps), disable=not progress, desc="standalone", unit="step"):
-        index = torch.randint(len(y_train), (settings.batch_size,), generator=batches)
+        index = torch.randint(len(y_train), (settings.batch_size,), generator=batches).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x_train[index]), y_train[index])
+        with precision.autocast():
+            loss = F.cross_entropy(model(x_train[index]), y_train[index])
         if torch.isfinite(loss):
-            loss.backward()
+            precision.backward(loss)
+            precision.unscale(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
+            precision.step(optimizer)
         else:
             skipped += 1
         scheduler.step()

@@ -12,6 +12,18 @@ os.environ.setdefault("ELASTIQ_CACHE_DIR", tempfile.mkdtemp(prefix="elastiq-test
 CONFIGS = ROOT / "configs"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu run where a CUDA GPU is visible, and are skipped elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU visible")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_space() -> SearchSpace:
     return SearchSpace.from_yaml(CONFIGS / "spaces" / "tiny.yaml")

@@ -9,6 +9,7 @@ sha256) and keeps it for every later trial.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -23,6 +24,7 @@ from predictors.cost import arch_costs
 from predictors.measure import LatencyMeasurement, Protocol, example_input, measure_beside_probes
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
+from supernet.device import resolve_device
 from supernet.tasks import load_task
 from supernet.train import TrainSettings, evaluate, load_supernet, train_standalone
 
@@ -39,6 +41,7 @@ class EvalJob:
     split: str = "val"
     finetune_steps: int = 0
     target: str = "{}"  # HardwareTarget JSON
+    device: str = "cpu"  # where accuracy is computed (supernet.device); auto: the GPU this worker was given, if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,23 +58,34 @@ def _context(job: EvalJob):
     return _loaded(job.checkpoint, job.checkpoint_sha256, job.space, job.task, job.task_options, job.seed)
 
 
-def static_model(supernet, arch: Arch, task, finetune_steps: int, seed: int) -> torch.nn.Module:
+@functools.lru_cache(maxsize=2)
+def _supernet_on(job_context: tuple, device: str) -> torch.nn.Module:
+    """The loaded supernet on `device` (a copy, kept: latency is measured from the CPU one)."""
+    supernet = _loaded(*job_context)[2]
+    return supernet if device == "cpu" else copy.deepcopy(supernet).to(device)
+
+
+def static_model(supernet, arch: Arch, task, finetune_steps: int, seed: int,
+                 device: torch.device | str = "cpu") -> torch.nn.Module:
     """The static model whose accuracy a search records: extracted, then fine-tuned if asked."""
     model = supernet.extract(arch)
     if finetune_steps > 0:
         settings = TrainSettings(steps=finetune_steps, batch_size=64, lr=5e-4, warmup_steps=0, weight_decay=0.0)
-        train_standalone(model, task, settings, seed=seed)
+        train_standalone(model, task, settings, seed=seed, device=device)
     return model.eval()
 
 
 def evaluate_arch(job: EvalJob) -> dict[str, Any]:
     """Accuracy and analytic costs of one arch (deterministic for a given job)."""
-    torch.set_num_threads(1)  # one core per trial: workers run side by side
+    torch.set_num_threads(threads_given())  # workers run side by side, each on the CPUs it was given
     started = time.perf_counter()
-    space, task, supernet = _context(job)
+    space, task, _ = _context(job)
+    device = resolve_device(job.device)
+    supernet = _supernet_on((job.checkpoint, job.checkpoint_sha256, job.space, job.task, job.task_options, job.seed),
+                            device.type)
     arch = space.validate(Arch.from_json(job.arch))
     if job.finetune_steps > 0:
-        model = static_model(supernet, arch, task, job.finetune_steps, job.seed)
+        model = static_model(supernet, arch, task, job.finetune_steps, job.seed, device)
         accuracy = evaluate(model, None, task, job.split)
     else:
         accuracy = evaluate(supernet, arch, task, job.split)
@@ -110,6 +124,18 @@ def _normal_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, 0, 0)
         except PermissionError:  # lowering niceness takes CAP_SYS_NICE
             pass
+
+
+def threads_given() -> int:
+    """The CPUs Ray gave this worker (1 outside Ray, where trials run one after another)."""
+    import ray
+
+    if not ray.is_initialized():
+        return 1
+    try:
+        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except AssertionError:  # a driver with Ray running: no resources assigned to it
+        return 1
 
 
 def current_node() -> str:

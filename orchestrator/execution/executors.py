@@ -30,6 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 from orchestrator.errors import TargetLost, WorkersLost  # noqa: E402
 from orchestrator.execution.evaluation import EvalJob, evaluate_arch, measure_beside  # noqa: E402
 from orchestrator.execution.job_board import POLL_SECONDS, JobBoard, tune_worker  # noqa: E402
+from search_space import InputError  # noqa: E402
 
 log = logging.getLogger("elastiq.executor")
 
@@ -72,6 +73,36 @@ def _guard(function, job):
 # else on the machine (the driver, Ray's own processes) and read slow. The target's node of a cluster
 # needs the same: `RAY_worker_niceness=0 ray start ...` (the README's recipe).
 RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
+
+
+class ClusterTooSmall(InputError):
+    """The Ray cluster lacks the CPUs or GPUs that the config asks of it."""
+
+
+def require_resources(kind: str, amount: float, asked_by: str) -> None:
+    """Refuse a run whose workers need more of `kind` ("CPU", "GPU") than the Ray cluster has."""
+    import ray
+
+    have = ray.cluster_resources().get(kind, 0.0)
+    if have < amount:
+        raise ClusterTooSmall(f"{asked_by} needs {amount:g} {kind}s and the Ray cluster has {have:g}")
+
+
+def start_ray(address: str | None, num_cpus: int, resources: dict[str, float] | None = None) -> bool:
+    """Join the Ray at `address`, or start a local one (with `num_cpus` and the custom `resources`)
+    when the address is None; nothing if Ray is already running in this process. Returns whether
+    it started or joined one (then the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is None:
+        # "local": a new Ray here, even if a `ray start` cluster left its address file behind
+        ray.init(address="local", num_cpus=num_cpus, resources=resources or {}, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING, _system_config=RAY_SYSTEM_CONFIG)
+    else:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    return True
 
 
 def target_resource(target_name: str) -> str:
@@ -146,7 +177,8 @@ class RayExecutor:
     """Ray Tune for accuracy trials (long-lived worker trials fed by a job board);
     target-holding tasks for latency."""
 
-    def __init__(self, address: str | None, workers: int, target_name: str, max_failures: int = 2):
+    def __init__(self, address: str | None, workers: int, target_name: str, max_failures: int = 2,
+                 cpus_per_worker: int = 1, gpus_per_worker: float = 0.0):
         import ray
         from ray import tune
 
@@ -154,16 +186,15 @@ class RayExecutor:
         self.workers = workers
         self.max_failures = max_failures
         self.target_name = target_name
-        self._started_ray = False
-        if not ray.is_initialized():
-            if address is None:  # a local Ray that holds this machine's target
-                # "local": a new Ray here, even if a `ray start` cluster left its address file behind
-                ray.init(address="local", num_cpus=max(workers, 1) + 1, resources={target_resource(target_name): 1},
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                         _system_config=RAY_SYSTEM_CONFIG)
-            else:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            self._started_ray = True
+        self._started_ray = start_ray(address, num_cpus=max(workers, 1) * cpus_per_worker + 1,
+                                      resources={target_resource(target_name): 1})
+        if gpus_per_worker > 0:  # Tune would wait forever for a GPU the cluster does not have
+            try:
+                require_resources("GPU", gpus_per_worker, "ray.gpus_per_worker")
+            except ClusterTooSmall:
+                if self._started_ray:
+                    ray.shutdown()
+                raise
         self._tune_dir = tempfile.mkdtemp(prefix="elastiq-tune-")
         # no CPU reserved: the target's resource (capacity 1) is what a measurement holds, and the driver
         # measures only between batches, when the workers (which keep their CPUs) wait on the board
@@ -177,7 +208,7 @@ class RayExecutor:
         self._pool = _WORKER_POOLS[self._searcher.key]
         self._next_ticket = 0
         tuner = tune.Tuner(
-            tune.with_resources(tune_worker, {"cpu": 1}),
+            tune.with_resources(tune_worker, {"cpu": cpus_per_worker, "gpu": gpus_per_worker}),
             tune_config=tune.TuneConfig(search_alg=self._searcher, num_samples=-1, max_concurrent_trials=workers),
             run_config=tune.RunConfig(storage_path=self._tune_dir, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from orchestrator.config import StudyConfig
+from orchestrator.config import ConfigError, StudyConfig
 from orchestrator.execution.evaluation import EvalJob
 from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor
 from orchestrator.execution.measuring import (
@@ -75,6 +75,7 @@ from predictors.persist import STATE_VERSION, predictor_from_state, predictor_st
 from search_space import Arch, InputError
 from search_space.optuna_map import arch_from_params, distributions
 from supernet.checkpoint import load_checkpoint
+from supernet.device import resolve_device
 from supernet.tasks import load_task
 
 log = logging.getLogger("elastiq.search")
@@ -93,6 +94,7 @@ class SearchDriver:
     # ---- checks before anything is written ---------------------------------
     def _preflight(self) -> tuple[Any, str, optuna.Study | None]:
         config = self.config
+        self._check_device()
         task = load_task(config.task.name, config.seed, config.task.options)
         checkpoint = Path(config.supernet.checkpoint)
         if not checkpoint.exists():
@@ -165,11 +167,21 @@ class SearchDriver:
             engine.dispose()
         return summary
 
+    def _check_device(self) -> None:
+        """Evaluations on cuda need a GPU: here (local) or given to each Ray worker."""
+        device = self.config.supernet.device
+        if self.config.search.executor == "local":
+            resolve_device(device)
+        elif device == "cuda" and self.config.ray.gpus_per_worker == 0:
+            raise ConfigError("supernet.device cuda: the Ray evaluation workers get no GPU; set ray.gpus_per_worker "
+                              "(a fraction lets several share one)")
+
     def _make_executor(self) -> Executor:
         if self.config.search.executor == "local":
             return LocalExecutor()
         ray = self.config.ray
-        return RayExecutor(ray.address, ray.workers, self.target.name, max_failures=ray.retries)
+        return RayExecutor(ray.address, ray.workers, self.target.name, max_failures=ray.retries,
+                           cpus_per_worker=ray.cpus_per_worker, gpus_per_worker=ray.gpus_per_worker)
 
     def _loop(self, engine, study, task, supernet_sha, latency_model, executor) -> str:
         config = self.config
@@ -283,7 +295,7 @@ class SearchDriver:
                        checkpoint_sha256=supernet_sha, space=json.dumps(config.space.to_dict(), sort_keys=True),
                        task=config.task.name, task_options=json.dumps(config.task.options, sort_keys=True),
                        seed=config.seed, split=SPLIT, finetune_steps=config.search.finetune_steps,
-                       target=json.dumps(self.target.to_dict(), sort_keys=True))
+                       target=json.dumps(self.target.to_dict(), sort_keys=True), device=config.supernet.device)
 
     def _evaluate_and_record(self, engine, study, task, supernet_sha, latency_model, executor, proposals) -> None:
         config = self.config

@@ -52,3 +52,34 @@ def digits_meeting(seed: int = 0, rendezvous: str = "", workers: int = 0, stall_
             while len(list(meeting.glob("worker-*"))) < workers:
                 time.sleep(0.05)
     return digits(seed)
+
+
+def _train_rank() -> int | None:
+    """This process's rank in a Ray Train group, None outside one."""
+    try:
+        import ray.train
+
+        return ray.train.get_context().get_world_rank()
+    except Exception:  # noqa: BLE001 - not in a Ray Train worker
+        return None
+
+
+def digits_dying_in_training(seed: int = 0, marker: str = "", at_step: int = 0, loads: str = ""):
+    """Digits. The Ray Train worker of rank 1 that loads it first dies at step `at_step` of its
+    training (mid-run, as under the OOM killer); each worker that loads it leaves a file in `loads`."""
+    rank = _train_rank()
+    if rank is not None:
+        (Path(loads) / f"load-{os.getpid()}").write_text(str(rank))
+        if rank == 1 and not Path(marker).exists():
+            Path(marker).write_text(str(os.getpid()))
+            import supernet.train as train
+
+            original = train.sandwich_loss
+
+            def dying(model, x, y, largest, students, settings, step, teacher=None):
+                if step >= at_step:
+                    os._exit(1)
+                return original(model, x, y, largest, students, settings, step, teacher)
+
+            train.sandwich_loss = dying
+    return digits(seed)

@@ -1,5 +1,5 @@
 """The crash torture of `bench/torture.py`, in a short form: the search driver killed with
-SIGKILL ten times, supernet training twice, at seeded kill points that count progress
+SIGKILL five times, supernet training three times, at seeded kill points that count progress
 (the n-th arch evaluated, the n-th database write, the n-th optimizer step or checkpoint
 file), so the verdict is the same on a fast or a slow machine."""
 
@@ -16,13 +16,13 @@ from torture import torture_search, torture_training  # noqa: E402
 
 
 @pytest.mark.slow
-def test_killed_ten_times_the_search_loses_nothing_and_ends_as_an_uninterrupted_run(trained):
+def test_killed_five_times_the_search_loses_nothing_and_ends_as_an_uninterrupted_run(trained):
     config = write_config(trained, "torture.yaml", study="torture",
-                          search={"evaluations": 40, "batch_size": 4, "strategy": "evolutionary"})
-    summary = torture_search(config, kills=10, rng=np.random.default_rng(0))
-    assert summary["kills"] == 10, summary
+                          search={"evaluations": 24, "batch_size": 4, "strategy": "evolutionary"})
+    summary = torture_search(config, kills=5, rng=np.random.default_rng(0))
+    assert summary["kills"] == 5, summary
     assert {run["kill_at"][0] for run in summary["runs"]} == {"evaluate", "write"}, summary
-    assert summary["complete"] == 40 and summary["running_left"] == 0
+    assert summary["complete"] == 24 and summary["running_left"] == 0
     assert summary["archs_evaluated_twice"] == 0
     assert summary["same_as_uninterrupted"], summary
 
