@@ -4,7 +4,8 @@ overhead over static models, and several archs in one pass (`archs_per_pass`).
 On the demo's digits study (its space, batch 128, lr), in one run:
 
 1. throughput (samples/s of the training loop, start-up excluded): 1 process with 2 threads
-   against 2 Ray Train workers with 1 thread each (goal >= 0.9x); and one sandwich step of the
+   against 2 Ray Train workers with 1 thread each (goal >= 0.9x; `--parts throughput`: medians of
+   alternating rounds, the workers with and without shared activation ranges); and one sandwich step of the
    supernet against the sum of one step of each of its archs as static models (goal <= 1.15x);
 2. archs_per_pass 3 (the 3 students in one pass) against the plain sandwich: samples/s, and the
    inherited val accuracy (largest, smallest, 24 random archs) after the same steps;
@@ -13,6 +14,7 @@ On the demo's digits study (its space, batch 128, lr), in one run:
    against 2 threads: the floor that the order of float sums alone makes.
 
     .venv/bin/python bench/distributed_training.py [--steps 300] [--parts distributed,archs_per_pass,overhead]
+    .venv/bin/python bench/distributed_training.py --steps 150 --parts throughput --rounds 3
 """
 
 from __future__ import annotations
@@ -69,6 +71,22 @@ def ray_workers(space: SearchSpace, settings: TrainSettings, seed: int, checkpoi
         loops = [json.loads(p.read_text()) for p in Path(timings).iterdir()]
     seconds = max(loop["seconds"] for loop in loops)
     return {"seconds": seconds, "wall_seconds": wall, "samples_per_s": settings.steps * settings.batch_size / seconds}
+
+
+def throughput_rounds(space: SearchSpace, settings: TrainSettings, seed: int, work: Path, rounds: int) -> dict:
+    """Samples/s of 1 process x 2 threads, 2 workers with shared activation ranges and 2 with their own,
+    in `rounds` alternating rounds (the machine's drift hits all three alike); medians."""
+    runs: dict[str, list[float]] = {"one_process": [], "two_workers": [], "two_workers_own_ranges": []}
+    for index in range(rounds):
+        runs["one_process"].append(one_process(space, settings, seed, work / f"tp-one-{index}.pt")["samples_per_s"])
+        runs["two_workers"].append(ray_workers(space, settings, seed, work / f"tp-two-{index}.pt")["samples_per_s"])
+        runs["two_workers_own_ranges"].append(ray_workers(space, settings, seed, work / f"tp-own-{index}.pt",
+                                                          shared_ranges=False)["samples_per_s"])
+    medians = {name: float(np.median(values)) for name, values in runs.items()}
+    return {"rounds": rounds, "steps": settings.steps, "batch_size": settings.batch_size, "samples_per_s": runs,
+            "median_samples_per_s": medians,
+            "ratio": medians["two_workers"] / medians["one_process"],
+            "ratio_own_ranges": medians["two_workers_own_ranges"] / medians["one_process"]}
 
 
 def accuracies(space: SearchSpace, checkpoint: Path, seed: int, randoms: int = 24) -> dict:
@@ -134,6 +152,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "digits.yaml"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the throughput part")
     parser.add_argument("--parts", default="distributed,archs_per_pass,overhead",
                         help="which measures to run; the others are kept from --out where it exists")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "distributed_training.json"))
@@ -147,8 +166,9 @@ def main() -> None:
     out = Path(args.out)
     results: dict = json.loads(out.read_text()) if out.exists() and parts != {"distributed", "archs_per_pass",
                                                                                "overhead"} else {}
-    results.update({"config": args.config, "steps": args.steps, "batch_size": settings.batch_size,
-                    "cpus": os.cpu_count()})
+    if parts != {"throughput"}:  # the rounds keep their own steps
+        results.update({"config": args.config, "steps": args.steps, "batch_size": settings.batch_size,
+                        "cpus": os.cpu_count()})
     started_ray = start_ray(None, num_cpus=2)
     try:
         with tempfile.TemporaryDirectory() as work:
@@ -188,6 +208,9 @@ def main() -> None:
                 multi["speedup"] = multi[3]["samples_per_s"] / multi[1]["samples_per_s"]
                 print("archs_per_pass", json.dumps(multi, indent=1))
                 results["archs_per_pass"] = multi
+            if "throughput" in parts:
+                results["throughput"] = throughput_rounds(space, settings, seed, work, args.rounds)
+                print("throughput", json.dumps(results["throughput"], indent=1))
         if "overhead" in parts:
             results["sandwich_overhead"] = sandwich_overhead(space, config, seed, args.repeats)
             print("sandwich overhead", json.dumps(results["sandwich_overhead"], indent=1))

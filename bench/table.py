@@ -230,6 +230,13 @@ def rows() -> list[list[str]]:
                       f"layer): {own:.2f}x; float32-only space: {fp32['throughput_ratio']:.2f}x; Ray Train start-up "
                       f"and teardown {int8['two_workers']['wall_seconds'] - int8['two_workers']['seconds']:.0f} s",
                       ">= 0.9x", command])
+        if (t := r.get("throughput")) is not None:
+            m = t["median_samples_per_s"]
+            table.append([f"the same throughput, medians of {t['rounds']} alternating rounds of {t['steps']} steps",
+                          f"**{t['ratio']:.2f}x** ({m['two_workers']:.0f} / {m['one_process']:.0f} samples/s)",
+                          f"each worker with its own shard's ranges: {t['ratio_own_ranges']:.2f}x", ">= 0.9x",
+                          f"`{PY} bench/distributed_training.py --steps {t['steps']} --parts throughput --rounds "
+                          f"{t['rounds']}`"])
         for name, label in (("int8", "the space's int8 policies"), ("fp32", "float32 only")):
             run = runs[name]
             beside = (f"1 process: {pct(run['accuracy_one_process'])}%; the rounding floor, the same process at "
