@@ -54,14 +54,19 @@ def _loaded(checkpoint: str, sha256: str, space_json: str, task: str, task_optio
     return space, task_data, load_supernet(checkpoint, space, task_data, expected_sha256=sha256)
 
 
+def _source(job: EvalJob) -> tuple:
+    """What a job's supernet and task are loaded from (the cache key)."""
+    return job.checkpoint, job.checkpoint_sha256, job.space, job.task, job.task_options, job.seed
+
+
 def _context(job: EvalJob):
-    return _loaded(job.checkpoint, job.checkpoint_sha256, job.space, job.task, job.task_options, job.seed)
+    return _loaded(*_source(job))
 
 
 @functools.lru_cache(maxsize=2)
-def _supernet_on(job_context: tuple, device: str) -> torch.nn.Module:
+def _supernet_on(source: tuple, device: str) -> torch.nn.Module:
     """The loaded supernet on `device` (a copy, kept: latency is measured from the CPU one)."""
-    supernet = _loaded(*job_context)[2]
+    supernet = _loaded(*source)[2]
     return supernet if device == "cpu" else copy.deepcopy(supernet).to(device)
 
 
@@ -81,8 +86,7 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
     started = time.perf_counter()
     space, task, _ = _context(job)
     device = resolve_device(job.device)
-    supernet = _supernet_on((job.checkpoint, job.checkpoint_sha256, job.space, job.task, job.task_options, job.seed),
-                            device.type)
+    supernet = _supernet_on(_source(job), device.type)
     arch = space.validate(Arch.from_json(job.arch))
     if job.finetune_steps > 0:
         model = static_model(supernet, arch, task, job.finetune_steps, job.seed, device)

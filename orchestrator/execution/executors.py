@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import uuid
@@ -88,6 +89,23 @@ def require_resources(kind: str, amount: float, asked_by: str) -> None:
         raise ClusterTooSmall(f"{asked_by} needs {amount:g} {kind}s and the Ray cluster has {have:g}")
 
 
+class ClusterUnreachable(InputError):
+    """No Ray cluster answers at `ray.address`."""
+
+
+def check_ray_address(address: str | None) -> None:
+    """Refuse a `host:port` where nothing listens (Ray itself would retry for minutes); `auto`, a
+    `ray://` client address and None (a local Ray) are left to Ray."""
+    if address is None or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except (OSError, ValueError):
+        raise ClusterUnreachable(f"ray.address {address}: no Ray cluster answers there (start it with "
+                                 f"`ray start --head`, or use auto or null)") from None
+
+
 def start_ray(address: str | None, num_cpus: int, resources: dict[str, float] | None = None) -> bool:
     """Join the Ray at `address`, or start a local one (with `num_cpus` and the custom `resources`)
     when the address is None; nothing if Ray is already running in this process. Returns whether
@@ -96,6 +114,7 @@ def start_ray(address: str | None, num_cpus: int, resources: dict[str, float] | 
 
     if ray.is_initialized():
         return False
+    check_ray_address(address)
     if address is None:
         # "local": a new Ray here, even if a `ray start` cluster left its address file behind
         ray.init(address="local", num_cpus=num_cpus, resources=resources or {}, include_dashboard=False,

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from orchestrator.config import StudyConfig
-from supernet.device import DeviceError, resolve_device
+from supernet.checkpoint import read_record
+from supernet.device import DeviceError, MixedPrecision, resolve_device
 from supernet.model import Supernet, ensure_fits_in_memory
 from supernet.pretrained.importing import ImportReport, import_pretrained, open_pretrained
 from supernet.tasks import Task, load_task
@@ -23,12 +24,12 @@ from supernet.train import TrainSettings, evaluate, load_resumable, load_superne
 log = logging.getLogger("elastiq")
 
 
-# the config's keys that are not the training's settings
-IMPORT_KEYS = {"checkpoint", "pretrained", "importance", "calibration_samples", "device", "workers"}
+# the supernet section's keys that are not the training's settings
+NON_TRAINING_KEYS = {"checkpoint", "pretrained", "importance", "calibration_samples", "device", "workers"}
 
 
 def train_settings(config: StudyConfig) -> TrainSettings:
-    return TrainSettings(**config.supernet.model_dump(exclude=IMPORT_KEYS))
+    return TrainSettings(**config.supernet.model_dump(exclude=NON_TRAINING_KEYS))
 
 
 def imported_supernet(config: StudyConfig, task: Task) -> tuple[Supernet, ImportReport]:
@@ -69,7 +70,7 @@ def run_supernet_training(config: StudyConfig, progress: bool = True) -> str:
             load_resumable(checkpoint, config.space, task, config.seed)
         started = time.perf_counter()
         where = train_on_cluster(config)
-        record = load_resumable(checkpoint, config.space, task, config.seed)[1]
+        record = read_record(checkpoint)
         # evaluated here: on this machine's GPU if it has one and the study does not say cpu
         here = "cpu" if config.supernet.device == "cpu" else "auto"
         model = load_supernet(checkpoint, config.space, task).to(resolve_device(here))
@@ -80,8 +81,9 @@ def run_supernet_training(config: StudyConfig, progress: bool = True) -> str:
         result = train_supernet(model, task, train_settings(config), seed=config.seed, checkpoint=checkpoint,
                                 task_options=config.task.options, progress=progress, device=device)
         record = result.record
+        precision = "" if device.type == "cpu" else f" ({MixedPrecision(device).describe()})"
         head = (f"supernet: {result.step} steps ({result.trained_now} now, {result.skipped_steps} skipped) "
-                f"in {result.seconds:.1f} s on {device.type}")
+                f"in {result.seconds:.1f} s on {device.type}{precision}")
     largest, smallest = config.space.largest(), config.space.smallest()
     lines = [head, f"  val accuracy: largest {evaluate(model, largest, task):.4f}, "
                    f"smallest {evaluate(model, smallest, task):.4f}"]

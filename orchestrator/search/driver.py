@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from orchestrator.config import ConfigError, StudyConfig
 from orchestrator.execution.evaluation import EvalJob
-from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor
+from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor, check_ray_address
 from orchestrator.execution.measuring import (
     drift_probes,
     latency_dataset,
@@ -94,7 +94,7 @@ class SearchDriver:
     # ---- checks before anything is written ---------------------------------
     def _preflight(self) -> tuple[Any, str, optuna.Study | None]:
         config = self.config
-        self._check_device()
+        self._check_where_it_runs()
         task = load_task(config.task.name, config.seed, config.task.options)
         checkpoint = Path(config.supernet.checkpoint)
         if not checkpoint.exists():
@@ -167,12 +167,15 @@ class SearchDriver:
             engine.dispose()
         return summary
 
-    def _check_device(self) -> None:
-        """Evaluations on cuda need a GPU: here (local) or given to each Ray worker."""
+    def _check_where_it_runs(self) -> None:
+        """A Ray cluster that answers; evaluations on cuda need a GPU: here (local) or given to each
+        Ray worker."""
         device = self.config.supernet.device
         if self.config.search.executor == "local":
             resolve_device(device)
-        elif device == "cuda" and self.config.ray.gpus_per_worker == 0:
+            return
+        check_ray_address(self.config.ray.address)
+        if device == "cuda" and self.config.ray.gpus_per_worker == 0:
             raise ConfigError("supernet.device cuda: the Ray evaluation workers get no GPU; set ray.gpus_per_worker "
                               "(a fraction lets several share one)")
 

@@ -127,3 +127,36 @@ def test_a_group_that_fails_on_every_retry_says_why_in_one_line():
     assert isinstance(cause, RuntimeError) and text.endswith("worker 1 after every retry: boom")
     cause, text = _first_worker_error(WorkerGroupError("failed", {0: TrainingDiverged("training diverged: lr")}))
     assert isinstance(cause, TrainingDiverged) and text == "training diverged: lr"  # bad input stays bad input
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_at_once(tmp_path):
+    """In a process of its own (this one may run a Ray already): one line, exit 2, nothing written."""
+    import socket
+    import subprocess
+    import sys
+
+    from orchestrator.execution.executors import ClusterUnreachable, check_ray_address
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_ray_address(f"127.0.0.1:{listening.getsockname()[1]}")  # something answers: Ray's to judge
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            silent = f"127.0.0.1:{closed.getsockname()[1]}"
+    for address in (None, "auto", "ray://head:10001"):
+        check_ray_address(address)
+    with pytest.raises(ClusterUnreachable, match="no Ray cluster answers"):
+        check_ray_address(silent)
+    with pytest.raises(ClusterUnreachable):
+        check_ray_address("head-without-port")
+
+    config = study(tmp_path, workers=2, checkpoint=str(tmp_path / "new" / "supernet.pt"))
+    run = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train-supernet", "-c", str(config),
+                          "--set", f"ray.address={silent}"], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("elastiq: error: ray.address") and silent in lines[0]
+    assert not (tmp_path / "new").exists()
+    assert main(["search", "-c", str(config), "--set", "search.executor=ray", "--set", f"ray.address={silent}"]) == 2
+    assert not (tmp_path / "study.db").exists()  # refused before the study is written
