@@ -48,10 +48,9 @@ def test_search_crash_resume_status_and_export_on_postgres(measured, tmp_path, m
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(search_module.SearchDriver, "_evaluate_and_record", crash_on_second_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.MonkeyPatch.context() as crash, pytest.raises(KeyboardInterrupt):
+        crash.setattr(search_module.SearchDriver, "_evaluate_and_record", crash_on_second_batch)
         SearchDriver(load_study_config(path), progress=False).run()
-    monkeypatch.undo()
     assert main(["resume", "--storage", URL, "--study", name, "--no-progress"]) == 0
     study = optuna.load_study(study_name=name, storage=URL)
     complete = study.get_trials(states=(TrialState.COMPLETE,))

@@ -63,10 +63,9 @@ def test_resume_after_a_crash_reruns_interrupted_trials_once(trained, monkeypatc
             raise KeyboardInterrupt  # the driver dies with the batch's trials RUNNING
         return original(self, engine, study, *args)
 
-    monkeypatch.setattr(search_module.SearchDriver, "_evaluate_and_record", crash_on_second_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.MonkeyPatch.context() as crash, pytest.raises(KeyboardInterrupt):
+        crash.setattr(search_module.SearchDriver, "_evaluate_and_record", crash_on_second_batch)
         SearchDriver(config, progress=False).run()
-    monkeypatch.undo()
     study = optuna.load_study(study_name="crash", storage=url)
     running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
     assert len(running) == 4
@@ -291,10 +290,9 @@ def test_a_crash_while_a_batch_is_opened_proposes_it_again_and_ends_as_an_uninte
             raise KeyboardInterrupt
         return original(*args)
 
-    monkeypatch.setattr(strategies, "ask_fixed", die_on_the_seventh)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.MonkeyPatch.context() as crash, pytest.raises(KeyboardInterrupt):
+        crash.setattr(strategies, "ask_fixed", die_on_the_seventh)
         SearchDriver(config, progress=False).run()
-    monkeypatch.undo()
     study = optuna.load_study(study_name="opening", storage=url)
     assert len(study.get_trials(states=(TrialState.RUNNING,))) == 2
     assert main(["resume", "--storage", url, "--study", "opening", "--no-progress"]) == 0
