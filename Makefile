@@ -75,6 +75,8 @@ bench: install
 	$(ELASTIQ) measure -c configs/mnist1d.yaml --set storage=$(MNIST1D_DB) --set supernet.checkpoint=$(MNIST1D_CKPT)
 	$(PY) bench/search_efficiency.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
 		--seeds 5 --strategies evolutionary,nsga2,random --out bench/results/search_efficiency_mnist1d.json
+	$(PY) bench/finetune_stage.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
+		--cost macs
 	$(PY) bench/accuracy_predictor.py --config configs/digits.yaml --checkpoint $(CKPT)
 	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
 	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)

@@ -260,6 +260,43 @@ def rows() -> list[list[str]]:
                       "backward, AdamW) / the sum of one step of each as a static model, 2 threads, medians",
                       f"**{o['ratio']:.2f}x**", f"{o['sandwich_ms']:.1f} ms / {o['static_sum_ms']:.1f} ms",
                       "<= 1.15x", "same run"])
+    if (r := _load("finetune_stage.json")) is not None:
+        st = r["settings"]
+        f = st["finetune"]
+        cost = {"latency_ms": "latency", "macs": "MACs", "params": "parameters"}[st.get("cost", "latency_ms")]
+        command = (f"`{PY} bench/finetune_stage.py --config configs/mnist1d.yaml --checkpoint CKPT --storage URL"
+                   f"{' --cost ' + st['cost'] if st.get('cost', 'latency_ms') != 'latency_ms' else ''}`")
+        if (runs := r.get("schedulers")) is not None:
+            full = runs["full"]
+            inherited = full["inherited_hypervolume"]
+            gain_pct = 100 * (full["hypervolume"] / inherited - 1)
+            for name, label in (("asha", "ASHA on the front margin"), ("lc", "learning-curve extrapolation")):
+                run = runs[name]
+                table.append([f"fine-tuning stage, MNIST-1D front (accuracy vs {cost}, {full['candidates']} "
+                              f"candidates, {f['steps']} steps in {f['rungs']} rungs, 2 Tune workers): {label} / "
+                              f"every candidate to the full budget",
+                              f"**{run['wall_ratio_to_full']:.2f}x** wall time ({run['wall_s']:.0f} s), "
+                              f"hypervolume {run['hypervolume_rel_diff_pct']:+.2f}%",
+                              f"full: {full['wall_s']:.0f} s; steps trained {run['steps_ratio_to_full']:.2f}x; "
+                              f"{run['stopped']} of {run['candidates']} stopped early; of the hypervolume that "
+                              f"fine-tuning adds to the inherited front ({gain_pct:+.2f}%), "
+                              f"{100 * (run['hypervolume'] - inherited) / (full['hypervolume'] - inherited):.0f}% kept",
+                              "<= 0.4x, hypervolume within 1%", command])
+        if (e := r.get("export_vs_alone")) is not None and e["models"]:
+            deltas = [m["delta_points"] for m in e["models"]]
+            table.append([f"exported fine-tuned front (`elastiq export`, lc run), test accuracy against the same "
+                          f"archs trained alone from scratch for the same total budget ({st['supernet_steps']} + "
+                          f"{f['steps']} steps)",
+                          f"median **{e['median_delta_points']:+.2f}** points; {e['within_1_point_share']:.0%} "
+                          f"within 1 point or above", f"{len(deltas)} models: "
+                          + ", ".join(f"{d:+.1f}" for d in deltas), "within 1 point", command])
+        if (c := r.get("calibration")) is not None:
+            seen = ", ".join(f"{k} rungs: {100 * v:.0f}%" for k, v in sorted(c["coverage_by_rungs_seen"].items()))
+            table.append([f"learning-curve predictor calibration: finals inside the 90% interval, {c['curves']} "
+                          f"held-out curves of {f['rungs']} rungs, cut after 2 .. {f['rungs'] - 1}",
+                          f"**{100 * c['coverage_90']:.0f}%** of {c['predictions']}",
+                          f"{seen}; median interval {c['median_interval_width_points']:.1f} points",
+                          "85-95%", command])
     if (r := _load("torture.json")) is not None:
         s = r["search"]
         table.append([f"crash torture: driver killed with SIGKILL {s['kills']} times at seeded points of its progress",

@@ -3,10 +3,12 @@
 One subpackage per concept, and imports point one way only, down this list
 (`tests/test_import_direction.py` holds the same order):
 
-    cli → delivery → search → execution → storage → config, errors
+    cli → delivery → finetune → search → execution → storage → config, errors
 
 - `cli.py`: the command line, the product's surface.
 - `delivery/`: what a study gives its user: `export` (models to ship), `report`, `status`, output folders.
+- `finetune/`: the fine-tuning stage (`finetune`): the front's candidates as Ray Tune trials, the schedulers
+  that stop them early, the fine-tuned results.
 - `search/`: the driver loop (`search`, `resume`), the strategies, objectives, Pareto fronts.
 - `execution/`: where work runs: executors (local, Ray), the job board, evaluating an arch, measuring latency,
   training the supernet.

@@ -14,7 +14,7 @@ import click
 import numpy as np
 import yaml
 
-from orchestrator.errors import ExportVerificationFailed, TargetLost, WorkersLost
+from orchestrator.errors import ExportVerificationFailed, FinetuneFailed, TargetLost, WorkersLost
 from predictors.runtimes import ArtifactMismatch
 from search_space import SAMPLE_MODES, InputError, SearchSpace
 from supernet.distributed import DistributedTrainingFailed
@@ -204,6 +204,29 @@ def resume_command(storage: str, study_name: str, evaluations: int | None, execu
     click.echo(SearchDriver(study_config_from_dict(data), progress=progress).run())
 
 
+@cli.command("finetune")
+@click.option("--storage", required=True, help="Database URL of the study.")
+@click.option("--study", "study_name", required=True)
+@click.option("--scheduler", type=click.Choice(["full", "asha", "lc"]), default=None,
+              help="Override finetune.scheduler (full: no early stopping).")
+@click.option("--steps", type=int, default=None, help="Override finetune.steps (each candidate's budget).")
+@click.option("--lr", type=float, default=None, help="Override finetune.lr.")
+@click.option("--distill", type=click.Choice(["none", "largest", "teacher"]), default=None,
+              help="Override finetune.distill.")
+@click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Override a finetune or ray key, e.g. --set rungs=8 --set ray.workers=4 (repeatable).")
+def finetune_command(storage: str, study_name: str, scheduler: str | None, steps: int | None, lr: float | None,
+                     distill: str | None, set_pairs: tuple[str, ...]) -> None:
+    """Fine-tune the study's front (and the archs near it) as Ray Tune trials, stopping early those a
+    scheduler finds will not stay on the front; run again to continue after a crash."""
+    from orchestrator.finetune.stage import FinetuneStage
+
+    overrides = _overrides(set_pairs)
+    given = {"scheduler": scheduler, "steps": steps, "lr": lr, "distill": distill}
+    overrides.update({key: value for key, value in given.items() if value is not None})
+    click.echo(FinetuneStage(storage, study_name, overrides).run())
+
+
 @cli.command("status")
 @click.option("--storage", required=True, help="Database URL of the study.")
 @click.option("--study", "study_name", required=True)
@@ -276,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted")
     except (WorkersLost, TargetLost, ExportVerificationFailed, ArtifactMismatch,
-            DistributedTrainingFailed) as exc:  # not bad input
+            DistributedTrainingFailed, FinetuneFailed) as exc:  # not bad input
         _fail(str(exc))
         return 1
     except Exception as exc:

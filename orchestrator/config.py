@@ -140,6 +140,42 @@ class SearchConfig(_Section):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
+class FinetuneConfig(_Section):
+    """`elastiq finetune`: the front's candidates trained as Ray Tune trials, stopped early by a scheduler."""
+
+    steps: int = Field(600, gt=0, le=10**7)  # the full budget of each candidate
+    rungs: int = Field(6, ge=2, le=1000)  # validation results per candidate (the scheduler decides at each)
+    batch_size: int = Field(64, gt=0, le=2**20)
+    lr: float = Field(5e-4, gt=0, le=1, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
+    # none: labels alone; largest: the supernet's largest arch's soft predictions; teacher: the frozen pretrained
+    # teacher that trained the supernet (supernet.teacher pretrained)
+    distill: Literal["none", "largest", "teacher"] = "largest"
+    distill_weight: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+    # full: every candidate trains the whole budget; asha: Ray Tune's ASHA on the front margin; lc: stop a
+    # candidate once its extrapolated learning curve is confidently dominated
+    scheduler: Literal["full", "asha", "lc"] = "asha"
+    # candidates: the feasible front, and archs whose accuracy this much higher would put them on it
+    margin: float = Field(0.01, ge=0, le=1, allow_inf_nan=False)
+    max_candidates: int = Field(24, gt=0, le=10_000)
+    reduction_factor: int = Field(3, ge=2, le=100)  # asha: one in this many goes on at each rung
+    grace_rungs: int = Field(1, ge=1, le=1000)  # rungs every candidate trains before a scheduler may stop it
+    confidence: float = Field(0.95, gt=0.5, lt=1, allow_inf_nan=False)  # lc: how sure a stop must be
+    # lc: a candidate that ends no more than this above the best cheaper one is not worth its cost (0: dominated)
+    min_gain: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    directory: str | None = Field(None, min_length=1)  # fine-tuned weights (default: beside the supernet's)
+
+    @model_validator(mode="after")
+    def _rungs_within_the_budget(self) -> FinetuneConfig:
+        if self.rungs > self.steps:
+            raise ValueError(f"finetune.rungs {self.rungs} is more than finetune.steps {self.steps} (a rung is at "
+                             f"least one step)")
+        if self.grace_rungs >= self.rungs and self.scheduler != "full":
+            raise ValueError(f"finetune.grace_rungs {self.grace_rungs} leaves the scheduler no rung to stop at "
+                             f"(finetune.rungs {self.rungs})")
+        return self
+
+
 class RayConfig(_Section):
     address: str | None = None  # None starts a local Ray; "auto" joins a running cluster
     workers: int = Field(2, gt=0, le=100_000)
@@ -174,6 +210,7 @@ class StudyConfig(_Section):
         default_factory=lambda: {"accuracy": "maximize", "latency_ms": "minimize"})
     constraints: list[Constraint] = Field(default_factory=list)
     search: SearchConfig = SearchConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     ray: RayConfig = RayConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)

@@ -13,3 +13,8 @@ class TargetLost(RuntimeError):
 
 class ExportVerificationFailed(RuntimeError):
     """An exported artifact that does not compute what was evaluated: nothing is moved into place."""
+
+
+class FinetuneFailed(RuntimeError):
+    """Candidates whose fine-tuning failed (and its retries too). What was recorded is kept: the same
+    `elastiq finetune` continues them."""

@@ -19,7 +19,7 @@ ALLOWED = {
     "orchestrator": {"search_space", "supernet", "predictors"},
 }
 # orchestrator's rooms, highest first: a room imports only rooms after it (and itself)
-ROOMS = [["cli"], ["delivery"], ["search"], ["execution"], ["storage"], ["config", "errors"]]
+ROOMS = [["cli"], ["delivery"], ["finetune"], ["search"], ["execution"], ["storage"], ["config", "errors"]]
 PRIVATE_OPTUNA = re.compile(r"(?<!self)\._(storage|study_id|trial_id|backend)\b")
 
 

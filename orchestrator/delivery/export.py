@@ -1,12 +1,14 @@
 """`elastiq export`: the Pareto front of a study as models a user can ship.
 
 For each selected trial the static subnet is extracted (and fine-tuned as the
-search did); the target's runtime builds its artifact (`model.onnx` on ONNX
-Runtime, with real int8 kernels where the policy says 8 bits), and
-`model.pt2` holds the evaluated model as a `torch.export` program. Each is
-saved, loaded back from disk and checked:
+search did), or, where `elastiq finetune` trained it, rebuilt with the weights of
+its last recorded rung (their sha256 checked; the manifest says which). The
+target's runtime builds its artifact (`model.onnx` on ONNX Runtime, with real
+int8 kernels where the policy says 8 bits), and `model.pt2` holds the evaluated
+model as a `torch.export` program. Each is saved, loaded back from disk and
+checked:
 
-- the extracted model reproduces the accuracy recorded in the database exactly;
+- the extracted (or fine-tuned) model reproduces the accuracy recorded in the database exactly;
 - the artifact, run through its runtime on the whole test split, and the
   exported program are each within one point of it (else nothing is moved
   into place, exit status 1);
@@ -44,17 +46,25 @@ from orchestrator.delivery.outdir import OutputError, check_output_dir, staged, 
 from orchestrator.errors import ExportVerificationFailed
 from orchestrator.execution.evaluation import static_model
 from orchestrator.execution.measuring import drift_probes, latency_row, register_target, target_of
+from orchestrator.finetune.results import finetuned_run, with_finetuned
 from orchestrator.search.driver import SPLIT
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.pareto import pareto_front
-from orchestrator.storage.schema import ExportRow, LatencyRow, SupernetRow, connect, dumps, masked
-from orchestrator.storage.study import SUPERNET_ATTR, Evaluation, evaluations, require_study, stored_config
+from orchestrator.storage.schema import ExportRow, LatencyRow, connect, dumps, masked
+from orchestrator.storage.study import (
+    SUPERNET_ATTR,
+    Evaluation,
+    evaluations,
+    require_study,
+    stored_config,
+    supernet_checkpoint,
+)
 from predictors.measure import Protocol, example_input, measure_beside_probes, measure_many
 from predictors.runtimes import Program
 from predictors.runtimes.base import check_agreement
 from predictors.target import HardwareTarget
 from search_space import Arch, InputError
-from supernet.checkpoint import CheckpointError, sha256_file
+from supernet.checkpoint import sha256_file
 from supernet.quant import QuantLinear
 from supernet.tasks import load_task
 from supernet.train import evaluate, load_supernet
@@ -92,14 +102,14 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
     supernet_sha = study.user_attrs[SUPERNET_ATTR]
     engine = connect(storage)  # upgrades an older elastiq schema, which has no exports table
     try:
-        supernet = load_supernet(_checkpoint_path(engine, config, supernet_sha), config.space, task,
-                                 expected_sha256=supernet_sha)
-        done = evaluations(study)
+        supernet = load_supernet(supernet_checkpoint(engine, config.supernet.checkpoint, supernet_sha), config.space,
+                                 task, expected_sha256=supernet_sha)
+        done = with_finetuned(evaluations(study), finetuned_run(study, engine), objectives)
         chosen = _choose(done, selection, objectives, config, engine, supernet, task, target)
         keys = sorted(e.trial for e in chosen)
         previous = _previous_export(out)
         if not overwrite and previous is not None and previous.get("study") == study_name and \
-                previous.get("trials") == keys and \
+                previous.get("trials") == keys and previous.get("finetuned_weights", {}) == _weights_of(chosen) and \
                 previous.get("supernet_sha256") == supernet_sha and _files_intact(out, previous):
             return f"{out}: export of trials {keys} is up to date (manifest verified); nothing to do"
         with staged(out, MANIFEST, replace=overwrite) as staging:  # refuses a non-empty --out first
@@ -120,19 +130,6 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
 
 
 # ---- which trials ---------------------------------------------------------------
-
-def _checkpoint_path(engine, config: StudyConfig, sha: str) -> Path:
-    candidates = [Path(config.supernet.checkpoint)]
-    with Session(engine) as session:
-        row = session.scalar(select(SupernetRow).where(SupernetRow.sha256 == sha))
-    if row is not None:
-        candidates.append(Path(row.path))
-    for path in candidates:
-        if path.exists():
-            return path
-    raise CheckpointError(f"the study's supernet checkpoint (sha256 {sha[:12]}) is not at "
-                          + " nor ".join(str(p) for p in candidates))
-
 
 def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives, config: StudyConfig, engine,
             supernet, task, target) -> list[Evaluation]:
@@ -264,24 +261,51 @@ def _write_models(staging: Path, study_name, storage, config, target, task, supe
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "supernet_sha256": supernet_sha,
         "target": target.to_dict(), "objectives": dict(config.objectives),
         "constraints": [str(c) for c in config.constraints], "trials": sorted(e.trial for e in chosen),
-        "models": [{k: entry[k] for k in ("trial", "arch_key", "dir", "accuracy_test", "latency_remeasured_ms",
-                                          "latency_predicted_ms", "meets_latency_bound", "program_bytes")}
+        "models": [{k: entry[k] for k in ("trial", "arch_key", "dir", "weights", "accuracy_test",
+                                          "latency_remeasured_ms", "latency_predicted_ms", "meets_latency_bound",
+                                          "program_bytes")}
                    for entry in entries],
+        "finetuned_weights": _weights_of(chosen),
         "honesty": _honesty(entries, drift), "files": files,
     }
     write_json(staging / MANIFEST, manifest)
     return manifest
 
 
+def _weights_of(chosen: list[Evaluation]) -> dict[str, str]:
+    """Trial -> sha256 of the fine-tuned weights it ships (none: inherited)."""
+    return {str(e.trial): e.metrics["finetuned"]["checkpoint_sha256"] for e in chosen if "finetuned" in e.metrics}
+
+
+def finetuned_model(supernet, e: Evaluation) -> torch.nn.Module:
+    """The static model of a fine-tuned arch, with the weights of its last recorded rung (checked by sha256)."""
+    record = e.metrics["finetuned"]
+    path = Path(record["checkpoint"])
+    if not path.is_file() or sha256_file(path) != record["checkpoint_sha256"]:
+        raise ExportError(f"trial {e.trial}: its fine-tuned weights {path} are missing or not those of rung "
+                          f"{record['rung']} (sha256 differs); run `elastiq finetune` again to restore them")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model = supernet.extract(e.arch)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet,
                 target: HardwareTarget) -> tuple[dict, Program]:
     arch = e.arch
-    simulated = static_model(supernet, arch, task, config.search.finetune_steps, config.seed)
+    finetuned = e.metrics.get("finetuned")
+    if finetuned is not None:
+        simulated = finetuned_model(supernet, e)
+    else:
+        simulated = static_model(supernet, arch, task, config.search.finetune_steps, config.seed)
     recorded = e.metrics["accuracy"]
     val_simulated = evaluate(simulated, None, task, SPLIT)
     if abs(val_simulated - recorded) > 1e-9:
-        raise ExportError(f"trial {e.trial}: the extracted model scores {val_simulated:.6f} on {SPLIT}, the study "
-                          f"recorded {recorded:.6f}; refusing to export a model that is not the one evaluated")
+        raise ExportError(f"trial {e.trial}: the {'fine-tuned' if finetuned else 'extracted'} model scores "
+                          f"{val_simulated:.6f} on {SPLIT}, the study recorded {recorded:.6f}; refusing to export a "
+                          f"model that is not the one evaluated")
     x_test, y_test = task.split("test")
     test_simulated = evaluate(simulated, None, task, "test")
     runtime = target.executor
@@ -306,6 +330,10 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
     quantized = sum(layer.bits < 32 for layer in arch.layers)
     entry = {
         "trial": e.trial, "arch_key": arch.key, "dir": folder.name, "arch": arch.to_dict(),
+        "weights": "fine-tuned" if finetuned else "inherited",
+        "finetuned": None if finetuned is None else {k: finetuned[k] for k in ("run_key", "rung", "steps", "ended",
+                                                                                 "checkpoint_sha256")},
+        "accuracy_inherited": e.metrics.get("accuracy_inherited", recorded),
         "accuracy_recorded": recorded, "accuracy_val": val_simulated, "accuracy_val_deployed": val_deployed,
         "accuracy_test_simulated": test_simulated, "accuracy_test": test_deployed,
         "accuracy_test_exported_program": test_exported_program,
@@ -398,6 +426,7 @@ def _honesty(entries: list[dict], drift: float | None) -> dict[str, Any]:
     met = [e["meets_latency_bound"] for e in entries if e["meets_latency_bound"] is not None]
     return {
         "models": len(entries),
+        "finetuned_models": sum(e["weights"] == "fine-tuned" for e in entries),
         "latency_median_abs_error_pct": float(np.median(errors)) if errors else None,
         "machine_drift": drift,
         "latency_median_abs_error_drift_corrected_pct": float(np.median(corrected)) if corrected else None,
@@ -411,6 +440,9 @@ def _honesty(entries: list[dict], drift: float | None) -> dict[str, Any]:
 def _summary_line(out: Path, manifest: dict) -> str:
     h = manifest["honesty"]
     parts = [f"exported {h['models']} model(s) of study {manifest['study']} to {out}"]
+    if "finetuned_models" in h:
+        parts.append(f"{h['finetuned_models']} with fine-tuned weights, {h['models'] - h['finetuned_models']} "
+                     f"with inherited weights")
     if h["latency_median_abs_error_pct"] is not None:
         parts.append(f"latency predicted vs re-measured: median |error| {h['latency_median_abs_error_pct']:.1f}%")
     if h["machine_drift"] is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig
 from orchestrator.delivery.outdir import staged
+from orchestrator.finetune.results import finetuned_run, with_finetuned
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.pareto import pareto_front
 from orchestrator.storage.schema import ExportRow, HypervolumeRow, connect
@@ -40,6 +41,8 @@ class StudyView:
     front: list[Evaluation]
     history: list[tuple[int, float]]
     exports: list[dict]
+    tuned_front: list[Evaluation] = field(default_factory=list)  # the fine-tuned front (`elastiq finetune`)
+    finetune: dict | None = None  # the current fine-tuning run's settings and counts
 
     @property
     def x_metric(self) -> str:
@@ -75,7 +78,14 @@ def load_view(storage: str, name: str, engine) -> StudyView:
         exports = [{"out_dir": row.out_dir, "trials": json.loads(row.trials), **json.loads(row.summary)}
                    for row in session.scalars(select(ExportRow).where(ExportRow.study == name)
                                               .order_by(ExportRow.id))]
-    return StudyView(name, config, objectives, done, front, history, exports)
+        run = finetuned_run(study, engine)
+    view = StudyView(name, config, objectives, done, front, history, exports)
+    if run is not None and run.trained():
+        tuned = [e for e in with_finetuned(done, run, objectives) if e.feasible]
+        view.tuned_front = [tuned[i] for i in pareto_front(objectives.minimized([e.metrics for e in tuned]))] \
+            if tuned else []
+        view.finetune = {**run.settings, **run.counts(), "steps_trained": run.steps_trained()}
+    return view
 
 
 def write_report(storage: str, names: list[str], out: str | Path) -> str:
@@ -124,6 +134,10 @@ def _plot_fronts(views: list[StudyView], path: Path) -> None:
             share = [view.int8_share([e]) for e in front]
             scatter = ax.scatter(fx, fy, c=share, cmap="viridis", vmin=0, vmax=1, s=46, edgecolors="black",
                                  linewidths=0.6, zorder=3, label=f"Pareto front ({len(front)})")
+        tuned = sorted(view.tuned_front, key=lambda e: e.metrics[x])
+        if tuned:
+            ax.step([e.metrics[x] for e in tuned], _scaled(view, y, [e.metrics[y] for e in tuned]), where="post",
+                    color="tab:orange", lw=1.2, zorder=2, label=f"fine-tuned front ({len(tuned)})")
         for constraint in view.config.constraints:
             if constraint.metric == x:
                 ax.axvline(constraint.bound, color="tab:red", ls="--", lw=1.2, label=f"constraint {constraint}")
@@ -200,10 +214,30 @@ def _study_section(view: StudyView) -> list[str]:
         attention = ", ".join(f"{k} x{n}" for k, n in Counter(layer.attention for layer in e.arch.layers).items())
         lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {int8}/{e.arch.depth} | {attention} |")
     lines.append("")
+    lines += _finetune_section(view)
     for export in view.exports[-1:]:
         lines += [f"Last export, {export['models']} models in `{export['out_dir']}`: "
                   + _honesty_sentence(export), ""]
     return lines
+
+
+def _finetune_section(view: StudyView) -> list[str]:
+    if view.finetune is None:
+        return []
+    f = view.finetune
+    budget = f["candidates"] * f["steps"]
+    lines = [f"Fine-tuned ({f['scheduler']}, {f['steps']} steps in {f['rungs']} rungs, distillation {f['distill']}): "
+             f"{f['candidates']} candidates, {f['finished']} finished, {f['stopped']} stopped early, "
+             f"{f['unfinished']} unfinished; {f['steps_trained']} of {budget} steps trained. The fine-tuned front:", "",
+             f"| trial | accuracy inherited (%) | accuracy fine-tuned (%) | {UNITS.get(view.x_metric, view.x_metric)} "
+             f"| steps | ended |", "|---|---|---|---|---|---|"]
+    for e in sorted(view.tuned_front, key=lambda e: e.metrics[view.x_metric]):
+        tuned = e.metrics.get("finetuned")
+        inherited = e.metrics.get("accuracy_inherited", e.metrics["accuracy"])
+        lines.append(f"| {e.trial} | {inherited * 100:.2f} | {e.metrics['accuracy'] * 100:.2f} | "
+                     f"{e.metrics[view.x_metric]:.4g} | {tuned['steps'] if tuned else 0} | "
+                     f"{(tuned['ended'] or 'unfinished') if tuned else 'not a candidate'} |")
+    return lines + [""]
 
 
 def _honesty_sentence(h: dict) -> str:

@@ -9,11 +9,13 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from orchestrator.finetune.results import finetuned_run, front_summary, study_reference, with_finetuned
 from orchestrator.search.driver import front_and_hypervolume
 from orchestrator.search.objectives import Objectives
 from orchestrator.storage.schema import HypervolumeRow, connect, masked
 from orchestrator.storage.study import (
     arch_key_of,
+    evaluations,
     objective_table,
     require_study,
     stored_config,
@@ -41,7 +43,10 @@ def study_status(url: str, name: str) -> dict[str, Any]:
     with Session(engine) as session:
         history = [(row.evaluations, row.hypervolume) for row in session.scalars(
             select(HypervolumeRow).where(HypervolumeRow.study == name).order_by(HypervolumeRow.id))]
-    engine.dispose()
+    try:
+        finetune = _finetune_status(study, engine, objectives)
+    finally:
+        engine.dispose()
     return {
         "study": name, "storage": masked(url), "strategy": config.search.strategy, "target": config.target.name,
         "objectives": dict(config.objectives), "constraints": [str(c) for c in config.constraints],
@@ -49,8 +54,29 @@ def study_status(url: str, name: str) -> dict[str, Any]:
         "budget_used": len(table.trials) / config.search.evaluations, "feasible": len(feasible),
         "unique_archs": unique_archs(study),
         "best": best, "pareto_size": front_size, "hypervolume": hypervolume,
-        "hypervolume_history": history,
+        "hypervolume_history": history, "finetune": finetune,
     }
+
+
+def _finetune_status(study, engine, objectives: Objectives) -> dict[str, Any] | None:
+    """The current fine-tuning run: its settings, how far it went, and its front beside the inherited one."""
+    run = finetuned_run(study, engine)
+    if run is None:
+        return None
+    done = evaluations(study)
+    reference = study_reference(study)
+    tuned = with_finetuned(done, run, objectives)
+    front = front_summary(tuned, objectives, reference)
+    by_trial = {e.trial: e for e in tuned}
+    return {"run_key": run.run_key, "settings": run.settings, **run.counts(),
+            "steps_trained": run.steps_trained(), "steps_budget": run.counts()["candidates"] * run.settings["steps"],
+            "front_size": front["size"], "hypervolume": front["hypervolume"],
+            "inherited_hypervolume": front_summary(done, objectives, reference)["hypervolume"],
+            "front": [{"trial": t, "arch_key": by_trial[t].key, "accuracy": by_trial[t].metrics["accuracy"],
+                       "accuracy_inherited": by_trial[t].metrics.get("accuracy_inherited",
+                                                                     by_trial[t].metrics["accuracy"]),
+                       "weights": "fine-tuned" if "finetuned" in by_trial[t].metrics else "inherited"}
+                      for t in front["trials"]]}
 
 
 def format_status(status: dict[str, Any], as_json: bool = False) -> str:
@@ -67,4 +93,13 @@ def format_status(status: dict[str, Any], as_json: bool = False) -> str:
         lines.append("  constraints: " + ", ".join(status["constraints"]))
     for metric, best in status["best"].items():
         lines.append(f"  best {metric}: {best['value']:.6g} (trial {best['trial']}, arch {best['arch_key']})")
+    f = status.get("finetune")
+    if f is not None:
+        lines.append(f"  fine-tuned ({f['settings']['scheduler']}, run {f['run_key'][:8]}): {f['candidates']} "
+                     f"candidates, {f['finished']} finished, {f['stopped']} stopped early, {f['unfinished']} "
+                     f"unfinished; {f['steps_trained']} of {f['steps_budget']} steps; front {f['front_size']}, "
+                     f"hypervolume {f['hypervolume']:.4g} (inherited {f['inherited_hypervolume']:.4g})")
+        for member in f["front"]:
+            lines.append(f"    trial {member['trial']}: accuracy {member['accuracy']:.4f} "
+                         f"(inherited {member['accuracy_inherited']:.4f}, {member['weights']} weights)")
     return "\n".join(lines)

@@ -127,7 +127,7 @@ class CheckpointUnreachable(DeviceError):
     """A node of the Ray cluster does not see the checkpoint's directory."""
 
 
-def check_reachable_from_every_node(directory: Path) -> None:
+def check_reachable_from_every_node(directory: Path, key: str = "supernet.checkpoint") -> None:
     """Check that every live node of the Ray cluster sees `directory` as this machine does: a probe
     file written here must be visible there. Leaves nothing behind (a directory it had to create
     for the probe included) if the check fails."""
@@ -137,7 +137,7 @@ def check_reachable_from_every_node(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         probe.write_text("")
     except OSError as exc:
-        raise CheckpointUnreachable(f"supernet.checkpoint: cannot write in {directory} ({exc.strerror})") from None
+        raise CheckpointUnreachable(f"{key}: cannot write in {directory} ({exc.strerror})") from None
     try:
         blind = unreachable_nodes(str(probe))
     finally:
@@ -147,8 +147,8 @@ def check_reachable_from_every_node(directory: Path) -> None:
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise CheckpointUnreachable(
-            f"supernet.checkpoint: {directory} is not reachable from Ray node(s) {', '.join(blind)}; with "
-            f"supernet.workers the checkpoint must be on storage every node mounts at the same path")
+            f"{key}: {directory} is not reachable from Ray node(s) {', '.join(blind)}; on a cluster it must be "
+            f"on storage every node mounts at the same path")
 
 
 def unreachable_nodes(probe: str) -> list[str]:

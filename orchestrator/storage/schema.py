@@ -33,8 +33,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from search_space import InputError
 
-SCHEMA_VERSION = 3  # 2 added elastiq_exports; 3 how each latency was measured (source, drift, raw), and batches
-_READABLE_VERSIONS = (1, 2, 3)  # older schemas are upgraded on connecting
+SCHEMA_VERSION = 4  # 2 added elastiq_exports; 3 how each latency was measured (source, drift, raw), and batches;
+# 4 the fine-tuning stage (elastiq_finetune_candidates, elastiq_finetune_rungs)
+_READABLE_VERSIONS = (1, 2, 3, 4)  # older schemas are upgraded on connecting
 # columns added to existing tables, by the version that added them (new tables come from create_all)
 _ADDED_COLUMNS = {3: [("elastiq_latency", "source", "VARCHAR(16)"), ("elastiq_latency", "drift", "FLOAT"),
                       ("elastiq_latency", "raw_median_ms", "FLOAT")]}
@@ -170,6 +171,40 @@ class ExportRow(Base):
     trials: Mapped[str] = mapped_column(Text)  # JSON list of trial numbers
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     summary: Mapped[str] = mapped_column(Text)  # JSON of the export's honesty figures
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class FinetuneCandidateRow(Base):
+    """An arch of a fine-tuning run (one run per study and settings): its search trial, its latency and
+    inherited accuracy, and how its training ended (None while it may go on)."""
+
+    __tablename__ = "elastiq_finetune_candidates"
+    __table_args__ = (UniqueConstraint("study", "run_key", "arch_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study: Mapped[str] = mapped_column(String(200), index=True)
+    run_key: Mapped[str] = mapped_column(String(64))  # sha256 of the run's settings and supernet
+    arch_key: Mapped[str] = mapped_column(String(64))
+    trial: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[str] = mapped_column(Text)  # JSON: the search's metrics of the arch (inherited accuracy)
+    ended: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "finished" | "stopped"
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
+
+
+class FinetuneRungRow(Base):
+    """One validation result of a candidate, with the checkpoint of its weights at that rung."""
+
+    __tablename__ = "elastiq_finetune_rungs"
+    __table_args__ = (UniqueConstraint("study", "run_key", "arch_key", "rung"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study: Mapped[str] = mapped_column(String(200), index=True)
+    run_key: Mapped[str] = mapped_column(String(64))
+    arch_key: Mapped[str] = mapped_column(String(64))
+    rung: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float] = mapped_column(Float)  # on the validation split
+    seconds: Mapped[float] = mapped_column(Float)  # training and evaluation time of this rung
+    checkpoint: Mapped[str] = mapped_column(Text)
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 
 

@@ -13,6 +13,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 CONFIG_ATTR = "elastiq_config"
 SUPERNET_ATTR = "elastiq_supernet_sha256"
 REFERENCE_ATTR = "elastiq_reference_point"
-# config sections a continued study may change: where it runs and how long
-_MAY_CHANGE = {"storage", "ray", "supernet", "measure"}
+# config sections a continued study may change: where it runs, how long, and its later fine-tuning
+_MAY_CHANGE = {"storage", "ray", "supernet", "measure", "finetune"}
 _SEARCH_MAY_CHANGE = {"evaluations", "executor"}
 
 
@@ -322,3 +323,23 @@ def interrupted(study: optuna.Study) -> list[FrozenTrial]:
         ids = [row[0] for row in connection.execute(query, {"name": study.study_name})]
     storage, _ = storage_of(study)
     return [storage.get_trial(trial_id) for trial_id in ids]
+
+
+def supernet_checkpoint(engine, configured: str, sha: str) -> Path:
+    """Where the study's supernet checkpoint is: the config's path, else the one recorded when the search began."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from orchestrator.storage.schema import SupernetRow
+    from supernet.checkpoint import CheckpointError
+
+    candidates = [Path(configured)]
+    with Session(engine) as session:
+        row = session.scalar(select(SupernetRow).where(SupernetRow.sha256 == sha))
+    if row is not None:
+        candidates.append(Path(row.path))
+    for path in candidates:
+        if path.exists():
+            return path.resolve()
+    raise CheckpointError(f"the study's supernet checkpoint (sha256 {sha[:12]}) is not at "
+                          + " nor ".join(str(p) for p in candidates))
