@@ -195,7 +195,7 @@ class FinetuneStage:
             failed = [r.error for r in results if r.error is not None]
             if failed:
                 raise FinetuneFailed(f"{len(failed)} candidate(s) of study {self.study_name!r} failed to fine-tune "
-                                     f"({_first_line(failed[0])}); what was recorded is kept: run `elastiq finetune` "
+                                     f"({_error_line(failed[0])}); what was recorded is kept: run `elastiq finetune` "
                                      f"again to continue")
             return recorder.trained_steps
         finally:
@@ -220,7 +220,8 @@ class FinetuneStage:
                 f"(inherited {inherited['hypervolume']:.4g}); {seconds:.0f} s this run")
 
 
-def _first_line(error: BaseException) -> str:
+def _error_line(error: BaseException) -> str:
+    """A trial's error in one line: the last of its traceback text, which names the exception."""
     text = str(error).strip().splitlines()
     return (text[-1] if text else type(error).__name__)[:300]
 

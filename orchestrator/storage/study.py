@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig, config_as_dict, study_config_from_dict
 from orchestrator.storage.optuna_private import engine_of, storage_of
-from orchestrator.storage.schema import StorageError, connect, masked
+from orchestrator.storage.schema import StorageError, SupernetRow, connect, masked
 from search_space import Arch, InputError
+from supernet.checkpoint import CheckpointError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -327,12 +329,6 @@ def interrupted(study: optuna.Study) -> list[FrozenTrial]:
 
 def supernet_checkpoint(engine, configured: str, sha: str) -> Path:
     """Where the study's supernet checkpoint is: the config's path, else the one recorded when the search began."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from orchestrator.storage.schema import SupernetRow
-    from supernet.checkpoint import CheckpointError
-
     candidates = [Path(configured)]
     with Session(engine) as session:
         row = session.scalar(select(SupernetRow).where(SupernetRow.sha256 == sha))
