@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint clean demo bench example-minilm
+.PHONY: install test test-fast lint clean demo bench example-minilm gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -86,6 +86,25 @@ bench: install
 	$(PY) bench/resume_scale.py --checkpoint $(CKPT) --trials 100000
 	$(PY) bench/export_honesty.py
 	$(PY) bench/table.py
+
+# The CUDA paths, on a GPU machine that has Python 3.12 and torch with CUDA but no package index.
+# `make gpu-wheels`, here: the wheels the check needs beyond that machine's packages (pydantic and what it
+# needs, about 3 MB), for CPython 3.12 on manylinux x86-64, into $(GPU_WHEELS)/. `make gpu-check`, there:
+# installs them into a temporary folder, then runs every section of bench/gpu_check.py with that
+# machine's python3 (figures in $(GPU_CHECK_OUT)/gpu_check.json; exit 2 where no GPU is visible).
+GPU_WHEELS := .gpu-wheels
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-wheels: install
+	$(PY) bench/gpu_wheels.py --out $(GPU_WHEELS)
+
+gpu-check:
+	@ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1 || { echo "elastiq: error: gpu-check: no wheels in $(GPU_WHEELS)/: run make gpu-wheels first, where pip reaches a package index" >&2; exit 2; }
+	@$(GPU_PYTHON) bench/gpu_check.py --probe $(GPU_WHEELS)
+	@site=$$(mktemp -d) && trap 'rm -rf "$$site"' EXIT && \
+	PIP_ROOT_USER_ACTION=ignore $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
+		--target "$$site" $(GPU_WHEELS)/*.whl && \
+	PYTHONPATH="$(CURDIR):$$site$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT)
 
 # two processes, each test file whole in one of them (its session fixtures, its Ray): most of the
 # slow tests wait on processes they start and stop, so the suite takes about 0.6x the time of one

@@ -309,7 +309,7 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
     x_test, y_test = task.split("test")
     test_simulated = evaluate(simulated, None, task, "test")
     runtime = target.executor
-    (folder / runtime.artifact).write_bytes(runtime.build(simulated, x_test[:1]))
+    (folder / runtime.artifact).write_bytes(runtime.build(simulated, x_test[:1], target.device))
     program = runtime.load((folder / runtime.artifact).read_bytes(), target.device, target.threads)  # from disk
     check_agreement(program, simulated, x_test[:32], runtime.name)
     val_deployed, test_deployed = accuracy(program, task, SPLIT), accuracy(program, task, "test")
@@ -319,7 +319,7 @@ def _export_one(folder: Path, e: Evaluation, config: StudyConfig, task, supernet
     test_exported_program = accuracy(reloaded, task, "test")
     _require_within_a_point(e.trial, EXPORTED_PROGRAM, test_exported_program, test_simulated)
     saved_bytes = (folder / runtime.artifact).stat().st_size
-    fp32_bytes = len(runtime.build(full_precision(simulated), x_test[:1]))  # the same weights, every layer fp32
+    fp32_bytes = len(runtime.build(full_precision(simulated), x_test[:1], target.device))  # every layer fp32
     torch.save(simulated.state_dict(), folder / "state_dict.pt")
     torch.save({"input": x_test[:1].clone(), "label": y_test[:1].clone()}, folder / "example.pt")
     write_json(folder / "arch.json", {"arch": arch.to_dict(), "arch_key": arch.key, "space": config.space.to_dict(),

@@ -13,6 +13,7 @@ import copy
 import functools
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -130,11 +131,17 @@ def _normal_priority() -> None:
             pass
 
 
+def _ray_if_running():
+    """Ray's module where this process runs inside Ray, else None. A process that never imported Ray
+    is not in it: evaluating alone, in-process, neither needs Ray installed nor pays its import."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
+
+
 def threads_given() -> int:
     """The CPUs Ray gave this worker (1 outside Ray, where trials run one after another)."""
-    import ray
-
-    if not ray.is_initialized():
+    ray = _ray_if_running()
+    if ray is None:
         return 1
     try:
         return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
@@ -144,6 +151,5 @@ def threads_given() -> int:
 
 def current_node() -> str:
     """The Ray node this runs on ("local" outside Ray): recorded with each trial."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    ray = _ray_if_running()
+    return "local" if ray is None else ray.get_runtime_context().get_node_id()

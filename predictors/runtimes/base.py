@@ -73,16 +73,16 @@ class Runtime(ABC):
         return f"{self.name}-{self.version()}-{device}"
 
     @abstractmethod
-    def build(self, subnet: nn.Module, example: Tensor) -> bytes:
-        """The artifact of `subnet` (an extracted static subnet), for inputs shaped as `example`
-        with any batch size."""
+    def build(self, subnet: nn.Module, example: Tensor, device: str = "cpu") -> bytes:
+        """The artifact of `subnet` (an extracted static subnet, wherever it lives), for inputs shaped
+        as `example` with any batch size, to run on `device`."""
 
     @abstractmethod
     def load(self, artifact: bytes, device: str, threads: int) -> Program: ...
 
     def deploy(self, subnet: nn.Module, example: Tensor, device: str = "cpu", threads: int = 1) -> Program:
         """The loaded artifact of `subnet`, checked to compute what `subnet` computes on `example`."""
-        program = self.load(self.build(subnet, example), device, threads)
+        program = self.load(self.build(subnet, example, device), device, threads)
         check_agreement(program, subnet, example, self.name)
         return program
 

@@ -3,7 +3,12 @@
 An 8-bit layer becomes ONNX Runtime's `DynamicQuantizeMatMul`: int8 weights on
 the fake quantizer's per-output-channel grid (the same integers and scales),
 activations quantized per tensor at run time to uint8 with a zero point, as
-the fake quantizer simulates them. Lower bit widths keep their integers in
+the fake quantizer simulates them. On an x86 CPU without VNNI, ONNX Runtime's
+uint8 x int8 kernel adds pairs of products in 16 bits (VPMADDUBSW), which
+full-range weights overflow (on one such CPU a digits model's logits moved by
+7% of their range); there the weights are stored as uint8 with a zero point of
+128 (the same integers, shifted), which its uint8 x uint8 kernel multiplies
+exactly. With VNNI (or off x86) the int8 kernel is exact and is kept. Lower bit widths keep their integers in
 the int8 kernel (their activations are quantized at 8 bits there). Other
 layers stay fp32; the session applies every graph optimization, with the
 target's threads, as a deployment would.
@@ -19,9 +24,12 @@ the subnet it was built from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
+import platform
+import re
 import tempfile
 import threading
 import warnings
@@ -35,23 +43,46 @@ from predictors.runtimes.base import Program, Runtime, register, with_quantized_
 from supernet.quant import QuantLinear, weight_grid
 
 INPUT, OUTPUT, MASK = "input", "logits", "mask"
-GRAPH_FORMAT = 3  # raise when the export form or the part graphs change: cached graphs are then not reused
+GRAPH_FORMAT = 4  # raise when the export form or the part graphs change: cached graphs are then not reused
+
+
+@functools.cache
+def int8_kernel_saturates() -> bool:
+    """Whether this CPU runs ONNX Runtime's uint8 x int8 product through 16-bit pair sums that
+    overflow: x86 without VNNI (AVX2, and AVX-512 before VNNI)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # unknown: the exact kernel
+    return re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) is None
 
 
 class DynamicInt8Linear(nn.Module):
-    """The export form of an 8-bit layer: one `DynamicQuantizeMatMul` node of ONNX Runtime."""
+    """The export form of an 8-bit layer: one `DynamicQuantizeMatMul` node of ONNX Runtime, its weights
+    int8, or uint8 shifted by a zero point of 128 where the int8 kernel saturates (`signed_weights`)."""
 
-    def __init__(self, layer: QuantLinear):
+    def __init__(self, layer: QuantLinear, signed_weights: bool | None = None):
         super().__init__()
         integers, scale = weight_grid(layer.weight.detach().float(), layer.bits)  # the fake quantizer's grid
-        integers, scale = integers.to(torch.int8), scale.squeeze(1)
-        self.register_buffer("qweight", integers.t().contiguous())  # (in, out): MatMul's layout
-        self.register_buffer("scale", scale)
+        self.signed_weights = not int8_kernel_saturates() if signed_weights is None else signed_weights
+        if self.signed_weights:
+            self.register_buffer("qweight", integers.to(torch.int8).t().contiguous())  # (in, out): MatMul's layout
+            self.register_buffer("zero_point", None)
+        else:
+            self.register_buffer("qweight", (integers + 128).to(torch.uint8).t().contiguous())
+            self.register_buffer("zero_point", torch.full((layer.out_features,), 128, dtype=torch.uint8))
+        self.register_buffer("scale", scale.squeeze(1))
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float())
         self.out_features = layer.out_features
 
+    def integers(self) -> Tensor:
+        """The weight's integers, (in, out), whichever way they are stored."""
+        return self.qweight.to(torch.int32) - (0 if self.zero_point is None else self.zero_point.to(torch.int32))
+
     def forward(self, x: Tensor) -> Tensor:
-        inputs = [x, self.qweight, self.scale, None, self.bias]
+        inputs = [x, self.qweight, self.scale, self.zero_point, self.bias]
         return torch.onnx.ops.symbolic("com.microsoft::DynamicQuantizeMatMul", inputs, {}, dtype=torch.float32,
                                        shape=[*x.shape[:-1], self.out_features], version=1)
 
@@ -77,7 +108,8 @@ def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> t
     """What a part's graph depends on: its modules' kinds and settings and the input's shape, not
     its widths (they come from the weights; the model's input keeps its own)."""
     # heads: the reshapes to heads hold them
-    settings = ("bits", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation")
+    settings = ("bits", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation",
+                "signed_weights")
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
     return (shape, str(example.dtype), masked) + tuple(
         (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
@@ -230,12 +262,14 @@ class OnnxRuntime(Runtime):
 
     def fingerprint(self, device: str, threads: int) -> dict:
         return {**super().fingerprint(device, threads), "execution_provider": self.provider,
-                "intra_op_threads": threads, "inter_op_threads": 1, "graph_optimization": "all"}
+                "intra_op_threads": threads, "inter_op_threads": 1, "graph_optimization": "all",
+                "int8_weights": "uint8" if int8_kernel_saturates() else "int8"}
 
     def form(self, device: str) -> str:
-        return f"{super().form(device)}-{self.provider}"
+        # the uint8 weights run another kernel: their measurements are not mixed with the int8 ones'
+        return f"{super().form(device)}-{self.provider}" + ("-u8u8" if int8_kernel_saturates() else "")
 
-    def build(self, subnet: nn.Module, example: Tensor) -> bytes:
+    def build(self, subnet: nn.Module, example: Tensor, device: str = "cpu") -> bytes:
         mask = subnet.stem.padding_mask(example[:1])
         masked = mask is not None
         parts = [StemWithMask(subnet.stem) if masked else subnet.stem, *subnet.blocks, subnet.head]

@@ -45,9 +45,22 @@ def test_int8_weights_are_the_fake_quantizers_integers(digits_supernet):
     block = export_form(digits_supernet.extract(arch)).blocks[0]
     original = digits_supernet.extract(arch).blocks[0].attention.query
     layer = block.attention.query
-    assert layer.qweight.dtype == torch.int8
-    dequantized = layer.qweight.t().float() * layer.scale[:, None]
+    assert layer.qweight.dtype == (torch.int8 if layer.signed_weights else torch.uint8)
+    dequantized = layer.integers().t().float() * layer.scale[:, None]
     assert torch.allclose(dequantized, fake_quantize_weight(original.weight, 8), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_both_weight_formats_hold_the_same_integers_and_the_exact_one_is_chosen_here(digits_supernet, signed):
+    """uint8 weights (a zero point of 128) where this CPU's int8 kernel saturates, int8 elsewhere: the
+    same integers either way, and the artifact built here computes what the subnet computes."""
+    from predictors.runtimes.onnx_runtime import DynamicInt8Linear, int8_kernel_saturates
+
+    layer = digits_supernet.extract(Arch(64, (LayerArch(2, 64, "softmax", 8),))).blocks[0].attention.query
+    stored = DynamicInt8Linear(layer, signed_weights=signed)
+    assert torch.equal(stored.integers(), DynamicInt8Linear(layer, signed_weights=True).qweight.to(torch.int32))
+    assert (stored.zero_point is None) == signed
+    assert DynamicInt8Linear(layer).signed_weights == (not int8_kernel_saturates())
 
 
 def test_one_graph_per_structure_serves_every_width(digits_space, digits_supernet):
@@ -90,6 +103,45 @@ def test_torch_int8_form_computes_the_fake_quantized_model(digits_supernet):
     with torch.inference_mode():
         reference, actual = subnet(x), form(x)
     assert (actual - reference).abs().max() < 0.01 * reference.abs().max()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_int8_layers_in_cublas_layout_compute_the_same_sums(device):
+    """CUDA's int8 product takes more than 16 rows and sizes that are multiples of 8: the layer pads
+    them and slices the padding away. Its numbers are those of the CPU layout, for any rows and sizes
+    (the padding's arithmetic is checked on the CPU too, whose kernel takes both layouts)."""
+    from predictors.runtimes.aot_inductor import Int8MatMulLinear
+    from supernet.quant import QuantLinear
+
+    generator = torch.Generator().manual_seed(0)
+    for in_features, out_features in ((12, 10), (64, 96), (5, 3)):
+        layer = QuantLinear(in_features, out_features, True, 8)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(out_features, in_features, generator=generator))
+        plain = Int8MatMulLinear(layer, cublas_layout=False)
+        # on CUDA the layout follows the layer's device; on the CPU it is asked for
+        padded = Int8MatMulLinear(layer.to(device)) if device == "cuda" else Int8MatMulLinear(layer, cublas_layout=True)
+        assert padded.for_cuda
+        for rows in (1, 16, 17, 40):
+            x = torch.randn(rows, in_features, generator=generator)
+            with torch.inference_mode():
+                expected, got = plain(x), padded(x.to(device)).cpu()
+            assert got.shape == (rows, out_features)
+            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_an_aotinductor_cuda_artifact_is_built_from_a_subnet_on_the_cpu(digits_supernet):
+    """A CUDA target compiles for the GPU whatever device the subnet lives on, runs batches of one
+    image (16 rows of int8 products), and takes and gives back batches from the CPU."""
+    arch = Arch(64, (LayerArch(2, 128, "softmax", 8), LayerArch(4, 64, "local", 8)))
+    subnet = digits_supernet.extract(arch)
+    x = torch.randn(4, 16, 4, generator=torch.Generator().manual_seed(0))
+    program = HardwareTarget("g", device="cuda").deploy(subnet, x[:1])  # checked against the subnet
+    assert program.device.type == "cuda" and program(x[:1]).device.type == "cpu"
+    check_agreement(program, subnet, x, "aotinductor")
+    assert program(x.cuda()).device.type == "cuda"
 
 
 def test_runtime_is_part_of_the_target_and_its_fingerprint():
