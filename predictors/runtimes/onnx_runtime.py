@@ -108,10 +108,10 @@ def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> t
     """What a part's graph depends on: its modules' kinds and settings and the input's shape, not
     its widths (they come from the weights; the model's input keeps its own)."""
     # heads: the reshapes to heads hold them
-    settings = ("bits", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation",
-                "signed_weights")
+    settings = ("bits", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation")
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
-    return (shape, str(example.dtype), masked) + tuple(
+    weights = "uint8" if int8_kernel_saturates() else "int8"  # the int8 layers' inputs differ in type
+    return (shape, str(example.dtype), masked, weights) + tuple(
         (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
         for name, m in part.named_modules())
 

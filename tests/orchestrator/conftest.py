@@ -17,10 +17,7 @@ def probes_never_refuse(monkeypatch):
     monkeypatch.setattr("predictors.measure.noise_floor", lambda references: 10.0)
 
 
-@pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray for the session (it takes seconds to start), holding the tests' target;
-    a search finding Ray started uses it and leaves it running."""
+def start_local_ray() -> None:
     import logging
 
     import ray
@@ -29,6 +26,24 @@ def local_ray():
 
     ray.init(address="local", num_cpus=3, resources={target_resource("cpu-b1"): 1}, include_dashboard=False,
              log_to_driver=False, logging_level=logging.WARNING, _system_config=RAY_SYSTEM_CONFIG)
+
+
+def restart_local_ray() -> None:
+    """What a driver's death does to the Ray it started: every actor of it ends (with its half-done work),
+    here at once. Then the session's Ray again, for the tests after."""
+    import ray
+
+    ray.shutdown()
+    start_local_ray()
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the session (it takes seconds to start), holding the tests' target;
+    a search finding Ray started uses it and leaves it running."""
+    import ray
+
+    start_local_ray()
     yield
     ray.shutdown()
 

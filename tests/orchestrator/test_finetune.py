@@ -17,7 +17,7 @@ from orchestrator.finetune.trainable import checkpoint_path
 from orchestrator.storage.finetuning import RUN_ATTR, load_run
 from orchestrator.storage.schema import FinetuneCandidateRow, FinetuneRungRow, connect
 from orchestrator.storage.study import require_study
-from tests.orchestrator.conftest import write_config
+from tests.orchestrator.conftest import restart_local_ray, write_config
 
 SMALL = {"steps": 24, "rungs": 4, "max_candidates": 4, "margin": 0.2, "batch_size": 32}
 
@@ -64,6 +64,9 @@ def test_a_crashed_finetune_continues_to_what_an_uninterrupted_one_gives_and_tra
     with pytest.MonkeyPatch.context() as crash:
         crash.setattr(stage_module, "record_rung", die_on_the_fourth)
         assert main(["finetune", "--storage", url, "--study", "ft-crash2", "--scheduler", "full"]) != 0
+    # the driver's death ends its trials too (a trial only told to stop would end its rung and write its
+    # file after the count below): the session's Ray is restarted, as a dead driver's would be gone
+    restart_local_ray()
     study = require_study(url, "ft-crash2")
     key = study.user_attrs[RUN_ATTR]["run_key"]
     engine = connect(url, create=False)
