@@ -313,17 +313,14 @@ def digits_supernet(ctx: Context) -> dict[str, Any]:
     return figures
 
 
-def digits_from_checkpoint(ctx: Context):
-    """The digits space, task, checkpoint and supernet (on the CPU) that `digits_supernet` left."""
+def digits_checkpoint(ctx: Context):
+    """The digits space, task and the checkpoint that `digits_supernet` left."""
     from search_space import SearchSpace
     from supernet.tasks import load_task
-    from supernet.train import load_supernet
 
     checkpoint = ctx.scratch / "digits-supernet.pt"
     require(checkpoint.exists(), "needs the digits_supernet section's checkpoint")
-    space = SearchSpace.from_yaml(ROOT / "configs" / "spaces" / "digits.yaml")
-    task = load_task("digits", SEED)
-    return space, task, checkpoint, load_supernet(checkpoint, space, task)
+    return SearchSpace.from_yaml(ROOT / "configs" / "spaces" / "digits.yaml"), load_task("digits", SEED), checkpoint
 
 
 def cli_train_supernet(ctx: Context) -> dict[str, Any]:
@@ -349,7 +346,7 @@ def evaluation_job(ctx: Context) -> dict[str, Any]:
     from orchestrator.execution.evaluation import EvalJob, evaluate_arch
     from supernet.checkpoint import read_record
 
-    space, _, checkpoint, _ = digits_from_checkpoint(ctx)
+    space, _, checkpoint = digits_checkpoint(ctx)  # the job loads the supernet itself
     job = dict(arch=space.largest().to_json(), checkpoint=str(checkpoint), checkpoint_sha256=read_record(checkpoint)[
         "sha256"], space=json.dumps(space.to_dict(), sort_keys=True), task="digits", task_options="{}", seed=SEED)
     figures = {}
@@ -549,8 +546,10 @@ def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | Non
 
 
 def aoti_digits(ctx: Context) -> dict[str, Any]:
-    space, task, _, model = digits_from_checkpoint(ctx)
-    return aot_inductor_figures(ctx, model, space, task, None)
+    from supernet.train import load_supernet
+
+    space, task, checkpoint = digits_checkpoint(ctx)
+    return aot_inductor_figures(ctx, load_supernet(checkpoint, space, task), space, task, None)
 
 
 def aoti_bert(ctx: Context) -> dict[str, Any]:

@@ -45,6 +45,10 @@ TARGET_ENVIRONMENT = {**default_environment(), "python_version": "3.12", "python
                       "os_name": "posix"}
 
 
+class WheelsError(Exception):
+    """What makes the wheels unusable: one line, exit status 2."""
+
+
 def needed(names: tuple[str, ...]) -> dict[str, str]:
     """The carried distributions and every requirement of theirs that the GPU machine lacks (on Python
     3.12, no extras), each at the version installed here: name -> version."""
@@ -57,7 +61,7 @@ def needed(names: tuple[str, ...]) -> dict[str, str]:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            sys.exit(f"elastiq: error: gpu-wheels: {name} is not installed here (run `make install` first)")
+            raise WheelsError(f"{name} is not installed here (run `make install` first)") from None
         for line in importlib.metadata.requires(name) or []:
             requirement = Requirement(line)
             if requirement.marker is not None and not requirement.marker.evaluate({**TARGET_ENVIRONMENT, "extra": ""}):
@@ -76,7 +80,7 @@ def download(name: str, version: str, folder: Path) -> Path:
                    "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", scratch,
                    f"{name}=={version}"]
         if subprocess.run(command).returncode != 0:
-            sys.exit(f"elastiq: error: gpu-wheels: no wheel of {name}=={version} for CPython 3.12 on manylinux "
+            raise WheelsError(f"no wheel of {name}=={version} for CPython 3.12 on manylinux "
                      f"x86-64 could be downloaded")
         (wheel,) = Path(scratch).glob("*.whl")
         target = folder / wheel.name
@@ -106,6 +110,14 @@ def requirements_met(wheels: list[Path]) -> list[str]:
 
 
 def main() -> int:
+    try:
+        return fetch()
+    except WheelsError as exc:
+        print(f"elastiq: error: gpu-wheels: {exc}", file=sys.stderr)
+        return 2
+
+
+def fetch() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(".gpu-wheels"))
     args = parser.parse_args()
@@ -116,19 +128,17 @@ def main() -> int:
     wheels = [download(name, version, args.out) for name, version in sorted(versions.items())]
     names = [canonicalize_name(parse_wheel_filename(w.name)[0]) for w in wheels]
     if len(set(names)) != len(names):
-        sys.exit(f"elastiq: error: gpu-wheels: a distribution was downloaded twice: {sorted(names)}")
+        raise WheelsError(f"a distribution was downloaded twice: {sorted(names)}")
     missing = requirements_met(wheels)
     if missing:
-        sys.exit(f"elastiq: error: gpu-wheels: a requirement is met neither by the wheels nor by the GPU machine: "
+        raise WheelsError(f"a requirement is met neither by the wheels nor by the GPU machine: "
                  f"{missing[0]}")
     total = sum(w.stat().st_size for w in wheels)
     for wheel in wheels:
         print(f"{wheel.stat().st_size / 2**20:8.2f} MiB  {wheel.name}")
     print(f"{total / 2**20:8.2f} MiB  in {len(wheels)} wheels, in {args.out}/ (limit {LIMIT_BYTES / 2**20:.0f} MiB)")
     if total > LIMIT_BYTES:
-        print(f"elastiq: error: gpu-wheels: {total / 2**20:.1f} MiB is over the {LIMIT_BYTES / 2**20:.0f} MiB a run "
-              f"carries", file=sys.stderr)
-        return 2
+        raise WheelsError(f"{total / 2**20:.1f} MiB is over the {LIMIT_BYTES / 2**20:.0f} MiB a run carries")
     return 0
 
 

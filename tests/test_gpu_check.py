@@ -87,3 +87,26 @@ def test_a_crashed_pytest_run_says_which_test_was_running(gpu_check):
                      "tests/a.py::test_z": "failed"}
     assert running == "tests/a.py::test_w"
     assert gpu_check.verbose_outcomes("tests/a.py::test_x PASSED [100%]\n") == ({"tests/a.py::test_x": "passed"}, None)
+
+
+def test_gpu_wheels_refuses_what_it_cannot_carry_in_one_line(tmp_path, monkeypatch, capsys):
+    """A distribution not installed here, and a wheel whose requirement neither another wheel nor the
+    GPU machine meets: one line, exit status 2 (no download is tried)."""
+    import zipfile
+
+    spec = importlib.util.spec_from_file_location("gpu_wheels", ROOT / "bench" / "gpu_wheels.py")
+    wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheels)
+    with pytest.raises(wheels.WheelsError, match="no-such-distribution is not installed here"):
+        wheels.needed(("no-such-distribution",))
+    wheel = tmp_path / "lonely-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("lonely-1.0.dist-info/METADATA", "Name: lonely\nRequires-Dist: ray>=2\n"
+                         "Requires-Dist: numpy\nRequires-Dist: optuna; extra == 'search'\n")
+    assert wheels.requirements_met([wheel]) == ["lonely-1.0-py3-none-any.whl needs ray>=2"]
+    monkeypatch.setattr(wheels, "CARRIED", ("no-such-distribution",))
+    monkeypatch.setattr(sys, "argv", ["gpu_wheels.py", "--out", str(tmp_path / "out")])
+    assert wheels.main() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["elastiq: error: gpu-wheels: no-such-distribution is not installed here (run `make install` first)"]
+    assert not (tmp_path / "out").exists()  # nothing written

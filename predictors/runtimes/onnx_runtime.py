@@ -8,8 +8,9 @@ uint8 x int8 kernel adds pairs of products in 16 bits (VPMADDUBSW), which
 full-range weights overflow (on one such CPU a digits model's logits moved by
 7% of their range); there the weights are stored as uint8 with a zero point of
 128 (the same integers, shifted), which its uint8 x uint8 kernel multiplies
-exactly. With VNNI (or off x86) the int8 kernel is exact and is kept. Lower bit widths keep their integers in
-the int8 kernel (their activations are quantized at 8 bits there). Other
+exactly. With VNNI (or off x86) the int8 kernel is exact and is kept. Lower
+bit widths keep their integers in the int8 kernel (their activations are
+quantized at 8 bits there). Other
 layers stay fp32; the session applies every graph optimization, with the
 target's threads, as a deployment would.
 
@@ -57,6 +58,11 @@ def int8_kernel_saturates() -> bool:
     except OSError:
         return True  # unknown: the exact kernel
     return re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) is None
+
+
+def int8_weight_type() -> str:
+    """How this machine's artifacts store 8-bit weights: "int8", or "uint8" where the int8 kernel saturates."""
+    return "uint8" if int8_kernel_saturates() else "int8"
 
 
 class DynamicInt8Linear(nn.Module):
@@ -110,8 +116,7 @@ def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> t
     # heads: the reshapes to heads hold them
     settings = ("bits", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation")
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
-    weights = "uint8" if int8_kernel_saturates() else "int8"  # the int8 layers' inputs differ in type
-    return (shape, str(example.dtype), masked, weights) + tuple(
+    return (shape, str(example.dtype), masked, int8_weight_type()) + tuple(  # the int8 layers' input types
         (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
         for name, m in part.named_modules())
 
@@ -263,7 +268,7 @@ class OnnxRuntime(Runtime):
     def fingerprint(self, device: str, threads: int) -> dict:
         return {**super().fingerprint(device, threads), "execution_provider": self.provider,
                 "intra_op_threads": threads, "inter_op_threads": 1, "graph_optimization": "all",
-                "int8_weights": "uint8" if int8_kernel_saturates() else "int8"}
+                "int8_weights": int8_weight_type()}
 
     def form(self, device: str) -> str:
         # the uint8 weights run another kernel: their measurements are not mixed with the int8 ones'
