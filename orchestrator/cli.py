@@ -80,19 +80,28 @@ def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
 @click.argument("model_path", type=click.Path(file_okay=False))
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The space YAML to write (not overwritten).")
-def space_from_model(model_path: str, out_path: str) -> None:
+@click.option("--attention", default="softmax", show_default=True, metavar="softmax[,linear][,local]",
+              help="Attention kernels to offer. The model learned softmax alone; at the short sequences of most "
+                   "classification tasks the others save little and their training takes from the shared weights.")
+def space_from_model(model_path: str, out_path: str, attention: str) -> None:
     """Write a space whose largest arch is the pretrained model at MODEL_PATH (its depth, heads, MLP
-    size, hidden size; softmax attention, full precision), with smaller choices to narrow or widen."""
+    size, hidden size; softmax attention, full precision), with smaller choices: every depth from one
+    layer (the first layers kept), heads and MLP sizes down to a quarter, int8 layers."""
     from pathlib import Path
 
     from supernet.checkpoint import atomic_write
+    from supernet.pretrained.importing import ATTENTION_TYPES as ATTENTION_KERNELS
     from supernet.pretrained.importing import model_space, open_pretrained
 
     out = Path(out_path)
     if out.exists():
         raise InputError(f"{out}: already exists; give another path or remove it")
+    kernels = tuple(dict.fromkeys(k.strip() for k in attention.split(",") if k.strip()))
+    unknown = [k for k in kernels if k not in ATTENTION_KERNELS]
+    if unknown or not kernels or kernels[0] != "softmax":
+        raise InputError(f"--attention {attention!r}: give softmax first, then any of linear, local")
     model = open_pretrained(model_path)
-    data = model_space(model)
+    data = model_space(model, attention=kernels)
     space = SearchSpace.from_dict(data)  # what is written is a valid space
     header = (f"# written by `elastiq space from-model` from {model_path} ({model.family.name}): the largest arch\n"
               f"# (first attention type, widest, deepest, full precision) is the model itself\n")
@@ -215,8 +224,10 @@ def resume_command(storage: str, study_name: str, evaluations: int | None, execu
               help="Override finetune.distill.")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
               help="Override a finetune or ray key, e.g. --set rungs=8 --set ray.workers=4 (repeatable).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A bar of rungs done of the budget, candidates finished and stopped, and the best margin.")
 def finetune_command(storage: str, study_name: str, scheduler: str | None, steps: int | None, lr: float | None,
-                     distill: str | None, set_pairs: tuple[str, ...]) -> None:
+                     distill: str | None, set_pairs: tuple[str, ...], progress: bool) -> None:
     """Fine-tune the study's front (and the archs near it) as Ray Tune trials, stopping early those a
     scheduler finds will not stay on the front; run again to continue after a crash."""
     from orchestrator.finetune.stage import FinetuneStage
@@ -224,7 +235,7 @@ def finetune_command(storage: str, study_name: str, scheduler: str | None, steps
     overrides = _overrides(set_pairs)
     given = {"scheduler": scheduler, "steps": steps, "lr": lr, "distill": distill}
     overrides.update({key: value for key, value in given.items() if value is not None})
-    click.echo(FinetuneStage(storage, study_name, overrides).run())
+    click.echo(FinetuneStage(storage, study_name, overrides, progress=progress).run())
 
 
 @cli.command("status")
@@ -247,9 +258,12 @@ def status_command(storage: str, study_name: str, as_json: bool) -> None:
               help="Export this trial instead of the front (repeatable).")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Export the front under this latency.")
+@click.option("--accuracy-floor", default=None, metavar="majority|none|FRACTION",
+              help="Leave off the front archs at or below this accuracy (default: the study's export.accuracy_floor, "
+                   "'majority': what always guessing the commonest label scores).")
 @click.option("--overwrite", is_flag=True, help="Export again, replacing an earlier export in --out.")
 def export_command(storage: str, study_name: str, out: str, trials: tuple[int, ...], max_latency_ms: float | None,
-                   overwrite: bool) -> None:
+                   accuracy_floor: str | None, overwrite: bool) -> None:
     """Export the Pareto-optimal models of a study: the target runtime's artifacts (ONNX with real
     int8 kernels by default), torch.export programs, state dicts, metrics, and a manifest of sha256s;
     each one verified."""
@@ -257,7 +271,18 @@ def export_command(storage: str, study_name: str, out: str, trials: tuple[int, .
 
     if trials and max_latency_ms is not None:
         raise click.UsageError("give --trial or --max-latency-ms, not both")
-    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms), overwrite))
+    floor = None
+    if accuracy_floor is not None:
+        from pydantic import ValidationError
+
+        from orchestrator.config import ExportConfig
+
+        try:
+            floor = ExportConfig(accuracy_floor=accuracy_floor).accuracy_floor
+        except ValidationError:
+            raise click.BadParameter("give 'majority', 'none' or a fraction in [0, 1)",
+                                     param_hint="--accuracy-floor") from None
+    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms, floor), overwrite))
 
 
 @cli.command("report")

@@ -176,6 +176,21 @@ class FinetuneConfig(_Section):
         return self
 
 
+class ExportConfig(_Section):
+    """`elastiq export`: which of the front's archs a user receives."""
+
+    # archs whose evaluated accuracy is at or below this are left off the front: "majority" (the share of the
+    # validation split's most common label: what always guessing it scores), a fraction, or "none"
+    accuracy_floor: Literal["majority", "none"] | float = "majority"
+
+    @field_validator("accuracy_floor")
+    @classmethod
+    def _a_fraction(cls, value: Any) -> Any:
+        if isinstance(value, float) and not 0.0 <= value < 1.0:
+            raise ValueError(f"{value!r}: give a fraction in [0, 1), 'majority' or 'none'")
+        return value
+
+
 class RayConfig(_Section):
     address: str | None = None  # None starts a local Ray; "auto" joins a running cluster
     workers: int = Field(2, gt=0, le=100_000)
@@ -211,6 +226,7 @@ class StudyConfig(_Section):
     constraints: list[Constraint] = Field(default_factory=list)
     search: SearchConfig = SearchConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    export: ExportConfig = ExportConfig()
     ray: RayConfig = RayConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)

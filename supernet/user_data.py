@@ -112,9 +112,26 @@ def _read_table(task: str, path: Path, columns: list[str]) -> dict[str, list]:
     if not rows[columns[0]]:
         raise TaskError(f"task {task}: {path} has no rows")
     for column in columns[:-1]:  # the text columns
-        if any(not isinstance(v, str) for v in rows[column]):
-            raise TaskError(f"task {task}: {path}: column {column!r} holds values that are not text")
+        bad = next((i for i, v in enumerate(rows[column]) if not isinstance(v, str)), None)
+        if bad is not None:
+            raise TaskError(f"task {task}: {path}: column {column!r} holds a value that is not text at "
+                            f"{_row_name(path, bad)}")
+    label = columns[-1]
+    # an empty cell would become a class of its own (and turn integer labels into floats beside it)
+    empty = next((i for i, v in enumerate(rows[label]) if v is None or (isinstance(v, str) and not v.strip())), None)
+    if empty is not None:
+        raise TaskError(f"task {task}: {path}: the label {label!r} is empty at {_row_name(path, empty)}; "
+                        f"every row needs a label")
     return rows
+
+
+def _row_name(path: Path, index: int) -> str:
+    """Where data row `index` (0-based) is, as a user finds it in the file."""
+    if path.suffix.lower() == ".csv":
+        return f"row {index + 1} (line {index + 2}, after the header)"
+    if path.suffix.lower() in (".json", ".jsonl"):
+        return f"record {index + 1}"
+    return f"row {index + 1}"
 
 
 def text(seed: int = 0, train: str | None = None, validation: str | None = None, test: str | None = None,

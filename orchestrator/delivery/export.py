@@ -83,6 +83,7 @@ class ExportError(InputError):
 class Selection:
     trials: tuple[int, ...] = ()  # explicit trial numbers; empty: the front
     max_latency_ms: float | None = None
+    accuracy_floor: str | float | None = None  # "majority", "none" or a fraction; None: the config's
 
     def describe(self) -> str:
         if self.trials:
@@ -105,7 +106,8 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
         supernet = load_supernet(supernet_checkpoint(engine, config.supernet.checkpoint, supernet_sha), config.space,
                                  task, expected_sha256=supernet_sha)
         done = with_finetuned(evaluations(study), finetuned_run(study, engine), objectives)
-        chosen = _choose(done, selection, objectives, config, engine, supernet, task, target)
+        floor = None if selection.trials else accuracy_floor(config, task, done, selection.accuracy_floor)
+        chosen = _choose(done, selection, objectives, config, engine, supernet, task, target, floor)
         keys = sorted(e.trial for e in chosen)
         previous = _previous_export(out)
         if not overwrite and previous is not None and previous.get("study") == study_name and \
@@ -115,7 +117,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
         with staged(out, MANIFEST, replace=overwrite) as staging:  # refuses a non-empty --out first
             probes = _probe_latencies(engine, target) if objectives.needs_latency else []
             manifest = _write_models(staging, study_name, storage, config, target, task, supernet, supernet_sha,
-                                     chosen, selection, probes)
+                                     chosen, selection, probes, floor)
         try:
             with Session(engine) as session, session.begin():
                 session.add(ExportRow(study=study_name, out_dir=str(out.resolve()), trials=dumps(keys),
@@ -132,7 +134,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
 # ---- which trials ---------------------------------------------------------------
 
 def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives, config: StudyConfig, engine,
-            supernet, task, target) -> list[Evaluation]:
+            supernet, task, target, floor: AccuracyFloor | None) -> list[Evaluation]:
     by_trial = {e.trial: e for e in done}
     if selection.trials:
         missing = [t for t in selection.trials if t not in by_trial]
@@ -140,6 +142,13 @@ def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives
             raise ExportError(f"study {config.study!r} has no completed trial {missing[0]}")
         return [by_trial[t] for t in dict.fromkeys(selection.trials)]
     unique = list({e.arch.key: e for e in reversed(done)}.values())[::-1]  # first trial of each arch
+    if floor is not None:  # a model no better than always guessing the commonest label is of no use to anyone
+        unique = [e for e in unique if e.metrics.get("accuracy", np.inf) > floor.value]
+        if not unique:
+            why = "always guessing the commonest label" if floor.source == "majority" else "export.accuracy_floor"
+            raise ExportError(f"study {config.study!r}: every evaluated arch is at or below the accuracy floor "
+                              f"{floor.value:.4f} ({why}); nothing is worth shipping (--accuracy-floor none, or "
+                              f"export.accuracy_floor: none, ships them anyway)")
     if not objectives.needs_latency:
         return _front([e for e in unique if e.feasible], objectives, selection)
     optimistic = [_with_latency(e, _optimistic_latency(e.metrics), objectives) for e in unique]
@@ -157,6 +166,30 @@ def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives
         raise ExportError(f"study {config.study!r}: the {selection.describe()} is empty (no feasible trial with a "
                           f"measured latency{' under the bound' if selection.max_latency_ms is not None else ''})")
     return chosen
+
+
+@dataclass(frozen=True)
+class AccuracyFloor:
+    value: float
+    source: str  # "majority" or "config"
+    left_out: int  # evaluated archs at or below it
+
+
+def accuracy_floor(config: StudyConfig, task, done: list[Evaluation] | None = None,
+                   setting: str | float | None = None) -> AccuracyFloor | None:
+    """The accuracy at or below which an arch is useless to ship (`setting`, else `export.accuracy_floor`):
+    by default what always predicting the validation split's most common label scores."""
+    if setting is None:
+        setting = config.export.accuracy_floor
+    if setting == "none":
+        return None
+    if setting == "majority":
+        _, labels = task.split("val")
+        value = float(torch.bincount(labels).max()) / max(1, len(labels))
+    else:
+        value = float(setting)
+    left_out = 0 if done is None else len({e.arch.key for e in done if e.metrics.get("accuracy", np.inf) <= value})
+    return AccuracyFloor(value, "majority" if setting == "majority" else "config", left_out)
 
 
 def _optimistic_latency(metrics: dict) -> float:
@@ -225,7 +258,8 @@ def _probe_latencies(engine, target) -> list[tuple[Arch, float]]:
 # ---- writing and verifying ---------------------------------------------------------
 
 def _write_models(staging: Path, study_name, storage, config, target, task, supernet, supernet_sha,
-                  chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]]) -> dict[str, Any]:
+                  chosen: list[Evaluation], selection: Selection, probes: list[tuple[Arch, float]],
+                  floor: AccuracyFloor | None) -> dict[str, Any]:
     torch.set_num_threads(1)  # the search evaluated with one thread: same arithmetic, same predictions
     bound = next((c.bound for c in config.constraints if c.metric == "latency_ms" and c.op == "<="), None)
     entries, programs = [], []
@@ -261,6 +295,8 @@ def _write_models(staging: Path, study_name, storage, config, target, task, supe
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "supernet_sha256": supernet_sha,
         "target": target.to_dict(), "objectives": dict(config.objectives),
         "constraints": [str(c) for c in config.constraints], "trials": sorted(e.trial for e in chosen),
+        "accuracy_floor": None if floor is None else {"accuracy": floor.value, "source": floor.source,
+                                                      "archs_left_out": floor.left_out},
         "models": [{k: entry[k] for k in ("trial", "arch_key", "dir", "weights", "accuracy_test",
                                           "latency_remeasured_ms", "latency_predicted_ms", "meets_latency_bound",
                                           "program_bytes")}
@@ -440,6 +476,11 @@ def _honesty(entries: list[dict], drift: float | None) -> dict[str, Any]:
 def _summary_line(out: Path, manifest: dict) -> str:
     h = manifest["honesty"]
     parts = [f"exported {h['models']} model(s) of study {manifest['study']} to {out}"]
+    floor = manifest.get("accuracy_floor")
+    if floor:
+        parts.append(f"{floor['archs_left_out']} evaluated arch(s) left out at or below the accuracy floor "
+                     f"{floor['accuracy']:.4f}" + (" (always guessing the commonest label)"
+                                                    if floor["source"] == "majority" else ""))
     if "finetuned_models" in h:
         parts.append(f"{h['finetuned_models']} with fine-tuned weights, {h['models'] - h['finetuned_models']} "
                      f"with inherited weights")

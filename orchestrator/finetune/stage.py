@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+from tqdm import tqdm
 
 from orchestrator.config import ConfigError, StudyConfig, config_as_dict, study_config_from_dict
 from orchestrator.errors import FinetuneFailed
@@ -33,6 +34,7 @@ from orchestrator.finetune.schedulers import make_scheduler
 from orchestrator.finetune.trainable import train_candidate
 from orchestrator.search.objectives import Objectives
 from orchestrator.storage.finetuning import (
+    CandidateRecord,
     Rung,
     add_candidates,
     load_run,
@@ -69,8 +71,9 @@ def settings_with(config: StudyConfig, overrides: dict[str, Any]) -> StudyConfig
 
 
 class FinetuneStage:
-    def __init__(self, storage: str, study_name: str, overrides: dict[str, Any] | None = None):
-        self.storage, self.study_name = storage, study_name
+    def __init__(self, storage: str, study_name: str, overrides: dict[str, Any] | None = None,
+                 progress: bool = False):
+        self.storage, self.study_name, self.progress = storage, study_name, progress
         self.study = require_study(storage, study_name)
         self.config = settings_with(stored_config(self.study, storage), overrides or {})
         self.settings = self.config.finetune
@@ -178,7 +181,8 @@ class FinetuneStage:
                                 "reference_accuracy": c.reference_accuracy, "ended": records[c.key].ended})
                     for c in ordered]
             recorder = RungRecorder(self.storage, self.study_name, key, settings.rungs,
-                                    {c.key: c.trial for c in candidates})
+                                    {c.key: c.trial for c in candidates}, progress=self.progress,
+                                    records={c.key: records[c.key] for c in candidates})
             scheduler = make_scheduler(settings.scheduler, settings.rungs, settings.grace_rungs,
                                        settings.reduction_factor, settings.confidence, settings.min_gain,
                                        seed=config.seed)
@@ -230,14 +234,24 @@ class RungRecorder(Callback):
     """A Tune callback on the driver: records each rung as it arrives, and how each candidate ended.
     (Tune pickles its callbacks with the experiment's state: the engine is made where it is used.)"""
 
-    def __init__(self, storage: str, study: str, key: str, rungs: int, trials: dict[str, int]):
+    def __init__(self, storage: str, study: str, key: str, rungs: int, trials: dict[str, int],
+                 progress: bool = False, records: dict[str, CandidateRecord] | None = None):
         self.storage, self.study, self.key, self.rungs, self.trials = storage, study, key, rungs, trials
         self.trained_steps = 0  # by this run (replayed rungs are not)
         self._steps_seen: dict[str, int] = {}
         self._engine = None
+        # the bar counts rungs of the whole budget (every candidate to its last): a stopped candidate's rest is
+        # done too; what an earlier run recorded is done before this one starts
+        records = records or {}
+        self._ended_before = {k for k, r in records.items() if r.ended is not None}
+        self.ended = {kind: sum(r.ended == kind for r in records.values()) for kind in ("finished", "stopped")}
+        self.best_margin: float | None = None
+        self._shown = {k: rungs if r.ended is not None else len(r.rungs) for k, r in records.items()}
+        self._bar = tqdm(total=len(trials) * rungs, initial=sum(self._shown.values()), desc=f"finetune {study}",
+                         unit="rung", disable=not progress, dynamic_ncols=True)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_engine": None}
+        return {**self.__dict__, "_engine": None, "_bar": None}
 
     @property
     def engine(self):
@@ -248,6 +262,18 @@ class RungRecorder(Callback):
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+        if self._bar is not None:
+            self._bar.close()
+
+    def _show(self, arch_key: str, rungs_done: int) -> None:
+        advance = max(0, rungs_done - self._shown.get(arch_key, 0))
+        self._shown[arch_key] = self._shown.get(arch_key, 0) + advance
+        if self._bar is None:
+            return
+        self._bar.update(advance)
+        margin = "-" if self.best_margin is None else f"{self.best_margin:+.4f}"
+        self._bar.set_postfix_str(f"finished {self.ended['finished']}, stopped {self.ended['stopped']}, "
+                                  f"best margin {margin}", refresh=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rung = Rung(int(result["rung"]), int(result["steps"]), float(result["accuracy"]), float(result["seconds"]),
@@ -256,11 +282,18 @@ class RungRecorder(Callback):
         if not result.get("replayed"):
             self.trained_steps += rung.steps - self._steps_seen.get(trial.trial_id, 0)
         self._steps_seen[trial.trial_id] = rung.steps
+        if "margin" in result:
+            margin = float(result["margin"])
+            self.best_margin = margin if self.best_margin is None else max(self.best_margin, margin)
+        self._show(result["arch_key"], rung.rung)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         if "rung" in result:
             ended = "finished" if int(result["rung"]) >= self.rungs else "stopped"
             mark_ended(self.engine, self.study, self.key, result["arch_key"], ended)
+            if result["arch_key"] not in self._ended_before:
+                self.ended[ended] += 1
+                self._show(result["arch_key"], self.rungs)  # a stopped candidate's remaining rungs are not run
             log.info("trial %d (%s): %s at rung %d of %d, val accuracy %.4f", self.trials.get(result["arch_key"], -1),
                      result["arch_key"][:8], ended, int(result["rung"]), self.rungs, float(result["accuracy"]))

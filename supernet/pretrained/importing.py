@@ -102,18 +102,22 @@ def read_weights(model: PretrainedModel) -> dict[str, Tensor]:
     return weights
 
 
-def model_space(model: PretrainedModel, name: str | None = None) -> dict[str, Any]:
-    """A space whose largest arch is the model: every dimension the model's at most, softmax
-    attention first, full precision the largest bit width."""
+def model_space(model: PretrainedModel, name: str | None = None,
+                attention: tuple[str, ...] = ATTENTION_TYPES) -> dict[str, Any]:
+    """A space whose largest arch is the model: every depth from one layer to the model's (the first
+    layers kept), heads and MLP sizes down to a quarter, softmax attention first, full precision the
+    largest bit width."""
     d = model.dims
 
     def steps(full: int) -> list[int]:
         return sorted({max(1, round(full * k / 4)) for k in (1, 2, 3, 4)})
 
+    if not attention or attention[0] != "softmax":
+        raise PretrainedError(f"attention {list(attention)}: softmax must come first (the pretrained model's own)")
     return {"name": name or f"{model.family.name}-{d.layers}x{d.hidden}", "head_dim": d.head_dim,
-            "local_window": 8, "embed_dim": [d.hidden], "depth": list(range(max(1, d.layers // 2), d.layers + 1)),
+            "local_window": 8, "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
             "layer": {"num_heads": steps(d.heads), "mlp_dim": steps(d.intermediate),
-                      "attention": list(ATTENTION_TYPES), "bits": [32, 8]}}
+                      "attention": list(attention), "bits": [32, 8]}}
 
 
 def check_space_fits(space: SearchSpace, model: PretrainedModel) -> None:

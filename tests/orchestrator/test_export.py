@@ -134,6 +134,11 @@ def test_bad_exports_exit_2_and_write_nothing(searched, tmp_path, capsys):
         (["--study", "exp-measured", "--out", str(busy)], "not empty"),
         (["--study", "exp-measured", "--out", str(tmp_path / "o3"), "--max-latency-ms", "0.000001"], "empty"),
         (["--study", "exp-measured", "--out", str(tmp_path / "o4"), "--max-latency-ms", "-1"], "max-latency-ms"),
+        (["--study", "exp-measured", "--out", str(tmp_path / "o5"), "--accuracy-floor", "0.9999"],
+         "at or below the accuracy floor 0.9999"),
+        (["--study", "exp-measured", "--out", str(tmp_path / "o7"), "--accuracy-floor", "majority"],
+         "always guessing the commonest label"),  # the tiny supernet's 30 steps leave every arch at chance
+        (["--study", "exp-measured", "--out", str(tmp_path / "o6"), "--accuracy-floor", "most"], "accuracy-floor"),
     ]
     for args, message in cases:
         capsys.readouterr()
@@ -141,9 +146,35 @@ def test_bad_exports_exit_2_and_write_nothing(searched, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (args, err)
     assert _sha(db) == before
-    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4"))
+    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4", "o5", "o6", "o7"))
     assert (busy / "mine.txt").read_text() == "keep me" and [p.name for p in busy.iterdir()] == ["mine.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_no_arch_at_or_below_the_accuracy_floor_is_shipped(searched, tmp_path, capsys):
+    """By default the floor is what always guessing the commonest label scores; it can be raised."""
+    from orchestrator.config import load_study_config
+    from orchestrator.delivery.export import accuracy_floor
+    from supernet.tasks import load_task
+
+    base, url = searched
+    config = load_study_config(base / "exp-measured.yaml", {"export.accuracy_floor": "majority"})
+    task = load_task(config.task.name, config.seed, config.task.options)
+    labels = task.split("val")[1]
+    floor = accuracy_floor(config, task)
+    assert floor.source == "majority" and floor.value == float(torch.bincount(labels).max()) / len(labels)
+    assert load_study_config(base / "exp-measured.yaml", {"export": {}}).export.accuracy_floor == "majority"
+    accuracies = sorted({e.metrics["accuracy"] for e in evaluations(require_study(url, "exp-measured"))})
+    raised = accuracies[len(accuracies) // 2]  # the median: about half the archs fall below it
+    capsys.readouterr()
+    out = tmp_path / "raised"
+    assert main(["export", "--storage", url, "--study", "exp-measured", "--out", str(out),
+                 "--accuracy-floor", str(raised)]) == 0
+    manifest = verify_export(out)
+    left_out = manifest["accuracy_floor"]["archs_left_out"]
+    assert left_out >= 1 and f"{left_out} evaluated arch(s) left out" in capsys.readouterr().out
+    assert all(json.loads((out / m["dir"] / "metrics.json").read_text())["accuracy_val"] > raised
+               for m in manifest["models"])
 
 
 def test_report_has_pictures_and_a_table(searched, tmp_path, capsys):

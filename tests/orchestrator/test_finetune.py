@@ -84,7 +84,10 @@ def test_a_crashed_finetune_continues_to_what_an_uninterrupted_one_gives_and_tra
             trained_before += torch.load(path, weights_only=True)["step"]
     capsys.readouterr()
     assert main(["finetune", "--storage", url, "--study", "ft-crash2", "--scheduler", "full"]) == 0
-    summary = capsys.readouterr().out
+    summary, bar = capsys.readouterr()
+    # the bar goes on from the rungs recorded before the crash to the whole budget
+    budget = SMALL["rungs"] * len(_run(url, "ft-crash2"))
+    assert f"{budget}/{budget}" in bar and "finished" in bar and "best margin" in bar, bar[-400:]
     trained_now = int(summary.split(" this run;")[0].rsplit(" ", 1)[-1])
     resumed = _finals(url, "ft-crash2")
     assert trained_before + trained_now == sum(steps for steps, _ in resumed.values())  # nothing trained twice

@@ -54,7 +54,8 @@ def _config(base, name="text.yaml", **changes):
                            "calibration_samples": 32, "checkpoint": str(base / "text.pt")},
               "target": {"name": "cpu-text"}, "measure": {"archs": 12, "max_repeats": 30, "passes": 3,
                                                          "max_pass_cv": 10},
-              "search": {"strategy": "random", "evaluations": 6, "batch_size": 3, "executor": "local"}}
+              "search": {"strategy": "random", "evaluations": 6, "batch_size": 3, "executor": "local"},
+              "export": {"accuracy_floor": "none"}}  # 24 steps on random sentences: the chain, not the accuracy
     for key, value in changes.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     (base / name).write_text(yaml.safe_dump(config))
@@ -66,7 +67,17 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "space.yaml")]) == 0
     space = yaml.safe_load((base / "space.yaml").read_text())
     assert space["embed_dim"] == [32] and space["head_dim"] == 8 and max(space["layer"]["num_heads"]) == 4
+    # every depth down to one layer; the kernel the model learned, unless more are asked for
+    assert space["depth"] == [1, 2] and space["layer"]["attention"] == ["softmax"]
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "space.yaml")]) == 2  # not overwritten
+    assert main(["space", "from-model", str(base / "model"), "-o", str(base / "all.yaml"),
+                 "--attention", "softmax,local,linear"]) == 0
+    assert yaml.safe_load((base / "all.yaml").read_text())["layer"]["attention"] == ["softmax", "local", "linear"]
+    capsys.readouterr()
+    for bad in ("linear,softmax", "softmax,flash", ""):
+        assert main(["space", "from-model", str(base / "model"), "-o", str(base / "bad.yaml"), "--attention", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--attention" in err and err.count("\n") == 1 and not (base / "bad.yaml").exists()
     config = _config(base)
     capsys.readouterr()
     assert main(["evaluate", "-c", str(config), "--arch", "largest"]) == 0
@@ -147,6 +158,22 @@ def test_one_file_is_split_with_a_seed(user_files):
     assert {split: len(larger.split(split)[1]) for split in sizes} == {"train": 144, "val": 48, "test": 48}
     with pytest.raises(TaskError, match="held_out must be a fraction"):
         load_task("text", 3, {**options, "held_out": 0.5})
+
+
+def test_an_empty_label_is_refused_naming_the_file_and_row(user_files):
+    """An empty label cell would be a class of its own, named None (and 1 would become 1.0 beside it)."""
+    options = {"text": "sentence", "label": "sentiment", "seq_len": 16, "model": str(user_files / "model")}
+    cases = {"empty-label.csv": ("sentence,sentiment\nthe cat,1\nthe dog,\nthe bird,2\n", "row 2 (line 3"),
+             "blank-label.csv": ("sentence,sentiment\nthe cat,pos\nthe dog,pos\nthe bird,  \n", "row 3 (line 4"),
+             "null-label.jsonl": ('{"sentence": "a", "sentiment": "pos"}\n{"sentence": "b", "sentiment": null}\n',
+                                  "record 2"),
+             "empty-text.csv": ("sentence,sentiment\nthe cat,pos\n,neg\n", "not text at row 2")}
+    for name, (content, where) in cases.items():
+        (user_files / name).write_text(content)
+        with pytest.raises(TaskError) as refused:
+            load_task("text", 0, {**options, "train": str(user_files / name)})
+        message = str(refused.value)
+        assert name in message and where in message and "\n" not in message, message
 
 
 def _images(folder, classes, count, rng):
