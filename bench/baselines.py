@@ -27,10 +27,10 @@ from `pipeline.json`, written by bench/pipeline.py).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -247,7 +247,10 @@ def exported_models(run: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the study's config")
-    parser.add_argument("--run", required=True, help="the pipeline's folder: models/ (the export), pipeline.json")
+    parser.add_argument("--run", required=True, help="the pipeline's folder: models/ (the export), pipeline.json; "
+                        "the trained baselines are kept in its baselines/")
+    parser.add_argument("--cache", default=None,
+                        help="folder of trained baselines to reuse and add to (default: the run's baselines/)")
     parser.add_argument("--depths", default=None, help="comma-separated layer counts (default: 1 to the model's)")
     parser.add_argument("--distill-depths", default=None, help="depths also trained distilled (default: --depths)")
     parser.add_argument("--steps", type=int, default=None,
@@ -305,40 +308,68 @@ def run(args) -> int:
 
     built: list[dict] = []
     seconds = 0.0
-    with tempfile.TemporaryDirectory(prefix="elastiq-baselines-") as scratch:
-        folder = Path(scratch)
-        teacher = None
-        for depth in sorted(set(depths) | {layers}, reverse=True):  # the full model first: it teaches
-            for distill in ((False, True) if depth in distilled and depth != layers else (False,)):
-                if depth not in depths and depth != layers:
-                    continue
-                model = TokenInput.wrap(truncated(model_path, depth, labels, config.seed), pad)
-                took = fine_tune(model, x_train, y_train, settings, config.seed,
-                                 teacher if distill else None, s.distill_weight)
-                seconds += took
-                name = f"first {depth} layer{'s' if depth > 1 else ''}" + (", distilled" if distill else "")
-                fp32 = folder / f"{depth}-{int(distill)}.onnx"
-                to_onnx(model, x_test[:1], fp32)
-                quantized = folder / f"{depth}-{int(distill)}.int8.onnx"
-                int8(fp32, quantized)
-                built.append({"name": name + ", int8", "path": quantized, "depth": depth, "distilled": distill,
-                              "train_seconds": took})
+    # trained baselines are kept in the run's folder, named for what made them: a second comparison (after
+    # another export) trains nothing again
+    folder = Path(args.cache) if args.cache else run_dir / "baselines"
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = {"study": config.study, "model": str(model_path), "labels": task.labels, "seed": config.seed,
+              "settings": settings, "distill_weight": s.distill_weight}
+
+    def named(depth: int, distill: bool) -> str:
+        digest = hashlib.sha256(json.dumps({**recipe, "depth": depth, "distill": distill},
+                                           sort_keys=True).encode()).hexdigest()[:10]
+        return f"{depth}-layers{'-distilled' if distill else ''}-{digest}"
+
+    def full_model():
+        from safetensors.torch import load_file, save_file
+
+        weights = folder / f"{named(layers, False)}.safetensors"
+        model = TokenInput.wrap(truncated(model_path, layers, labels, config.seed), pad)
+        if weights.is_file():
+            model.load_state_dict(load_file(str(weights)))
+            return model.eval(), 0.0
+        took = fine_tune(model, x_train, y_train, settings, config.seed)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        return model, took
+
+    teacher = None
+    for depth in sorted(set(depths) | {layers}, reverse=True):  # the full model first: it teaches
+        for distill in ((False, True) if depth in distilled and depth != layers else (False,)):
+            stem = named(depth, distill)
+            fp32, quantized, record = (folder / f"{stem}{suffix}" for suffix in (".onnx", ".int8.onnx", ".json"))
+            name = f"first {depth} layer{'s' if depth > 1 else ''}" + (", distilled" if distill else "")
+            if not (fp32.is_file() and quantized.is_file() and record.is_file()):
                 if depth == layers:
-                    built.append({"name": name + ", fp32", "path": fp32, "depth": depth, "distilled": False,
-                                  "train_seconds": 0.0})
+                    model, took = full_model()
                     teacher = model
+                else:
+                    if distill and teacher is None:
+                        teacher, _ = full_model()
+                    model = TokenInput.wrap(truncated(model_path, depth, labels, config.seed), pad)
+                    took = fine_tune(model, x_train, y_train, settings, config.seed,
+                                     teacher if distill else None, s.distill_weight)
+                to_onnx(model, x_test[:1], fp32)
+                int8(fp32, quantized)
+                record.write_text(json.dumps({"train_seconds": took}))
                 print(f"  {name}: trained in {took:.0f} s", flush=True)
-        everything = built + exported
-        sessions = [session(m["path"], threads) for m in everything]
-        xt, yt = x_test.numpy(), y_test.numpy()
-        for m, sess in zip(everything, sessions, strict=True):
-            m["accuracy"] = test_accuracy(sess, xt, yt)
-            m["size_mb"] = m["path"].stat().st_size / 1e6
-        batch_example = example_input(task.spec, target).numpy()  # the study's own timing input
-        latencies = interleaved_latency(sessions, batch_example, args.rounds, args.repeats, config.seed)
-        for m, latency in zip(everything, latencies, strict=True):
-            m["latency_ms"] = latency
-            m["path"] = str(m["path"].relative_to(ROOT)) if m["path"].is_relative_to(ROOT) else m["path"].name
+            took = json.loads(record.read_text())["train_seconds"]
+            seconds += took
+            built.append({"name": name + ", int8", "path": quantized, "depth": depth, "distilled": distill,
+                          "train_seconds": took})
+            if depth == layers:
+                built.append({"name": name + ", fp32", "path": fp32, "depth": depth, "distilled": False,
+                              "train_seconds": 0.0})
+    everything = built + exported
+    sessions = [session(m["path"], threads) for m in everything]
+    xt, yt = x_test.numpy(), y_test.numpy()
+    for m, sess in zip(everything, sessions, strict=True):
+        m["accuracy"] = test_accuracy(sess, xt, yt)
+        m["size_mb"] = m["path"].stat().st_size / 1e6
+    batch_example = example_input(task.spec, target).numpy()  # the study's own timing input
+    latencies = interleaved_latency(sessions, batch_example, args.rounds, args.repeats, config.seed)
+    for m, latency in zip(everything, latencies, strict=True):
+        m["latency_ms"] = latency
+        m["path"] = str(m["path"].relative_to(ROOT)) if m["path"].is_relative_to(ROOT) else m["path"].name
     ours = [m for m in everything if m in exported]
     full = next(m for m in built if m["name"].endswith("fp32"))
     verdict = compare([m for m in built if m is not full] + [full], ours, full)

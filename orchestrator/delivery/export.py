@@ -151,16 +151,19 @@ def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives
                               f"export.accuracy_floor: none, ships them anyway)")
     if not objectives.needs_latency:
         return _front([e for e in unique if e.feasible], objectives, selection)
-    optimistic = [_with_latency(e, _optimistic_latency(e.metrics), objectives) for e in unique]
-    candidates = _front([e for e in optimistic if e.feasible], objectives, selection)
-    unmeasured = [e for e in candidates if "latency_measured_ms" not in e.metrics]
-    measured = _measure_for_selection(unmeasured, config, engine, supernet, task, target) if unmeasured else {}
-    settled = []
-    for e in unique:
-        if e.arch.key in measured:
-            settled.append(_with_latency(e, measured[e.arch.key], objectives, source="measured at export"))
-        elif "latency_measured_ms" in e.metrics:
-            settled.append(e)
+    # measure the front taken on optimistic latencies (measured where known), again until every arch on it
+    # is measured: an arch the first round's measurements push off lets in one that was not measured yet
+    measured: dict[str, float] = {}
+    while True:
+        current = [_with_latency(e, measured[e.arch.key], objectives, source="measured at export")
+                   if e.arch.key in measured else _with_latency(e, _optimistic_latency(e.metrics), objectives)
+                   for e in unique]
+        candidates = _front([e for e in current if e.feasible], objectives, selection)
+        unmeasured = [e for e in candidates if "latency_measured_ms" not in e.metrics]
+        if not unmeasured:
+            break
+        measured.update(_measure_for_selection(unmeasured, config, engine, supernet, task, target))
+    settled = [e for e in current if "latency_measured_ms" in e.metrics]
     chosen = _front([e for e in settled if e.feasible], objectives, selection)
     if not chosen:
         raise ExportError(f"study {config.study!r}: the {selection.describe()} is empty (no feasible trial with a "
