@@ -36,9 +36,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from orchestrator.search.pareto import hypervolume as pareto_hypervolume  # noqa: E402
+from search_space import InputError  # noqa: E402
 
 
 class BaselineError(Exception):
@@ -47,28 +51,20 @@ class BaselineError(Exception):
 
 # ---- the baselines -------------------------------------------------------------------
 
-class TokenInput:
-    """Wraps a Hugging Face classifier to take elastiq's text input: (batch, tokens, 2) ids and types."""
+class TokenInput(torch.nn.Module):
+    """A Hugging Face classifier taking elastiq's text input: (batch, tokens, 2) token ids and types."""
 
-    @staticmethod
-    def wrap(model, pad_token_id: int):
-        import torch
+    def __init__(self, model, pad_token_id: int):
+        super().__init__()
+        self.model, self.pad_token_id = model, pad_token_id
 
-        class Wrapped(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, x):
-                ids, types = x[..., 0], x[..., 1]
-                return self.model(input_ids=ids, attention_mask=(ids != pad_token_id).long(),
-                                  token_type_ids=types).logits
-
-        return Wrapped()
+    def forward(self, x):
+        ids, types = x[..., 0], x[..., 1]
+        return self.model(input_ids=ids, attention_mask=(ids != self.pad_token_id).long(),
+                          token_type_ids=types).logits
 
 
 def truncated(path: Path, depth: int, labels: int, seed: int):
-    import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -81,7 +77,6 @@ def truncated(path: Path, depth: int, labels: int, seed: int):
 
 def fine_tune(model, x, y, settings: dict, seed: int, teacher=None, distill_weight: float = 0.0) -> float:
     """Train `model` (wrapped) on (x, y) for settings["steps"] steps; the seconds it took."""
-    import torch
     import torch.nn.functional as F
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
@@ -115,8 +110,6 @@ def fine_tune(model, x, y, settings: dict, seed: int, teacher=None, distill_weig
 
 
 def to_onnx(model, example, path: Path) -> None:
-    import torch
-
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -174,24 +167,13 @@ def interleaved_latency(sessions: list, example: np.ndarray, rounds: int, repeat
 
 # ---- comparing ------------------------------------------------------------------------
 
-def pareto(points: list[dict]) -> list[dict]:
-    """The models no other is at least as fast and as accurate as (and better in one)."""
-    return sorted((p for p in points if not any(
-        q["latency_ms"] <= p["latency_ms"] and q["accuracy"] >= p["accuracy"] and
-        (q["latency_ms"], q["accuracy"]) != (p["latency_ms"], p["accuracy"]) for q in points)),
-        key=lambda p: p["latency_ms"])
-
-
 def hypervolume(points: list[dict], reference_ms: float, unit_ms: float) -> float:
     """Area under the front's accuracy staircase from each model's latency to `reference_ms`, in units
     of `unit_ms` (accuracy 1 over the whole range: reference_ms / unit_ms)."""
-    area, best = 0.0, 0.0
-    front = [p for p in pareto(points) if p["latency_ms"] < reference_ms]
-    edges = [p["latency_ms"] for p in front] + [reference_ms]
-    for p, right in zip(front, edges[1:], strict=True):
-        best = max(best, p["accuracy"])
-        area += best * (right - p["latency_ms"])
-    return area / unit_ms
+    if not points:
+        return 0.0
+    minimized = np.array([[p["latency_ms"], -p["accuracy"]] for p in points])
+    return pareto_hypervolume(minimized, np.array([reference_ms, 0.0])) / unit_ms
 
 
 def compare(baselines: list[dict], exported: list[dict], full: dict) -> dict:
@@ -262,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except BaselineError as exc:
+    except (BaselineError, InputError) as exc:  # InputError: the project's own refusals (config, model, data)
         print(f"elastiq: error: {exc}", file=sys.stderr)
         return 2
 
@@ -271,14 +253,10 @@ def run(args) -> int:
     from orchestrator.config import load_study_config
     from orchestrator.execution.measuring import target_of
     from predictors.measure import example_input
-    from search_space import InputError
     from supernet.pretrained.importing import open_pretrained
     from supernet.tasks import load_task
 
-    try:
-        config = load_study_config(args.config)
-    except InputError as exc:
-        raise BaselineError(str(exc)) from None
+    config = load_study_config(args.config)
     if config.supernet.pretrained is None:
         raise BaselineError(f"{args.config}: supernet.pretrained is not set: baselines truncate a pretrained model")
     model_path = Path(config.supernet.pretrained)
@@ -325,7 +303,7 @@ def run(args) -> int:
         from safetensors.torch import load_file, save_file
 
         weights = folder / f"{named(layers, False)}.safetensors"
-        model = TokenInput.wrap(truncated(model_path, layers, labels, config.seed), pad)
+        model = TokenInput(truncated(model_path, layers, labels, config.seed), pad)
         if weights.is_file():
             model.load_state_dict(load_file(str(weights)))
             return model.eval(), 0.0
@@ -347,7 +325,7 @@ def run(args) -> int:
                 else:
                     if distill and teacher is None:
                         teacher, _ = full_model()
-                    model = TokenInput.wrap(truncated(model_path, depth, labels, config.seed), pad)
+                    model = TokenInput(truncated(model_path, depth, labels, config.seed), pad)
                     took = fine_tune(model, x_train, y_train, settings, config.seed,
                                      teacher if distill else None, s.distill_weight)
                 to_onnx(model, x_test[:1], fp32)
@@ -375,9 +353,8 @@ def run(args) -> int:
     for m, latency in zip(everything, latencies, strict=True):
         m["latency_ms"] = latency
         m["path"] = str(m["path"].relative_to(ROOT)) if m["path"].is_relative_to(ROOT) else m["path"].name
-    ours = [m for m in everything if m in exported]
     full = next(m for m in built if m["name"].endswith("fp32"))
-    verdict = compare([m for m in built if m is not full] + [full], ours, full)
+    verdict = compare(built, exported, full)
     pipeline_path = run_dir / "pipeline.json"
     pipeline = json.loads(pipeline_path.read_text())["seconds"] if pipeline_path.is_file() else None
     verdict.update(baseline_train_seconds=seconds, elastiq_seconds=pipeline,

@@ -47,11 +47,18 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="folder of the models, the report and pipeline.json")
     args = parser.parse_args()
     out = Path(args.out)
+    from search_space import InputError
+
+    try:
+        planned = stages(args.config, out)
+    except InputError as exc:
+        print(f"elastiq: error: {exc}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "pipeline.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"config": args.config, "seconds": {}}
     elastiq = str(Path(sys.executable).parent / "elastiq")
-    for name, command in stages(args.config, out):
+    for name, command in planned:
         started = time.perf_counter()
         code = subprocess.call([elastiq, *command])
         seconds = time.perf_counter() - started

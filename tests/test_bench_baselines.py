@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import baselines  # noqa: E402
 import debian_packages  # noqa: E402
+import pipeline  # noqa: E402
 
 
 def _stanza(name, section, description):
@@ -102,3 +103,12 @@ def test_the_comparison_counts_matches_hypervolume_and_speedup():
     assert verdict["hypervolume_elastiq"] == pytest.approx((0.745 * 1.5 + 0.80 * 12.5) / 10)
     assert verdict["fastest_baseline_at_full_accuracy"] == "3 layers"
     assert verdict["speedup_at_full_accuracy"] == pytest.approx(5.0 / 2.5)
+
+
+def test_the_pipeline_refuses_a_bad_config_before_writing(tmp_path, capsys, monkeypatch):
+    (tmp_path / "bad.yaml").write_text("study: [unclosed\n")
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["pipeline.py", "--config", str(tmp_path / "bad.yaml"), "--out", str(out)])
+    assert pipeline.main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("elastiq: error: ") and err.count("\n") == 1 and not out.exists()
