@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distill-depths", default=None, help="depths also trained distilled (default: --depths)")
     parser.add_argument("--steps", type=int, default=None,
                         help="each baseline's steps (default: supernet.steps + finetune.steps)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or find) the baselines and stop: no export needed, nothing measured (run it "
+                        "beside the pipeline, then compare once the pipeline has exported)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default=None, help="JSON to write (default: bench/results/baselines_STUDY.json)")
@@ -264,7 +267,7 @@ def run(args) -> int:
     depths = parse_depths(args.depths, layers)
     distilled = parse_depths(args.distill_depths, layers) if args.distill_depths else depths
     run_dir = Path(args.run)
-    exported = exported_models(run_dir)
+    exported = [] if args.train_only else exported_models(run_dir)
     steps = args.steps or config.supernet.steps + config.finetune.steps
     if steps < 1:
         raise BaselineError("--steps must be at least 1")
@@ -342,6 +345,9 @@ def run(args) -> int:
             if depth == layers:
                 built.append({"name": name + ", fp32", "path": fp32, "depth": depth, "distilled": False,
                               "train_seconds": 0.0})
+    if args.train_only:
+        print(f"trained: {len(built)} baselines in {folder} ({seconds:.0f} s of training)")
+        return 0
     everything = built + exported
     sessions = [session(m["path"], threads) for m in everything]
     xt, yt = x_test.numpy(), y_test.numpy()

@@ -14,9 +14,14 @@ shipped artifacts, from disk) against the original model fine-tuned on the task 
 kept in the supernet checkpoint: all-MiniLM-L6-v2's architecture, fp32) on the test split, and
 their latencies side by side on the target's runtime.
 
+`depths` reads a trained study's supernet (`--config`, the man pages' by default): the inherited
+validation accuracy of each depth at full width and at the narrowest width (full precision), the
+figure that says whether a shallow subnet learned anything.
+
     python bench/minilm_example.py prepare
     python bench/minilm_example.py importance
     python bench/minilm_example.py compare
+    python bench/minilm_example.py depths [--config STUDY.yaml]
 """
 
 from __future__ import annotations
@@ -173,9 +178,37 @@ def compare() -> None:
     print(f"written to {out.relative_to(ROOT)}")
 
 
+def depths(config_path: Path) -> None:
+    from orchestrator.config import load_study_config
+    from search_space import Arch, LayerArch
+    from supernet.tasks import load_task
+    from supernet.train import evaluate, load_supernet
+
+    config = load_study_config(config_path)
+    space = config.space
+    task = load_task(config.task.name, config.seed, config.task.options)
+    model = load_supernet(config.supernet.checkpoint, space, task)
+    embed = space.max_embed_dim
+    rows = {}
+    for depth in space.depths:
+        widths = {"full": [(space.max_heads(i), space.max_mlp_dim(i)) for i in range(depth)],
+                  "narrowest": [(min(space.layers[i].num_heads), min(space.layers[i].mlp_dims(embed)))
+                                for i in range(depth)]}
+        rows[depth] = {name: evaluate(model, Arch(embed, tuple(LayerArch(h, m, space.layers[i].attention[0], 32)
+                                                                for i, (h, m) in enumerate(layers))), task)
+                       for name, layers in widths.items()}
+        print(f"depth {depth}: val accuracy {rows[depth]['full']:.4f} at full width, "
+              f"{rows[depth]['narrowest']:.4f} at the narrowest", flush=True)
+    out = ROOT / "bench" / "results" / f"depths_{config.study}.json"
+    out.write_text(json.dumps({"config": str(config_path), "depth_heads": space.depth_heads, "val_accuracy": rows},
+                              indent=2))
+    print(f"written to {out.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "importance", "compare"])
+    parser.add_argument("step", choices=["prepare", "importance", "compare", "depths"])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the study whose supernet `depths` reads")
     parser.add_argument("--steps", type=int, default=150, help="supernet steps after the teacher's (importance)")
     parser.add_argument("--subnets", type=int, default=10)
     args = parser.parse_args()
@@ -183,6 +216,8 @@ def main() -> None:
         prepare()
     elif args.step == "importance":
         importance(args.steps, args.subnets)
+    elif args.step == "depths":
+        depths(args.config)
     else:
         compare()
 

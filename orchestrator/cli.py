@@ -261,9 +261,12 @@ def status_command(storage: str, study_name: str, as_json: bool) -> None:
 @click.option("--accuracy-floor", default=None, metavar="majority|none|FRACTION",
               help="Leave off the front archs at or below this accuracy (default: the study's export.accuracy_floor, "
                    "'majority': what always guessing the commonest label scores).")
+@click.option("--front-tolerance", default=None, metavar="standard-error|FRACTION",
+              help="Keep on the front an arch that another beats on accuracy by no more than this (default: the "
+                   "study's export.front_tolerance, 'standard-error' of its validation accuracy; 0: the strict front).")
 @click.option("--overwrite", is_flag=True, help="Export again, replacing an earlier export in --out.")
 def export_command(storage: str, study_name: str, out: str, trials: tuple[int, ...], max_latency_ms: float | None,
-                   accuracy_floor: str | None, overwrite: bool) -> None:
+                   accuracy_floor: str | None, front_tolerance: str | None, overwrite: bool) -> None:
     """Export the Pareto-optimal models of a study: the target runtime's artifacts (ONNX with real
     int8 kernels by default), torch.export programs, state dicts, metrics, and a manifest of sha256s;
     each one verified."""
@@ -271,18 +274,24 @@ def export_command(storage: str, study_name: str, out: str, trials: tuple[int, .
 
     if trials and max_latency_ms is not None:
         raise click.UsageError("give --trial or --max-latency-ms, not both")
-    floor = None
-    if accuracy_floor is not None:
-        from pydantic import ValidationError
+    floor = _export_setting("accuracy_floor", accuracy_floor, "give 'majority', 'none' or a fraction in [0, 1)")
+    tolerance = _export_setting("front_tolerance", front_tolerance, "give 'standard-error' or a fraction in [0, 1)")
+    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms, floor, tolerance),
+                            overwrite))
 
-        from orchestrator.config import ExportConfig
 
-        try:
-            floor = ExportConfig(accuracy_floor=accuracy_floor).accuracy_floor
-        except ValidationError:
-            raise click.BadParameter("give 'majority', 'none' or a fraction in [0, 1)",
-                                     param_hint="--accuracy-floor") from None
-    click.echo(export_study(storage, study_name, out, Selection(tuple(trials), max_latency_ms, floor), overwrite))
+def _export_setting(key: str, value: str | None, message: str):
+    """An `export` config value given on the command line, checked as the config checks it (None: not given)."""
+    if value is None:
+        return None
+    from pydantic import ValidationError
+
+    from orchestrator.config import ExportConfig
+
+    try:
+        return getattr(ExportConfig(**{key: value}), key)
+    except ValidationError:
+        raise click.BadParameter(message, param_hint="--" + key.replace("_", "-")) from None
 
 
 @cli.command("report")

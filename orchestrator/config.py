@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from predictors.runtimes import DEFAULT_RUNTIME, runtime_named
 from search_space import InputError, SearchSpace
@@ -68,6 +68,9 @@ class SupernetConfig(_Section):
     # (1 - distill_weight) x labels + distill_weight x the largest arch's soft predictions
     distill_start: int = Field(0, ge=0, le=10**9)
     distill_weight: float = Field(1.0, ge=0, le=1, allow_inf_nan=False)
+    # with a head per depth (space.depth_heads): the largest arch's pass also gives the logits of its first
+    # k layers, the full-width arch of each shallower depth k; their mean loss counts this much
+    exit_weight: float = Field(1.0, ge=0, le=64, allow_inf_nan=False)
     grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
     checkpoint: str = Field("elastiq-supernet.pt", min_length=1)
     checkpoint_every: int = Field(250, gt=0, le=10**9)
@@ -182,12 +185,17 @@ class ExportConfig(_Section):
     # archs whose evaluated accuracy is at or below this are left off the front: "majority" (the share of the
     # validation split's most common label: what always guessing it scores), a fraction, or "none"
     accuracy_floor: Literal["majority", "none"] | float = "majority"
+    # an arch stays on the exported front unless another is as good in every other objective and more accurate
+    # by more than this: "standard-error" (of the arch's accuracy on the validation split, sqrt(p(1 - p) / n): a
+    # lead the split cannot tell from chance), a fraction, or 0 (the strict Pareto front)
+    front_tolerance: Literal["standard-error"] | float = "standard-error"
 
-    @field_validator("accuracy_floor")
+    @field_validator("accuracy_floor", "front_tolerance")
     @classmethod
-    def _a_fraction(cls, value: Any) -> Any:
+    def _a_fraction(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, float) and not 0.0 <= value < 1.0:
-            raise ValueError(f"{value!r}: give a fraction in [0, 1), 'majority' or 'none'")
+            words = "'majority' or 'none'" if info.field_name == "accuracy_floor" else "'standard-error'"
+            raise ValueError(f"{value!r}: give a fraction in [0, 1) or {words}")
         return value
 
 

@@ -3,6 +3,7 @@
     name: digits
     head_dim: 16            # fixed per-head width; a layer's attention width is heads * head_dim
     local_window: 4         # tokens each side seen by `local` attention
+    depth_heads: false      # true: a head (pooler, classifier) for each depth, not one for all
     embed_dim: [64, 96, 128]
     depth: [1, 2, 3, 4]
     layer:                  # choices of every layer ...
@@ -39,7 +40,7 @@ from search_space.registry import ATTENTION_TYPES, SUPPORTED_BITS
 
 MAX_DEPTH = 10_000  # layers: far beyond any transformer, and what a per-layer table can hold
 MAX_MLP_RATIO = 1000.0
-_TOP_KEYS = {"name", "head_dim", "local_window", "embed_dim", "depth", "layer", "per_layer", "layers"}
+_TOP_KEYS = {"name", "head_dim", "local_window", "depth_heads", "embed_dim", "depth", "layer", "per_layer", "layers"}
 _LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits"}
 GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits
 
@@ -52,6 +53,9 @@ class SearchSpace:
     embed_dims: tuple[int, ...]
     depths: tuple[int, ...]
     layers: tuple[LayerChoices, ...]  # one per slot, len == max(depths)
+    # a head per depth: a shallow subnet's last layer then feeds a head of its own, since one head
+    # cannot read both the first layer's and the last one's outputs of a pretrained model
+    depth_heads: bool = False
 
     # ---- construction -------------------------------------------------
     @classmethod
@@ -80,6 +84,9 @@ class SearchSpace:
             raise SpaceError("space.name: expected a non-empty string")
         head_dim = _positive_int(data.get("head_dim", 16), "space.head_dim")
         local_window = _positive_int(data.get("local_window", 4), "space.local_window")
+        depth_heads = data.get("depth_heads", False)
+        if not isinstance(depth_heads, bool):
+            raise SpaceError(f"space.depth_heads: expected true or false, got {depth_heads!r}")
         embed_dims = _int_choices(data["embed_dim"], "space.embed_dim")
         depths = _int_choices(data["depth"], "space.depth")
         max_depth = max(depths)
@@ -113,13 +120,16 @@ class SearchSpace:
 
         layers = tuple(_layer_choices(spec, f"space.layer[{i}]") for i, spec in enumerate(per_layer))
         return cls(name=name, head_dim=head_dim, local_window=local_window,
-                   embed_dims=embed_dims, depths=depths, layers=layers)
+                   embed_dims=embed_dims, depths=depths, layers=layers, depth_heads=depth_heads)
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical form: every layer spelled out (overrides already applied)."""
-        return {"name": self.name, "head_dim": self.head_dim, "local_window": self.local_window,
+        data = {"name": self.name, "head_dim": self.head_dim, "local_window": self.local_window,
                 "embed_dim": list(self.embed_dims), "depth": list(self.depths),
                 "layers": [layer.to_dict() for layer in self.layers]}
+        if self.depth_heads:  # only then: the hash of a space without them stays what it was
+            data["depth_heads"] = True
+        return data
 
     @property
     def hash(self) -> str:
@@ -242,7 +252,7 @@ class SearchSpace:
     def summary(self) -> str:
         lines = [f"space {self.name!r} (hash {self.hash[:12]})",
                  f"  embed_dim {list(self.embed_dims)}, depth {list(self.depths)}, head_dim {self.head_dim}, "
-                 f"local_window {self.local_window}"]
+                 f"local_window {self.local_window}" + (", a head per depth" if self.depth_heads else "")]
         groups: list[tuple[list[int], LayerChoices]] = []
         for i, layer in enumerate(self.layers):
             if groups and groups[-1][1] == layer:

@@ -17,7 +17,7 @@ the padding mask reaches every attention kernel and the pooling.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -333,8 +333,10 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
         count += 2 * 2 * e  # two norms
         count += 3 * (e * inner + inner) + inner * e + e  # query, key, value, out
         count += e * hidden + hidden + hidden * e + e  # the MLP
-    head = (2 * e if style.final_norm else 0) + (e * e + e if style.pooler else 0)
-    return count + head + e * task.num_classes + task.num_classes
+    head = (2 * e if style.final_norm else 0) + (e * e + e if style.pooler else 0) + e * task.num_classes \
+        + task.num_classes
+    heads = 1 + (sum(1 for depth in space.depths if depth < space.max_depth) if space.depth_heads else 0)
+    return count + heads * head
 
 
 def available_memory() -> int | None:
@@ -387,7 +389,12 @@ class Supernet(nn.Module):
             ElasticBlock(embed_dim, space.max_heads(i), space.head_dim, space.max_mlp_dim(i), space.local_window,
                          space.layers[i].attention, task.style)
             for i in range(space.max_depth))
-        self.head = ElasticHead(embed_dim, task.num_classes, task.style)
+        self.head = ElasticHead(embed_dim, task.num_classes, task.style)  # the deepest arch's, or every arch's
+        # with a head per depth, the shallower depths' (an arch of depth k reads its k-th layer's output)
+        # pool the mean over real tokens: after a few layers the [CLS] token has seen little of the input
+        shallow = replace(task.style, pooling="mean")
+        self.exits = nn.ModuleDict({str(depth): ElasticHead(embed_dim, task.num_classes, shallow)
+                                    for depth in space.depths if space.depth_heads and depth < space.max_depth})
         generator = torch.Generator().manual_seed(seed)
         self.apply(lambda module: _init_weights(module, generator))
 
@@ -396,7 +403,26 @@ class Supernet(nn.Module):
         h = self.stem(x, arch.embed_dim)
         for block, layer in zip(self.blocks, arch.layers, strict=False):
             h = block(h, layer, mask)
-        return self.head(h, mask)
+        return self.head_of(arch.depth)(h, mask)
+
+    def head_of(self, depth: int) -> ElasticHead:
+        """The head that reads the output of an arch of `depth` layers."""
+        return self.exits[str(depth)] if str(depth) in self.exits else self.head
+
+    def exit_logits(self, x: Tensor, arch: Arch) -> list[tuple[int, Tensor]]:
+        """(depth, logits) of every depth of the space up to `arch`'s that has a head of its own, in one
+        pass: the first k layers of `arch` are an arch of depth k, so one pass of the largest trains
+        every full-width depth. Without a head per depth, only `arch`'s own logits."""
+        if not self.exits:
+            return [(arch.depth, self(x, arch))]
+        mask = padding_mask(x, self.task.input_kind, self.task.style)
+        h = self.stem(x, arch.embed_dim)
+        logits = []
+        for depth, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False), start=1):
+            h = block(h, layer, mask)
+            if str(depth) in self.exits or depth == arch.depth:
+                logits.append((depth, self.head_of(depth)(h, mask)))
+        return logits
 
     def extract(self, arch: Arch) -> Subnet:
         """A static model of `arch`: plain layers holding copies of the sliced weights."""
@@ -406,7 +432,7 @@ class Supernet(nn.Module):
                 self.stem.get_active_subnet(arch.embed_dim),
                 [block.get_active_subnet(arch.embed_dim, layer) for block, layer in zip(self.blocks, arch.layers,
                                                                                          strict=False)],
-                self.head.get_active_subnet(arch.embed_dim),
+                self.head_of(arch.depth).get_active_subnet(arch.embed_dim),
                 arch_json=arch.to_json())
         return subnet.train(self.training)
 

@@ -107,10 +107,15 @@ def forward_parts(model: Supernet, x: Tensor, archs: list[Arch]) -> Tensor:
             break
         h = _block(run, block, h, layers, present, [a.embed_dim for a in archs], channels, widths, mask)
 
-    head = model.head
-    norm = None if head.norm is None else (lambda t: _masked_norm(head.norm, t, channels, widths))
-    pooler = None if head.pooler is None else (lambda t: head.pooler(t, width) * channels[:, 0])
-    return head.classifier(_pool(h, mask, head.style, norm, pooler))
+    logits = None
+    heads = [model.head_of(a.depth) for a in archs]
+    for head in {id(head): head for head in heads}.values():  # with a head per depth, each part reads its own
+        norm = None if head.norm is None else (lambda t, head=head: _masked_norm(head.norm, t, channels, widths))
+        pooler = None if head.pooler is None else (lambda t, head=head: head.pooler(t, width) * channels[:, 0])
+        out = head.classifier(_pool(h, mask, head.style, norm, pooler))
+        reads = _sample_values([int(other is head) for other in heads], run.part, device).bool()[:, None]
+        logits = out if logits is None else torch.where(reads, out, logits)
+    return logits
 
 
 def _block(run: _Pass, block, h: Tensor, layers: list, present: list, embeds: list[int], channels: Tensor,

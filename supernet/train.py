@@ -62,6 +62,7 @@ class TrainSettings:
     distill_weight: float = 1.0  # then: (1 - w) x labels + w x the largest's soft predictions
     random_weight: float = 0.5  # the random students' mean loss counts this much (the largest's and smallest's: 1)
     archs_per_pass: int = 1  # students that share one forward pass, each on its part of the batch
+    exit_weight: float = 1.0  # with a head per depth: the shallower depths' exits of the largest, their mean loss
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     max_bad_steps: int = 5  # consecutive non-finite steps before aborting
@@ -102,10 +103,12 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
     random archs pull the shared weights away from the largest's (local attention's gradient points
     against softmax attention's) and a sum over them would outweigh the two archs the sandwich bounds.
     With a frozen `teacher` (a pretrained model), its soft predictions are the targets, and the largest
-    learns from them as the students do. With `archs_per_pass` k > 1, the students go k at a time
+    learns from them as the students do. With a head per depth, the largest's pass also gives the widest
+    arch of every shallower depth (its first k layers), which learn as students too, their mean loss
+    counting `exit_weight`. With `archs_per_pass` k > 1, the students go k at a time
     through one pass, each on its k-th part of the batch (`multi_arch`). Returns the loss, the
     largest's logits and the smallest's accuracy on the samples it saw."""
-    teacher_logits = model(x, largest)
+    *exits, (_, teacher_logits) = model.exit_logits(x, largest)
     weight = distill_weight(settings, step)
     if teacher is None:
         loss = F.cross_entropy(teacher_logits, y)
@@ -115,6 +118,12 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
             soft_targets = teacher(x).softmax(dim=-1)
         loss = (1.0 - weight) * F.cross_entropy(teacher_logits, y) + weight * F.kl_div(
             teacher_logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+    for _, logits in exits:  # a head per depth: the largest's first k layers are depth k's widest arch
+        scale = settings.exit_weight / len(exits)
+        if weight < 1.0:
+            loss = loss + scale * (1.0 - weight) * F.cross_entropy(logits, y)
+        if weight > 0.0:
+            loss = loss + scale * weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
     random_scale = settings.random_weight / max(1, len(students) - 1)
     small_accuracy = None
     for first in range(0, len(students), settings.archs_per_pass):

@@ -29,8 +29,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,6 +86,7 @@ class Selection:
     trials: tuple[int, ...] = ()  # explicit trial numbers; empty: the front
     max_latency_ms: float | None = None
     accuracy_floor: str | float | None = None  # "majority", "none" or a fraction; None: the config's
+    front_tolerance: str | float | None = None  # "standard-error" or a fraction; None: the config's
 
     def describe(self) -> str:
         if self.trials:
@@ -107,7 +110,8 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
                                  task, expected_sha256=supernet_sha)
         done = with_finetuned(evaluations(study), finetuned_run(study, engine), objectives)
         floor = None if selection.trials else accuracy_floor(config, task, done, selection.accuracy_floor)
-        chosen = _choose(done, selection, objectives, config, engine, supernet, task, target, floor)
+        tolerance = front_tolerance(config, task, selection.front_tolerance)
+        chosen = _choose(done, selection, objectives, config, engine, supernet, task, target, floor, tolerance)
         keys = sorted(e.trial for e in chosen)
         previous = _previous_export(out)
         if not overwrite and previous is not None and previous.get("study") == study_name and \
@@ -134,7 +138,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
 # ---- which trials ---------------------------------------------------------------
 
 def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives, config: StudyConfig, engine,
-            supernet, task, target, floor: AccuracyFloor | None) -> list[Evaluation]:
+            supernet, task, target, floor: AccuracyFloor | None, tolerance=None) -> list[Evaluation]:
     by_trial = {e.trial: e for e in done}
     if selection.trials:
         missing = [t for t in selection.trials if t not in by_trial]
@@ -150,7 +154,7 @@ def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives
                               f"{floor.value:.4f} ({why}); nothing is worth shipping (--accuracy-floor none, or "
                               f"export.accuracy_floor: none, ships them anyway)")
     if not objectives.needs_latency:
-        return _front([e for e in unique if e.feasible], objectives, selection)
+        return _front([e for e in unique if e.feasible], objectives, selection, tolerance)
     # measure the front taken on optimistic latencies (measured where known), again until every arch on it
     # is measured: an arch the first round's measurements push off lets in one that was not measured yet
     measured: dict[str, float] = {}
@@ -158,13 +162,13 @@ def _choose(done: list[Evaluation], selection: Selection, objectives: Objectives
         current = [_with_latency(e, measured[e.arch.key], objectives, source="measured at export")
                    if e.arch.key in measured else _with_latency(e, _optimistic_latency(e.metrics), objectives)
                    for e in unique]
-        candidates = _front([e for e in current if e.feasible], objectives, selection)
+        candidates = _front([e for e in current if e.feasible], objectives, selection, tolerance)
         unmeasured = [e for e in candidates if "latency_measured_ms" not in e.metrics]
         if not unmeasured:
             break
         measured.update(_measure_for_selection(unmeasured, config, engine, supernet, task, target))
     settled = [e for e in current if "latency_measured_ms" in e.metrics]
-    chosen = _front([e for e in settled if e.feasible], objectives, selection)
+    chosen = _front([e for e in settled if e.feasible], objectives, selection, tolerance)
     if not chosen:
         raise ExportError(f"study {config.study!r}: the {selection.describe()} is empty (no feasible trial with a "
                           f"measured latency{' under the bound' if selection.max_latency_ms is not None else ''})")
@@ -209,12 +213,34 @@ def _with_latency(e: Evaluation, latency: float, objectives: Objectives, source:
     return Evaluation(e.trial, e.arch, metrics, objectives.feasible(metrics), key=e.key)
 
 
-def _front(feasible: list[Evaluation], objectives: Objectives, selection: Selection) -> list[Evaluation]:
+def front_tolerance(config: StudyConfig, task, setting: str | float | None = None) -> Callable[[float], float] | None:
+    """Accuracy -> the lead another arch needs over it to push it off the exported front (`setting`, else
+    `export.front_tolerance`); None for the strict front."""
+    if setting is None:
+        setting = config.export.front_tolerance
+    if setting == "standard-error":
+        samples = max(1, len(task.split(SPLIT)[1]))  # the split the archs' accuracy was evaluated on
+        return lambda accuracy: math.sqrt(max(0.0, accuracy * (1.0 - accuracy)) / samples)
+    value = float(setting)
+    return None if value == 0.0 else (lambda accuracy: value)
+
+
+def _front(feasible: list[Evaluation], objectives: Objectives, selection: Selection,
+           tolerance: Callable[[float], float] | None = None) -> list[Evaluation]:
     if selection.max_latency_ms is not None:
         feasible = [e for e in feasible if e.metrics.get("latency_ms", np.inf) <= selection.max_latency_ms]
     if not feasible:
         raise ExportError(f"the {selection.describe()} is empty: no feasible completed trial")
-    front = pareto_front(objectives.minimized([e.metrics for e in feasible]))
+    values = objectives.minimized([e.metrics for e in feasible])
+    if tolerance is None or "accuracy" not in objectives.metrics:
+        front = pareto_front(values)
+    else:  # kept unless another is as good elsewhere and ahead on accuracy by more than the tolerance
+        column = objectives.metrics.index("accuracy")
+        others = [k for k in range(values.shape[1]) if k != column]
+        front = [i for i, e in enumerate(feasible)
+                 if not any(np.all(values[j, others] <= values[i, others])
+                            and -values[j, column] > e.metrics["accuracy"] + tolerance(e.metrics["accuracy"])
+                            for j in range(len(feasible)) if j != i)]
     return sorted((feasible[i] for i in front), key=lambda e: e.trial)
 
 
@@ -300,6 +326,8 @@ def _write_models(staging: Path, study_name, storage, config, target, task, supe
         "constraints": [str(c) for c in config.constraints], "trials": sorted(e.trial for e in chosen),
         "accuracy_floor": None if floor is None else {"accuracy": floor.value, "source": floor.source,
                                                       "archs_left_out": floor.left_out},
+        "front_tolerance": None if selection.trials else (selection.front_tolerance if selection.front_tolerance
+                                                          is not None else config.export.front_tolerance),
         "models": [{k: entry[k] for k in ("trial", "arch_key", "dir", "weights", "accuracy_test",
                                           "latency_remeasured_ms", "latency_predicted_ms", "meets_latency_bound",
                                           "program_bytes")}

@@ -105,8 +105,8 @@ def read_weights(model: PretrainedModel) -> dict[str, Tensor]:
 def model_space(model: PretrainedModel, name: str | None = None,
                 attention: tuple[str, ...] = ATTENTION_TYPES) -> dict[str, Any]:
     """A space whose largest arch is the model: every depth from one layer to the model's (the first
-    layers kept), heads and MLP sizes down to a quarter, softmax attention first, full precision the
-    largest bit width."""
+    layers kept, each depth with a head of its own), heads and MLP sizes down to a quarter, softmax
+    attention first, full precision the largest bit width."""
     d = model.dims
 
     def steps(full: int) -> list[int]:
@@ -115,7 +115,7 @@ def model_space(model: PretrainedModel, name: str | None = None,
     if not attention or attention[0] != "softmax":
         raise PretrainedError(f"attention {list(attention)}: softmax must come first (the pretrained model's own)")
     return {"name": name or f"{model.family.name}-{d.layers}x{d.hidden}", "head_dim": d.head_dim,
-            "local_window": 8, "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
+            "local_window": 8, "depth_heads": True, "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
             "layer": {"num_heads": steps(d.heads), "mlp_dim": steps(d.intermediate),
                       "attention": list(attention), "bits": [32, 8]}}
 
@@ -167,7 +167,7 @@ def _own_shape(name: str, tensor: Tensor) -> Tensor:
 def full_supernet(model: PretrainedModel, spec: TaskSpec, seed: int, labels: list[str] | None = None
                   ) -> tuple[Supernet, ImportReport]:
     """A supernet of the model's own space holding the model's weights: its largest arch is the model."""
-    full = Supernet(SearchSpace.from_dict(model_space(model)), spec, seed=seed)
+    full = Supernet(SearchSpace.from_dict({**model_space(model), "depth_heads": False}), spec, seed=seed)
     weights = read_weights(model)
     family, prefix = model.family, model.family.prefix
     ours = full.state_dict()
@@ -226,12 +226,14 @@ def _align_classifier(state: dict[str, Tensor], model: PretrainedModel, labels: 
 
 
 def sliced_into(target: Supernet, source: Supernet) -> Supernet:
-    """`target` holding the top-left slice of each of `source`'s weights (the first layers)."""
+    """`target` holding the top-left slice of each of `source`'s weights (the first layers); a head of
+    a shallower depth starts as a copy of the model's head."""
     theirs = source.state_dict()
     state = {}
     for name, tensor in target.state_dict().items():
         slices = tuple(slice(0, n) for n in tensor.shape)
-        state[name] = theirs[name][slices].clone()
+        origin = "head." + name.split(".", 2)[2] if name.startswith("exits.") and name not in theirs else name
+        state[name] = theirs[origin][slices].clone()
     target.load_state_dict(state)
     return target
 

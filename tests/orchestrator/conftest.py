@@ -70,8 +70,9 @@ def write_config(base, filename="study.yaml", **changes):
               "objectives": {"accuracy": "maximize", "latency_ms": "minimize"},
               "constraints": ["params <= 20000"],
               "search": {"strategy": "evolutionary", "evaluations": 12, "batch_size": 4, "executor": "local"},
-              # 30 steps leave the tiny supernet's archs near chance: the floor's own tests set it
-              "export": {"accuracy_floor": "none"}}
+              # 30 steps leave the tiny supernet's archs near chance: the floor's and the tolerance's own tests set
+              # them (the strict front keeps the exports few)
+              "export": {"accuracy_floor": "none", "front_tolerance": 0.0}}
     for key, value in changes.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     path = base / filename

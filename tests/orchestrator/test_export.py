@@ -139,6 +139,7 @@ def test_bad_exports_exit_2_and_write_nothing(searched, tmp_path, capsys):
         (["--study", "exp-measured", "--out", str(tmp_path / "o7"), "--accuracy-floor", "majority"],
          "always guessing the commonest label"),  # the tiny supernet's 30 steps leave every arch at chance
         (["--study", "exp-measured", "--out", str(tmp_path / "o6"), "--accuracy-floor", "most"], "accuracy-floor"),
+        (["--study", "exp-measured", "--out", str(tmp_path / "o8"), "--front-tolerance", "1.5"], "front-tolerance"),
     ]
     for args, message in cases:
         capsys.readouterr()
@@ -146,7 +147,7 @@ def test_bad_exports_exit_2_and_write_nothing(searched, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (args, err)
     assert _sha(db) == before
-    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4", "o5", "o6", "o7"))
+    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8"))
     assert (busy / "mine.txt").read_text() == "keep me" and [p.name for p in busy.iterdir()] == ["mine.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
 
@@ -236,3 +237,29 @@ def test_the_onnx_artifact_holds_int8_kernels_where_the_policy_says(searched, tm
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # any batch size
     int8_layers = sum(node.op_type == "DynamicQuantizeMatMul" for node in graph.node)
     assert int8_layers == 6 * sum(layer.bits == 8 for layer in trial.arch.layers)  # q, k, v, out, fc1, fc2
+
+
+def test_the_front_keeps_archs_whose_deficit_the_validation_split_cannot_tell_from_chance(searched):
+    """On 295 texts one arch may lead another by 2 points on validation and trail it on test: the
+    exported front keeps an arch unless another, as fast, leads it by more than the tolerance."""
+    from types import SimpleNamespace
+
+    from orchestrator.config import load_study_config
+    from orchestrator.delivery.export import Selection, _front, front_tolerance
+    from orchestrator.search.objectives import Objectives
+    from supernet.tasks import load_task
+
+    base, _ = searched
+    config = load_study_config(base / "exp-measured.yaml", {"export.front_tolerance": "standard-error"})
+    task = load_task(config.task.name, config.seed, config.task.options)
+    samples = len(task.split("val")[1])
+    tolerance = front_tolerance(config, task)
+    assert tolerance(0.5) == pytest.approx((0.25 / samples) ** 0.5) and front_tolerance(config, task, 0.0) is None
+    assert front_tolerance(config, task, 0.03)(0.9) == 0.03
+    objectives = Objectives(("accuracy", "latency_ms"), ("maximize", "minimize"))
+    archs = [SimpleNamespace(trial=t, metrics={"accuracy": a, "latency_ms": ms})
+             for t, a, ms in ((0, 0.90, 1.0), (1, 0.89, 2.0), (2, 0.80, 3.0), (3, 0.91, 4.0))]
+    strict = [e.trial for e in _front(archs, objectives, Selection())]
+    assert strict == [0, 3]  # 1 and 2 are dominated by 0
+    assert [e.trial for e in _front(archs, objectives, Selection(), lambda accuracy: 0.02)] == [0, 1, 3]
+    assert [e.trial for e in _front(archs, objectives, Selection(), lambda accuracy: 0.2)] == [0, 1, 2, 3]

@@ -14,6 +14,7 @@ from PIL import Image
 from orchestrator.cli import main
 from orchestrator.delivery.export import verify_export
 from supernet.tasks import TaskError, load_task
+from tests.conftest import ROOT
 from tests.supernet.pretrained_models import WORDS, save_text_model, save_vit_model
 
 
@@ -55,7 +56,8 @@ def _config(base, name="text.yaml", **changes):
               "target": {"name": "cpu-text"}, "measure": {"archs": 12, "max_repeats": 30, "passes": 3,
                                                          "max_pass_cv": 10},
               "search": {"strategy": "random", "evaluations": 6, "batch_size": 3, "executor": "local"},
-              "export": {"accuracy_floor": "none"}}  # 24 steps on random sentences: the chain, not the accuracy
+              # 24 steps on random sentences: the chain, not the accuracy
+              "export": {"accuracy_floor": "none", "front_tolerance": 0.0}}
     for key, value in changes.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     (base / name).write_text(yaml.safe_dump(config))
@@ -69,6 +71,7 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
     assert space["embed_dim"] == [32] and space["head_dim"] == 8 and max(space["layer"]["num_heads"]) == 4
     # every depth down to one layer; the kernel the model learned, unless more are asked for
     assert space["depth"] == [1, 2] and space["layer"]["attention"] == ["softmax"]
+    assert space["depth_heads"] is True  # a shallow subnet reads its last layer with a head of its own
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "space.yaml")]) == 2  # not overwritten
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "all.yaml"),
                  "--attention", "softmax,local,linear"]) == 0
@@ -109,6 +112,18 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
             "print(*[labels[i] for i in s.run(None, {'input': x})[0].argmax(-1)])")
     run = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
     assert len(run.stdout.split()) == 2 and set(run.stdout.split()) <= {"neg", "pos"}
+    # what a user ships without elastiq, beside the export: trained first (no export needed), then compared
+    sys.path.insert(0, str(ROOT / "bench"))
+    import baselines
+
+    common = ["--config", str(config), "--run", str(tmp_path), "--depths", "1", "--steps", "2",
+              "--cache", str(tmp_path / "baselines")]
+    assert baselines.main([*common, "--train-only", "--run", str(tmp_path / "no-export")]) == 0
+    assert len(list((tmp_path / "baselines").glob("*.int8.onnx"))) == 3  # 1 layer, 1 layer distilled, 2 layers
+    assert baselines.main([*common, "--rounds", "1", "--repeats", "2", "--out", str(tmp_path / "b.json")]) == 0
+    verdict = json.loads((tmp_path / "b.json").read_text())["verdict"]
+    assert verdict["baselines"] == 7 and len(verdict["rows"]) == 7 and 0 <= verdict["matched"] <= 7
+    assert "trained in" not in capsys.readouterr().out.split("baselines of")[-1]  # the second run trained nothing
     # a resumed training with another pretrained model's layout is refused
     other = save_text_model(tmp_path / "other", "roberta", with_head=False)
     assert main(["train-supernet", "-c", str(config), "--set", f"supernet.pretrained={other}",

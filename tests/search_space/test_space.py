@@ -167,3 +167,14 @@ def test_canonical_dict_round_trip(tiny_space, digits_space):
         assert again == space and again.hash == space.hash
     with pytest.raises(SpaceError, match="not both"):
         SearchSpace.from_dict({**tiny_space.to_dict(), "layer": {}})
+
+
+def test_a_head_per_depth_is_part_of_the_space(tiny_space):
+    data = tiny_space.to_dict()
+    assert "depth_heads" not in data and tiny_space.depth_heads is False  # the hash of older spaces stays
+    heads = SearchSpace.from_dict({**data, "depth_heads": True})
+    assert heads.depth_heads and heads.hash != tiny_space.hash and "a head per depth" in heads.summary()
+    assert SearchSpace.from_dict(heads.to_dict()) == heads
+    for bad in ("yes", 1, None):
+        with pytest.raises(SpaceError, match="space.depth_heads: expected true or false"):
+            SearchSpace.from_dict({**data, "depth_heads": bad})

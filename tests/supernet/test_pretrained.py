@@ -261,3 +261,17 @@ def test_training_from_a_pretrained_teacher_resumes_to_the_same_weights(tmp_path
 
 
 WORDS_FOR_TEST = ["the", "cat", "dog", "good", "bad", "mat", "red", "blue"]
+
+
+def test_each_depth_s_head_starts_as_the_model_s_head(text_model):
+    family, folder = text_model
+    model = open_pretrained(folder)
+    space = SearchSpace.from_dict(model_space(model))
+    assert space.depth_heads and space.depths == (1, 2)
+    supernet, _ = import_pretrained(model, space, _text_spec(model), seed=0, calibration=None)
+    head = supernet.head.state_dict()
+    assert head and all(torch.equal(tensor, head[name]) for name, tensor in supernet.exits["1"].state_dict().items())
+    full, _ = full_supernet(model, _text_spec(model), seed=0)
+    _, x = _text_batch(family)
+    with torch.no_grad():  # the largest arch is still the model
+        assert torch.allclose(supernet(x, space.largest()), full(x, full.space.largest()), atol=1e-5)

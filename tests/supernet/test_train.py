@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from search_space import Arch, SearchSpace
 from supernet.checkpoint import CheckpointError, load_checkpoint, record_path
 from supernet.model import Supernet
 from supernet.tasks import load_task
@@ -243,3 +244,33 @@ def test_the_random_students_count_random_weight_together(tiny_space, digits):
     for weight in (0.5, 1.0, 3.0):
         assert loss([smallest, *randoms], random_weight=weight) == pytest.approx(sandwich + weight * mean_random,
                                                                                 rel=1e-5)
+
+
+def test_with_a_head_per_depth_the_largest_pass_teaches_every_depth(tiny_space, digits):
+    """The largest arch's first k layers are depth k's widest arch: its exits are students counting
+    `exit_weight` together, each read by its depth's own head."""
+    space = SearchSpace.from_dict({**tiny_space.to_dict(), "depth_heads": True})
+    model = fresh(space, digits)
+    assert list(model.exits) == ["1"] and fresh(tiny_space, digits).exits.keys() == set()
+    x, y = (t[:32] for t in digits.split("train"))
+    largest, smallest = space.largest(), space.smallest()
+    shallow = Arch(largest.embed_dim, largest.layers[:1])
+    with torch.no_grad():
+        model.exits["1"].classifier.weight.add_(0.3)  # its own head: depth 1 changes, depth 2 does not
+        assert [depth for depth, _ in model.exit_logits(x, largest)] == [1, 2]
+        (_, first), (_, last) = model.exit_logits(x, largest)
+        assert torch.allclose(first, model(x, shallow), atol=1e-6) and torch.allclose(last, model(x, largest))
+        assert torch.allclose(model.extract(shallow).eval()(x), model.eval()(x, shallow), atol=1e-5)
+
+    def loss(exit_weight):
+        settings = TrainSettings(**{**vars(SETTINGS), "exit_weight": exit_weight})
+        with torch.no_grad():
+            return float(sandwich_loss(model, x, y, largest, [smallest], settings, step=0)[0])
+
+    ce = lambda arch: float(torch.nn.functional.cross_entropy(model(x, arch), y))  # noqa: E731
+    with torch.no_grad():
+        assert loss(0.0) == pytest.approx(ce(largest) + ce(smallest), rel=1e-5)
+        assert loss(2.0) == pytest.approx(ce(largest) + ce(smallest) + 2.0 * ce(shallow), rel=1e-5)
+    model.zero_grad()
+    sandwich_loss(model, x, y, largest, [largest], TrainSettings(**vars(SETTINGS)), step=0)[0].backward()
+    assert model.exits["1"].classifier.weight.grad.abs().sum() > 0  # trained with no depth-1 student sampled
