@@ -263,7 +263,8 @@ def status_command(storage: str, study_name: str, as_json: bool) -> None:
                    "'majority': what always guessing the commonest label scores).")
 @click.option("--front-tolerance", default=None, metavar="standard-error|FRACTION",
               help="Keep on the front an arch that another beats on accuracy by no more than this (default: the "
-                   "study's export.front_tolerance, 'standard-error' of its validation accuracy; 0: the strict front).")
+                   "study's export.front_tolerance, 0: the strict front; 'standard-error': that of its validation "
+                   "accuracy).")
 @click.option("--overwrite", is_flag=True, help="Export again, replacing an earlier export in --out.")
 def export_command(storage: str, study_name: str, out: str, trials: tuple[int, ...], max_latency_ms: float | None,
                    accuracy_floor: str | None, front_tolerance: str | None, overwrite: bool) -> None:

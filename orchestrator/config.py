@@ -186,9 +186,9 @@ class ExportConfig(_Section):
     # validation split's most common label: what always guessing it scores), a fraction, or "none"
     accuracy_floor: Literal["majority", "none"] | float = "majority"
     # an arch stays on the exported front unless another is as good in every other objective and more accurate
-    # by more than this: "standard-error" (of the arch's accuracy on the validation split, sqrt(p(1 - p) / n): a
-    # lead the split cannot tell from chance), a fraction, or 0 (the strict Pareto front)
-    front_tolerance: Literal["standard-error"] | float = "standard-error"
+    # by more than this: 0 (the strict Pareto front), a fraction, or "standard-error" (of the arch's accuracy on
+    # the validation split, sqrt(p(1 - p) / n): a lead the split cannot tell from chance; a larger front)
+    front_tolerance: Literal["standard-error"] | float = 0.0
 
     @field_validator("accuracy_floor", "front_tolerance")
     @classmethod
