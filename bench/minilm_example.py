@@ -200,7 +200,8 @@ def depths(config_path: Path) -> None:
         print(f"depth {depth}: val accuracy {rows[depth]['full']:.4f} at full width, "
               f"{rows[depth]['narrowest']:.4f} at the narrowest", flush=True)
     out = ROOT / "bench" / "results" / f"depths_{config.study}.json"
-    out.write_text(json.dumps({"config": str(config_path), "depth_heads": space.depth_heads, "val_accuracy": rows},
+    shown = config_path.resolve().relative_to(ROOT) if config_path.resolve().is_relative_to(ROOT) else config_path
+    out.write_text(json.dumps({"config": str(shown), "depth_heads": space.depth_heads, "val_accuracy": rows},
                               indent=2))
     print(f"written to {out.relative_to(ROOT)}")
 
