@@ -116,14 +116,9 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
     else:
         with torch.no_grad():
             soft_targets = teacher(x).softmax(dim=-1)
-        loss = (1.0 - weight) * F.cross_entropy(teacher_logits, y) + weight * F.kl_div(
-            teacher_logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+        loss = _student_loss(teacher_logits, y, soft_targets, weight)
     for _, logits in exits:  # a head per depth: the largest's first k layers are depth k's widest arch
-        scale = settings.exit_weight / len(exits)
-        if weight < 1.0:
-            loss = loss + scale * (1.0 - weight) * F.cross_entropy(logits, y)
-        if weight > 0.0:
-            loss = loss + scale * weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+        loss = loss + settings.exit_weight / len(exits) * _student_loss(logits, y, soft_targets, weight)
     random_scale = settings.random_weight / max(1, len(students) - 1)
     small_accuracy = None
     for first in range(0, len(students), settings.archs_per_pass):
@@ -138,12 +133,20 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
             scale = 1.0 if first + offset == 0 else random_scale
             if small_accuracy is None:
                 small_accuracy = (logits.detach().argmax(-1) == y[rows]).float().mean()
-            if weight < 1.0:
-                loss = loss + scale * (1.0 - weight) * F.cross_entropy(logits, y[rows])
-            if weight > 0.0:
-                loss = loss + scale * weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets[rows],
-                                                        reduction="batchmean")
+            loss = loss + scale * _student_loss(logits, y[rows], soft_targets[rows], weight)
     return loss, teacher_logits, small_accuracy
+
+
+def _student_loss(logits: torch.Tensor, labels: torch.Tensor, soft_targets: torch.Tensor,
+                  weight: float) -> torch.Tensor:
+    """(1 - weight) x cross-entropy on the labels + weight x KL divergence to the soft targets; a term
+    of weight 0 is not computed."""
+    loss = logits.new_zeros(())
+    if weight < 1.0:
+        loss = loss + (1.0 - weight) * F.cross_entropy(logits, labels)
+    if weight > 0.0:
+        loss = loss + weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+    return loss
 
 
 class SandwichStep(torch.nn.Module):
