@@ -14,6 +14,8 @@ from supernet.train import (
     distill_weight,
     evaluate,
     load_supernet,
+    lr_phases,
+    lr_schedule,
     sandwich_loss,
     train_supernet,
 )
@@ -219,6 +221,15 @@ def test_the_distillation_weight_by_step():
     settings = TrainSettings(steps=10, distill=True, distill_start=3, distill_weight=0.7)
     assert [distill_weight(settings, step) for step in range(5)] == [0.0, 0.0, 0.0, 0.7, 0.7]
     assert distill_weight(TrainSettings(distill=False, distill_weight=0.7), 5) == 0.0
+
+
+def test_a_pretrained_teacher_is_frozen_at_the_end_of_a_learning_rate_cycle_of_its_own():
+    factor = lr_schedule(TrainSettings(steps=30, warmup_steps=2, teacher="pretrained", teacher_steps=10))
+    assert [factor(0), factor(1)] == [0.5, 1.0] and factor(9) < 0.05  # warm-up, then decayed by the copy
+    assert [factor(10), factor(11)] == [0.5, 1.0] and factor(29) < 0.05  # the sandwich's own cycle
+    single = lr_schedule(TrainSettings(steps=30, warmup_steps=2))  # no teacher of its own: one cycle
+    assert [single(0), single(1)] == [0.5, 1.0] and 0.7 < single(10) < 0.9 and single(29) < 0.05
+    assert lr_phases(TrainSettings(steps=30, teacher="pretrained", teacher_steps=30)) == [(0, 30)]
 
 
 def test_the_random_students_count_random_weight_together(tiny_space, digits):
