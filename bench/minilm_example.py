@@ -16,7 +16,7 @@ their latencies side by side on the target's runtime.
 
 `depths` reads a trained study's supernet (`--config`, the man pages' by default): the inherited
 validation accuracy of each depth at full width and at the narrowest width (full precision), the
-figure that says whether a shallow subnet learned anything.
+figure that says whether a shallow subnet learned anything, and the frozen teacher's where it has one.
 
     python bench/minilm_example.py prepare
     python bench/minilm_example.py importance
@@ -181,6 +181,7 @@ def compare() -> None:
 def depths(config_path: Path) -> None:
     from orchestrator.config import load_study_config
     from search_space import Arch, LayerArch
+    from supernet.checkpoint import load_checkpoint
     from supernet.tasks import load_task
     from supernet.train import evaluate, load_supernet
 
@@ -199,10 +200,17 @@ def depths(config_path: Path) -> None:
                        for name, layers in widths.items()}
         print(f"depth {depth}: val accuracy {rows[depth]['full']:.4f} at full width, "
               f"{rows[depth]['narrowest']:.4f} at the narrowest", flush=True)
+    state, _ = load_checkpoint(config.supernet.checkpoint, space, task.name)
+    teacher = None
+    if "teacher" in state:  # the frozen copy that taught the sandwich (supernet.teacher pretrained)
+        largest = model.extract(space.largest())
+        largest.load_state_dict(state["teacher"])
+        teacher = evaluate(largest, None, task)
+        print(f"teacher: val accuracy {teacher:.4f}")
     out = ROOT / "bench" / "results" / f"depths_{config.study}.json"
     shown = config_path.resolve().relative_to(ROOT) if config_path.resolve().is_relative_to(ROOT) else config_path
-    out.write_text(json.dumps({"config": str(shown), "depth_heads": space.depth_heads, "val_accuracy": rows},
-                              indent=2))
+    out.write_text(json.dumps({"config": str(shown), "depth_heads": space.depth_heads, "val_accuracy": rows,
+                               "teacher_val_accuracy": teacher}, indent=2))
     print(f"written to {out.relative_to(ROOT)}")
 
 
