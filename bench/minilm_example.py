@@ -214,22 +214,29 @@ def depths(config_path: Path) -> None:
     print(f"written to {out.relative_to(ROOT)}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["prepare", "importance", "compare", "depths"])
     parser.add_argument("--config", type=Path, default=CONFIG, help="the study whose supernet `depths` reads")
     parser.add_argument("--steps", type=int, default=150, help="supernet steps after the teacher's (importance)")
     parser.add_argument("--subnets", type=int, default=10)
-    args = parser.parse_args()
-    if args.step == "prepare":
-        prepare()
-    elif args.step == "importance":
-        importance(args.steps, args.subnets)
-    elif args.step == "depths":
-        depths(args.config)
-    else:
-        compare()
+    args = parser.parse_args(argv)
+    from search_space import InputError
+
+    try:
+        if args.step == "prepare":
+            prepare()
+        elif args.step == "importance":
+            importance(args.steps, args.subnets)
+        elif args.step == "depths":
+            depths(args.config)
+        else:
+            compare()
+    except InputError as exc:  # a bad config, a missing checkpoint or data: one line, nothing written
+        print(f"elastiq: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -199,6 +199,7 @@ def lr_phases(settings: TrainSettings) -> list[tuple[int, int]]:
 
 
 def lr_schedule(settings: TrainSettings):
+    """Step -> the learning rate's factor: in each phase, a linear warm-up then a cosine decay to zero."""
     phases = lr_phases(settings)
 
     def factor(step: int) -> float:

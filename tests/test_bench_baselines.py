@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import baselines  # noqa: E402
 import debian_packages  # noqa: E402
+import minilm_example  # noqa: E402
 import pipeline  # noqa: E402
 
 
@@ -112,3 +113,13 @@ def test_the_pipeline_refuses_a_bad_config_before_writing(tmp_path, capsys, monk
     assert pipeline.main() == 2
     err = capsys.readouterr().err
     assert err.startswith("elastiq: error: ") and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("text", ["study: [unclosed\n", "study: x\n"])
+def test_the_depth_table_refuses_a_bad_config_before_writing(tmp_path, capsys, text):
+    (tmp_path / "bad.yaml").write_text(text)
+    results = sorted((ROOT / "bench" / "results").iterdir())
+    assert minilm_example.main(["depths", "--config", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("elastiq: error: ") and err.count("\n") == 1
+    assert sorted((ROOT / "bench" / "results").iterdir()) == results
