@@ -216,6 +216,34 @@ def rows() -> list[list[str]]:
                       f"{_n(r['latency_median_abs_error_drift_corrected_pct'], 1)}%", "", "same run"])
         table.append(["constraint honesty: exported models meeting the latency bound when re-measured",
                       f"**{100 * r['meets_latency_bound_share']:.0f}%**", "", ">= 95%", "same run"])
+    if (r := _load("quantized_layers.json")) is not None:
+        for layer, size in (("minilm", "MiniLM's size (384 wide, 12 heads, MLP 1536, 32 tokens)"),
+                            ("digits", "the digits space's widest (128 wide, 8 heads, MLP 512, 16 tokens)")):
+            for batch in (1, 32):
+                forms = {v["form"]: v for v in r.values() if v["layer"] == layer and v["batch"] == batch}
+                if "32" not in forms:
+                    continue
+                fp32 = forms["32"]
+                ratios = ", ".join(f"{form} {v['ms'] / fp32['ms']:.2f}x ({v['bytes'] / fp32['bytes']:.2f}x bytes)"
+                                   for form, v in forms.items() if form != "32")
+                table.append([f"one encoder layer of {size}, ONNX Runtime, b{batch}, 1 thread: latency and bytes over "
+                              f"fp32 ({fp32['ms']:.3f} ms, {fp32['bytes']:,} bytes), medians of interleaved rounds",
+                              ratios, "", "", f"`{PY} bench/quantized_layers.py`"])
+    if (r := _load("quantized_search.json")) is not None:
+        with_4, without_4 = r["runs"]["with-4-bit"], r["runs"]["without-4-bit"]
+        smallest = lambda run: min(p["bytes"] for p in run["front"])  # noqa: E731
+        best = lambda run: max(p["accuracy"] for p in run["front"])  # noqa: E731
+        matched = [m for m in r["matched"] if m["bytes_with"]]
+        ratio = float(np.median([m["bytes_with"] / m["bytes_without"] for m in matched])) if matched else None
+        table.append(["search on the digits space, accuracy (val) against the artifact's bytes, the same budget with "
+                      "`bits: [32, 8, 4]` and with `[32, 8]` (a supernet each, the demo's recipe)",
+                      f"4-bit layers on the front: **{100 * with_4['layer_share']['4']:.0f}%**; front bytes at equal"
+                      f" or better accuracy: median **{_n(ratio)}x** of the front without 4-bit; hypervolume "
+                      f"**{r['hypervolume_ratio']:.3f}x**",
+                      f"fronts of {len(with_4['front'])} and {len(without_4['front'])}; smallest model "
+                      f"{smallest(with_4):,} vs {smallest(without_4):,} bytes; best accuracy "
+                      f"{100 * best(with_4):.1f}% vs {100 * best(without_4):.1f}%", "",
+                      f"`{PY} bench/quantized_search.py`"])
     if (r := _load("distributed_training.json")) is not None:
         command = f"`{PY} bench/distributed_training.py --steps {r['steps']}`"
         runs = r["distributed"]

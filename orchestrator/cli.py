@@ -104,7 +104,9 @@ def space_from_model(model_path: str, out_path: str, attention: str) -> None:
     data = model_space(model, attention=kernels)
     space = SearchSpace.from_dict(data)  # what is written is a valid space
     header = (f"# written by `elastiq space from-model` from {model_path} ({model.family.name}): the largest arch\n"
-              f"# (first attention type, widest, deepest, full precision) is the model itself\n")
+              f"# (first attention type, widest, deepest, full precision) is the model itself"
+              + (", its embedding tables\n# stored int8 (quantize_embeddings: false keeps them fp32)\n"
+                 if data["quantize_embeddings"] else "\n"))
     atomic_write(out, lambda f: f.write((header + yaml.safe_dump(data, sort_keys=False)).encode()))
     click.echo(space.summary())
     click.echo(f"written to {out}")

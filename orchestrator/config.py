@@ -239,6 +239,15 @@ class StudyConfig(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
+    @model_validator(mode="after")
+    def _bits_the_runtime_runs(self) -> StudyConfig:
+        runtime = self.target.runtime or DEFAULT_RUNTIME[self.target.device]
+        try:
+            runtime_named(runtime).require_bits(self.space.bit_widths)
+        except InputError as exc:
+            raise ValueError(f"space.bits: {str(exc).removeprefix('target.runtime ')}") from None
+        return self
+
     @field_validator("objectives")
     @classmethod
     def _known_objectives(cls, value: dict[str, str]) -> dict[str, str]:

@@ -4,28 +4,44 @@ Costs are computed per layer and per operation, split by bit width, so that
 predictors see where the work is (a layer-averaged encoding loses that). MACs
 follow what the kernels actually compute: `local` attention below the
 sliding-window threshold runs the masked fused kernel, which costs T^2.
-Bytes are what the deployed artifact stores: fp32 parameters take 4 bytes;
-int8 (and 4-bit, held in int8) weights take 1 byte plus a float scale and an
-integer zero point per output channel; biases stay fp32.
+
+Bytes are the size of the ONNX Runtime artifact (`model.onnx`): the weights as
+it stores them (fp32: 4 bytes; 8-bit: 1 byte, with an fp32 scale, and a uint8
+zero point where this CPU's int8 kernel needs unsigned weights, per output
+channel; 4- and 2-bit: half or a quarter of a byte, with an fp32 scale per
+block; quantized embedding tables: 1 byte, with an fp32 scale per row; biases
+and norms fp32), plus its graph, measured once per part structure
+(`onnx_runtime.graph_bytes`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from search_space import Arch, SearchSpace
 from supernet.attention import LocalAttention
 from supernet.model import TaskSpec, position_rows
-from supernet.quant import FULL_PRECISION
-
-_CHANNEL_QPARAMS_BYTES = 8 + 8  # per output channel: float64 scale and int64 zero point, as torch stores them
+from supernet.quant import BYTE_BITS, FULL_PRECISION
 
 
-def _linear_bytes(in_features: int, out_features: int, bits: int) -> int:
+def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = 32) -> int:
+    """Bytes of one Linear layer's weights, scales, zero points and bias in the artifact."""
+    bias = 4 * out_features
     if bits >= FULL_PRECISION:
-        return 4 * (in_features * out_features + out_features)
-    return in_features * out_features + out_features * (4 + _CHANNEL_QPARAMS_BYTES)
+        return 4 * in_features * out_features + bias
+    if bits >= BYTE_BITS:
+        from predictors.runtimes.onnx_runtime import int8_weight_type
+
+        zero_points = out_features if int8_weight_type() == "uint8" else 0
+        return in_features * out_features + 4 * out_features + zero_points + bias
+    blocks = in_features // block_size
+    return out_features * blocks * (block_size * bits // 8) + 4 * out_features * blocks + bias
+
+
+def _table_bytes(rows: int, dim: int, bits: int) -> int:
+    return 4 * rows * dim if bits >= FULL_PRECISION else rows * dim + 4 * rows
 
 
 def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: int) -> int:
@@ -41,33 +57,44 @@ def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: 
 class Costs:
     params: int = 0
     macs: int = 0
-    bytes: int = 0
+    weight_bytes: int = 0  # what the artifact's weights take
     by_op: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # "op@bits" or "op:kind"
     per_layer: list[dict[str, float]] = field(default_factory=list)
+    graph_bytes: Callable[[], int] = lambda: 0  # the rest of the artifact, measured only when asked
+
+    @property
+    def bytes(self) -> int:
+        """The artifact's size: weights and graph."""
+        return self.weight_bytes + self.graph_bytes()
 
 
 def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int = 1,
                seq_len: int | None = None) -> Costs:
     """Parameters, MACs (for `batch_size` samples of `seq_len` tokens) and bytes of `arch`."""
+    from predictors.runtimes.onnx_runtime import graph_bytes
+
     tokens = seq_len or task.seq_len
     e = arch.embed_dim
-    costs = Costs()
+    costs = Costs(graph_bytes=lambda: graph_bytes(space, task, arch))
 
     def add(op: str, params: int, macs: int, nbytes: int, layer: dict | None = None) -> None:
         costs.params += params
         costs.macs += macs * batch_size
-        costs.bytes += nbytes
+        costs.weight_bytes += nbytes
         costs.by_op[op] += macs * batch_size
         if layer is not None:
             layer[op] = layer.get(op, 0) + macs * batch_size
 
-    style = task.style
+    style, table = task.style, space.table_bits
     if task.input_kind in ("tokens", "text"):
-        add("embedding", task.input_dim * e + style.token_types * e, 0, 4 * (task.input_dim + style.token_types) * e)
+        add("embedding", task.input_dim * e + style.token_types * e, 0,
+            _table_bytes(task.input_dim, e, table) + (_table_bytes(style.token_types, e, table)
+                                                       if style.token_types else 0))
     else:
         add("linear@32", task.input_dim * e + e, tokens * task.input_dim * e, _linear_bytes(task.input_dim, e, 32))
     rows = position_rows(task)
-    add("position", rows * e + (e if style.cls_token else 0), tokens * e, 4 * rows * e)
+    add("position", rows * e + (e if style.cls_token else 0), tokens * e,
+        _table_bytes(rows, e, table) + (4 * e if style.cls_token else 0))
     if style.embedding_norm:
         add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
     for layer in arch.layers:
@@ -77,7 +104,8 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         linear = f"linear@{bits}"
         add("norm", 4 * e, 2 * tokens * e, 4 * 4 * e, breakdown)
         for in_f, out_f in ((e, inner), (e, inner), (e, inner), (inner, e), (e, layer.mlp_dim), (layer.mlp_dim, e)):
-            add(linear, in_f * out_f + out_f, tokens * in_f * out_f, _linear_bytes(in_f, out_f, bits), breakdown)
+            add(linear, in_f * out_f + out_f, tokens * in_f * out_f,
+                _linear_bytes(in_f, out_f, bits, space.quant_block_size), breakdown)
             costs.by_op[f"calls:{linear}"] += 1
         add(f"mixing:{layer.attention}", 0,
             mixing_macs(layer.attention, tokens, inner, space.head_dim, space.local_window), 0, breakdown)

@@ -4,6 +4,8 @@
     head_dim: 16            # fixed per-head width; a layer's attention width is heads * head_dim
     local_window: 4         # tokens each side seen by `local` attention
     depth_heads: false      # true: a head (pooler, classifier) for each depth, not one for all
+    quantize_embeddings: true  # token/position tables stored int8 (default: on when a layer may be quantized)
+    quant_block_size: 32    # 4- and 2-bit layers: one weight scale per this many inputs (a power of two >= 16)
     embed_dim: [64, 96, 128]
     depth: [1, 2, 3, 4]
     layer:                  # choices of every layer ...
@@ -36,11 +38,12 @@ from search_space import sampling
 from search_space.arch import Arch, LayerArch
 from search_space.errors import InputError, SpaceError
 from search_space.layer_choices import LayerChoices
-from search_space.registry import ATTENTION_TYPES, SUPPORTED_BITS
+from search_space.registry import ATTENTION_TYPES, DEFAULT_QUANT_BLOCK_SIZE, MIN_QUANT_BLOCK_SIZE, SUPPORTED_BITS
 
 MAX_DEPTH = 10_000  # layers: far beyond any transformer, and what a per-layer table can hold
 MAX_MLP_RATIO = 1000.0
-_TOP_KEYS = {"name", "head_dim", "local_window", "depth_heads", "embed_dim", "depth", "layer", "per_layer", "layers"}
+_TOP_KEYS = {"name", "head_dim", "local_window", "depth_heads", "embed_dim", "depth", "layer", "per_layer", "layers",
+             "quantize_embeddings", "quant_block_size"}
 _LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits"}
 GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits
 
@@ -56,6 +59,9 @@ class SearchSpace:
     # a head per depth: a shallow subnet's last layer then feeds a head of its own, since one head
     # cannot read both the first layer's and the last one's outputs of a pretrained model
     depth_heads: bool = False
+    # the token, position and token-type tables stored int8 (each row on its own scale)
+    quantize_embeddings: bool = False
+    quant_block_size: int = DEFAULT_QUANT_BLOCK_SIZE  # inputs per weight scale of 4- and 2-bit layers
 
     # ---- construction -------------------------------------------------
     @classmethod
@@ -119,8 +125,18 @@ class SearchSpace:
                 per_layer[index].update(body)
 
         layers = tuple(_layer_choices(spec, f"space.layer[{i}]") for i, spec in enumerate(per_layer))
-        return cls(name=name, head_dim=head_dim, local_window=local_window,
-                   embed_dims=embed_dims, depths=depths, layers=layers, depth_heads=depth_heads)
+        quantized = any(b < 32 for layer in layers for b in layer.bits)
+        quantize_embeddings = data.get("quantize_embeddings", quantized)
+        if not isinstance(quantize_embeddings, bool):
+            raise SpaceError(f"space.quantize_embeddings: expected true or false, got {quantize_embeddings!r}")
+        block = _positive_int(data.get("quant_block_size", DEFAULT_QUANT_BLOCK_SIZE), "space.quant_block_size")
+        if block < MIN_QUANT_BLOCK_SIZE or block & (block - 1):
+            raise SpaceError(f"space.quant_block_size: {block} is not a power of two of at least "
+                             f"{MIN_QUANT_BLOCK_SIZE}")
+        _check_blocks(layers, embed_dims, head_dim, block)
+        return cls(name=name, head_dim=head_dim, local_window=local_window, embed_dims=embed_dims, depths=depths,
+                   layers=layers, depth_heads=depth_heads, quantize_embeddings=quantize_embeddings,
+                   quant_block_size=block)
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical form: every layer spelled out (overrides already applied)."""
@@ -129,7 +145,16 @@ class SearchSpace:
                 "layers": [layer.to_dict() for layer in self.layers]}
         if self.depth_heads:  # only then: the hash of a space without them stays what it was
             data["depth_heads"] = True
+        if self.quantize_embeddings or self.bit_widths != (32,):  # likewise; written where it is not the default
+            data["quantize_embeddings"] = self.quantize_embeddings
+        if any(b < 8 for b in self.bit_widths):  # the block size matters only then
+            data["quant_block_size"] = self.quant_block_size
         return data
+
+    @property
+    def table_bits(self) -> int:
+        """The bits the embedding tables are read at: 8 where the space quantizes them, else 32."""
+        return 8 if self.quantize_embeddings else 32
 
     @property
     def hash(self) -> str:
@@ -252,7 +277,10 @@ class SearchSpace:
     def summary(self) -> str:
         lines = [f"space {self.name!r} (hash {self.hash[:12]})",
                  f"  embed_dim {list(self.embed_dims)}, depth {list(self.depths)}, head_dim {self.head_dim}, "
-                 f"local_window {self.local_window}" + (", a head per depth" if self.depth_heads else "")]
+                 f"local_window {self.local_window}" + (", a head per depth" if self.depth_heads else "")
+                 + (", int8 embeddings" if self.quantize_embeddings else "")
+                 + (f", {self.quant_block_size}-input weight blocks below 8 bits"
+                    if any(b < 8 for b in self.bit_widths) else "")]
         groups: list[tuple[list[int], LayerChoices]] = []
         for i, layer in enumerate(self.layers):
             if groups and groups[-1][1] == layer:
@@ -353,6 +381,22 @@ def _layer_choices(spec: dict, where: str) -> LayerChoices:
                             mlp_ratio=tuple(float(r) for r in ratios))
     return LayerChoices(num_heads=num_heads, attention=attention, bits=bits,
                         mlp_dim=_int_choices(spec["mlp_dim"], f"{where}.mlp_dim"))
+
+
+def _check_blocks(layers: tuple[LayerChoices, ...], embed_dims: tuple[int, ...], head_dim: int, block: int) -> None:
+    """Below 8 bits a layer's weights are quantized in blocks of `block` inputs: every input width such
+    a layer may take (the embedding, its heads' width, its MLP width) must be a multiple of it."""
+    for i, layer in enumerate(layers):
+        low = [b for b in layer.bits if b < 8]
+        if not low:
+            continue
+        widths = [("embed_dim", e) for e in embed_dims] + [("num_heads * head_dim", h * head_dim)
+                                                            for h in layer.num_heads]
+        widths += [("the MLP width", m) for e in embed_dims for m in layer.mlp_dims(e)]
+        for what, width in widths:
+            if width % block:
+                raise SpaceError(f"space.layer[{i}]: a {low[0]}-bit layer quantizes its weights in blocks of "
+                                 f"quant_block_size {block} inputs, and {what} {width} is not a multiple of it")
 
 
 def _choices(values: Any, where: str) -> tuple:

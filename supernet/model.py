@@ -26,7 +26,14 @@ from torch import Tensor, nn
 
 from search_space import Arch, InputError, LayerArch, SearchSpace
 from supernet.attention import AttentionKernel, make_kernel
-from supernet.quant import FULL_PRECISION, QuantLinear, quantized_linear
+from supernet.quant import (
+    DEFAULT_BLOCK_SIZE,
+    FULL_PRECISION,
+    QuantLinear,
+    QuantTable,
+    fake_quantize_rows,
+    quantized_linear,
+)
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -83,9 +90,9 @@ def _copy(src: Tensor) -> nn.Parameter:
     return nn.Parameter(src.detach().clone())
 
 
-def _static_linear(weight: Tensor, bias: Tensor | None, bits: int) -> nn.Linear:
+def _static_linear(weight: Tensor, bias: Tensor | None, bits: int, block_size: int) -> nn.Linear:
     out_features, in_features = weight.shape
-    layer = (QuantLinear(in_features, out_features, bias is not None, bits) if bits < FULL_PRECISION
+    layer = (QuantLinear(in_features, out_features, bias is not None, bits, block_size) if bits < FULL_PRECISION
              else nn.Linear(in_features, out_features, bias is not None))
     layer.weight = _copy(weight)
     if bias is not None:
@@ -96,7 +103,13 @@ def _static_linear(weight: Tensor, bias: Tensor | None, bits: int) -> nn.Linear:
 # ---- elastic building blocks -------------------------------------------
 
 class ElasticLinear(nn.Linear):
-    """A Linear of the largest size; the active path uses weight[:out, :in]."""
+    """A Linear of the largest size; the active path uses weight[:out, :in]. Below 8 bits its weights
+    are quantized in blocks of `block_size` inputs (a constant of the space)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 block_size: int = DEFAULT_BLOCK_SIZE):
+        super().__init__(in_features, out_features, bias=bias)
+        self.block_size = block_size
 
     def forward(self, x: Tensor, out_features: int | None = None, bits: int = FULL_PRECISION) -> Tensor:
         weight, bias = self.weight, self.bias
@@ -109,11 +122,11 @@ class ElasticLinear(nn.Linear):
             weight = weight[:, :in_features]
         if bits >= FULL_PRECISION:
             return F.linear(x, weight, bias)
-        return quantized_linear(x, weight, bias, bits)
+        return quantized_linear(x, weight, bias, bits, self.block_size)
 
     def get_active_subnet(self, in_features: int, out_features: int, bits: int = FULL_PRECISION) -> nn.Linear:
         bias = self.bias[:out_features] if self.bias is not None else None
-        return _static_linear(self.weight[:out_features, :in_features], bias, bits)
+        return _static_linear(self.weight[:out_features, :in_features], bias, bits, self.block_size)
 
 
 class ElasticLayerNorm(nn.LayerNorm):
@@ -140,14 +153,15 @@ def _mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_hea
 class ElasticAttention(nn.Module):
     """Q/K/V/O shared by every attention type; heads sliced with a fixed head dim."""
 
-    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, window: int, attention_types: tuple[str, ...]):
+    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, window: int, attention_types: tuple[str, ...],
+                 block_size: int = DEFAULT_BLOCK_SIZE):
         super().__init__()
         self.head_dim = head_dim
         inner = max_heads * head_dim
-        self.query = ElasticLinear(embed_dim, inner)
-        self.key = ElasticLinear(embed_dim, inner)
-        self.value = ElasticLinear(embed_dim, inner)
-        self.out = ElasticLinear(inner, embed_dim)
+        self.query = ElasticLinear(embed_dim, inner, block_size=block_size)
+        self.key = ElasticLinear(embed_dim, inner, block_size=block_size)
+        self.value = ElasticLinear(embed_dim, inner, block_size=block_size)
+        self.out = ElasticLinear(inner, embed_dim, block_size=block_size)
         self.kernels = nn.ModuleDict({name: make_kernel(name, window) for name in attention_types})
 
     def forward(self, x: Tensor, num_heads: int, attention: str, bits: int, mask: Tensor | None = None) -> Tensor:
@@ -167,10 +181,10 @@ class ElasticAttention(nn.Module):
 
 
 class ElasticMLP(nn.Module):
-    def __init__(self, embed_dim: int, max_hidden: int, activation: str = "gelu"):
+    def __init__(self, embed_dim: int, max_hidden: int, activation: str = "gelu", block_size: int = DEFAULT_BLOCK_SIZE):
         super().__init__()
-        self.fc1 = ElasticLinear(embed_dim, max_hidden)
-        self.fc2 = ElasticLinear(max_hidden, embed_dim)
+        self.fc1 = ElasticLinear(embed_dim, max_hidden, block_size=block_size)
+        self.fc2 = ElasticLinear(max_hidden, embed_dim, block_size=block_size)
         self.activation = activation
 
     def forward(self, x: Tensor, hidden: int, bits: int) -> Tensor:
@@ -193,13 +207,14 @@ def _residual(x: Tensor, attention, mlp, norm1, norm2, norm_first: bool) -> Tens
 
 class ElasticBlock(nn.Module):
     def __init__(self, embed_dim: int, max_heads: int, head_dim: int, max_hidden: int, window: int,
-                 attention_types: tuple[str, ...], style: ModelStyle = ModelStyle()):
+                 attention_types: tuple[str, ...], style: ModelStyle = ModelStyle(),
+                 block_size: int = DEFAULT_BLOCK_SIZE):
         super().__init__()
         self.norm_first = style.norm_first
         self.norm1 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
-        self.attention = ElasticAttention(embed_dim, max_heads, head_dim, window, attention_types)
+        self.attention = ElasticAttention(embed_dim, max_heads, head_dim, window, attention_types, block_size)
         self.norm2 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
-        self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation)
+        self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size)
 
     def forward(self, x: Tensor, layer: LayerArch, mask: Tensor | None = None) -> Tensor:
         return _residual(x, lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask),
@@ -240,12 +255,13 @@ def _embed(x: Tensor, kind: str, style: ModelStyle, embed, position: Tensor, tok
 
 
 class ElasticStem(nn.Module):
-    """Input -> tokens of the active embedding dim: embeddings, positions, and the style's extras."""
+    """Input -> tokens of the active embedding dim: embeddings, positions, and the style's extras.
+    Its tables (token, position and token-type embeddings) are read at `table_bits`."""
 
-    def __init__(self, task: TaskSpec, embed_dim: int):
+    def __init__(self, task: TaskSpec, embed_dim: int, table_bits: int = FULL_PRECISION):
         super().__init__()
         style = task.style
-        self.input_kind, self.style = task.input_kind, style
+        self.input_kind, self.style, self.table_bits = task.input_kind, style, table_bits
         if task.input_kind in ("tokens", "text"):
             self.embed = nn.Embedding(task.input_dim, embed_dim)
         else:
@@ -255,22 +271,29 @@ class ElasticStem(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(embed_dim)) if style.cls_token else None
         self.norm = ElasticLayerNorm(embed_dim, eps=style.norm_eps) if style.embedding_norm else None
 
-    def forward(self, x: Tensor, embed_dim: int) -> Tensor:
+    def forward(self, x: Tensor, embed_dim: int, norm: bool = True) -> Tensor:
+        """Token vectors of `x` at `embed_dim` (`norm`: with the embedding norm, where the style has one)."""
+        bits = self.table_bits
         if self.input_kind in ("tokens", "text"):
-            embed = lambda ids: F.embedding(ids, self.embed.weight[:, :embed_dim])  # noqa: E731
+            embed = lambda ids: fake_quantize_rows(F.embedding(ids, self.embed.weight[:, :embed_dim]), bits)  # noqa: E731
         else:
             embed = lambda features: self.embed(features, embed_dim)  # noqa: E731
-        return _embed(x, self.input_kind, self.style, embed, self.position[:, :embed_dim],
-                      None if self.token_type is None else self.token_type[:, :embed_dim],
-                      None if self.cls_token is None else self.cls_token[:embed_dim], self.norm)
+        return _embed(x, self.input_kind, self.style, embed, fake_quantize_rows(self.position[:, :embed_dim], bits),
+                      None if self.token_type is None else fake_quantize_rows(self.token_type[:, :embed_dim], bits),
+                      None if self.cls_token is None else self.cls_token[:embed_dim], self.norm if norm else None)
 
     def get_active_subnet(self, embed_dim: int) -> Stem:
+        def table(weight: Tensor) -> nn.Module | nn.Parameter:
+            return _copy(weight) if self.table_bits >= FULL_PRECISION else QuantTable(weight, self.table_bits)
+
         if self.input_kind in ("tokens", "text"):
-            embed = nn.Embedding.from_pretrained(self.embed.weight[:, :embed_dim].detach().clone(), freeze=False)
+            weight = self.embed.weight[:, :embed_dim].detach()
+            embed = (nn.Embedding.from_pretrained(weight.clone(), freeze=False) if self.table_bits >= FULL_PRECISION
+                     else QuantTable(weight, self.table_bits))
         else:
             embed = self.embed.get_active_subnet(self.embed.in_features, embed_dim)
-        return Stem(embed, _copy(self.position[:, :embed_dim]), self.input_kind, self.style,
-                    token_type=None if self.token_type is None else _copy(self.token_type[:, :embed_dim]),
+        return Stem(embed, table(self.position[:, :embed_dim]), self.input_kind, self.style,
+                    token_type=None if self.token_type is None else table(self.token_type[:, :embed_dim]),
                     cls_token=None if self.cls_token is None else _copy(self.cls_token[:embed_dim]),
                     norm=None if self.norm is None else self.norm.get_active_subnet(embed_dim))
 
@@ -384,10 +407,10 @@ class Supernet(nn.Module):
         ensure_fits_in_memory(space, task)  # before the allocator tries hundreds of GB
         self.space, self.task = space, task
         embed_dim = space.max_embed_dim
-        self.stem = ElasticStem(task, embed_dim)
+        self.stem = ElasticStem(task, embed_dim, space.table_bits)
         self.blocks = nn.ModuleList(
             ElasticBlock(embed_dim, space.max_heads(i), space.head_dim, space.max_mlp_dim(i), space.local_window,
-                         space.layers[i].attention, task.style)
+                         space.layers[i].attention, task.style, space.quant_block_size)
             for i in range(space.max_depth))
         self.head = ElasticHead(embed_dim, task.num_classes, task.style)  # the deepest arch's, or every arch's
         # with a head per depth, the shallower depths' (an arch of depth k reads its k-th layer's output)
@@ -483,9 +506,17 @@ class Block(nn.Module):
         return _residual(x, lambda h: self.attention(h, mask), self.mlp, self.norm1, self.norm2, self.norm_first)
 
 
+def _table(table: nn.Module | Tensor) -> Tensor:
+    """The values of a static table: a tensor, or a quantized table (read whole)."""
+    return table() if isinstance(table, nn.Module) else table
+
+
 class Stem(nn.Module):
-    def __init__(self, embed: nn.Module, position: nn.Parameter, input_kind: str = "features",
-                 style: ModelStyle = ModelStyle(), token_type: nn.Parameter | None = None,
+    """The static stem. Its tables (`embed` for ids, `position`, `token_type`) are tensors, or
+    `QuantTable`s where the space quantizes embeddings."""
+
+    def __init__(self, embed: nn.Module, position: nn.Parameter | QuantTable, input_kind: str = "features",
+                 style: ModelStyle = ModelStyle(), token_type: nn.Parameter | QuantTable | None = None,
                  cls_token: nn.Parameter | None = None, norm: nn.LayerNorm | None = None):
         super().__init__()
         self.embed = embed
@@ -494,8 +525,8 @@ class Stem(nn.Module):
         self.input_kind, self.style = input_kind, style
 
     def forward(self, x: Tensor) -> Tensor:
-        return _embed(x, self.input_kind, self.style, self.embed, self.position, self.token_type, self.cls_token,
-                      self.norm)
+        return _embed(x, self.input_kind, self.style, self.embed, _table(self.position),
+                      None if self.token_type is None else _table(self.token_type), self.cls_token, self.norm)
 
     def padding_mask(self, x: Tensor) -> Tensor | None:
         return padding_mask(x, self.input_kind, self.style)

@@ -22,7 +22,6 @@ from supernet.model import (
     ElasticLayerNorm,
     ElasticLinear,
     Supernet,
-    _embed,
     _mix_heads,
     _pool,
     _residual,
@@ -90,13 +89,13 @@ def forward_parts(model: Supernet, x: Tensor, archs: list[Arch]) -> Tensor:
     widths = _sample_values([a.embed_dim for a in archs], run.part, device)
 
     stem = model.stem
-    if stem.input_kind in ("tokens", "text"):
-        embed = lambda ids: torch.nn.functional.embedding(ids, stem.embed.weight[:, :width])  # noqa: E731
-    else:
-        embed = lambda features: stem.embed(features, width)  # noqa: E731
-    h = _embed(x, stem.input_kind, stem.style, embed, stem.position[:, :width],
-               None if stem.token_type is None else stem.token_type[:, :width],
-               None if stem.cls_token is None else stem.cls_token[:width], None)
+    h = None
+    for embed_dim in dict.fromkeys(a.embed_dim for a in archs):  # each width's own (its tables' scales are its own)
+        rows = run.rows([i for i, a in enumerate(archs) if a.embed_dim == embed_dim])
+        vectors = stem(x[rows], embed_dim, norm=False)
+        if h is None:
+            h = vectors.new_zeros(x.shape[0], vectors.shape[1], width)
+        h[rows, :, :embed_dim] = vectors
     channels = _channel_mask(widths, width, h.dtype)
     h = _masked_norm(stem.norm, h, channels, widths) if stem.norm is not None else h * channels
 

@@ -67,7 +67,7 @@ from predictors.runtimes.base import check_agreement
 from predictors.target import HardwareTarget
 from search_space import Arch, InputError
 from supernet.checkpoint import sha256_file
-from supernet.quant import QuantLinear
+from supernet.quant import FULL_PRECISION, QuantLinear, QuantTable
 from supernet.tasks import load_task
 from supernet.train import evaluate, load_supernet
 
@@ -475,7 +475,7 @@ def _save_exported_program(model: torch.nn.Module, example: torch.Tensor, path: 
 
 
 def full_precision(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` whose quantized layers run in fp32 with the same weights."""
+    """A copy of `model` whose quantized layers and embedding tables run in fp32 with the same weights."""
     copy_ = copy.deepcopy(model)
     for parent in list(copy_.modules()):
         for name, child in list(parent.named_children()):
@@ -483,6 +483,8 @@ def full_precision(model: torch.nn.Module) -> torch.nn.Module:
                 plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
                 plain.load_state_dict(child.state_dict())
                 setattr(parent, name, plain)
+            elif isinstance(child, QuantTable):
+                child.bits = FULL_PRECISION
     return copy_
 
 

@@ -1,7 +1,7 @@
 """`elastiq report`: what a search found, as two pictures and a table.
 
 - `front.png`: every evaluation in grey, the feasible Pareto front highlighted
-  and coloured by its share of int8 layers, the constraint drawn; one panel per
+  and coloured by its share of quantized (8-, 4- or 2-bit) layers, the constraint drawn; one panel per
   study, side by side, so the fronts of two hardware targets compare at a glance;
 - `hypervolume.png`: hypervolume against evaluations, per study;
 - `summary.md`: per study, the front as a table, the quantization policy the
@@ -54,7 +54,7 @@ class StudyView:
         return next((m for m, d in zip(self.objectives.metrics, self.objectives.directions, strict=True)
                      if d == "maximize"), self.objectives.metrics[0])
 
-    def int8_share(self, evaluations_: list[Evaluation]) -> float:
+    def quantized_share(self, evaluations_: list[Evaluation]) -> float:
         layers = [layer for e in evaluations_ for layer in e.arch.layers]
         return sum(layer.bits < 32 for layer in layers) / len(layers) if layers else 0.0
 
@@ -131,7 +131,7 @@ def _plot_fronts(views: list[StudyView], path: Path) -> None:
             fx = [e.metrics[x] for e in front]
             fy = _scaled(view, y, [e.metrics[y] for e in front])
             ax.step(fx, fy, where="post", color="tab:blue", lw=1.2, zorder=2)
-            share = [view.int8_share([e]) for e in front]
+            share = [view.quantized_share([e]) for e in front]
             scatter = ax.scatter(fx, fy, c=share, cmap="viridis", vmin=0, vmax=1, s=46, edgecolors="black",
                                  linewidths=0.6, zorder=3, label=f"Pareto front ({len(front)})")
         tuned = sorted(view.tuned_front, key=lambda e: e.metrics[x])
@@ -151,7 +151,7 @@ def _plot_fronts(views: list[StudyView], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     if scatter is not None:
-        fig.colorbar(scatter, ax=axes[0].tolist(), label="share of the model's layers in int8", shrink=0.9)
+        fig.colorbar(scatter, ax=axes[0].tolist(), label="share of the model's layers quantized", shrink=0.9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -183,10 +183,10 @@ def _summary(views: list[StudyView]) -> str:
     lines = ["# elastiq report", "", "![Pareto fronts](front.png)", "", "![Hypervolume](hypervolume.png)", ""]
     policies = []
     for view in views:
-        share = view.int8_share(view.front)
-        all_share = view.int8_share(view.done)
+        share = view.quantized_share(view.front)
+        all_share = view.quantized_share(view.done)
         policies.append(f"- **{view.name}** (target {view.config.target.name}, batch "
-                        f"{view.config.target.batch_size}): {share:.0%} of the front's layers are int8 "
+                        f"{view.config.target.batch_size}): {share:.0%} of the front's layers are quantized "
                         f"(against {all_share:.0%} over all evaluated archs).")
     lines += ["## Quantization policy of each front", "", *policies, ""]
     for view in views:
@@ -205,14 +205,14 @@ def _study_section(view: StudyView) -> list[str]:
     if not view.front:
         return lines + ["No feasible evaluation: the front is empty.", ""]
     metrics = list(view.objectives.metrics) + [m for m in ("params", "bytes") if m not in view.objectives.metrics]
-    lines += ["| trial | " + " | ".join(UNITS.get(m, m) for m in metrics) + " | latency source | int8 layers | "
+    lines += ["| trial | " + " | ".join(UNITS.get(m, m) for m in metrics) + " | latency source | bits per layer | "
               "attention |", "|---" * (len(metrics) + 4) + "|"]
     for e in sorted(view.front, key=lambda e: e.metrics[view.x_metric]):
         cells = [f"{e.metrics[m] * 100:.2f}" if m == "accuracy" else f"{e.metrics[m]:.4g}" for m in metrics]
         source = "measured" if e.metrics.get("latency_measured_ms") is not None else "predicted"
-        int8 = sum(layer.bits < 32 for layer in e.arch.layers)
+        bits = "/".join(str(layer.bits) for layer in e.arch.layers)
         attention = ", ".join(f"{k} x{n}" for k, n in Counter(layer.attention for layer in e.arch.layers).items())
-        lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {int8}/{e.arch.depth} | {attention} |")
+        lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {bits} | {attention} |")
     lines.append("")
     lines += _finetune_section(view)
     for export in view.exports[-1:]:

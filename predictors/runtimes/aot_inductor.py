@@ -74,7 +74,11 @@ class Int8MatMulLinear(nn.Module):
 
 
 def torch_form(subnet: nn.Module) -> nn.Module:
-    """A copy of `subnet` whose quantized layers run real int8 matrix products."""
+    """A copy of `subnet` whose quantized layers run real int8 matrix products (its quantized embedding
+    tables stay as they are: fake-quantized in fp32)."""
+    low = sorted({m.bits for m in subnet.modules() if isinstance(m, QuantLinear) and m.bits < 8})
+    if low:
+        AOTInductor().require_bits(tuple(low))
     return with_quantized_layers_as(subnet, Int8MatMulLinear)
 
 

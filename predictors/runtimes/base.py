@@ -1,10 +1,11 @@
 """The interface every runtime implements, and the registry of runtimes.
 
 A runtime is what executes a deployed model on a hardware target (DESIGN
-decision 7): it builds its artifact from an extracted subnet, with real int8
-kernels where the layer policy says 8 bits, holding the trained quantization
-numerics (the fake quantizer's per-channel symmetric weight grid, per-tensor
-affine activations computed at run time); it loads an artifact into a
+decision 7): it builds its artifact from an extracted subnet, with real
+integer kernels where the layer policy quantizes (the bit widths it has
+kernels for are its `supported_bits`), holding the trained quantization
+numerics (`supernet.quant`: the fake quantizer's weight grid and scales, the
+activations as the kernel quantizes them); it loads an artifact into a
 `Program` that runs it; and it says what a latency figure taken on it is only
 valid for (its fingerprint, and the `form` stored with every measurement, so
 that measurements of different runtimes or versions are never mixed).
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from search_space import InputError
-from supernet.quant import FULL_PRECISION, QuantLinear
+from supernet.quant import FULL_PRECISION, QuantLinear, QuantTable
 
 
 class RuntimeUnavailable(InputError):
@@ -50,6 +51,7 @@ class Runtime(ABC):
     artifact: ClassVar[str]  # the file name export writes the artifact under
     package: ClassVar[str]  # the Python distribution the runtime needs
     devices: ClassVar[tuple[str, ...]]
+    supported_bits: ClassVar[tuple[int, ...]] = (32, 8)  # the layer bit widths its artifacts run
 
     def require(self, device: str) -> None:
         """Refuses (one line) when the runtime's package is missing or it cannot run on `device`."""
@@ -61,6 +63,14 @@ class Runtime(ABC):
                                      f"(it runs on {', '.join(self.devices)})")
 
     module: ClassVar[str]  # the module imported to use it
+
+    def require_bits(self, bits: tuple[int, ...]) -> None:
+        """Refuses (one line) bit widths this runtime has no kernel for."""
+        missing = [b for b in bits if b not in self.supported_bits]
+        if missing:
+            raise RuntimeUnavailable(f"target.runtime {self.name!r} cannot run {missing[0]}-bit layers (it runs "
+                                     f"{', '.join(map(str, self.supported_bits))} bits); drop them from the space's "
+                                     f"bits or choose another runtime")
 
     def version(self) -> str:
         return importlib.metadata.version(self.package)
@@ -87,12 +97,15 @@ class Runtime(ABC):
         return program
 
 
-def with_quantized_layers_as(model: nn.Module, lower: Callable[[QuantLinear], nn.Module]) -> nn.Module:
-    """A copy of `model` (in eval mode) whose quantized layers are replaced by `lower(layer)`."""
+def with_quantized_layers_as(model: nn.Module, lower: Callable[[nn.Module], nn.Module],
+                             tables: bool = False) -> nn.Module:
+    """A copy of `model` (in eval mode) whose quantized layers (and, with `tables`, its quantized
+    embedding tables; otherwise they stay fake-quantized) are replaced by `lower(module)`."""
+    kinds = (QuantLinear, QuantTable) if tables else (QuantLinear,)
     form = copy.deepcopy(model).eval()
     for parent in list(form.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, QuantLinear) and child.bits < FULL_PRECISION:
+            if isinstance(child, kinds) and child.bits < FULL_PRECISION:
                 setattr(parent, name, lower(child))
     return form
 

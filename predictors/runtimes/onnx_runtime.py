@@ -8,11 +8,20 @@ uint8 x int8 kernel adds pairs of products in 16 bits (VPMADDUBSW), which
 full-range weights overflow (on one such CPU a digits model's logits moved by
 7% of their range); there the weights are stored as uint8 with a zero point of
 128 (the same integers, shifted), which its uint8 x uint8 kernel multiplies
-exactly. With VNNI (or off x86) the int8 kernel is exact and is kept. Lower
-bit widths keep their integers in the int8 kernel (their activations are
-quantized at 8 bits there). Other
-layers stay fp32; the session applies every graph optimization, with the
-target's threads, as a deployment would.
+exactly. With VNNI (or off x86) the int8 kernel is exact and is kept.
+
+A 4- or 2-bit layer becomes `MatMulNBits`: its codes packed two (or four) to
+a byte, one fp32 scale per block of `quant_block_size` inputs, the zero point
+the kernel's default (the middle code), and `accuracy_level` 4: the kernel
+quantizes each block of an input row to int8 on its own scale, which the fake
+quantizer simulates. Level 4 was chosen by measurement: on one layer of
+MiniLM's size at batch 1 it is 25-30% faster than level 0 (fp32 activations);
+at batch 32 it is 20% slower (`bench/quantized_layers.py`).
+
+Embedding tables the space quantizes are stored as int8 with one fp32 scale
+per row: a lookup gathers the codes and their rows' scales. Other layers
+stay fp32; the session applies every graph optimization, with the target's
+threads, as a deployment would.
 
 `torch.onnx.export` takes seconds per model, too slow for a latency dataset
 of hundreds. So each distinct part of a subnet (the stem, a block of one
@@ -41,10 +50,12 @@ import torch
 from torch import Tensor, nn
 
 from predictors.runtimes.base import Program, Runtime, register, with_quantized_layers_as
-from supernet.quant import QuantLinear, weight_grid
+from supernet.quant import BYTE_BITS, QuantLinear, QuantTable, block_grid, weight_grid
+
+NBITS_ACCURACY_LEVEL = 4  # MatMulNBits' int8 compute (see the module's docstring)
 
 INPUT, OUTPUT, MASK = "input", "logits", "mask"
-GRAPH_FORMAT = 4  # raise when the export form or the part graphs change: cached graphs are then not reused
+GRAPH_FORMAT = 6  # raise when the export form or the part graphs change: cached graphs are then not reused
 
 
 @functools.cache
@@ -93,9 +104,61 @@ class DynamicInt8Linear(nn.Module):
                                        shape=[*x.shape[:-1], self.out_features], version=1)
 
 
+class NBitsLinear(nn.Module):
+    """The export form of a 4- or 2-bit layer: one `MatMulNBits` node, its weights packed block-wise on
+    the fake quantizer's grid (the same integers and scales)."""
+
+    def __init__(self, layer: QuantLinear):
+        super().__init__()
+        integers, scale = block_grid(layer.weight.detach().float(), layer.bits, layer.block_size)
+        codes = (integers + 2 ** (layer.bits - 1)).to(torch.uint8)  # the kernel's default zero point: the middle code
+        per_byte = 8 // layer.bits
+        codes = codes.reshape(*codes.shape[:2], layer.block_size // per_byte, per_byte)
+        packed = torch.zeros(codes.shape[:-1], dtype=torch.uint8)
+        for j in range(per_byte):  # low bits first, along the inputs
+            packed |= codes[..., j] << (layer.bits * j)
+        self.register_buffer("packed", packed.contiguous())  # (out, blocks, block bytes)
+        self.register_buffer("scale", scale.reshape(layer.out_features, -1).contiguous())  # (out, blocks)
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float())
+        self.bits, self.block_size = layer.bits, layer.block_size
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        # K and N are the graph's widths: `chain` sets them from each build's weights
+        attributes = {"K": self.in_features, "N": self.out_features, "bits": self.bits,
+                      "block_size": self.block_size, "accuracy_level": NBITS_ACCURACY_LEVEL}
+        inputs = [x, self.packed, self.scale, None, None, self.bias]
+        return torch.onnx.ops.symbolic("com.microsoft::MatMulNBits", inputs, attributes, dtype=torch.float32,
+                                       shape=[*x.shape[:-1], self.out_features], version=1)
+
+
+class Int8Table(nn.Module):
+    """The export form of a quantized table: int8 codes and one scale per row, dequantized on lookup."""
+
+    def __init__(self, table: QuantTable):
+        super().__init__()
+        integers, scale = weight_grid(table.weight.detach().float(), table.bits)  # per row, as the fake quantizer
+        self.register_buffer("codes", integers.to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.contiguous())  # (rows, 1)
+        self.bits = table.bits
+
+    def forward(self, ids: Tensor | None = None) -> Tensor:
+        if ids is None:
+            return self.codes.float() * self.scale
+        flat = ids.reshape(-1)  # index_select: one Gather of the int8 rows (indexing exports as GatherND)
+        rows = torch.index_select(self.codes, 0, flat).float() * torch.index_select(self.scale, 0, flat)
+        return rows.reshape(*ids.shape, -1)
+
+
+def _lower(module: nn.Module) -> nn.Module:
+    if isinstance(module, QuantTable):
+        return Int8Table(module)
+    return DynamicInt8Linear(module) if module.bits >= BYTE_BITS else NBitsLinear(module)
+
+
 def export_form(part: nn.Module) -> nn.Module:
-    """A copy of `part` whose quantized layers are ONNX Runtime's int8 kernels."""
-    return with_quantized_layers_as(part, DynamicInt8Linear)
+    """A copy of `part` whose quantized layers and tables are ONNX Runtime's kernels."""
+    return with_quantized_layers_as(part, _lower, tables=True)
 
 
 class StemWithMask(nn.Module):
@@ -114,7 +177,7 @@ def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> t
     """What a part's graph depends on: its modules' kinds and settings and the input's shape, not
     its widths (they come from the weights; the model's input keeps its own)."""
     # heads: the reshapes to heads hold them
-    settings = ("bits", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation")
+    settings = ("bits", "block_size", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation")
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
     return (shape, str(example.dtype), masked, int8_weight_type()) + tuple(  # the int8 layers' input types
         (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
@@ -211,6 +274,7 @@ def chain(parts: list, weights: list[dict[str, np.ndarray]]):
             return rename.get(name, f"p{i}/{name}")
 
         found = set()
+        shapes = {name: array.shape for name, array in state.items()}
         for tensor in graph.initializer:
             if tensor.name in state:
                 found.add(tensor.name)
@@ -227,6 +291,10 @@ def chain(parts: list, weights: list[dict[str, np.ndarray]]):
                 raise ValueError("a part's graph has a subgraph; chaining does not rename inside it")
             copied = onnx.NodeProto()
             copied.CopyFrom(node)
+            del copied.metadata_props[:]  # the exporter's notes (stack traces, module paths): most of a small graph
+            copied.doc_string = ""
+            if node.op_type == "MatMulNBits":  # its widths are attributes: this build's, from its packed weights
+                _set_nbits_widths(copied, shapes[node.input[1]])
             copied.name = f"p{i}/{node.name}"
             copied.input[:] = [renamed(n) for n in node.input]
             copied.output[:] = [renamed(n) for n in node.output]
@@ -239,6 +307,16 @@ def chain(parts: list, weights: list[dict[str, np.ndarray]]):
     graph = helper.make_graph(nodes, "elastiq_subnet", [source], [sink], initializers)
     return helper.make_model(graph, opset_imports=list(first.opset_import), ir_version=first.ir_version,
                              producer_name="elastiq")
+
+
+def _set_nbits_widths(node, packed_shape: tuple[int, ...]) -> None:
+    """K (inputs) and N (outputs) of a MatMulNBits node from its packed weights (N, blocks, block bytes)."""
+    block_size = next(a.i for a in node.attribute if a.name == "block_size")
+    for attribute in node.attribute:
+        if attribute.name == "N":
+            attribute.i = packed_shape[0]
+        elif attribute.name == "K":
+            attribute.i = packed_shape[1] * block_size
 
 
 class OrtProgram(Program):
@@ -261,6 +339,7 @@ class OnnxRuntime(Runtime):
     package = "onnxruntime"
     module = "onnxruntime"
     devices = ("cpu",)
+    supported_bits = (32, 8, 4, 2)
     provider = "CPUExecutionProvider"
 
     _parts = _PartGraphs()
@@ -272,7 +351,9 @@ class OnnxRuntime(Runtime):
 
     def form(self, device: str) -> str:
         # the uint8 weights run another kernel: their measurements are not mixed with the int8 ones'
-        return f"{super().form(device)}-{self.provider}" + ("-u8u8" if int8_kernel_saturates() else "")
+        # and the graph format: a figure taken on an older form of the graphs is not one of these
+        return (f"{super().form(device)}-{self.provider}" + ("-u8u8" if int8_kernel_saturates() else "")
+                + f"-g{GRAPH_FORMAT}")
 
     def build(self, subnet: nn.Module, example: Tensor, device: str = "cpu") -> bytes:
         mask = subnet.stem.padding_mask(example[:1])
@@ -299,3 +380,93 @@ class OnnxRuntime(Runtime):
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: its notes on unused initializers are not ours to fix
         return OrtProgram(onnxruntime.InferenceSession(artifact, options, providers=[self.provider]))
+
+
+class _GraphBytes:
+    """The bytes of an artifact that are not weight values: its graph (nodes, names, constants) and
+    the headers of its initializers. They depend on each part's structure, not on its widths, so each
+    part structure of a space is built once, small (the smallest widths, a vocabulary of 8), and its
+    single-part model's size less its weights' bytes is kept. A model's is the sum over its parts,
+    less the model skeleton that each single-part model repeats."""
+
+    def __init__(self):
+        self._sizes: dict[tuple, tuple[int, int]] = {}  # part key -> (bytes beyond the weights, names prefixed)
+        self._probes: dict[tuple, object] = {}
+        self._skeleton: dict[tuple, int] = {}
+        self._lock = threading.RLock()
+
+    def __call__(self, space, task, arch) -> int:
+        with self._lock:
+            scope = (space.hash, task)
+            keys = [("stem",)] + [("block", layer.attention, layer.bits) for layer in arch.layers]
+            keys.append(("head", str(arch.depth) in self._probe(space, task).exits))
+            total = 0
+            for i, key in enumerate(keys):
+                size, names = self._size(space, task, scope, key)
+                total += size + (len(str(i)) - 1) * names  # "p10/" is a byte longer than "p0/"
+            return total - (len(keys) - 1) * self._skeleton[scope]
+
+    def _probe(self, space, task):
+        from supernet.model import Supernet
+
+        scope = (space.hash, task)
+        if scope not in self._probes:
+            small = type(task)(**{**vars(task), "input_dim": min(task.input_dim, 8)})
+            self._probes[scope] = Supernet(space, small, seed=0).eval()
+        return self._probes[scope]
+
+    def _size(self, space, task, scope, key) -> tuple[int, int]:
+        if (scope, key) in self._sizes:
+            return self._sizes[(scope, key)]
+        from search_space import LayerArch
+
+        probe = self._probe(space, task)
+        width = min(space.embed_dims)
+        x = _probe_input(probe.task)
+        stem = probe.stem.get_active_subnet(width)
+        mask = stem.padding_mask(x)
+        masked = mask is not None
+        hidden = (torch.zeros(1, x.shape[1] + (1 if task.style.cls_token else 0), width),) + ((mask,) if masked else ())
+        with torch.no_grad():
+            if key[0] == "stem":
+                part, inputs = (StemWithMask(stem) if masked else stem), (x,)
+            elif key[0] == "block":
+                index = next(i for i, c in enumerate(space.layers) if key[1] in c.attention and key[2] in c.bits)
+                choices = space.layers[index]
+                layer = LayerArch(min(choices.num_heads), min(choices.mlp_dims(width)), key[1], key[2])
+                part, inputs = probe.blocks[index].get_active_subnet(width, layer), hidden
+            else:
+                depth = next((d for d in space.depths if str(d) in probe.exits), None) if key[1] else space.max_depth
+                part, inputs = probe.head_of(depth).get_active_subnet(width), hidden
+            form = export_form(part)
+            graph = OnnxRuntime._parts.graph(form, inputs, _structure(part, inputs[0], key[0] == "stem", masked))
+            weights = {name: tensor.detach().numpy() for name, tensor in form.state_dict().items()}
+        model = chain([graph], [weights])
+        content = sum(_field_bytes(m.ByteSize()) for m in [*model.graph.node, *model.graph.initializer])
+        size = model.ByteSize() - sum(array.nbytes for array in weights.values())
+        names = sum(1 for n in model.graph.node for name in [n.name, *n.input, *n.output] if name.startswith("p0/"))
+        names += sum(1 for t in model.graph.initializer if t.name.startswith("p0/"))
+        if key[0] == "stem":
+            self._skeleton[scope] = model.ByteSize() - content
+        self._sizes[(scope, key)] = (size, names)
+        return size, names
+
+
+def _probe_input(task) -> Tensor:
+    """One input of `task`'s shape (its values do not change a graph): real tokens, no padding."""
+    if task.input_kind == "features":
+        return torch.zeros(1, task.seq_len, task.input_dim)
+    pad = task.style.pad_token_id
+    ids = torch.full((1, task.seq_len), 1 if pad is None else (pad + 1) % task.input_dim, dtype=torch.long)
+    return torch.stack([ids, torch.zeros_like(ids)], dim=-1) if task.input_kind == "text" else ids
+
+
+def _field_bytes(size: int) -> int:
+    """A length-delimited protobuf field of `size` bytes: its tag, its length, its bytes."""
+    length = 1
+    while size >= 1 << (7 * length):
+        length += 1
+    return 1 + length + size
+
+
+graph_bytes = _GraphBytes()

@@ -106,7 +106,9 @@ def model_space(model: PretrainedModel, name: str | None = None,
                 attention: tuple[str, ...] = ATTENTION_TYPES) -> dict[str, Any]:
     """A space whose largest arch is the model: every depth from one layer to the model's (the first
     layers kept, each depth with a head of its own), heads and MLP sizes down to a quarter, softmax
-    attention first, full precision the largest bit width."""
+    attention first, full precision the largest bit width. A text model's embedding tables are
+    stored int8 (half its parameters are the token table); an image model's only table is its
+    positions (about 1% of it), left fp32 so that its largest arch stays exactly the model."""
     d = model.dims
 
     def steps(full: int) -> list[int]:
@@ -115,7 +117,8 @@ def model_space(model: PretrainedModel, name: str | None = None,
     if not attention or attention[0] != "softmax":
         raise PretrainedError(f"attention {list(attention)}: softmax must come first (the pretrained model's own)")
     return {"name": name or f"{model.family.name}-{d.layers}x{d.hidden}", "head_dim": d.head_dim,
-            "local_window": 8, "depth_heads": True, "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
+            "local_window": 8, "depth_heads": True, "quantize_embeddings": model.family.input_kind == "text",
+            "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
             "layer": {"num_heads": steps(d.heads), "mlp_dim": steps(d.intermediate),
                       "attention": list(attention), "bits": [32, 8]}}
 
@@ -167,7 +170,8 @@ def _own_shape(name: str, tensor: Tensor) -> Tensor:
 def full_supernet(model: PretrainedModel, spec: TaskSpec, seed: int, labels: list[str] | None = None
                   ) -> tuple[Supernet, ImportReport]:
     """A supernet of the model's own space holding the model's weights: its largest arch is the model."""
-    full = Supernet(SearchSpace.from_dict({**model_space(model), "depth_heads": False}), spec, seed=seed)
+    space = SearchSpace.from_dict({**model_space(model), "depth_heads": False, "quantize_embeddings": False})
+    full = Supernet(space, spec, seed=seed)
     weights = read_weights(model)
     family, prefix = model.family, model.family.prefix
     ours = full.state_dict()

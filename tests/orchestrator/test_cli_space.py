@@ -94,3 +94,18 @@ def test_space_sample_streams_and_a_reader_may_stop_at_any_line():
     process.stdout.close()  # the reader goes away, as `| head -1` does
     assert process.wait() == 0
     assert process.stderr.read() == b""
+
+
+def test_bit_widths_a_runtime_or_a_block_cannot_take_are_refused_in_one_line(capsys, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("embed_dim: [48]\ndepth: [1]\nlayer: {num_heads: [2], mlp_dim: [64], attention: [softmax], "
+                     "bits: [32, 4]}\n")
+    code, out, err = run(capsys, "space", "check", str(space))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("elastiq: error:") and "embed_dim 48 is not a multiple of it" in err
+    space.write_text("embed_dim: [64]\ndepth: [1]\nlayer: {num_heads: [2], mlp_dim: [64], attention: [softmax], "
+                     "bits: [32, 8, 4]}\n")
+    config = tmp_path / "study.yaml"
+    config.write_text("study: s\nspace: space.yaml\ntarget: {runtime: aotinductor}\n")
+    code, out, err = run(capsys, "config", "show", "-c", str(config))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "cannot run 4-bit layers" in err

@@ -39,6 +39,8 @@ def test_inline_space():
 
 
 GOOD = {"study": "s", "space": "spaces/tiny.yaml"}
+TINY_4_BIT = {"head_dim": 16, "embed_dim": [32], "depth": [1], "layer": {
+    "num_heads": [2], "mlp_dim": [32], "attention": ["softmax"], "bits": [32, 8, 4]}}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -64,6 +66,7 @@ GOOD = {"study": "s", "space": "spaces/tiny.yaml"}
     ({"supernet": {"steps": 100, "distill_start": 101}}, "distill_start 101 is beyond the budget"),
     ({"supernet": {"random_weight": -1}}, "supernet.random_weight: Input should be greater than or equal to 0"),
     ({"supernet": {"random_weight": float("nan")}}, "supernet.random_weight: Input should be a finite number"),
+    ({"target": {"runtime": "aotinductor"}, "space": {**TINY_4_BIT}}, "space.bits: 'aotinductor' cannot run 4-bit"),
 ])
 def test_bad_configs_name_the_problem(change, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

@@ -1,14 +1,12 @@
-import io
-
 import numpy as np
 import pytest
 import torch
 
 from predictors.cost import arch_costs, mixing_macs
 from predictors.measure import Protocol, example_input, holding, measure_latency
-from predictors.runtimes.onnx_runtime import export_form
+from predictors.runtimes import runtime_named
 from predictors.target import HardwareTarget, fingerprint
-from search_space import Arch, InputError, LayerArch
+from search_space import Arch, InputError, LayerArch, SearchSpace
 from supernet.model import Supernet, TaskSpec
 from tests.supernet.test_model import FEATURES, TOKENS, expected_params
 
@@ -28,15 +26,37 @@ def test_params_equal_the_extracted_model(digits_space, digits_supernet):
     assert arch_costs(digits_space, TOKENS, tokens_arch).params == expected_params(digits_space, TOKENS, tokens_arch)
 
 
-def test_bytes_are_close_to_the_serialized_deployed_model(digits_space, digits_supernet):
-    rng = np.random.default_rng(1)
-    for _ in range(6):
-        arch = digits_space.sample(rng)
-        buffer = io.BytesIO()
-        torch.save(export_form(digits_supernet.extract(arch)).state_dict(), buffer)
-        serialized = len(buffer.getvalue())
-        estimated = arch_costs(digits_space, FEATURES, arch).bytes
-        assert estimated <= serialized <= estimated * 1.15 + 40_000  # container overhead only
+@pytest.mark.parametrize("quantize_embeddings", [True, False])
+def test_bytes_are_the_shipped_artifacts_within_two_percent(quantize_embeddings):
+    """The cost model's bytes against the ONNX Runtime artifact's size, over random archs of 32-, 8- and
+    4-bit layers, with embedding tables int8 and fp32."""
+    space = SearchSpace.from_dict({"name": "bytes", "head_dim": 16, "embed_dim": [32, 64], "depth": [1, 2, 3],
+                                   "quantize_embeddings": quantize_embeddings, "layer": {
+                                       "num_heads": [2, 4], "mlp_ratio": [1, 2], "attention": ["softmax", "linear"],
+                                       "bits": [32, 8, 4]}})
+    runtime = runtime_named("onnxruntime")
+    for task in (TOKENS, FEATURES):
+        supernet = Supernet(space, task, seed=0).eval()
+        x = example_input(task, HardwareTarget())
+        rng = np.random.default_rng(3)
+        for arch in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(3)]:
+            shipped = len(runtime.build(supernet.extract(arch), x))
+            assert abs(arch_costs(space, task, arch).bytes / shipped - 1) < 0.02, (arch, shipped)
+
+
+def test_quantized_tables_and_4_bit_layers_shrink_the_artifact():
+    layers = lambda bits: tuple(LayerArch(4, 128, "softmax", bits) for _ in range(2))  # noqa: E731
+    sizes = {}
+    for tables in (True, False):
+        space = SearchSpace.from_dict({"head_dim": 16, "embed_dim": [64], "depth": [2], "quantize_embeddings": tables,
+                                       "layer": {"num_heads": [4], "mlp_dim": [128], "attention": ["softmax"],
+                                                 "bits": [32, 8, 4]}})
+        big_vocabulary = TaskSpec("tokens", input_dim=4096, seq_len=24, num_classes=10)
+        for bits in (32, 8, 4):
+            sizes[tables, bits] = arch_costs(space, big_vocabulary, Arch(64, layers(bits))).weight_bytes
+    assert sizes[True, 8] < 0.3 * sizes[False, 32]  # the table is most of it: int8 holds a quarter
+    assert sizes[True, 4] < sizes[True, 8] < sizes[True, 32]
+    assert sizes[False, 8] - sizes[True, 8] > 3 * 4096 * 64 * 0.9  # the table: 4 bytes a value, then 1
 
 
 def test_int8_policy_shrinks_bytes_about_four_times(digits_space):

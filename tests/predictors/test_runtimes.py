@@ -207,3 +207,42 @@ def test_part_graphs_are_exported_once_then_read_from_the_cache(digits_space, di
     with pytest.raises(AssertionError, match="exported again"):  # a damaged file is exported again, not read
         monkeypatch.setattr(OnnxRuntime, "_parts", onnx_runtime._PartGraphs())
         OnnxRuntime().deploy(subnet, x)
+
+
+def test_4_bit_layers_run_matmulnbits_with_half_a_byte_per_weight_and_tables_are_int8():
+    """A 4-bit and a 2-bit layer become MatMulNBits (packed codes, a scale per block); the token table
+    is stored int8 and gathered as such; the artifact computes what the subnet computes."""
+    from onnx import numpy_helper
+
+    from search_space import SearchSpace
+
+    space = SearchSpace.from_dict({"head_dim": 16, "embed_dim": [64], "depth": [3], "layer": {
+        "num_heads": [4], "mlp_dim": [128], "attention": ["softmax"], "bits": [32, 8, 4, 2]}})
+    assert space.quantize_embeddings  # the default where layers may be quantized
+    subnet = Supernet(space, TOKENS, seed=0).extract(
+        Arch(64, (LayerArch(4, 128, "softmax", 4), LayerArch(4, 128, "softmax", 2), LayerArch(4, 128, "softmax", 8))))
+    x = torch.randint(TOKENS.input_dim, (8, TOKENS.seq_len), generator=torch.Generator().manual_seed(0))
+    runtime = runtime_named("onnxruntime")
+    artifact = runtime.build(subnet, x[:1])
+    graph = onnx.load_from_string(artifact).graph
+    nbits = [node for node in graph.node if node.op_type == "MatMulNBits"]
+    assert len(nbits) == 12 and _nodes(artifact, "DynamicQuantizeMatMul") == 6
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in nbits:
+        attributes = {a.name: a.i for a in node.attribute}
+        packed = weights[node.input[1]]
+        assert packed.dtype == np.uint8 and packed.size * 8 == attributes["K"] * attributes["N"] * attributes["bits"]
+    tables = [weights[node.input[0]] for node in graph.node if node.op_type == "Gather"
+              and node.input[0] in weights and weights[node.input[0]].ndim == 2]
+    assert any(t.dtype == np.int8 and t.shape == (TOKENS.input_dim, 64) for t in tables)
+    check_agreement(runtime.load(artifact, "cpu", 1), subnet, x, runtime.name)
+
+
+def test_a_runtime_refuses_bit_widths_it_has_no_kernel_for(digits_supernet):
+    runtime_named("onnxruntime").require_bits((32, 8, 4, 2))
+    with pytest.raises(RuntimeUnavailable, match="cannot run 4-bit layers"):
+        runtime_named("aotinductor").require_bits((32, 8, 4))
+    subnet = digits_supernet.extract(Arch(64, (LayerArch(2, 64, "softmax", 8),)))
+    subnet.blocks[0].mlp.fc1.bits = 4
+    with pytest.raises(RuntimeUnavailable, match="cannot run 4-bit layers"):
+        torch_form(subnet)

@@ -36,7 +36,8 @@ def test_cardinality_with_colliding_mlp_ratios():
 
 def test_cardinality_is_exact_python_int_for_huge_spaces():
     space = SearchSpace.from_dict({"embed_dim": [64], "depth": [40], "layer": {
-        "num_heads": [1, 2, 4], "mlp_dim": [64, 128, 256], "attention": ["softmax", "linear"], "bits": [32, 8, 4]}})
+        "num_heads": [1, 2, 4], "mlp_dim": [64, 128, 256], "attention": ["softmax", "linear"], "bits": [32, 8, 4]},
+        "quant_block_size": 16})
     assert space.cardinality() == 54 ** 40  # beyond float precision
 
 
@@ -107,9 +108,16 @@ BASE = {"embed_dim": [16], "depth": [1, 2], "layer": {
     ({"per_layer": [{"layers": [5], "num_heads": [2]}]}, "not a layer index"),
     ({"per_layer": [{"num_heads": [2]}]}, "'layers' list"),
     ({"per_layer": [{"layers": [0], "bogus": [2]}]}, "unknown key"),
+    ({"quantize_embeddings": "yes"}, "space.quantize_embeddings: expected true or false"),
+    ({"quant_block_size": 24}, "space.quant_block_size: 24 is not a power of two of at least 16"),
+    ({"quant_block_size": 8}, "space.quant_block_size: 8 is not a power of two of at least 16"),
+    ({"layer": {**BASE["layer"], "bits": [32, 4]}},
+     "space.layer[0]: a 4-bit layer quantizes its weights in blocks of quant_block_size 32 inputs, and embed_dim 16"),
+    ({"layer": {**BASE["layer"], "bits": [2]}, "quant_block_size": 16, "head_dim": 8},
+     "a 2-bit layer quantizes its weights in blocks of quant_block_size 16 inputs, and num_heads"),
 ])
 def test_bad_spaces_name_the_problem(change, message):
-    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(".", r"\.").replace("[", r"\[")):
         SearchSpace.from_dict({**BASE, **change})
 
 
@@ -178,3 +186,13 @@ def test_a_head_per_depth_is_part_of_the_space(tiny_space):
     for bad in ("yes", 1, None):
         with pytest.raises(SpaceError, match="space.depth_heads: expected true or false"):
             SearchSpace.from_dict({**data, "depth_heads": bad})
+
+
+def test_embedding_quantization_defaults_to_the_layers_and_round_trips():
+    quantized = SearchSpace.from_dict({**BASE, "layer": {**BASE["layer"], "bits": [32, 8]}})
+    assert quantized.quantize_embeddings and quantized.table_bits == 8
+    full = SearchSpace.from_dict(BASE)
+    assert not full.quantize_embeddings and full.table_bits == 32
+    assert "quantize_embeddings" not in full.to_dict()  # a float32 space's hash is what it was
+    off = SearchSpace.from_dict({**BASE, "layer": {**BASE["layer"], "bits": [32, 8]}, "quantize_embeddings": False})
+    assert SearchSpace.from_dict(off.to_dict()) == off and off.hash != quantized.hash

@@ -60,11 +60,27 @@ def test_activation_quantization_levels_and_zero():
 
 def test_straight_through_gradient_is_identity():
     weight = torch.randn(4, 4, requires_grad=True)
-    fake_quantize_weight(weight, 4).sum().backward()
+    fake_quantize_weight(weight, 4, block_size=4).sum().backward()
     torch.testing.assert_close(weight.grad, torch.ones(4, 4))
-    x = torch.randn(5, requires_grad=True)
-    fake_quantize_activation(x, 8).mul(2).sum().backward()
-    torch.testing.assert_close(x.grad, torch.full((5,), 2.0))
+    for bits in (8, 4):
+        x = torch.randn(32, requires_grad=True)
+        fake_quantize_activation(x, bits).mul(2).sum().backward()
+        torch.testing.assert_close(x.grad, torch.full((32,), 2.0))
+
+
+def test_low_bit_weights_have_a_scale_per_block_and_activations_int8_per_row_and_block():
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 64, generator=g) * torch.cat([torch.ones(32), 10 * torch.ones(32)])  # blocks of two scales
+    quantized = fake_quantize_weight(weight, 4, block_size=32)
+    for block in (slice(0, 32), slice(32, 64)):
+        for row, qrow in zip(weight[:, block], quantized[:, block], strict=True):
+            assert len(torch.unique(qrow)) <= 15
+            assert (qrow - row).abs().max() <= row.abs().max() / 7 / 2 + 1e-6  # the block's own step
+    x = torch.randn(2, 5, 64, generator=g) * torch.cat([torch.ones(32), 100 * torch.ones(32)])
+    simulated = fake_quantize_activation(x, 4, block_size=32)
+    for block in (slice(0, 32), slice(32, 64)):
+        step = x[..., block].abs().amax(dim=-1, keepdim=True) / 127
+        assert ((simulated[..., block] - x[..., block]).abs() <= step / 2 + 1e-6).all()
 
 
 def test_quant_linear_at_8_bits_is_close_to_fp32():

@@ -31,6 +31,19 @@ def test_one_pass_equals_each_arch_on_its_part(tiny_space):
         assert torch.allclose(forward_parts(model, x, archs), per_part(model, x, archs), atol=1e-5)
 
 
+def test_one_pass_with_4_bit_layers_and_int8_tables():
+    space = SearchSpace.from_dict({"head_dim": 8, "embed_dim": [16, 32], "depth": [1, 2], "quant_block_size": 16,
+                                   "quantize_embeddings": True, "layer": {
+                                       "num_heads": [2, 4], "mlp_dim": [16, 32], "attention": ["softmax", "linear"],
+                                       "bits": [32, 8, 4]}})
+    model = Supernet(space, TaskSpec("tokens", 50, 10, 3), seed=1)
+    x = torch.randint(50, (24, 10), generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        archs = [space.sample(rng) for _ in range(int(rng.choice([2, 3, 4])))]
+        assert torch.allclose(forward_parts(model, x, archs), per_part(model, x, archs), atol=1e-5)
+
+
 def test_one_pass_on_a_bert_layout_with_padding(tmp_path):
     model = open_pretrained(save_text_model(tmp_path, "bert"))
     data = model_space(model)
