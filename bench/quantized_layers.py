@@ -9,7 +9,8 @@ weights of a seeded supernet) at:
 - 8 bits dynamic (DynamicQuantizeMatMul, activations' range taken per call),
 - 8 bits static: the same int8 weights, activations quantized with a range
   calibrated once on 64 seeded inputs (QuantizeLinear / DequantizeLinear
-  around each MatMul, which ONNX Runtime fuses into integer kernels). Built
+  around each MatMul, which ONNX Runtime fuses into QuantizeLinear +
+  MatMulIntegerToFloat). Built
   here by rewriting the dynamic graph: elastiq does not ship it (see the
   README: it was not faster),
 - 4 bits (MatMulNBits, blocks of 32, accuracy level 4, elastiq's form) and 4

@@ -34,6 +34,7 @@ the subnet it was built from.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -384,10 +385,11 @@ class OnnxRuntime(Runtime):
 
 class _GraphBytes:
     """The bytes of an artifact that are not weight values: its graph (nodes, names, constants) and
-    the headers of its initializers. They depend on each part's structure, not on its widths, so each
-    part structure of a space is built once, small (the smallest widths, a vocabulary of 8), and its
-    single-part model's size less its weights' bytes is kept. A model's is the sum over its parts,
-    less the model skeleton that each single-part model repeats."""
+    the headers of its initializers. They depend on each part's structure, hardly on its widths (a
+    graph exported at other widths or head counts differed by up to about 600 bytes), so each part structure
+    of a space is built once, small (the smallest widths, a vocabulary of 8), and its single-part
+    model's size less its weights' bytes is kept. A model's is the sum over its parts, less the
+    model skeleton that each single-part model repeats."""
 
     def __init__(self):
         self._sizes: dict[tuple, tuple[int, int]] = {}  # part key -> (bytes beyond the weights, names prefixed)
@@ -407,12 +409,18 @@ class _GraphBytes:
             return total - (len(keys) - 1) * self._skeleton[scope]
 
     def _probe(self, space, task):
+        """A supernet of `space` at its smallest widths, with a vocabulary of 8: every part structure of
+        the space, at a fraction of its weights."""
         from supernet.model import Supernet
 
         scope = (space.hash, task)
         if scope not in self._probes:
-            small = type(task)(**{**vars(task), "input_dim": min(task.input_dim, 8)})
-            self._probes[scope] = Supernet(space, small, seed=0).eval()
+            width = min(space.embed_dims)
+            narrow = dataclasses.replace(space, embed_dims=(width,), layers=tuple(
+                dataclasses.replace(c, num_heads=(min(c.num_heads),), mlp_dim=(min(c.mlp_dims(width)),),
+                                    mlp_ratio=None) for c in space.layers))
+            small = dataclasses.replace(task, input_dim=min(task.input_dim, 8))
+            self._probes[scope] = Supernet(narrow, small, seed=0).eval()
         return self._probes[scope]
 
     def _size(self, space, task, scope, key) -> tuple[int, int]:
