@@ -58,6 +58,20 @@ def test_extracted_model_equals_active_path(supernets, space_name, kind):
         assert sum(p.numel() for p in static.parameters()) == expected_params(space, task, arch)
 
 
+def test_extracted_low_bit_model_with_int8_tables_equals_active_path():
+    space = SearchSpace.from_dict({"head_dim": 16, "embed_dim": [32, 64], "depth": [1, 2], "layer": {
+        "num_heads": [2, 4], "mlp_dim": [32, 64], "attention": ["softmax", "linear"], "bits": [32, 8, 4, 2]}})
+    assert space.quantize_embeddings
+    model = Supernet(space, TOKENS, seed=1).eval()
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(10)]
+    assert {2, 4} <= {layer.bits for arch in archs for layer in arch.layers}
+    for arch in archs:
+        x = inputs(TOKENS, 3, seed=len(arch.layers))
+        with torch.no_grad():
+            torch.testing.assert_close(model.extract(arch).eval()(x), model(x, arch), atol=1e-5, rtol=0)
+
+
 def test_extracted_model_is_independent_of_the_supernet(supernets):
     space, task, model = supernets[("tiny", "features")]
     arch = space.largest()
