@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--out", default="bench/results/quantized_layers.json")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        print(f"elastiq: error: --rounds {args.rounds}: give at least 1", file=sys.stderr)
+        return 2
     runtime = runtime_named("onnxruntime")
     rng = np.random.default_rng(0)
     results = {}

@@ -11,13 +11,15 @@ bytes), and, for each point of the front without 4-bit, the bytes of the
 smallest model of the other front that is at least as accurate.
 
     .venv/bin/python bench/quantized_search.py [--steps 600] [--evaluations 64]
+
+Its runs go to `--dir` (runs/bench/quantized-search), which must not exist yet: nothing is overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,14 @@ from search_space import SearchSpace
 from supernet.tasks import load_task
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class StageFailed(Exception):
+    """An elastiq command that failed: it has said why on stderr; its exit status is kept."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
 
 
 def run_study(folder: Path, bits: list[int], steps: int, evaluations_budget: int, seed: int) -> dict:
@@ -50,7 +60,7 @@ def run_study(folder: Path, bits: list[int], steps: int, evaluations_budget: int
     for command in ("train-supernet", "search"):
         code = elastiq([command, "-c", str(folder / "config.yaml")])
         if code:
-            raise SystemExit(f"elastiq {command} failed with status {code}")
+            raise StageFailed(code)
     study = require_study(config["storage"], config["study"])
     found = [e for e in evaluations(study) if "accuracy" in e.metrics and "bytes" in e.metrics]
     values = np.array([[-e.metrics["accuracy"], e.metrics["bytes"]] for e in found])  # both minimized
@@ -71,9 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench/results/quantized_search.json"))
     args = parser.parse_args(argv)
     base = Path(args.dir)
-    shutil.rmtree(base, ignore_errors=True)
-    runs = {label: run_study(base / label, bits, args.steps, args.evaluations, args.seed)
-            for label, bits in (("with-4-bit", [32, 8, 4]), ("without-4-bit", [32, 8]))}
+    problem = (f"--steps {args.steps}: give at least 1" if args.steps < 1
+               else f"--evaluations {args.evaluations}: give at least 1" if args.evaluations < 1
+               else f"--dir {base}: exists; remove it or give another (its studies would be mixed with these)"
+               if base.exists() else None)
+    if problem:
+        print(f"elastiq: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        runs = {label: run_study(base / label, bits, args.steps, args.evaluations, args.seed)
+                for label, bits in (("with-4-bit", [32, 8, 4]), ("without-4-bit", [32, 8]))}
+    except StageFailed as failed:
+        return failed.code
     space = SearchSpace.from_yaml(base / "with-4-bit" / "space.yaml")
     largest = arch_costs(space, load_task("digits", args.seed).spec, space.largest()).bytes
     reference = np.array([0.0, float(largest)])

@@ -20,20 +20,19 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from predictors.runtimes.onnx_runtime import graph_bytes, int8_weight_type
 from search_space import Arch, SearchSpace
 from supernet.attention import LocalAttention
 from supernet.model import TaskSpec, position_rows
-from supernet.quant import BYTE_BITS, FULL_PRECISION
+from supernet.quant import BYTE_BITS, DEFAULT_BLOCK_SIZE, FULL_PRECISION
 
 
-def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = 32) -> int:
+def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
     """Bytes of one Linear layer's weights, scales, zero points and bias in the artifact."""
     bias = 4 * out_features
     if bits >= FULL_PRECISION:
         return 4 * in_features * out_features + bias
     if bits >= BYTE_BITS:
-        from predictors.runtimes.onnx_runtime import int8_weight_type
-
         zero_points = out_features if int8_weight_type() == "uint8" else 0
         return in_features * out_features + 4 * out_features + zero_points + bias
     blocks = in_features // block_size
@@ -71,8 +70,6 @@ class Costs:
 def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int = 1,
                seq_len: int | None = None) -> Costs:
     """Parameters, MACs (for `batch_size` samples of `seq_len` tokens) and bytes of `arch`."""
-    from predictors.runtimes.onnx_runtime import graph_bytes
-
     tokens = seq_len or task.seq_len
     e = arch.embed_dim
     costs = Costs(graph_bytes=lambda: graph_bytes(space, task, arch))

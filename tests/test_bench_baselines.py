@@ -12,6 +12,8 @@ import baselines  # noqa: E402
 import debian_packages  # noqa: E402
 import minilm_example  # noqa: E402
 import pipeline  # noqa: E402
+import quantized_layers  # noqa: E402
+import quantized_search  # noqa: E402
 
 
 def _stanza(name, section, description):
@@ -123,3 +125,24 @@ def test_the_depth_table_refuses_a_bad_config_before_writing(tmp_path, capsys, t
     err = capsys.readouterr().err
     assert err.startswith("elastiq: error: ") and err.count("\n") == 1
     assert sorted((ROOT / "bench" / "results").iterdir()) == results
+
+
+@pytest.mark.parametrize("bench, argv, message", [
+    (quantized_layers, ["--rounds", "0"], "--rounds 0: give at least 1"),
+    (quantized_search, ["--steps", "0"], "--steps 0: give at least 1"),
+    (quantized_search, ["--evaluations", "-1"], "--evaluations -1: give at least 1"),
+])
+def test_the_quantization_benchmarks_refuse_bad_arguments_in_one_line(bench, argv, message, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    extra = ["--dir", str(tmp_path / "runs")] if bench is quantized_search else []
+    assert bench.main([*argv, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"elastiq: error: {message}\n" and not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_search_benchmark_keeps_an_existing_folder(tmp_path, capsys):
+    kept = tmp_path / "runs"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("keep me")
+    assert quantized_search.main(["--dir", str(kept), "--out", str(tmp_path / "out.json")]) == 2
+    assert "exists" in capsys.readouterr().err and (kept / "mine.txt").read_text() == "keep me"

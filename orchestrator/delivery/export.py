@@ -26,7 +26,6 @@ Everything is written to a temporary directory and moved into place at the end.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -63,11 +62,11 @@ from orchestrator.storage.study import (
 )
 from predictors.measure import Protocol, example_input, measure_beside_probes, measure_many
 from predictors.runtimes import Program
-from predictors.runtimes.base import check_agreement
+from predictors.runtimes.base import check_agreement, with_quantized_layers_as
 from predictors.target import HardwareTarget
 from search_space import Arch, InputError
 from supernet.checkpoint import sha256_file
-from supernet.quant import FULL_PRECISION, QuantLinear, QuantTable
+from supernet.quant import FULL_PRECISION, QuantTable
 from supernet.tasks import load_task
 from supernet.train import evaluate, load_supernet
 
@@ -476,16 +475,15 @@ def _save_exported_program(model: torch.nn.Module, example: torch.Tensor, path: 
 
 def full_precision(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` whose quantized layers and embedding tables run in fp32 with the same weights."""
-    copy_ = copy.deepcopy(model)
-    for parent in list(copy_.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, QuantLinear):
-                plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-                plain.load_state_dict(child.state_dict())
-                setattr(parent, name, plain)
-            elif isinstance(child, QuantTable):
-                child.bits = FULL_PRECISION
-    return copy_
+    def plain(module: torch.nn.Module) -> torch.nn.Module:
+        if isinstance(module, QuantTable):
+            module.bits = FULL_PRECISION  # a table of the copy: read as it is stored
+            return module
+        linear = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+        linear.load_state_dict(module.state_dict())
+        return linear
+
+    return with_quantized_layers_as(model, plain, tables=True)
 
 
 def _honesty(entries: list[dict], drift: float | None) -> dict[str, Any]:

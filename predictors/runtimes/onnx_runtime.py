@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from predictors.runtimes.base import Program, Runtime, register, with_quantized_layers_as
+from search_space import LayerArch
 from supernet.quant import BYTE_BITS, QuantLinear, QuantTable, block_grid, weight_grid
 
 NBITS_ACCURACY_LEVEL = 4  # MatMulNBits' int8 compute (see the module's docstring)
@@ -386,8 +387,8 @@ class OnnxRuntime(Runtime):
 class _GraphBytes:
     """The bytes of an artifact that are not weight values: its graph (nodes, names, constants) and
     the headers of its initializers. They depend on each part's structure, hardly on its widths (a
-    graph exported at other widths or head counts differed by up to about 600 bytes), so each part structure
-    of a space is built once, small (the smallest widths, a vocabulary of 8), and its single-part
+    graph exported at other widths or head counts differed by up to about 600 bytes), so each part
+    structure of a space is built once, small (the smallest widths, a vocabulary of 8), and its single-part
     model's size less its weights' bytes is kept. A model's is the sum over its parts, less the
     model skeleton that each single-part model repeats."""
 
@@ -426,8 +427,6 @@ class _GraphBytes:
     def _size(self, space, task, scope, key) -> tuple[int, int]:
         if (scope, key) in self._sizes:
             return self._sizes[(scope, key)]
-        from search_space import LayerArch
-
         probe = self._probe(space, task)
         width = min(space.embed_dims)
         x = _probe_input(probe.task)
