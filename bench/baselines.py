@@ -254,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     from orchestrator.config import load_study_config
-    from orchestrator.execution.measuring import target_of
     from predictors.measure import example_input
     from supernet.pretrained.importing import open_pretrained
     from supernet.tasks import load_task
@@ -281,7 +280,7 @@ def run(args) -> int:
     s = config.supernet
     settings = {"steps": steps, "batch_size": s.batch_size, "lr": s.lr, "weight_decay": s.weight_decay,
                 "warmup_steps": s.warmup_steps}
-    target = target_of(config)
+    target = config.target.to_target()
     if target.device != "cpu":
         raise BaselineError(f"target {target.name}: the baselines run on ONNX Runtime on a CPU, not {target.device}")
     threads = target.threads

@@ -191,7 +191,7 @@ def all_8bit(arch):
 def environment(ctx: Context) -> dict[str, Any]:
     import torch
 
-    from supernet.model import available_memory
+    from supernet.device import available_memory
 
     figures: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                                "torch_cuda": torch.version.cuda, "cpu_cores": os.cpu_count(),
@@ -365,7 +365,7 @@ def synthetic_text_task(vocab: int, seq_len: int, samples: tuple[int, int, int],
     stands second (after [CLS]): learned only by attending from the pooled token to it."""
     import torch
 
-    from supernet.task import Task
+    from supernet.tasks import Task
 
     generator = torch.Generator().manual_seed(seed)
     total = sum(samples)
@@ -438,8 +438,8 @@ def bert_base_supernet(ctx: Context) -> dict[str, Any]:
 def bert_space_and_task(ctx: Context):
     """The pretrained model `bert_base_supernet` saved, its space and the synthetic task."""
     from search_space import SearchSpace
-    from supernet.model import TaskSpec
     from supernet.pretrained.importing import model_space, open_pretrained
+    from supernet.task_spec import TaskSpec
 
     folder = ctx.scratch / "bert"
     require((folder / "config.json").exists(), "needs the bert_base_supernet section's model")
@@ -481,7 +481,7 @@ def finetune_trainer(ctx: Context) -> dict[str, Any]:
     if ctx.device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    require(trainer.skipped == 0, f"{trainer.skipped} fine-tuning steps skipped")
+    require(trainer.loop.skipped == 0, f"{trainer.loop.skipped} fine-tuning steps skipped")
     state = trainer.state()
     devices = {t.device.type for t in state["model"].values()}
     require(devices == {"cpu"}, f"the trainer's state holds tensors on {devices}")
@@ -512,7 +512,7 @@ def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | Non
     arch = all_8bit(space.largest())
     subnet = supernet.extract(arch).eval()
     target = HardwareTarget("gpu-check", device=ctx.device, runtime="aotinductor", batch_size=1, seq_len=seq_len)
-    runtime = target.executor
+    runtime = target.inference_runtime
     example = example_input(task.spec, target)
     started = time.perf_counter()
     artifact = runtime.build(subnet, example, ctx.device)

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from orchestrator.config import load_study_config
-from orchestrator.execution.training import train_settings
 from search_space import Arch, LayerArch
 from supernet.model import Supernet
 from supernet.tasks import load_task
@@ -51,7 +50,7 @@ def main() -> None:
     config = load_study_config(args.config)
     space = config.space
     task = load_task(config.task.name, config.seed, config.task.options)
-    settings = replace(train_settings(config), steps=args.steps, checkpoint_every=10**9, distill=False)
+    settings = replace(config.supernet.to_train_settings(), steps=args.steps, checkpoint_every=10**9, distill=False)
     model = Supernet(space, task.spec, seed=config.seed)
     train_supernet(model, task, settings, seed=config.seed, progress=False)
 

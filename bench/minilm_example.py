@@ -99,7 +99,7 @@ def importance(steps: int, subnets: int) -> None:
     import torch
 
     from orchestrator.config import load_study_config
-    from orchestrator.execution.training import imported_supernet, train_settings
+    from orchestrator.execution.training import imported_supernet
     from supernet.tasks import load_task
     from supernet.train import TrainSettings, evaluate, train_supernet
 
@@ -111,7 +111,7 @@ def importance(steps: int, subnets: int) -> None:
         rng = np.random.default_rng(1)
         archs = [space.smallest()] + [space.sample(rng) for _ in range(subnets)]
         model, _ = imported_supernet(config, task)
-        base = train_settings(config)
+        base = config.supernet.to_train_settings()
         started = time.perf_counter()
         teacher_only = TrainSettings(**{**vars(base), "steps": base.teacher_steps + 1})
         train_supernet(model, task, teacher_only, seed=config.seed, progress=False)  # the teacher's fine-tuning
@@ -139,22 +139,20 @@ def compare() -> None:
     import torch
 
     from orchestrator.config import load_study_config
-    from orchestrator.delivery.export import accuracy
-    from orchestrator.execution.measuring import target_of
     from predictors.measure import Protocol, example_input, measure_many
     from supernet.checkpoint import load_checkpoint
     from supernet.tasks import load_task
-    from supernet.train import load_supernet
+    from supernet.train import evaluate, load_supernet
 
     config = load_study_config(CONFIG)
     task = load_task(config.task.name, config.seed, config.task.options)
-    target = target_of(config)
+    target = config.target.to_target()
     checkpoint = ROOT / config.supernet.checkpoint
     supernet = load_supernet(checkpoint, config.space, task)
     state, _ = load_checkpoint(checkpoint, config.space, task.name)
     original = supernet.extract(config.space.largest())
     original.load_state_dict(state["teacher"])
-    runtime = target.executor
+    runtime = target.inference_runtime
     x_test, _ = task.split("test")
     programs = {"original (fine-tuned all-MiniLM-L6-v2, fp32)": runtime.deploy(original.eval(), x_test[:8])}
     largest = supernet.extract(config.space.largest()).eval()
@@ -164,7 +162,7 @@ def compare() -> None:
         artifact = (RUN / "models" / model["dir"] / runtime.artifact).read_bytes()
         programs[f"exported trial {model['trial']}"] = runtime.load(artifact, target.device, target.threads)
     torch.set_num_threads(1)
-    rows = {name: {"test_accuracy": accuracy(program, task, "test")} for name, program in programs.items()}
+    rows = {name: {"test_accuracy": evaluate(program, None, task, "test")} for name, program in programs.items()}
     inputs = example_input(task.spec, target)
     measured = measure_many(list(programs.values()), inputs, target, Protocol(max_repeats=100), passes=9,
                             rng=np.random.default_rng(0))

@@ -25,7 +25,6 @@ import numpy as np
 
 from orchestrator.config import load_study_config
 from orchestrator.execution.executors import LocalExecutor, RayExecutor
-from orchestrator.execution.measuring import target_of
 from orchestrator.search.driver import SearchDriver
 from supernet.checkpoint import read_record
 
@@ -65,7 +64,7 @@ def main() -> None:
     ratios: dict[int, list[float]] = {}
     for workers in (1, 2):
         started = time.perf_counter()
-        ray_executor = RayExecutor(None, workers, target_of(config).name)
+        ray_executor = RayExecutor(None, workers, config.target.name)
         rows[f"ray_start_{workers}"] = time.perf_counter() - started
         try:
             ray_executor.evaluate(jobs[: 2 * workers])  # every worker up and loaded

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from predictors.runtimes import runtime_named  # noqa: E402
-from supernet.model import TaskSpec  # noqa: E402
 from supernet.pretrained.importing import full_supernet, open_pretrained  # noqa: E402
-from supernet.user_data import patches  # noqa: E402
+from supernet.task_spec import TaskSpec  # noqa: E402
+from supernet.tasks.user_data import patches  # noqa: E402
 from tests.supernet.pretrained_models import hf_model, save_text_model, save_vit_model, tiny_tokenizer  # noqa: E402
 
 TEXTS = ["the cat sat on the mat", "a dog", "very very big red dog ran fast on the mat", "good"]

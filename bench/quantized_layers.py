@@ -36,9 +36,11 @@ import torch
 from onnx import helper, numpy_helper
 
 from predictors.runtimes import runtime_named
-from predictors.runtimes.onnx_runtime import _export_graph, chain, export_form
+from predictors.runtimes.onnx_lowering import onnx_lowered
+from predictors.runtimes.onnx_runtime import _export_graph, chain
 from search_space import Arch, LayerArch, SearchSpace
-from supernet.model import Supernet, TaskSpec
+from supernet.model import Supernet
+from supernet.task_spec import TaskSpec
 
 LAYERS = {  # name: (embed, heads, head_dim, mlp, tokens)
     "minilm": (384, 12, 32, 1536, 32),
@@ -53,7 +55,7 @@ def layer_artifact(embed: int, heads: int, head_dim: int, mlp: int, tokens: int,
     task = TaskSpec("features", input_dim=4, seq_len=tokens, num_classes=2)
     block = Supernet(space, task, seed=0).extract(Arch(embed, (LayerArch(heads, mlp, "softmax", bits),))).blocks[0]
     example = (torch.zeros(1, tokens, embed),)
-    form = export_form(block)
+    form = onnx_lowered(block)
     graph = _export_graph(form, example)
     weights = {name: tensor.detach().numpy() for name, tensor in form.state_dict().items()}
     return chain([graph], [weights]).SerializeToString()

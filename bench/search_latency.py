@@ -36,28 +36,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 from orchestrator.config import load_study_config
-from orchestrator.execution.measuring import drift_probes, target_of
 from orchestrator.search.driver import SearchDriver
-from orchestrator.storage.schema import LatencyRow, TargetRow, connect
+from orchestrator.storage.latency import StoredLatency, drift_probes, stored_latencies
+from orchestrator.storage.schema import connect
 from predictors.features import latency_features
-from predictors.measure import Protocol, example_input, measure_beside_probes
+from predictors.measure import example_input, measure_beside_probes
 from predictors.models import LatencyPredictor
-from search_space import Arch
 from supernet.tasks import load_task
 from supernet.train import load_supernet
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _rows(engine, target_name: str) -> list[LatencyRow]:
-    with Session(engine, expire_on_commit=False) as session:
-        target_id = session.scalar(select(TargetRow.id).where(TargetRow.name == target_name))
-        return list(session.scalars(select(LatencyRow).where(LatencyRow.target_id == target_id)))
 
 
 @contextmanager
@@ -102,16 +95,15 @@ def main() -> None:
             "storage": url, "supernet.checkpoint": args.checkpoint, "study": study,
             "search.evaluations": args.evaluations, "search.measure_latency": True, "search.executor": "ray",
             "search.seed": args.seed, "ray.workers": 2, "ray.address": None})
-        target = target_of(config)
+        target = config.target.to_target()
         with _busy(args.busy):
             print(SearchDriver(config, progress=False).run())  # Ray starts and stops inside
 
         engine = connect(url)
-        rows = _rows(engine, target.name)
-        dataset = [r for r in rows if r.source in (None, "measure") and not r.flagged]
-        searched = [r for r in rows if r.source == "search"]
-        with Session(engine) as session:
-            probes = drift_probes(session, target)
+        records = list(stored_latencies(engine, target).values())
+        dataset = [r for r in records if r.source in (None, "measure") and not r.measurement.flagged]
+        searched = [r for r in records if r.source == "search"]
+        probes = drift_probes(engine, target)
         import optuna
 
         trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
@@ -122,8 +114,8 @@ def main() -> None:
         task = load_task(config.task.name, config.seed, config.task.options)
         supernet = load_supernet(args.checkpoint, config.space, task)
         inputs = example_input(task.spec, target)
-        archs = [Arch.from_json(r.arch) for r in searched]
-        protocol = Protocol(**config.measure.protocol_options())
+        archs = [r.arch for r in searched]
+        protocol = config.measure.to_protocol()
         alone = []
         for repeat in range(2):  # the programs are built anew each time, as each measurement does
             programs = [target.deploy(supernet.extract(a), inputs) for a in archs]
@@ -134,17 +126,19 @@ def main() -> None:
             alone.append((np.array([m.median_ms for m in measured]), np.array([m.raw_median_ms for m in measured]),
                           check))
 
-        search_scaled = np.array([r.median_ms for r in searched])
-        search_raw = np.array([r.raw_median_ms for r in searched])
+        search_scaled = np.array([r.measurement.median_ms for r in searched])
+        search_raw = np.array([r.measurement.raw_median_ms for r in searched])
         (alone1, alone1_raw, check1), (alone2, _, check2) = alone
 
-        def cv_mape(subset: list[LatencyRow]) -> float:
-            X = latency_features(config.space, task.spec, target, [Arch.from_json(r.arch) for r in subset])
-            model = LatencyPredictor(random_state=config.seed).fit(X, np.array([r.median_ms for r in subset]))
+        def cv_mape(subset: list[StoredLatency]) -> float:
+            X = latency_features(config.space, task.spec, target, [r.arch for r in subset])
+            model = LatencyPredictor(random_state=config.seed).fit(X, np.array([r.measurement.median_ms
+                                                                                for r in subset]))
             return model.cv_scores_[model.chosen_]["mape"]
 
         engine.dispose()
-        dataset_mape, with_search_mape = cv_mape(dataset), cv_mape(dataset + [r for r in searched if not r.flagged])
+        dataset_mape = cv_mape(dataset)
+        with_search_mape = cv_mape(dataset + [r for r in searched if not r.measurement.flagged])
     result = {
         "target": target.name, "evaluations": args.evaluations, "seed": args.seed, "workers": 2, "busy": args.busy,
         "measured_in_search": len(searched), "refused_in_search": refused, "search_drifts": drifts,

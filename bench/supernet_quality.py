@@ -32,7 +32,6 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from orchestrator.config import load_study_config
-from orchestrator.execution.training import train_settings
 from search_space import Arch, LayerArch
 from supernet.model import Supernet
 from supernet.tasks import load_task
@@ -77,7 +76,7 @@ def _standalone(job) -> tuple[str, tuple[float, int, float, dict]]:
     torch.set_num_threads(1)
     config = load_study_config(config_path, overrides)
     task = load_task(config.task.name, config.seed, config.task.options)
-    settings = replace(train_settings(config), steps=steps)
+    settings = replace(config.supernet.to_train_settings(), steps=steps)
     model = Supernet(config.space, task.spec, seed=10_000 + index).extract(Arch.from_json(arch_json))
     started = time.perf_counter()
     train_standalone(model, task, settings, seed=seed + index)
@@ -106,7 +105,7 @@ def main() -> None:
     if args.steps:
         overrides["supernet.steps"] = args.steps
     config = load_study_config(args.config, overrides)
-    space, settings = config.space, train_settings(config)
+    space, settings = config.space, config.supernet.to_train_settings()
     task = load_task(config.task.name, config.seed, config.task.options)
 
     supernet = Supernet(space, task.spec, seed=config.seed)

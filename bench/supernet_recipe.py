@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from orchestrator.config import load_study_config
-from orchestrator.execution.training import train_settings
 from supernet.model import Supernet
 from supernet.tasks import load_task
 from supernet.train import evaluate, train_standalone, train_supernet
@@ -55,7 +54,7 @@ RECIPES = {
 def _settings(config_path: str, steps: int, changes: dict):
     config = load_study_config(config_path)
     changes = {k: (int(v * steps) if k == "distill_start" and isinstance(v, float) else v) for k, v in changes.items()}
-    return config, replace(train_settings(config), steps=steps, checkpoint_every=10**9, **changes)
+    return config, replace(config.supernet.to_train_settings(), steps=steps, checkpoint_every=10**9, **changes)
 
 
 def _run(job: dict) -> dict:

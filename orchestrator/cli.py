@@ -14,10 +14,7 @@ import click
 import numpy as np
 import yaml
 
-from orchestrator.errors import ExportVerificationFailed, FinetuneFailed, TargetLost, WorkersLost
-from predictors.runtimes import ArtifactMismatch
-from search_space import SAMPLE_MODES, InputError, SearchSpace
-from supernet.distributed import DistributedTrainingFailed
+from search_space import SAMPLE_MODES, ElastiqError, InputError, SearchSpace
 
 USAGE_ERROR = 2
 
@@ -154,9 +151,9 @@ def evaluate_command(config_path: str, set_pairs: tuple[str, ...], arch_text: st
     """Print the accuracy of one arch with inherited weights: from the study's supernet checkpoint, or,
     before any training, straight from its pretrained model."""
     from orchestrator.config import load_study_config
-    from orchestrator.execution.training import evaluate_arch
+    from orchestrator.execution.training import describe_arch_accuracy
 
-    click.echo(evaluate_arch(load_study_config(config_path, _overrides(set_pairs)), arch_text, split))
+    click.echo(describe_arch_accuracy(load_study_config(config_path, _overrides(set_pairs)), arch_text, split))
 
 
 @cli.command("measure")
@@ -327,38 +324,25 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
         cli.main(args=argv, prog_name="elastiq", standalone_mode=False)
-    except InputError as exc:
-        return _fail(str(exc))
+    except ElastiqError as exc:  # bad input (2) or a failed run (1): see search_space.errors
+        _fail(str(exc))
+        return exc.exit_status
     except click.exceptions.Abort:
         return _fail("aborted")
     except click.ClickException as exc:
         return _fail(exc.format_message())
     except KeyboardInterrupt:
         return _fail("interrupted")
-    except (WorkersLost, TargetLost, ExportVerificationFailed, ArtifactMismatch,
-            DistributedTrainingFailed, FinetuneFailed) as exc:  # not bad input
-        _fail(str(exc))
-        return 1
     except Exception as exc:
-        lost = _database_failure(exc)
+        from orchestrator.storage.schema import database_failure
+
+        lost = database_failure(exc)  # raised by the database driver, through SQLAlchemy or Optuna
         if lost is None:
             raise
         _fail(f"the database failed during the run ({lost}); what was committed is kept: run the same "
               f"command again, or `elastiq resume`, once it is back")
         return 1
     return 0
-
-
-def _database_failure(exc: BaseException) -> str | None:
-    """The first line of a database error that ended a run (a server restarted or gone), else None.
-    Optuna reports such errors as its own StorageInternalError, caused by SQLAlchemy's."""
-    from sqlalchemy.exc import DBAPIError
-
-    for error in (exc, exc.__cause__, exc.__context__):
-        if isinstance(error, DBAPIError):
-            text = str(error.orig) if error.orig is not None else str(error)
-            return (text.strip().splitlines() or [type(error.orig).__name__])[0]
-    return None
 
 
 def _fail(message: str) -> int:

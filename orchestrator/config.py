@@ -15,9 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from predictors.runtimes import DEFAULT_RUNTIME, runtime_named
+from predictors.measure import Protocol
+from predictors.target import HardwareTarget
 from search_space import InputError, SearchSpace
-from search_space.space import read_yaml
+from search_space.yaml_input import read_yaml
+from supernet.finetune import FinetuneSettings
+from supernet.train import TrainSettings
 
 METRICS = ("accuracy", "latency_ms", "params", "bytes", "macs")
 STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")
@@ -29,6 +32,10 @@ class ConfigError(InputError):
 
 
 class _Section(BaseModel):
+    """A config section. Where a section configures a runtime object (`TrainSettings`, `HardwareTarget`,
+    `Protocol`, `FinetuneSettings`), that class holds the defaults, the section refers to them, and its
+    `to_...()` builds the object: each setting is defined once."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -48,32 +55,33 @@ class SupernetConfig(_Section):
     # "inplace": students learn from the live largest arch (with `distill`); "pretrained": from the imported
     # model, fine-tuned alone for `teacher_steps` steps (its classifier is new where the checkpoint had none),
     # then frozen
-    teacher: Literal["inplace", "pretrained"] = "inplace"
-    teacher_steps: int = Field(0, ge=0, le=10**9)
-    steps: int = Field(1500, gt=0, le=10**9)
-    batch_size: int = Field(128, gt=0, le=2**20)
-    lr: float = Field(2e-3, gt=0, le=10)
-    weight_decay: float = Field(0.05, ge=0, le=100)
-    warmup_steps: int = Field(100, ge=0, le=10**9)
-    sandwich_random: int = Field(2, ge=0, le=64)  # random subnets per step besides largest and smallest
+    teacher: Literal["inplace", "pretrained"] = TrainSettings.teacher
+    teacher_steps: int = Field(TrainSettings.teacher_steps, ge=0, le=10**9)
+    steps: int = Field(TrainSettings.steps, gt=0, le=10**9)
+    batch_size: int = Field(TrainSettings.batch_size, gt=0, le=2**20)
+    lr: float = Field(TrainSettings.lr, gt=0, le=10)
+    weight_decay: float = Field(TrainSettings.weight_decay, ge=0, le=100)
+    warmup_steps: int = Field(TrainSettings.warmup_steps, ge=0, le=10**9)
+    # random subnets per step besides largest and smallest
+    sandwich_random: int = Field(TrainSettings.sandwich_random, ge=0, le=64)
     # the random subnets' mean loss counts this much; the largest's and the smallest's count 1 each
-    random_weight: float = Field(0.5, ge=0, le=64, allow_inf_nan=False)
+    random_weight: float = Field(TrainSettings.random_weight, ge=0, le=64, allow_inf_nan=False)
     # students that share one forward pass, each on its equal part of the batch (ViT-ResNAS's multi-architectural
     # sampling): fewer, larger kernel launches, fewer samples per student
-    archs_per_pass: int = Field(1, gt=0, le=64)
+    archs_per_pass: int = Field(TrainSettings.archs_per_pass, gt=0, le=64)
     # false: every student learns from the labels. In-place distillation through random
     # students pulled the largest arch down by 40 points on MNIST-1D (bench/supernet_recipe.py)
-    distill: bool = False
+    distill: bool = TrainSettings.distill
     # the students learn from the labels alone for `distill_start` steps, then from
     # (1 - distill_weight) x labels + distill_weight x the largest arch's soft predictions
-    distill_start: int = Field(0, ge=0, le=10**9)
-    distill_weight: float = Field(1.0, ge=0, le=1, allow_inf_nan=False)
+    distill_start: int = Field(TrainSettings.distill_start, ge=0, le=10**9)
+    distill_weight: float = Field(TrainSettings.distill_weight, ge=0, le=1, allow_inf_nan=False)
     # with a head per depth (space.depth_heads): the largest arch's pass also gives the logits of its first
     # k layers, the full-width arch of each shallower depth k; their mean loss counts this much
-    exit_weight: float = Field(1.0, ge=0, le=64, allow_inf_nan=False)
-    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
+    exit_weight: float = Field(TrainSettings.exit_weight, ge=0, le=64, allow_inf_nan=False)
+    grad_clip: float = Field(TrainSettings.grad_clip, gt=0, allow_inf_nan=False)
     checkpoint: str = Field("elastiq-supernet.pt", min_length=1)
-    checkpoint_every: int = Field(250, gt=0, le=10**9)
+    checkpoint_every: int = Field(TrainSettings.checkpoint_every, gt=0, le=10**9)
     # where training, evaluation and fine-tuning compute: auto picks CUDA when a GPU is visible (mixed
     # precision there: bf16 where supported, else fp16 with a gradient scaler)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
@@ -99,36 +107,46 @@ class SupernetConfig(_Section):
                              f"(supernet.steps {self.steps}) for the supernet")
         return self
 
+    def to_train_settings(self) -> TrainSettings:
+        return TrainSettings(**self.model_dump(exclude=NON_TRAINING_KEYS))
+
+
+# the supernet section's keys that are not the training's settings
+NON_TRAINING_KEYS = {"checkpoint", "pretrained", "importance", "calibration_samples", "device", "workers"}
+
 
 class TargetConfig(_Section):
-    name: str = Field("cpu", min_length=1, max_length=200)
-    device: Literal["cpu", "cuda"] = "cpu"
-    threads: int = Field(1, gt=0, le=1024)
-    batch_size: int = Field(1, gt=0, le=2**20)
-    seq_len: int | None = Field(None, gt=0, le=2**20)  # None: the task's own length
-    dtype: Literal["float32"] = "float32"
-    runtime: str | None = Field(None, min_length=1, max_length=100)  # None: onnxruntime on cpu, aotinductor on cuda
+    name: str = Field(HardwareTarget.name, min_length=1, max_length=200)
+    device: Literal["cpu", "cuda"] = HardwareTarget.device
+    threads: int = Field(HardwareTarget.threads, gt=0, le=1024)
+    batch_size: int = Field(HardwareTarget.batch_size, gt=0, le=2**20)
+    seq_len: int | None = Field(HardwareTarget.seq_len, gt=0, le=2**20)  # None: the task's own length
+    dtype: Literal["float32"] = HardwareTarget.dtype
+    # None: onnxruntime on cpu, aotinductor on cuda
+    runtime: str | None = Field(HardwareTarget.runtime, min_length=1, max_length=100)
 
     @model_validator(mode="after")
     def _runtime_runs_here(self) -> TargetConfig:
-        runtime = self.runtime or DEFAULT_RUNTIME[self.device]
         try:
-            runtime_named(runtime).require(self.device)
+            self.to_target()  # the target checks that its runtime runs on its device
         except InputError as exc:
             raise ValueError(str(exc).removeprefix("target.runtime ").removeprefix("target.runtime: ")) from None
         return self
+
+    def to_target(self) -> HardwareTarget:
+        return HardwareTarget(**self.model_dump())
 
 
 class MeasureConfig(_Section):
     archs: int = Field(200, gt=0, le=100_000)  # size of the latency dataset for the target
     passes: int = Field(15, gt=0, le=10_000)  # rounds in which every arch runs a short burst, in a new order each
-    max_repeats: int = Field(200, gt=0, le=10**6)
-    max_cv: float = Field(0.10, gt=0, le=10)  # spread within a run above which it is repeated, then flagged
-    max_pass_cv: float = Field(0.25, gt=0, le=10)  # the same for the spread between passes
+    max_repeats: int = Field(Protocol.max_repeats, gt=0, le=10**6)
+    # spread within a run above which it is repeated, then flagged
+    max_cv: float = Field(Protocol.max_cv, gt=0, le=10)
+    max_pass_cv: float = Field(Protocol.max_pass_cv, gt=0, le=10)  # the same for the spread between passes
 
-    def protocol_options(self) -> dict:
-        """The measurement protocol's settings (`predictors.measure.Protocol`'s keywords)."""
-        return {"max_repeats": self.max_repeats, "max_cv": self.max_cv, "max_pass_cv": self.max_pass_cv}
+    def to_protocol(self) -> Protocol:
+        return Protocol(max_repeats=self.max_repeats, max_cv=self.max_cv, max_pass_cv=self.max_pass_cv)
 
 
 class SearchConfig(_Section):
@@ -148,13 +166,13 @@ class FinetuneConfig(_Section):
 
     steps: int = Field(600, gt=0, le=10**7)  # the full budget of each candidate
     rungs: int = Field(6, ge=2, le=1000)  # validation results per candidate (the scheduler decides at each)
-    batch_size: int = Field(64, gt=0, le=2**20)
-    lr: float = Field(5e-4, gt=0, le=1, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
+    batch_size: int = Field(FinetuneSettings.batch_size, gt=0, le=2**20)
+    lr: float = Field(FinetuneSettings.lr, gt=0, le=1, allow_inf_nan=False)
+    weight_decay: float = Field(FinetuneSettings.weight_decay, ge=0, le=100, allow_inf_nan=False)
     # none: labels alone; largest: the supernet's largest arch's soft predictions; teacher: the frozen pretrained
     # teacher that trained the supernet (supernet.teacher pretrained)
     distill: Literal["none", "largest", "teacher"] = "largest"
-    distill_weight: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+    distill_weight: float = Field(FinetuneSettings.distill_weight, ge=0, le=1, allow_inf_nan=False)
     # full: every candidate trains the whole budget; asha: Ray Tune's ASHA on the front margin; lc: stop a
     # candidate once its extrapolated learning curve is confidently dominated
     scheduler: Literal["full", "asha", "lc"] = "asha"
@@ -177,6 +195,12 @@ class FinetuneConfig(_Section):
             raise ValueError(f"finetune.grace_rungs {self.grace_rungs} leaves the scheduler no rung to stop at "
                              f"(finetune.rungs {self.rungs})")
         return self
+
+    def to_settings(self) -> FinetuneSettings:
+        """The training's settings (`distill` none trains on the labels alone)."""
+        return FinetuneSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                                weight_decay=self.weight_decay,
+                                distill_weight=0.0 if self.distill == "none" else self.distill_weight)
 
 
 class ExportConfig(_Section):
@@ -241,9 +265,8 @@ class StudyConfig(_Section):
 
     @model_validator(mode="after")
     def _bits_the_runtime_runs(self) -> StudyConfig:
-        runtime = self.target.runtime or DEFAULT_RUNTIME[self.target.device]
         try:
-            runtime_named(runtime).require_bits(self.space.bit_widths)
+            self.target.to_target().inference_runtime.require_bits(self.space.bit_widths)
         except InputError as exc:
             raise ValueError(f"space.bits: {str(exc).removeprefix('target.runtime ')}") from None
         return self

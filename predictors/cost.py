@@ -20,11 +20,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from predictors.runtimes.onnx_runtime import graph_bytes, int8_weight_type
+from predictors.runtimes.onnx_lowering import int8_weight_type
+from predictors.runtimes.onnx_runtime import graph_bytes
 from search_space import Arch, SearchSpace
 from supernet.attention import LocalAttention
-from supernet.model import TaskSpec, position_rows
+from supernet.model import position_rows
 from supernet.quant import BYTE_BITS, DEFAULT_BLOCK_SIZE, FULL_PRECISION
+from supernet.task_spec import TaskSpec
 
 
 def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:

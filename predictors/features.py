@@ -13,8 +13,8 @@ import numpy as np
 from predictors.cost import arch_costs
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
-from supernet.model import TaskSpec
 from supernet.quant import FULL_PRECISION
+from supernet.task_spec import TaskSpec
 
 
 def latency_feature_names(space: SearchSpace) -> list[str]:

@@ -46,7 +46,7 @@ class Protocol:
     warmup: int = 10
     round_size: int = 20
     min_rounds: int = 2
-    max_repeats: int = 400
+    max_repeats: int = 200
     stable_within: float = 0.01  # relative change of the median between rounds
     max_cv: float = 0.10  # within-run spread above which a measurement is repeated, then flagged
     max_pass_cv: float = 0.25  # the same for the spread between the rounds of `measure_many`

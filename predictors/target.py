@@ -28,32 +28,30 @@ class HardwareTarget:
     runtime: str | None = None  # None: the device's default (ONNX Runtime on a CPU)
 
     def __post_init__(self) -> None:
-        if self.device not in ("cpu", "cuda"):
-            raise InputError(f"target.device: {self.device!r} is not 'cpu' or 'cuda'")
+        # the fields' types and ranges are checked where a target is read (`orchestrator.config.TargetConfig`);
+        # that its runtime runs on its device, here
+        if self.device not in DEFAULT_RUNTIME:
+            raise InputError(f"target.device: {self.device!r} is not one of {', '.join(DEFAULT_RUNTIME)}")
         if self.runtime is None:
             object.__setattr__(self, "runtime", DEFAULT_RUNTIME[self.device])
         runtime_named(self.runtime).require(self.device)
-        if self.threads < 1 or self.batch_size < 1 or (self.seq_len is not None and self.seq_len < 1):
-            raise InputError("target: threads, batch_size and seq_len must be positive")
-        if self.dtype != "float32":
-            raise InputError(f"target.dtype: only float32 is supported, got {self.dtype!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @property
-    def executor(self) -> Runtime:
+    def inference_runtime(self) -> Runtime:
         return runtime_named(self.runtime)
 
     @property
-    def form(self) -> str:
-        """What its latency figures are measured on (stored with each): measurements of different
-        runtimes, versions or devices are never mixed."""
-        return self.executor.form(self.device)
+    def measured_on(self) -> str:
+        """What its latency figures are measured on (runtime, version, device, graph format; stored with each):
+        measurements of different runtimes, versions or devices are never mixed."""
+        return self.inference_runtime.measured_on(self.device)
 
     def deploy(self, subnet: nn.Module, example: Tensor) -> Program:
         """The runtime's artifact of `subnet`, built, loaded and checked against it."""
-        return self.executor.deploy(subnet, example, self.device, self.threads)
+        return self.inference_runtime.deploy(subnet, example, self.device, self.threads)
 
     @property
     def key(self) -> str:
@@ -77,7 +75,7 @@ def fingerprint(target: HardwareTarget) -> dict[str, Any]:
     """What a latency figure is only valid for: recorded with every measurement."""
     info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
                             "torch": torch.__version__, "device": target.device,
-                            **target.executor.fingerprint(target.device, target.threads)}
+                            **target.inference_runtime.fingerprint(target.device, target.threads)}
     if target.device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

@@ -10,6 +10,8 @@ the device once, not per batch.
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 import torch
 
@@ -86,3 +88,25 @@ def to_cpu(state):
     if isinstance(state, (list, tuple)):
         return type(state)(to_cpu(value) for value in state)
     return state
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the system's available memory, within a cgroup's limit."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = max(0, int(limit) - used) if available is None else min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available

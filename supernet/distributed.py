@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from search_space import InputError
+from search_space import InputError, RunFailed
 from supernet.model import Supernet
 from supernet.quant import shared_activation_ranges
-from supernet.task import Task
+from supernet.tasks import Task
 from supernet.train import SandwichStep, TrainSettings, World, train_supernet
 
 
-class DistributedTrainingFailed(RuntimeError):
+class DistributedTrainingFailed(RunFailed):
     """The workers failed on every retry (not for bad input); the message is the first worker's error."""
 
 

@@ -16,16 +16,15 @@ the padding mask reaches every attention kernel and the pooling.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_space import Arch, InputError, LayerArch, SearchSpace
-from supernet.attention import AttentionKernel, make_kernel
+from supernet.attention import make_kernel
+from supernet.device import available_memory
 from supernet.quant import (
     DEFAULT_BLOCK_SIZE,
     FULL_PRECISION,
@@ -34,56 +33,21 @@ from supernet.quant import (
     fake_quantize_rows,
     quantized_linear,
 )
-
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
-
-
-@dataclass(frozen=True)
-class ModelStyle:
-    """How a model family lays its encoder out. The default is elastiq's own encoder."""
-
-    norm_first: bool = True  # pre-LN blocks (ours, ViT); False: post-LN (BERT)
-    activation: str = "gelu"  # the MLP's, one of ACTIVATIONS
-    norm_eps: float = 1e-5
-    embedding_norm: bool = False  # a LayerNorm after the embeddings are summed (BERT)
-    final_norm: bool = True  # a LayerNorm before pooling (pre-LN models)
-    pooling: str = "mean"  # "mean" over real tokens, or "cls": the first token
-    pooler: bool = False  # a dense + tanh layer on the pooled vector (BERT's pooler, RoBERTa's head)
-    cls_token: bool = False  # a learned token put before the inputs (ViT)
-    token_types: int = 0  # token-type embeddings (BERT); text inputs then carry type ids
-    pad_token_id: int | None = None  # text: the padding id, masked out everywhere
-    position_offset: int | None = None  # RoBERTa: positions count real tokens from this id; None: 0, 1, 2, ...
-    positions: int | None = None  # rows of the position table (the pretrained model's); None: the sequence
-
-    def to_dict(self) -> dict:
-        return dict(vars(self))
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the model needs to know of a task: its input and output shapes, and the layout of the
-    model it is meant for (`style`)."""
-
-    input_kind: str  # "features": float (batch, tokens, input_dim); "tokens": int (batch, tokens);
-    # "text": int (batch, tokens, 2): token ids and token-type ids, padded with style.pad_token_id
-    input_dim: int  # features per token, or vocabulary size
-    seq_len: int
-    num_classes: int
-    style: ModelStyle = ModelStyle()
-
-    def to_dict(self) -> dict:
-        return {**vars(self), "style": self.style.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TaskSpec:
-        return cls(**{**data, "style": ModelStyle(**data.get("style", {}))})
+from supernet.subnet import (
+    ACTIVATIONS,
+    MLP,
+    Attention,
+    Block,
+    Head,
+    Stem,
+    Subnet,
+    embed_inputs,
+    mix_heads,
+    padding_mask,
+    pool_tokens,
+    residual,
+)
+from supernet.task_spec import ModelStyle, TaskSpec
 
 
 def _copy(src: Tensor) -> nn.Parameter:
@@ -142,14 +106,6 @@ class ElasticLayerNorm(nn.LayerNorm):
         return norm
 
 
-def _mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_heads: int,
-               mask: Tensor | None) -> Tensor:
-    """(batch, tokens, heads * head_dim) projections -> kernel per head -> merged."""
-    batch, tokens, inner = q.shape
-    split = lambda t: t.view(batch, tokens, num_heads, inner // num_heads).transpose(1, 2)  # noqa: E731
-    return kernel(split(q), split(k), split(v), mask).transpose(1, 2).reshape(batch, tokens, inner)
-
-
 class ElasticAttention(nn.Module):
     """Q/K/V/O shared by every attention type; heads sliced with a fixed head dim."""
 
@@ -166,8 +122,8 @@ class ElasticAttention(nn.Module):
 
     def forward(self, x: Tensor, num_heads: int, attention: str, bits: int, mask: Tensor | None = None) -> Tensor:
         inner = num_heads * self.head_dim
-        mixed = _mix_heads(self.query(x, inner, bits), self.key(x, inner, bits), self.value(x, inner, bits),
-                           self.kernels[attention], num_heads, mask)
+        mixed = mix_heads(self.query(x, inner, bits), self.key(x, inner, bits), self.value(x, inner, bits),
+                          self.kernels[attention], num_heads, mask)
         return self.out(mixed, x.shape[-1], bits)
 
     def get_active_subnet(self, embed_dim: int, num_heads: int, attention: str, bits: int) -> Attention:
@@ -195,16 +151,6 @@ class ElasticMLP(nn.Module):
                    self.fc2.get_active_subnet(hidden, embed_dim, bits), self.activation)
 
 
-def _residual(x: Tensor, attention, mlp, norm1, norm2, norm_first: bool) -> Tensor:
-    """One encoder block: pre-LN (norm, then the sublayer, then the residual) or post-LN (the
-    sublayer, the residual, then the norm), the same code for the elastic and the static block."""
-    if norm_first:
-        x = x + attention(norm1(x))
-        return x + mlp(norm2(x))
-    x = norm1(x + attention(x))
-    return norm2(x + mlp(x))
-
-
 class ElasticBlock(nn.Module):
     def __init__(self, embed_dim: int, max_heads: int, head_dim: int, max_hidden: int, window: int,
                  attention_types: tuple[str, ...], style: ModelStyle = ModelStyle(),
@@ -217,41 +163,14 @@ class ElasticBlock(nn.Module):
         self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size)
 
     def forward(self, x: Tensor, layer: LayerArch, mask: Tensor | None = None) -> Tensor:
-        return _residual(x, lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask),
-                         lambda h: self.mlp(h, layer.mlp_dim, layer.bits), self.norm1, self.norm2, self.norm_first)
+        return residual(x, lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask),
+                        lambda h: self.mlp(h, layer.mlp_dim, layer.bits), self.norm1, self.norm2, self.norm_first)
 
     def get_active_subnet(self, embed_dim: int, layer: LayerArch) -> Block:
         return Block(self.norm1.get_active_subnet(embed_dim),
                      self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.attention, layer.bits),
                      self.norm2.get_active_subnet(embed_dim),
                      self.mlp.get_active_subnet(embed_dim, layer.mlp_dim, layer.bits), self.norm_first)
-
-
-def padding_mask(x: Tensor, kind: str, style: ModelStyle) -> Tensor | None:
-    """(batch, tokens) True at real tokens of a padded text input; None where nothing is padded."""
-    if kind != "text" or style.pad_token_id is None:
-        return None
-    return x[..., 0] != style.pad_token_id
-
-
-def _embed(x: Tensor, kind: str, style: ModelStyle, embed, position: Tensor, token_type: Tensor | None,
-           cls_token: Tensor | None, norm) -> Tensor:
-    """Input -> token vectors: the embedding (a table for ids, a linear map for features), the
-    [CLS] token, positions and token types, and the embedding norm; shared by the elastic and the
-    static stem. `embed` maps inputs to vectors; the tensors are already sliced to the width."""
-    ids = x[..., 0] if kind == "text" else x
-    h = embed(ids)
-    if cls_token is not None:
-        h = torch.cat([cls_token.expand(h.shape[0], 1, -1), h], dim=1)
-    tokens = h.shape[1]
-    if style.position_offset is not None:  # RoBERTa: real tokens count from the offset, padding sits at it
-        real = (ids != style.pad_token_id).long()
-        h = h + F.embedding(torch.cumsum(real, dim=1) * real + style.position_offset, position)
-    else:
-        h = h + position[:tokens]
-    if token_type is not None:
-        h = h + F.embedding(x[..., 1], token_type)
-    return norm(h) if norm is not None else h
 
 
 class ElasticStem(nn.Module):
@@ -278,9 +197,10 @@ class ElasticStem(nn.Module):
             embed = lambda ids: fake_quantize_rows(F.embedding(ids, self.embed.weight[:, :embed_dim]), bits)  # noqa: E731
         else:
             embed = lambda features: self.embed(features, embed_dim)  # noqa: E731
-        return _embed(x, self.input_kind, self.style, embed, fake_quantize_rows(self.position[:, :embed_dim], bits),
-                      None if self.token_type is None else fake_quantize_rows(self.token_type[:, :embed_dim], bits),
-                      None if self.cls_token is None else self.cls_token[:embed_dim], self.norm if norm else None)
+        return embed_inputs(
+            x, self.input_kind, self.style, embed, fake_quantize_rows(self.position[:, :embed_dim], bits),
+            None if self.token_type is None else fake_quantize_rows(self.token_type[:, :embed_dim], bits),
+            None if self.cls_token is None else self.cls_token[:embed_dim], self.norm if norm else None)
 
     def get_active_subnet(self, embed_dim: int) -> Stem:
         def table(weight: Tensor) -> nn.Module | nn.Parameter:
@@ -298,21 +218,6 @@ class ElasticStem(nn.Module):
                     norm=None if self.norm is None else self.norm.get_active_subnet(embed_dim))
 
 
-def _pool(h: Tensor, mask: Tensor | None, style: ModelStyle, norm, pooler) -> Tensor:
-    """Token vectors -> one vector: the norm (per token), then [CLS] or the mean over real tokens,
-    then the pooler (dense + tanh) where the style has one."""
-    if norm is not None:
-        h = norm(h)
-    if style.pooling == "cls":
-        pooled = h[:, 0]
-    elif mask is None:
-        pooled = h.mean(dim=1)
-    else:
-        weights = mask.to(h.dtype).unsqueeze(-1)
-        pooled = (h * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-    return torch.tanh(pooler(pooled)) if pooler is not None else pooled
-
-
 class ElasticHead(nn.Module):
     """Final norm, pooling (mean over real tokens or [CLS], then the pooler), classifier."""
 
@@ -325,7 +230,7 @@ class ElasticHead(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         pooler = None if self.pooler is None else (lambda h: self.pooler(h, h.shape[-1]))
-        return self.classifier(_pool(x, mask, self.style, self.norm, pooler))
+        return self.classifier(pool_tokens(x, mask, self.style, self.norm, pooler))
 
     def get_active_subnet(self, embed_dim: int) -> Head:
         return Head(None if self.norm is None else self.norm.get_active_subnet(embed_dim),
@@ -360,28 +265,6 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
         + task.num_classes
     heads = 1 + (sum(1 for depth in space.depths if depth < space.max_depth) if space.depth_heads else 0)
     return count + heads * head
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate: the system's available memory, within a cgroup's limit."""
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            available = max(0, int(limit) - used) if available is None else min(available, max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    return available
 
 
 def ensure_fits_in_memory(space: SearchSpace, task: TaskSpec, copies: int = 1, purpose: str = "hold") -> int:
@@ -469,93 +352,3 @@ def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
         for extra in (module.position, module.token_type, module.cls_token):
             if extra is not None:
                 nn.init.normal_(extra, std=0.02, generator=generator)
-
-
-# ---- static counterparts (what extraction produces) -------------------------
-
-class Attention(nn.Module):
-    def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear, out: nn.Linear,
-                 kernel: AttentionKernel, num_heads: int):
-        super().__init__()
-        self.query, self.key, self.value, self.out = query, key, value, out
-        self.kernel = kernel
-        self.num_heads = num_heads
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.out(_mix_heads(self.query(x), self.key(x), self.value(x), self.kernel, self.num_heads, mask))
-
-
-class MLP(nn.Module):
-    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, activation: str = "gelu"):
-        super().__init__()
-        self.fc1, self.fc2 = fc1, fc2
-        self.activation = activation
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(ACTIVATIONS[self.activation](self.fc1(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, norm1: nn.LayerNorm, attention: Attention, norm2: nn.LayerNorm, mlp: MLP,
-                 norm_first: bool = True):
-        super().__init__()
-        self.norm1, self.attention, self.norm2, self.mlp = norm1, attention, norm2, mlp
-        self.norm_first = norm_first
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return _residual(x, lambda h: self.attention(h, mask), self.mlp, self.norm1, self.norm2, self.norm_first)
-
-
-def _table(table: nn.Module | Tensor) -> Tensor:
-    """The values of a static table: a tensor, or a quantized table (read whole)."""
-    return table() if isinstance(table, nn.Module) else table
-
-
-class Stem(nn.Module):
-    """The static stem. Its tables (`embed` for ids, `position`, `token_type`) are tensors, or
-    `QuantTable`s where the space quantizes embeddings."""
-
-    def __init__(self, embed: nn.Module, position: nn.Parameter | QuantTable, input_kind: str = "features",
-                 style: ModelStyle = ModelStyle(), token_type: nn.Parameter | QuantTable | None = None,
-                 cls_token: nn.Parameter | None = None, norm: nn.LayerNorm | None = None):
-        super().__init__()
-        self.embed = embed
-        self.position = position
-        self.token_type, self.cls_token, self.norm = token_type, cls_token, norm
-        self.input_kind, self.style = input_kind, style
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _embed(x, self.input_kind, self.style, self.embed, _table(self.position),
-                      None if self.token_type is None else _table(self.token_type), self.cls_token, self.norm)
-
-    def padding_mask(self, x: Tensor) -> Tensor | None:
-        return padding_mask(x, self.input_kind, self.style)
-
-
-class Head(nn.Module):
-    def __init__(self, norm: nn.LayerNorm | None, classifier: nn.Linear, style: ModelStyle = ModelStyle(),
-                 pooler: nn.Linear | None = None):
-        super().__init__()
-        self.norm, self.classifier, self.pooler = norm, classifier, pooler
-        self.style = style
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.classifier(_pool(x, mask, self.style, self.norm, self.pooler))
-
-
-class Subnet(nn.Module):
-    """A static transformer extracted from the supernet; depends on nothing of it."""
-
-    def __init__(self, stem: Stem, blocks: list[Block], head: Head, arch_json: str):
-        super().__init__()
-        self.stem = stem
-        self.blocks = nn.ModuleList(blocks)
-        self.head = head
-        self.arch_json = arch_json
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = self.stem.padding_mask(x)
-        h = self.stem(x)
-        for block in self.blocks:
-            h = block(h, mask)
-        return self.head(h, mask)

@@ -17,17 +17,9 @@ import torch
 from torch import Tensor
 
 from search_space import Arch
-from supernet.model import (
-    ACTIVATIONS,
-    ElasticLayerNorm,
-    ElasticLinear,
-    Supernet,
-    _mix_heads,
-    _pool,
-    _residual,
-    padding_mask,
-)
+from supernet.model import ElasticLayerNorm, ElasticLinear, Supernet
 from supernet.quant import FULL_PRECISION
+from supernet.subnet import ACTIVATIONS, mix_heads, padding_mask, pool_tokens, residual
 
 
 def _sample_values(values: list[int], part: int, device) -> Tensor:
@@ -111,7 +103,7 @@ def forward_parts(model: Supernet, x: Tensor, archs: list[Arch]) -> Tensor:
     for head in {id(head): head for head in heads}.values():  # with a head per depth, each part reads its own
         norm = None if head.norm is None else (lambda t, head=head: _masked_norm(head.norm, t, channels, widths))
         pooler = None if head.pooler is None else (lambda t, head=head: head.pooler(t, width) * channels[:, 0])
-        out = head.classifier(_pool(h, mask, head.style, norm, pooler))
+        out = head.classifier(pool_tokens(h, mask, head.style, norm, pooler))
         reads = _sample_values([int(other is head) for other in heads], run.part, device).bool()[:, None]
         logits = out if logits is None else torch.where(reads, out, logits)
     return logits
@@ -137,14 +129,14 @@ def _block(run: _Pass, block, h: Tensor, layers: list, present: list, embeds: li
         mixed = torch.empty_like(q)
         for kind in dict.fromkeys(layer.attention for layer in layers):
             rows = run.rows([i for i, layer in enumerate(layers) if layer.attention == kind])
-            mixed[rows] = _mix_heads(q[rows], k[rows], v[rows], attention.kernels[kind], inner // head_dim,
-                                     None if mask is None else mask[rows])
+            mixed[rows] = mix_heads(q[rows], k[rows], v[rows], attention.kernels[kind], inner // head_dim,
+                                    None if mask is None else mask[rows])
         return run.linear(attention.out, mixed * heads, width, bits, inners, embeds) * channels
 
     def feed_forward(t: Tensor) -> Tensor:
         hidden_out = ACTIVATIONS[mlp.activation](run.linear(mlp.fc1, t, hidden, bits, embeds, hiddens)) * neurons
         return run.linear(mlp.fc2, hidden_out, width, bits, hiddens, embeds) * channels
 
-    out = _residual(h, mix, feed_forward, lambda t: _masked_norm(block.norm1, t, channels, widths),
-                    lambda t: _masked_norm(block.norm2, t, channels, widths), block.norm_first)
+    out = residual(h, mix, feed_forward, lambda t: _masked_norm(block.norm1, t, channels, widths),
+                   lambda t: _masked_norm(block.norm2, t, channels, widths), block.norm_first)
     return torch.where(active, out, h)

@@ -23,9 +23,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from search_space import Arch, InputError, LayerArch
+from search_space import Arch, LayerArch
 from supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from supernet.device import MixedPrecision, to_cpu
+from supernet.device import to_cpu
 from supernet.model import Supernet
 from supernet.multi_arch import forward_parts
 from supernet.tasks import Task
+from supernet.training_loop import TrainingDiverged, TrainingLoop, World, warmup_cosine
+
+__all__ = ["TrainSettings", "TrainResult", "TrainingDiverged", "World", "train_supernet", "train_standalone",
+           "evaluate", "load_supernet", "load_resumable", "lr_schedule", "lr_phases"]
 
 log = logging.getLogger("elastiq.supernet")
-
-
-class TrainingDiverged(InputError):
-    """The loss stayed non-finite: the settings (usually the learning rate) are unusable."""
 
 
 @dataclass(frozen=True)
@@ -166,28 +165,6 @@ class SandwichStep(torch.nn.Module):
         return sandwich_loss(self.supernet, x, y, largest, students, self.settings, step, teacher)
 
 
-class World:
-    """The processes that train one supernet together: by default this one alone. Each takes its
-    shard of every batch; `prepare` wraps the step for gradient reduction (DDP), `all_true` makes
-    every process take the same decision, `report` tells the engine of progress. Rank 0 writes
-    the checkpoints."""
-
-    rank, size = 0, 1
-
-    def prepare(self, step: SandwichStep) -> torch.nn.Module:
-        return step
-
-    def activation_ranges(self):
-        """The context in which fake quantization takes the whole batch's activation ranges."""
-        return contextlib.nullcontext()
-
-    def all_true(self, flag: bool) -> bool:
-        return flag
-
-    def report(self, step: int, loss: float) -> None:
-        pass
-
-
 def lr_phases(settings: TrainSettings) -> list[tuple[int, int]]:
     """The (start, end) steps of each warm-up + cosine cycle: one over the budget, or, with a pretrained
     teacher, one for its own fine-tuning and one for the rest. The teacher's copy is frozen where its
@@ -198,18 +175,9 @@ def lr_phases(settings: TrainSettings) -> list[tuple[int, int]]:
     return [(0, settings.steps)]
 
 
-def lr_schedule(settings: TrainSettings):
+def lr_schedule(settings: TrainSettings) -> Callable[[int], float]:
     """Step -> the learning rate's factor: in each phase, a linear warm-up then a cosine decay to zero."""
-    phases = lr_phases(settings)
-
-    def factor(step: int) -> float:
-        start, end = next(((s, e) for s, e in phases if step < e), phases[-1])
-        local, warmup = step - start, min(settings.warmup_steps, end - start - 1)
-        if local < warmup:
-            return (local + 1) / warmup
-        progress = (local - warmup) / max(1, end - start - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return factor
+    return warmup_cosine(lr_phases(settings), settings.warmup_steps)
 
 
 def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: int,
@@ -220,116 +188,70 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
     of several processes, each computes the same archs on its shard of every batch (the batch's
     indices are drawn alike everywhere, so the result does not depend on the number of processes)."""
     world = world or World()
-    if settings.batch_size % world.size:
-        raise InputError(f"batch size {settings.batch_size} does not split evenly over {world.size} workers")
-    device = torch.device(device)
-    precision = MixedPrecision(device)
     space = model.space
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(settings))
-    batches = torch.Generator().manual_seed(seed)
+    loop = TrainingLoop(model, task.split("train"), settings.batch_size, settings.lr, settings.weight_decay,
+                        settings.grad_clip, lr_schedule(settings), seed, device, world, settings.max_bad_steps,
+                        what="training", lr_setting="supernet.lr")
     rng = np.random.default_rng(seed)
-    step, skipped, record = 0, 0, None
+    record, teacher = None, None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-
-    teacher = None
     if checkpoint is not None and checkpoint.exists():
         state, record = load_resumable(checkpoint, space, task, seed)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        batches.set_state(state["batch_rng"])
+        loop.restore(state)
         rng.bit_generator.state = json.loads(state["arch_rng"])
-        step, skipped = int(state["step"]), int(state["skipped_steps"])
         if "teacher" in state:
             teacher = _frozen(model.extract(space.largest()))
             teacher.load_state_dict(state["teacher"])
-        # the config's lr and budget win over the saved schedule, so a changed config takes effect
-        scheduler.base_lrs = [settings.lr for _ in optimizer.param_groups]
-        for group in optimizer.param_groups:
-            group["initial_lr"] = settings.lr
-            group["lr"] = settings.lr * lr_schedule(settings)(step)
-        log.info("resuming supernet training from step %d (%s)", step, checkpoint)
+        loop.set_lr(settings.lr)  # the config's lr and budget win over the saved schedule
+        log.info("resuming supernet training from step %d (%s)", loop.step_count, checkpoint)
 
     def save() -> dict[str, Any] | None:
         if checkpoint is None or world.rank != 0:
             return None
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise TrainingDiverged(f"weights became non-finite by step {step}; checkpoint {checkpoint} not "
-                                   f"overwritten (lower supernet.lr)")
-        state = {"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()),
-                 "scheduler": scheduler.state_dict(), "step": step, "skipped_steps": skipped,
-                 "batch_rng": batches.get_state(), "arch_rng": json.dumps(rng.bit_generator.state)}
+        state = {**loop.state(), "arch_rng": json.dumps(rng.bit_generator.state)}
         if teacher is not None:
             state["teacher"] = to_cpu(teacher.state_dict())
         metadata = {"space_name": space.name, "space_hash": space.hash, "space": space.to_dict(),
                     "task": task.name, "task_options": task_options or {}, "task_spec": task.spec.to_dict(),
-                    "labels": task.labels, "steps": step, "seed": seed}
+                    "labels": task.labels, "steps": loop.step_count, "seed": seed}
         return save_checkpoint(checkpoint, state, metadata)
 
-    x_train, y_train = (tensor.to(device) for tensor in task.split("train"))
     largest, smallest = space.largest(), space.smallest()
     forward = world.prepare(SandwichStep(model, settings))
-    start, started = step, time.perf_counter()
-    bad_in_a_row = 0
+    start, started = loop.step_count, time.perf_counter()
     model.train()
-    bar = tqdm(total=settings.steps, initial=step, disable=not progress or world.rank != 0, desc="supernet",
+    bar = tqdm(total=settings.steps, initial=start, disable=not progress or world.rank != 0, desc="supernet",
                unit="step", dynamic_ncols=True)
     scope = contextlib.ExitStack()
     scope.enter_context(world.activation_ranges())
     try:
-        while step < settings.steps:
-            index = torch.randint(len(y_train), (settings.batch_size,), generator=batches)
-            index = index.tensor_split(world.size)[world.rank].to(device)
-            x, y = x_train[index], y_train[index]
-            optimizer.zero_grad(set_to_none=True)
+        while loop.step_count < settings.steps:
+            step = loop.step_count
+            x, y = loop.next_batch()
             students: list[Arch] = []
             if not (settings.teacher == "pretrained" and step < settings.teacher_steps):  # else it learns alone
                 if settings.teacher == "pretrained" and teacher is None:
                     teacher = _frozen(model.extract(largest))
                 students = [random_quantization(smallest, space, rng)]
                 students += [space.sample(rng) for _ in range(settings.sandwich_random)]
-            with precision.autocast():
-                loss, teacher_logits, small_accuracy = forward(x, y, largest, students, step, teacher)
-            # backward even on a non-finite loss: every process must join the gradient reduction, and
-            # the non-finite gradient then makes each of them skip the step alike
-            precision.backward(loss)
-            precision.unscale(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            finite = bool(torch.isfinite(loss)) and (precision.scales_loss or bool(torch.isfinite(grad_norm)))
-            if not world.all_true(finite):
-                skipped += 1
-                bad_in_a_row += 1
-                optimizer.zero_grad(set_to_none=True)
-                log.warning("step %d: non-finite loss or gradient; step skipped", step)
-                if bad_in_a_row >= settings.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"training diverged: loss or gradient non-finite for {bad_in_a_row} steps in a row at step "
-                        f"{step} (supernet.lr {settings.lr:g} too high?); no checkpoint written since")
-            else:
-                bad_in_a_row = 0
-                precision.step(optimizer)
-            with warnings.catch_warnings():  # a skipped step still advances the schedule
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
-            step += 1
+            loss, teacher_logits, small_accuracy = loop.step(
+                lambda x, y, s=students, k=step, t=teacher: forward(x, y, largest, s, k, t), x, y)
             bar.update(1)
-            if step % 10 == 0 or step == settings.steps:
+            if loop.step_count % 10 == 0 or loop.step_count == settings.steps:
                 bar.set_postfix(loss=f"{loss.item():.3f}",
                                 acc_large=f"{(teacher_logits.argmax(-1) == y).float().mean().item():.2f}",
                                 acc_small=f"{small_accuracy.item():.2f}")
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if loop.step_count % settings.checkpoint_every == 0 or loop.step_count == settings.steps:
                 record = save()
-                world.report(step, float(loss.detach()))
+                world.report(loop.step_count, float(loss.detach()))
     except KeyboardInterrupt:
-        if step > start:
+        if loop.step_count > start:
             record = save()  # keep the work done; the run continues from here next time
         raise
     finally:
         scope.close()
         bar.close()
-    return TrainResult(step=step, trained_now=step - start, skipped_steps=skipped,
+    return TrainResult(step=loop.step_count, trained_now=loop.step_count - start, skipped_steps=loop.skipped,
                        seconds=time.perf_counter() - started, record=record)
 
 
@@ -373,49 +295,42 @@ def load_supernet(path: str | Path, space, task: Task, expected_sha256: str | No
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, arch: Arch | None, task: Task, split: str = "val",
-             batch_size: int = 512) -> float:
-    """Accuracy of `arch` with inherited weights (or of a static model when arch is None), on the
-    model's device, in float32."""
+def evaluate(model, arch: Arch | None, task: Task, split: str = "val", batch_size: int = 512) -> float:
+    """Accuracy of `arch` with inherited weights (or of a static model when arch is None; or of any callable
+    on a batch, such as a runtime's program), on the model's device, in float32. The batches are always the
+    same: activations are quantized per batch, so the same batches give the same numbers."""
     x, y = task.split(split)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    weights = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    device = weights.device if weights is not None else torch.device("cpu")
+    was_training = getattr(model, "training", False)
+    _set_training(model, False)
     correct = 0
     for begin in range(0, len(y), batch_size):
         xb = x[begin:begin + batch_size].to(device)
         logits = model(xb) if arch is None else model(xb, arch)
         correct += int((logits.argmax(dim=-1).cpu() == y[begin:begin + batch_size]).sum())
-    model.train(was_training)
+    _set_training(model, was_training)
     return correct / len(y)
+
+
+def _set_training(model, mode: bool) -> None:
+    if isinstance(model, torch.nn.Module):
+        try:
+            model.train(mode)
+        except NotImplementedError:  # a torch.export program has no mode to switch
+            pass
 
 
 def train_standalone(model: torch.nn.Module, task: Task, settings: TrainSettings, seed: int,
                      progress: bool = False, device: torch.device | str = "cpu") -> TrainResult:
-    """Train one static model alone (cross-entropy, same optimizer and schedule as
-    the supernet): the baseline that inherited weights are compared with, and
-    the fine-tuning of an extracted subnet."""
-    device = torch.device(device)
-    precision = MixedPrecision(device)
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(settings))
-    batches = torch.Generator().manual_seed(seed)
-    x_train, y_train = (tensor.to(device) for tensor in task.split("train"))
-    started, skipped = time.perf_counter(), 0
+    """Train one static model alone (cross-entropy, same optimizer and schedule as the supernet): the
+    baseline that inherited weights are compared with."""
+    loop = TrainingLoop(model, task.split("train"), settings.batch_size, settings.lr, settings.weight_decay,
+                        settings.grad_clip, lr_schedule(settings), seed, device, max_bad_steps=settings.max_bad_steps,
+                        what="standalone training")
+    started = time.perf_counter()
     model.train()
     for _ in tqdm(range(settings.steps), disable=not progress, desc="standalone", unit="step"):
-        index = torch.randint(len(y_train), (settings.batch_size,), generator=batches).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast():
-            loss = F.cross_entropy(model(x_train[index]), y_train[index])
-        if torch.isfinite(loss):
-            precision.backward(loss)
-            precision.unscale(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            precision.step(optimizer)
-        else:
-            skipped += 1
-        scheduler.step()
-    return TrainResult(step=settings.steps, trained_now=settings.steps, skipped_steps=skipped,
+        loop.step(lambda x, y: F.cross_entropy(model(x), y))
+    return TrainResult(step=settings.steps, trained_now=settings.steps, skipped_steps=loop.skipped,
                        seconds=time.perf_counter() - started, record=None)

@@ -176,6 +176,36 @@ def test_optunas_private_api_is_used_in_one_module_only():
     assert PRIVATE_OPTUNA.search(allowed.read_text())
 
 
+def modules_importing(root: Path, library: str) -> list[str]:
+    """The product modules whose code imports `library` (at any depth of the module)."""
+    found = []
+    for package in PACKAGES:
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+                if any(name.split(".")[0] == library for name in names):
+                    found.append(str(path.relative_to(root)))
+                    break
+    return sorted(found)
+
+
+def test_every_sql_statement_lives_in_the_storage_room():
+    storage = str(Path("orchestrator") / "storage")
+    outside = [m for m in modules_importing(ROOT, "sqlalchemy") if not m.startswith(storage)]
+    assert outside == [], "SQL belongs behind orchestrator/storage's functions"
+    assert any(m.startswith(storage) for m in modules_importing(ROOT, "sqlalchemy"))
+
+
+def test_an_sql_import_outside_storage_is_caught(tmp_path):
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    with (tmp_path / "orchestrator" / "delivery" / "status.py").open("a") as f:
+        f.write("\n\ndef _rows(engine):\n    from sqlalchemy.orm import Session  # a query outside storage\n"
+                "    return Session(engine)\n")
+    assert str(Path("orchestrator") / "delivery" / "status.py") in modules_importing(tmp_path, "sqlalchemy")
+
+
 def test_search_space_loads_no_torch_and_no_optuna():
     modules = [p.stem for p in (ROOT / "search_space").glob("*.py") if p.stem != "__init__"]
     code = ("import sys, importlib\n"

@@ -10,21 +10,19 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig
 from orchestrator.delivery.outdir import staged
 from orchestrator.finetune.results import finetuned_run, with_finetuned
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.pareto import pareto_front
-from orchestrator.storage.schema import ExportRow, HypervolumeRow, connect
+from orchestrator.storage.history import exports_of, hypervolume_history
+from orchestrator.storage.schema import connect
 from orchestrator.storage.study import Evaluation, evaluations, require_study, stored_config
 
 SUMMARY = "summary.md"
@@ -72,13 +70,9 @@ def load_view(storage: str, name: str, engine) -> StudyView:
     feasible = [e for e in done if e.feasible]
     front = [feasible[i] for i in pareto_front(objectives.minimized([e.metrics for e in feasible]))] \
         if feasible else []
-    with Session(engine) as session:
-        history = [(row.evaluations, row.hypervolume) for row in session.scalars(
-            select(HypervolumeRow).where(HypervolumeRow.study == name).order_by(HypervolumeRow.id))]
-        exports = [{"out_dir": row.out_dir, "trials": json.loads(row.trials), **json.loads(row.summary)}
-                   for row in session.scalars(select(ExportRow).where(ExportRow.study == name)
-                                              .order_by(ExportRow.id))]
-        run = finetuned_run(study, engine)
+    history = hypervolume_history(engine, name)
+    exports = [{"out_dir": e.out_dir, "trials": e.trials, **e.summary} for e in exports_of(engine, name)]
+    run = finetuned_run(study, engine)
     view = StudyView(name, config, objectives, done, front, history, exports)
     if run is not None and run.trained():
         tuned = [e for e in with_finetuned(done, run, objectives) if e.feasible]

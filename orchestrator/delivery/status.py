@@ -6,13 +6,12 @@ import json
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from orchestrator.finetune.results import finetuned_run, front_summary, study_reference, with_finetuned
 from orchestrator.search.driver import front_and_hypervolume
 from orchestrator.search.objectives import Objectives
-from orchestrator.storage.schema import HypervolumeRow, connect, masked
+from orchestrator.storage.history import hypervolume_history
+from orchestrator.storage.schema import connect, masked
 from orchestrator.storage.study import (
     arch_key_of,
     evaluations,
@@ -40,9 +39,7 @@ def study_status(url: str, name: str) -> dict[str, Any]:
             best[metric] = {"value": float(feasible[i, k]), "trial": trial, "arch_key": arch_key_of(study, trial)}
     hypervolume, front_size = front_and_hypervolume(study, objectives, table)
     engine = connect(url, create=False)
-    with Session(engine) as session:
-        history = [(row.evaluations, row.hypervolume) for row in session.scalars(
-            select(HypervolumeRow).where(HypervolumeRow.study == name).order_by(HypervolumeRow.id))]
+    history = hypervolume_history(engine, name)
     try:
         finetune = _finetune_status(study, engine, objectives)
     finally:

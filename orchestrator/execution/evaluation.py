@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,9 @@ from predictors.measure import LatencyMeasurement, Protocol, example_input, meas
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
 from supernet.device import resolve_device
+from supernet.finetune import Finetuner, FinetuneSettings
 from supernet.tasks import load_task
-from supernet.train import TrainSettings, evaluate, load_supernet, train_standalone
+from supernet.train import evaluate, load_supernet
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,8 @@ class EvalJob:
     seed: int
     split: str = "val"
     finetune_steps: int = 0
-    target: str = "{}"  # HardwareTarget JSON
+    target: HardwareTarget = HardwareTarget()
     device: str = "cpu"  # where accuracy is computed (supernet.device); auto: the GPU this worker was given, if any
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @functools.lru_cache(maxsize=4)
@@ -75,9 +73,8 @@ def static_model(supernet, arch: Arch, task, finetune_steps: int, seed: int,
                  device: torch.device | str = "cpu") -> torch.nn.Module:
     """The static model whose accuracy a search records: extracted, then fine-tuned if asked."""
     model = supernet.extract(arch)
-    if finetune_steps > 0:
-        settings = TrainSettings(steps=finetune_steps, batch_size=64, lr=5e-4, warmup_steps=0, weight_decay=0.0)
-        train_standalone(model, task, settings, seed=seed, device=device)
+    if finetune_steps > 0:  # on the labels alone, with fine-tuning's default settings
+        Finetuner(model, task, FinetuneSettings(steps=finetune_steps), seed=seed, device=device).train(finetune_steps)
     return model.eval()
 
 
@@ -94,19 +91,19 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
         accuracy = evaluate(model, None, task, job.split)
     else:
         accuracy = evaluate(supernet, arch, task, job.split)
-    target = HardwareTarget(**json.loads(job.target))
+    target = job.target
     costs = arch_costs(space, task.spec, arch, target.batch_size, target.seq_len)
     return {"accuracy": accuracy, "params": costs.params, "bytes": costs.bytes, "macs": costs.macs,
             "eval_seconds": time.perf_counter() - started}
 
 
 def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]], passes: int,
-                   protocol: dict[str, Any], seed: int) -> dict[str, Any]:
+                   protocol: Protocol, seed: int) -> dict[str, Any]:
     """Latency of the artifacts of `jobs` (really quantized) on their target's runtime, measured
     side by side with drift probes (arch JSON and stored measurement of archs of the target's dataset):
     {"measurements": one dict per job, on the dataset's scale, "check": the probes' verdict, "node": ...}."""
     space, task, supernet = _context(jobs[0])
-    target = HardwareTarget(**json.loads(jobs[0].target))
+    target = jobs[0].target
     inputs = example_input(task.spec, target)
 
     def program(arch_json: str):
@@ -115,7 +112,7 @@ def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]]
     _normal_priority()
     measured, check = measure_beside_probes(
         [program(job.arch) for job in jobs], [program(arch) for arch, _ in probes],
-        [LatencyMeasurement(**reference) for _, reference in probes], inputs, target, Protocol(**protocol), passes,
+        [LatencyMeasurement(**reference) for _, reference in probes], inputs, target, protocol, passes,
         np.random.default_rng(seed))
     return {"measurements": [m.to_dict() for m in measured], "check": check.to_dict(), "node": current_node()}
 

@@ -31,6 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 from orchestrator.errors import TargetLost, WorkersLost  # noqa: E402
 from orchestrator.execution.evaluation import EvalJob, evaluate_arch, measure_beside  # noqa: E402
 from orchestrator.execution.job_board import POLL_SECONDS, JobBoard, tune_worker  # noqa: E402
+from predictors.measure import Protocol as MeasurementProtocol  # noqa: E402
 from search_space import InputError  # noqa: E402
 
 log = logging.getLogger("elastiq.executor")
@@ -39,7 +40,7 @@ log = logging.getLogger("elastiq.executor")
 class Executor(Protocol):
     def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]: ...
 
-    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: dict,
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: MeasurementProtocol,
                 seed: int) -> dict[str, Any] | Exception:
         """`evaluation.measure_beside` of the batch, run where the target is."""
 
@@ -50,7 +51,7 @@ class LocalExecutor:
     def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
         return [_guard(evaluate_arch, job) for job in jobs]
 
-    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: dict,
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: MeasurementProtocol,
                 seed: int) -> dict[str, Any] | Exception:
         try:
             return measure_beside(jobs, probes, passes, protocol, seed)
@@ -251,7 +252,7 @@ class RayExecutor:
             return []
         first = self._next_ticket
         self._next_ticket += len(jobs)
-        ray.get(self._board.post.remote([(first + i, job.to_dict()) for i, job in enumerate(jobs)]))
+        ray.get(self._board.post.remote([(first + i, job) for i, job in enumerate(jobs)]))
         outcomes: dict[int, dict[str, Any] | Exception] = {}
         while True:
             for ticket, outcome in ray.get(self._board.collect.remote()):
@@ -266,7 +267,7 @@ class RayExecutor:
                 break
         return [outcomes[i] for i in range(len(jobs))]
 
-    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: dict,
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: MeasurementProtocol,
                 seed: int) -> dict[str, Any] | Exception:
         """One task on the target's node measures the batch beside its probes; TargetLost if no live
         node holds the target (it left the cluster, before or during the measurement)."""

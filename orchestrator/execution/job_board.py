@@ -104,10 +104,10 @@ def tune_worker(config: dict[str, Any]) -> None:
     tune.report({"evaluated": evaluated})
 
 
-def _evaluate(job: dict) -> dict:
-    from orchestrator.execution.evaluation import EvalJob, current_node, evaluate_arch
+def _evaluate(job) -> dict:
+    from orchestrator.execution.evaluation import current_node, evaluate_arch
 
     try:
-        return {**evaluate_arch(EvalJob(**job)), "node": current_node()}
+        return {**evaluate_arch(job), "node": current_node()}
     except Exception as exc:  # noqa: BLE001 - reported to the driver, which fails that trial only
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}

@@ -19,17 +19,9 @@ from supernet.device import DeviceError, MixedPrecision, resolve_device
 from supernet.model import Supernet, ensure_fits_in_memory
 from supernet.pretrained.importing import ImportReport, import_pretrained, open_pretrained
 from supernet.tasks import Task, load_task
-from supernet.train import TrainSettings, evaluate, load_resumable, load_supernet, train_supernet
+from supernet.train import evaluate, load_resumable, load_supernet, train_supernet
 
 log = logging.getLogger("elastiq")
-
-
-# the supernet section's keys that are not the training's settings
-NON_TRAINING_KEYS = {"checkpoint", "pretrained", "importance", "calibration_samples", "device", "workers"}
-
-
-def train_settings(config: StudyConfig) -> TrainSettings:
-    return TrainSettings(**config.supernet.model_dump(exclude=NON_TRAINING_KEYS))
 
 
 def imported_supernet(config: StudyConfig, task: Task) -> tuple[Supernet, ImportReport]:
@@ -78,8 +70,9 @@ def run_supernet_training(config: StudyConfig, progress: bool = True) -> str:
     else:
         device = resolve_device(config.supernet.device)
         model = starting_model(config, task)
-        result = train_supernet(model, task, train_settings(config), seed=config.seed, checkpoint=checkpoint,
-                                task_options=config.task.options, progress=progress, device=device)
+        result = train_supernet(model, task, config.supernet.to_train_settings(), seed=config.seed,
+                                checkpoint=checkpoint, task_options=config.task.options, progress=progress,
+                                device=device)
         record = result.record
         precision = "" if device.type == "cpu" else f" ({MixedPrecision(device).describe()})"
         head = (f"supernet: {result.step} steps ({result.trained_now} now, {result.skipped_steps} skipped) "
@@ -115,7 +108,7 @@ def train_on_cluster(config: StudyConfig) -> str:
         check_reachable_from_every_node(Path(config.supernet.checkpoint).resolve().parent)
         group = WorkerGroup(workers, use_gpu=use_gpu, cpus_per_worker=cpus, max_failures=config.ray.retries)
         log.info("training the supernet on %d Ray Train workers (%s)", workers, "cuda" if use_gpu else "cpu")
-        train_on_ray(functools.partial(_worker_model, config), train_settings(config), config.seed,
+        train_on_ray(functools.partial(_worker_model, config), config.supernet.to_train_settings(), config.seed,
                      Path(config.supernet.checkpoint).resolve(), config.task.options, group)
     finally:
         if started:
@@ -163,7 +156,7 @@ def unreachable_nodes(probe: str) -> list[str]:
     return [node.get("NodeManagerAddress", node["NodeID"]) for node, ok in zip(nodes, seen, strict=True) if not ok]
 
 
-def evaluate_arch(config: StudyConfig, arch_text: str, split: str) -> str:
+def describe_arch_accuracy(config: StudyConfig, arch_text: str, split: str) -> str:
     """`elastiq evaluate`: one arch's accuracy with inherited weights, and where they come from."""
     from search_space import Arch
     from supernet.checkpoint import CheckpointError

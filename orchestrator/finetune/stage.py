@@ -45,7 +45,8 @@ from orchestrator.storage.finetuning import (
 )
 from orchestrator.storage.lease import Lease
 from orchestrator.storage.schema import connect
-from orchestrator.storage.study import SUPERNET_ATTR, evaluations, require_study, stored_config, supernet_checkpoint
+from orchestrator.storage.study import SUPERNET_ATTR, evaluations, require_study, stored_config
+from orchestrator.storage.supernets import supernet_checkpoint
 from supernet.checkpoint import load_checkpoint
 from supernet.device import resolve_device
 from supernet.tasks import load_task
@@ -173,9 +174,7 @@ class FinetuneStage:
                               json.dumps(config.task.options, sort_keys=True), config.seed],
                    "device": config.supernet.device, "directory": str(self.directory()), "run_key": key,
                    "rungs": settings.rungs, "seed": config.seed, "distill": settings.distill,
-                   "settings": {"steps": settings.steps, "batch_size": settings.batch_size, "lr": settings.lr,
-                                "weight_decay": settings.weight_decay,
-                                "distill_weight": settings.distill_weight if settings.distill != "none" else 0.0}}
+                   "settings": settings.to_settings()}
             ordered = sorted(candidates, key=lambda c: (c.cost, c.trial))  # cheapest first
             grid = [json.dumps({"arch": c.arch.to_json(), "arch_key": c.key, "cost": c.cost,
                                 "reference_accuracy": c.reference_accuracy, "ended": records[c.key].ended})

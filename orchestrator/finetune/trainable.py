@@ -88,7 +88,7 @@ def train_candidate(config: dict[str, Any], job: dict[str, Any]) -> None:
     space, task, supernet = _loaded(*source)
     device = resolve_device(job["device"])
     arch = space.validate(Arch.from_json(candidate["arch"]))
-    settings = FinetuneSettings(**job["settings"])
+    settings: FinetuneSettings = job["settings"]
     rungs, key = job["rungs"], candidate["arch_key"]
     path = checkpoint_path(job["directory"], job["run_key"], key)
 

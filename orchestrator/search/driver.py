@@ -13,7 +13,6 @@ search continues exactly where an uninterrupted one would be.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -23,36 +22,23 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from orchestrator.config import ConfigError, StudyConfig
 from orchestrator.execution.evaluation import EvalJob
 from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor, check_ray_address
-from orchestrator.execution.measuring import (
-    drift_probes,
-    latency_dataset,
-    latency_row,
-    measured_latencies,
-    register_target,
-    target_of,
-)
+from orchestrator.execution.measuring import LatencyRefused, measure_and_store
+from orchestrator.search.latency_model import fit_latency_predictor
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.pareto import hypervolume, pareto_front
 from orchestrator.search.strategies import SearchContext, ask_fixed, make_strategy
+from orchestrator.storage.batches import close_batch, drop_batch, last_batch, open_batch
+from orchestrator.storage.evaluation_cache import CacheKey, cache_metrics, cached_metrics
+from orchestrator.storage.history import record_hypervolume
+from orchestrator.storage.latency import latency_dataset, register_target, stored_latencies
 from orchestrator.storage.lease import Lease
 from orchestrator.storage.optuna_private import set_constraint, trial_id
-from orchestrator.storage.schema import (
-    BatchRow,
-    EvaluationRow,
-    HypervolumeRow,
-    PredictorRow,
-    StorageError,
-    SupernetRow,
-    connect,
-    dumps,
-)
+from orchestrator.storage.schema import StorageError, connect
 from orchestrator.storage.study import (
     REFERENCE_ATTR,
     SUPERNET_ATTR,
@@ -68,10 +54,10 @@ from orchestrator.storage.study import (
     objective_table,
     record_budget,
 )
+from orchestrator.storage.supernets import register_supernet
 from predictors.cost import arch_costs
 from predictors.features import latency_features
-from predictors.models import LatencyPredictor
-from predictors.persist import STATE_VERSION, predictor_from_state, predictor_state, state_bytes
+from predictors.measure import LatencyMeasurement
 from search_space import Arch, InputError
 from search_space.optuna_map import arch_from_params, distributions
 from supernet.checkpoint import load_checkpoint
@@ -88,7 +74,7 @@ class SearchDriver:
         self.progress = progress
         self._executor = executor
         self.objectives = Objectives.from_config(config.objectives, config.constraints)
-        self.target = target_of(config)
+        self.target = config.target.to_target()
         self.search_seed = config.seed if config.search.seed is None else config.search.seed
 
     # ---- checks before anything is written ---------------------------------
@@ -119,15 +105,15 @@ class SearchDriver:
                 raise StorageError(f"target {self.target.name!r} has no latency measurements in {config.storage}; "
                                    f"run `elastiq measure -c CONFIG` first")
             engine = connect(config.storage, create=False)
-            with Session(engine) as session:
-                try:
-                    archs, _, flagged = latency_dataset(session, self.target)
-                except Exception as exc:
-                    if isinstance(exc, StorageError):
-                        raise
-                    raise StorageError(f"target {self.target.name!r} has no latency measurements; run "
-                                       f"`elastiq measure -c CONFIG` first") from None
-            engine.dispose()
+            try:
+                archs, _, flagged = latency_dataset(engine, self.target)
+            except Exception as exc:
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"target {self.target.name!r} has no latency measurements; run "
+                                   f"`elastiq measure -c CONFIG` first") from None
+            finally:
+                engine.dispose()
             usable = int((~flagged).sum())  # flagged measurements never train the predictor
             if usable < 10:
                 raise StorageError(f"target {self.target.name!r} has {usable} unflagged latency measurements "
@@ -146,20 +132,19 @@ class SearchDriver:
                 return (f"study {config.study}: {done} of {config.search.evaluations} evaluations, Pareto front "
                         f"{front_size}, hypervolume {hv:.4g} (already complete)")
         engine = connect(config.storage)
-        with Session(engine) as session, session.begin():
-            if session.scalar(select(SupernetRow).where(SupernetRow.sha256 == supernet_sha)) is None:
-                session.add(SupernetRow(sha256=supernet_sha, path=str(Path(config.supernet.checkpoint).resolve()),
-                                        space_hash=config.space.hash, task=task.name, steps=config.supernet.steps))
-            register_target(session, self.target)
-        latency_model = self._latency_model(engine, task) if self.objectives.needs_latency else None
+        register_supernet(engine, supernet_sha, Path(config.supernet.checkpoint).resolve(), config.space.hash,
+                          task.name, config.supernet.steps)
+        register_target(engine, self.target)
+        predictor = fit_latency_predictor(engine, config, task.spec, self.target) \
+            if self.objectives.needs_latency else None
         if study is None:
-            study = create_study(config, supernet_sha, self._reference_point(task, latency_model))
+            study = create_study(config, supernet_sha, self._reference_point(task, predictor))
         self.study = study
         lease = Lease(engine, config.study).acquire()
         record_budget(study, config.search.evaluations)  # held by the lease: no other driver writes it
         executor = self._executor or self._make_executor()
         try:
-            summary = self._loop(engine, study, task, supernet_sha, latency_model, executor)
+            summary = self._loop(engine, study, task, supernet_sha, predictor, executor)
         finally:
             if self._executor is None:
                 executor.close()
@@ -186,7 +171,7 @@ class SearchDriver:
         return RayExecutor(ray.address, ray.workers, self.target.name, max_failures=ray.retries,
                            cpus_per_worker=ray.cpus_per_worker, gpus_per_worker=ray.gpus_per_worker)
 
-    def _loop(self, engine, study, task, supernet_sha, latency_model, executor) -> str:
+    def _loop(self, engine, study, task, supernet_sha, predictor, executor) -> str:
         config = self.config
         strategy = make_strategy(config.search.strategy)
         budget = config.search.evaluations
@@ -202,16 +187,16 @@ class SearchDriver:
                 if reruns:  # finish the interrupted batch first, exactly as it was
                     proposals, reruns = reruns, []
                 else:
-                    context = self._context(study, task, latency_model)
+                    context = self._context(study, task, predictor)
                     rng = np.random.default_rng([self.search_seed, done])
-                    batch = self._open_batch(engine, study)
+                    batch = open_batch(engine, study.study_name)
                     proposals = strategy.propose(context, study, count, rng)
-                    self._close_batch(engine, batch, proposals)
+                    close_batch(engine, batch, [trial_id(trial) for _, trial in proposals])
                 if not proposals:
                     log.info("the strategy has nothing new to propose: the space is exhausted")
                     break
                 attempts += len(proposals)
-                self._evaluate_and_record(engine, study, task, supernet_sha, latency_model, executor, proposals)
+                self._evaluate_and_record(engine, study, task, supernet_sha, predictor, executor, proposals)
                 done = completed_count(study)
                 hv, front_size = self._record_hypervolume(engine, study, done)
                 bar.n = min(done, budget)
@@ -223,17 +208,6 @@ class SearchDriver:
         return (f"study {config.study}: {done} of {budget} evaluations, Pareto front {front_size}, "
                 f"hypervolume {hv:.4g} ({time.perf_counter() - started:.0f} s this run)")
 
-    def _open_batch(self, engine, study: optuna.Study) -> int:
-        with Session(engine) as session, session.begin():
-            row = BatchRow(study=study.study_name)
-            session.add(row)
-            session.flush()
-            return row.id
-
-    def _close_batch(self, engine, batch: int, proposals: list[tuple[Arch, optuna.Trial]]) -> None:
-        with Session(engine) as session, session.begin():
-            session.get(BatchRow, batch).trials = dumps([trial_id(trial) for _, trial in proposals])
-
     def _recover(self, engine, study: optuna.Study) -> list[tuple[Arch, optuna.Trial]]:
         """After a crash: the trials of the last batch that are not complete, to run again themselves
         (they stay RUNNING until then, so a crash in between loses nothing either). A batch whose
@@ -241,11 +215,9 @@ class SearchDriver:
         RUNNING or WAITING (by an elastiq before batches were recorded) fail, and their archs run again
         in new trials."""
         space = self.config.space
-        with Session(engine) as session:
-            last = session.scalar(select(BatchRow).where(BatchRow.study == study.study_name)
-                                  .order_by(BatchRow.id.desc()).limit(1))
-            opening = last is not None and last.trials is None
-            members = set(json.loads(last.trials)) if last is not None and not opening else set()
+        last = last_batch(engine, study.study_name)
+        opening = last is not None and last.trials is None
+        members = last.trials if last is not None and not opening else frozenset()
         lost = interrupted(study)
         done_keys = completed_keys(study) if lost else set()
         reruns: list[tuple[Arch, optuna.Trial]] = []
@@ -267,14 +239,13 @@ class SearchDriver:
             if fresh and not opening:
                 reruns.append((arch, ask_fixed(study, space, arch)))
         if opening:
-            with Session(engine) as session, session.begin():
-                session.delete(session.get(BatchRow, last.id))
+            drop_batch(engine, last.id)
             log.info("resuming: the batch being opened when the search stopped is proposed again")
         if reruns:
             log.info("resuming: %d interrupted trial(s) will run again", len(reruns))
         return reruns
 
-    def _context(self, study, task, latency_model) -> SearchContext:
+    def _context(self, study, task, predictor) -> SearchContext:
         space = self.config.space
         # sorted by key: what the strategy sees does not depend on trial order (crashes reorder trials)
         done, values = evaluations_with_values(study, len(self.objectives.metrics))
@@ -282,9 +253,9 @@ class SearchDriver:
         evaluated = [done[i] for i in order]
         values = values[order] * self.objectives.signs
         predict = None
-        if latency_model is not None:
+        if predictor is not None:
             def predict(archs: list[Arch]):
-                return latency_model.predict(latency_features(space, task.spec, self.target, archs), return_std=True)
+                return predictor.predict(latency_features(space, task.spec, self.target, archs), return_std=True)
         return SearchContext(space=space, objectives=self.objectives, evaluated=evaluated, minimized=values,
                              exact_costs=lambda archs: [self._costs(task, a) for a in archs], predict_latency=predict)
 
@@ -298,40 +269,32 @@ class SearchDriver:
                        checkpoint_sha256=supernet_sha, space=json.dumps(config.space.to_dict(), sort_keys=True),
                        task=config.task.name, task_options=json.dumps(config.task.options, sort_keys=True),
                        seed=config.seed, split=SPLIT, finetune_steps=config.search.finetune_steps,
-                       target=json.dumps(self.target.to_dict(), sort_keys=True), device=config.supernet.device)
+                       target=self.target, device=config.supernet.device)
 
-    def _evaluate_and_record(self, engine, study, task, supernet_sha, latency_model, executor, proposals) -> None:
+    def _evaluate_and_record(self, engine, study, task, supernet_sha, predictor, executor, proposals) -> None:
         config = self.config
-        cache_key = {"supernet_sha256": supernet_sha, "split": SPLIT, "target": self.target.name,
-                     "finetune_steps": config.search.finetune_steps}
-        with Session(engine) as session:
-            cached = {row.arch_key: json.loads(row.metrics) for row in session.scalars(
-                select(EvaluationRow).filter_by(**cache_key).where(
-                    EvaluationRow.arch_key.in_([arch.key for arch, _ in proposals])))}
+        cache_key = CacheKey(supernet_sha, SPLIT, self.target.name, config.search.finetune_steps)
+        cached = cached_metrics(engine, cache_key, [arch.key for arch, _ in proposals])
         to_run = list({arch.key: arch for arch, _ in proposals if arch.key not in cached}.values())
         results = dict(zip([a.key for a in to_run], executor.evaluate([self._job(a, supernet_sha) for a in to_run]),
                            strict=True))
         # where each ran (a Ray node id, or "local") goes to the trial, not into the cached metrics
         eval_nodes = {key: r.pop("node", "local") for key, r in results.items() if isinstance(r, dict)}
-        with Session(engine) as session, session.begin():  # the cache first: a crash after it loses no work
-            for arch in to_run:
-                result = results[arch.key]
-                if isinstance(result, Exception):
-                    continue
-                cached[arch.key] = dict(result)
-                session.add(EvaluationRow(arch_key=arch.key, metrics=dumps(result), **cache_key))
+        new = {arch.key: dict(results[arch.key]) for arch in to_run if not isinstance(results[arch.key], Exception)}
+        cache_metrics(engine, cache_key, new)  # the cache first: a crash after it loses no work
+        cached.update(new)
         latencies = {}
         if config.search.measure_latency:
             evaluated = list({arch.key: arch for arch, _ in proposals if arch.key in cached}.values())
             latencies = self._measured_latencies(engine, executor, evaluated, supernet_sha)
         predicted = {}
-        if latency_model is not None:
+        if predictor is not None:
             archs = [arch for arch, _ in proposals]
             features = latency_features(config.space, task.spec, self.target, archs)
             for arch, row in zip(archs, features, strict=True):
                 # one arch at a time: a row's prediction must not depend on what else is in the batch (BLAS
                 # blocks by the batch's size), or a resumed batch would record other last digits
-                mean, std = latency_model.predict(row[None, :], return_std=True)
+                mean, std = predictor.predict(row[None, :], return_std=True)
                 predicted[arch.key] = (float(mean[0]), float(std[0]))
         for arch, trial in proposals:
             trial.set_user_attr("arch", arch.to_json())
@@ -365,76 +328,39 @@ class SearchDriver:
         """Latency on the dataset's scale of each of `archs`: from the target's stored measurements, or
         measured now beside drift probes and stored (unless the probes refuse the batch: then the
         batch keeps its predicted latency and each trial says why)."""
-        config = self.config
-        with Session(engine) as session, session.begin():
-            target_id = register_target(session, self.target).id
-            stored = {key: row.median_ms
-                      for key, row in measured_latencies(session, target_id, self.target.form).items()}
-            probes = drift_probes(session, self.target)
-        found = {a.key: {"median_ms": stored[a.key]} for a in archs if a.key in stored}
-        todo = [a for a in archs if a.key not in stored]
-        if not todo:
-            return found
-        outcome = executor.measure([self._job(a, supernet_sha) for a in todo],
-                                   [(arch.to_json(), m.to_dict()) for arch, m in probes], config.measure.passes,
-                                   config.measure.protocol_options(),
-                                   seed=int(np.random.default_rng([self.search_seed, len(stored)]).integers(2**31)))
-        if isinstance(outcome, Exception):
-            return found  # logged by the executor: the batch keeps its predicted latency
-        check = outcome["check"]
-        if not check["accepted"]:
-            log.warning("latency of %d arch(s) %s; their latency stays predicted", len(todo), check["reason"])
-            return {**found, **{a.key: {"latency_refused": check["reason"], "measure_node": outcome["node"]}
-                                for a in todo}}
-        with Session(engine) as session, session.begin():
-            for arch, m in zip(todo, outcome["measurements"], strict=True):
-                session.add(latency_row(target_id, arch, m, source="search", form=self.target.form))
-                found[arch.key] = {"median_ms": m["median_ms"], "latency_raw_ms": m["raw_median_ms"],
-                                   "latency_drift": m["drift"], "measure_node": outcome["node"]}
+        config, node = self.config, {}
+
+        def beside_probes(todo: list[Arch], probes):
+            stored = len(stored_latencies(engine, self.target))
+            outcome = executor.measure([self._job(a, supernet_sha) for a in todo],
+                                       [(arch.to_json(), m.to_dict()) for arch, m in probes], config.measure.passes,
+                                       config.measure.to_protocol(),
+                                       seed=int(np.random.default_rng([self.search_seed, stored]).integers(2**31)))
+            if isinstance(outcome, Exception):
+                return  # logged by the executor: the batch keeps its predicted latency
+            node["id"] = outcome["node"]
+            if not outcome["check"]["accepted"]:
+                raise LatencyRefused(outcome["check"]["reason"])
+            yield [(arch, LatencyMeasurement(**m)) for arch, m in zip(todo, outcome["measurements"], strict=True)]
+
+        measured = measure_and_store(engine, self.target, archs, beside_probes, source="search")
+        now = set(measured.measured_now)
+        found = {}
+        for arch in archs:
+            m = measured.latencies.get(arch.key)
+            if m is not None:
+                found[arch.key] = {"median_ms": m.median_ms} if arch.key not in now else {
+                    "median_ms": m.median_ms, "latency_raw_ms": m.raw_median_ms, "latency_drift": m.drift,
+                    "measure_node": node["id"]}
+            elif measured.refused is not None:
+                found[arch.key] = {"latency_refused": measured.refused, "measure_node": node["id"]}
+        if measured.refused is not None:
+            log.warning("latency of %d arch(s) %s; their latency stays predicted",
+                        sum("latency_refused" in v for v in found.values()), measured.refused)
         return found
 
-    # ---- predictors and hypervolume ------------------------------------------------
-    def _latency_model(self, engine, task) -> LatencyPredictor:
-        """The target's latency predictor, fitted on its unflagged measurements. A predictor stored in
-        the study database for the same measurements is refitted from its stored choice (data, never
-        code: see `predictors.persist`); otherwise every candidate is cross-validated and the result stored."""
-        with Session(engine) as session:
-            archs, latency, flagged = latency_dataset(session, self.target)
-            archs, latency = [a for a, f in zip(archs, flagged, strict=True) if not f], latency[~flagged]
-            row = session.scalar(select(PredictorRow).where(
-                PredictorRow.study == self.config.study, PredictorRow.kind == "latency",
-                PredictorRow.target == self.target.name, PredictorRow.n_train == len(archs),
-                PredictorRow.version == STATE_VERSION).order_by(PredictorRow.id.desc()))
-        X = latency_features(self.config.space, task.spec, self.target, archs)
-        if row is not None:
-            stored = self._stored_predictor(row)
-            if np.array_equal(stored.X_train_, X) and np.array_equal(stored.y_train_, latency):
-                return stored
-        model = LatencyPredictor(random_state=self.config.seed).fit(X, latency)
-        artifact = state_bytes(predictor_state(model))
-        with Session(engine) as session, session.begin():
-            session.add(PredictorRow(study=self.config.study, kind="latency", target=self.target.name,
-                                     version=STATE_VERSION, n_train=len(archs), chosen=model.chosen_,
-                                     cv_scores=dumps(model.cv_scores_), sha256=hashlib.sha256(artifact).hexdigest(),
-                                     artifact=artifact))
-        log.info("latency predictor for %s: %s, CV MAPE %.2f%% on %d measurements", self.target.name, model.chosen_,
-                 model.cv_scores_[model.chosen_]["mape"], len(archs))
-        return model
-
-    def _stored_predictor(self, row: PredictorRow) -> LatencyPredictor:
-        where = f"stored latency predictor of {self.target.name!r} (row {row.id})"
-        if hashlib.sha256(row.artifact).hexdigest() != row.sha256:
-            raise StorageError(f"{where} does not match its sha256")
-        try:
-            state = json.loads(row.artifact)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise StorageError(f"{where} is not a predictor's JSON state; refused") from None
-        predictor = predictor_from_state(state, where)
-        if not isinstance(predictor, LatencyPredictor):
-            raise StorageError(f"{where} holds a {type(predictor).__name__}, not a latency predictor")
-        return predictor
-
-    def _reference_point(self, task, latency_model) -> list[float]:
+    # ---- reference point and hypervolume ------------------------------------------------
+    def _reference_point(self, task, predictor) -> list[float]:
         """Worst acceptable value of each objective (minimized form), fixed at study creation."""
         largest = self.config.space.largest()
         costs = self._costs(task, largest)
@@ -446,7 +372,7 @@ class SearchDriver:
             elif metric in bounds:
                 reference.append(bounds[metric])
             elif metric == "latency_ms":
-                mean = latency_model.predict(latency_features(self.config.space, task.spec, self.target, [largest]))
+                mean = predictor.predict(latency_features(self.config.space, task.spec, self.target, [largest]))
                 reference.append(float(mean[0]) * 1.1)
             else:
                 reference.append(float(costs[metric]) * 1.1)
@@ -454,8 +380,7 @@ class SearchDriver:
 
     def _record_hypervolume(self, engine, study, done: int) -> tuple[float, int]:
         hv, size = front_and_hypervolume(study, self.objectives)
-        with Session(engine) as session, session.begin():
-            session.add(HypervolumeRow(study=study.study_name, evaluations=done, hypervolume=hv, pareto_size=size))
+        record_hypervolume(engine, study.study_name, done, hv, size)
         return hv, size
 
 

@@ -28,17 +28,20 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from search_space import InputError
 
-SCHEMA_VERSION = 4  # 2 added elastiq_exports; 3 how each latency was measured (source, drift, raw), and batches;
-# 4 the fine-tuning stage (elastiq_finetune_candidates, elastiq_finetune_rungs)
-_READABLE_VERSIONS = (1, 2, 3, 4)  # older schemas are upgraded on connecting
+SCHEMA_VERSION = 5  # 2 added elastiq_exports; 3 how each latency was measured (source, drift, raw), and batches;
+# 4 the fine-tuning stage (elastiq_finetune_candidates, elastiq_finetune_rungs); 5 elastiq_latency.backend renamed
+# measured_on (it holds what a figure was measured on: runtime, version, device, graph format)
+_READABLE_VERSIONS = (1, 2, 3, 4, 5)  # older schemas are upgraded on connecting
 # columns added to existing tables, by the version that added them (new tables come from create_all)
 _ADDED_COLUMNS = {3: [("elastiq_latency", "source", "VARCHAR(16)"), ("elastiq_latency", "drift", "FLOAT"),
                       ("elastiq_latency", "raw_median_ms", "FLOAT")]}
+# columns renamed, by the version that renamed them: (table, old name, new name)
+_RENAMED_COLUMNS = {5: [("elastiq_latency", "backend", "measured_on")]}
 
 
 class StorageError(InputError):
@@ -71,12 +74,12 @@ class TargetRow(Base):
 
 class LatencyRow(Base):
     __tablename__ = "elastiq_latency"
-    __table_args__ = (UniqueConstraint("target_id", "arch_key", "backend"),)
+    __table_args__ = (UniqueConstraint("target_id", "arch_key", "measured_on"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     target_id: Mapped[int] = mapped_column(ForeignKey("elastiq_targets.id"), index=True)
     arch_key: Mapped[str] = mapped_column(String(64))
     arch: Mapped[str] = mapped_column(Text)
-    backend: Mapped[str] = mapped_column(String(64))
+    measured_on: Mapped[str] = mapped_column(String(64))  # HardwareTarget.measured_on
     median_ms: Mapped[float] = mapped_column(Float)
     iqr_ms: Mapped[float] = mapped_column(Float)
     cv: Mapped[float] = mapped_column(Float)
@@ -263,11 +266,16 @@ def connect(url: str, create: bool = True) -> Engine:
 
 
 def _upgrade(engine: Engine, version: int, url: str) -> None:
-    """Add what versions after `version` added: tables, then columns (nullable: old rows keep NULL)."""
+    """Add what versions after `version` added: tables, then columns (nullable: old rows keep NULL); rename
+    what they renamed."""
     try:
         Base.metadata.create_all(engine)
         with engine.begin() as connection:
             for added in range(version + 1, SCHEMA_VERSION + 1):
+                for table, old, new in _RENAMED_COLUMNS.get(added, []):
+                    present = {c["name"] for c in inspect(connection).get_columns(table)}
+                    if old in present and new not in present:
+                        connection.execute(text(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}"))
                 for table, column, sql_type in _ADDED_COLUMNS.get(added, []):
                     present = {c["name"] for c in inspect(connection).get_columns(table)}
                     if column not in present:
@@ -283,6 +291,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def database_failure(exc: BaseException) -> str | None:
+    """The first line of a database error that ended a run (a server restarted or gone), else None.
+    Optuna reports such errors as its own StorageInternalError, caused by SQLAlchemy's."""
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, DBAPIError):
+            text = str(error.orig) if error.orig is not None else str(error)
+            return (text.strip().splitlines() or [type(error.orig).__name__])[0]
+    return None
 
 
 def dumps(value: Any) -> str:

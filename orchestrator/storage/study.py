@@ -13,21 +13,18 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 from orchestrator.config import StudyConfig, config_as_dict, study_config_from_dict
 from orchestrator.storage.optuna_private import engine_of, storage_of
-from orchestrator.storage.schema import StorageError, SupernetRow, connect, masked
+from orchestrator.storage.schema import StorageError, connect, masked
 from search_space import Arch, InputError
-from supernet.checkpoint import CheckpointError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -325,17 +322,3 @@ def interrupted(study: optuna.Study) -> list[FrozenTrial]:
         ids = [row[0] for row in connection.execute(query, {"name": study.study_name})]
     storage, _ = storage_of(study)
     return [storage.get_trial(trial_id) for trial_id in ids]
-
-
-def supernet_checkpoint(engine, configured: str, sha: str) -> Path:
-    """Where the study's supernet checkpoint is: the config's path, else the one recorded when the search began."""
-    candidates = [Path(configured)]
-    with Session(engine) as session:
-        row = session.scalar(select(SupernetRow).where(SupernetRow.sha256 == sha))
-    if row is not None:
-        candidates.append(Path(row.path))
-    for path in candidates:
-        if path.exists():
-            return path.resolve()
-    raise CheckpointError(f"the study's supernet checkpoint (sha256 {sha[:12]}) is not at "
-                          + " nor ".join(str(p) for p in candidates))

@@ -73,7 +73,7 @@ class Int8MatMulLinear(nn.Module):
         return out.reshape(*x.shape[:-1], -1)
 
 
-def torch_form(subnet: nn.Module) -> nn.Module:
+def torch_lowered(subnet: nn.Module) -> nn.Module:
     """A copy of `subnet` whose quantized layers run real int8 matrix products (its quantized embedding
     tables stay as they are: fake-quantized in fp32)."""
     low = sorted({m.bits for m in subnet.modules() if isinstance(m, QuantLinear) and m.bits < 8})
@@ -113,12 +113,12 @@ class AOTInductor(Runtime):
     def build(self, subnet: nn.Module, example: Tensor, device: str = "cpu") -> bytes:
         if device != "cpu":  # compiled for the device's kernels, from a copy that lives there
             subnet = copy.deepcopy(subnet).to(device)
-        form = torch_form(subnet)
+        lowered = torch_lowered(subnet)
         pair = torch.cat([example[:1], example[:1]]).to(device)  # batch 1 would be specialized away
         batch = torch.export.Dim("batch", min=1)
         with tempfile.TemporaryDirectory() as directory, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            program = torch.export.export(form, (pair,), dynamic_shapes=({0: batch},))
+            program = torch.export.export(lowered, (pair,), dynamic_shapes=({0: batch},))
             path = Path(directory) / "model.pt2"
             torch._inductor.aoti_compile_and_package(program, package_path=str(path))
             return path.read_bytes()

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from search_space import InputError
+from search_space import InputError, RunFailed
 from supernet.quant import FULL_PRECISION, QuantLinear, QuantTable
 
 
@@ -31,7 +31,7 @@ class RuntimeUnavailable(InputError):
     """A runtime that is unknown, not installed, or cannot run on the target's device."""
 
 
-class ArtifactMismatch(RuntimeError):
+class ArtifactMismatch(RunFailed):
     """A built artifact that does not compute what the subnet it was built from computes."""
 
 
@@ -78,7 +78,7 @@ class Runtime(ABC):
     def fingerprint(self, device: str, threads: int) -> dict[str, Any]:
         return {"runtime": self.name, "runtime_version": self.version(), "threads": threads}
 
-    def form(self, device: str) -> str:
+    def measured_on(self, device: str) -> str:
         """What a latency figure is measured on, stored with it: runtime, version and device."""
         return f"{self.name}-{self.version()}-{device}"
 
@@ -102,12 +102,26 @@ def with_quantized_layers_as(model: nn.Module, lower: Callable[[nn.Module], nn.M
     """A copy of `model` (in eval mode) whose quantized layers (and, with `tables`, its quantized
     embedding tables; otherwise they stay fake-quantized) are replaced by `lower(module)`."""
     kinds = (QuantLinear, QuantTable) if tables else (QuantLinear,)
-    form = copy.deepcopy(model).eval()
-    for parent in list(form.modules()):
+    lowered = copy.deepcopy(model).eval()
+    for parent in list(lowered.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, kinds) and child.bits < FULL_PRECISION:
                 setattr(parent, name, lower(child))
-    return form
+    return lowered
+
+
+def full_precision(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose quantized layers and embedding tables run in fp32 with the same weights (what
+    a quantized artifact's size is compared with)."""
+    def plain(module: nn.Module) -> nn.Module:
+        if isinstance(module, QuantTable):
+            module.bits = FULL_PRECISION  # a table of the copy: read as it is stored
+            return module
+        linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+        linear.load_state_dict(module.state_dict())
+        return linear
+
+    return with_quantized_layers_as(model, plain, tables=True)
 
 
 def check_agreement(program: Program, subnet: nn.Module, example: Tensor, name: str) -> None:

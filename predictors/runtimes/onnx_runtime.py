@@ -1,27 +1,7 @@
 """ONNX Runtime: the default runtime of CPU targets.
 
-An 8-bit layer becomes ONNX Runtime's `DynamicQuantizeMatMul`: int8 weights on
-the fake quantizer's per-output-channel grid (the same integers and scales),
-activations quantized per tensor at run time to uint8 with a zero point, as
-the fake quantizer simulates them. On an x86 CPU without VNNI, ONNX Runtime's
-uint8 x int8 kernel adds pairs of products in 16 bits (VPMADDUBSW), which
-full-range weights overflow (on one such CPU a digits model's logits moved by
-7% of their range); there the weights are stored as uint8 with a zero point of
-128 (the same integers, shifted), which its uint8 x uint8 kernel multiplies
-exactly. With VNNI (or off x86) the int8 kernel is exact and is kept.
-
-A 4- or 2-bit layer becomes `MatMulNBits`: its codes packed two (or four) to
-a byte, one fp32 scale per block of `quant_block_size` inputs, the zero point
-the kernel's default (the middle code), and `accuracy_level` 4: the kernel
-quantizes each block of an input row to int8 on its own scale, which the fake
-quantizer simulates. Level 4 was chosen by measurement: on one layer of
-MiniLM's size at batch 1 it is 25-30% faster than level 0 (fp32 activations);
-at batch 32 it is 20% slower (`bench/quantized_layers.py`).
-
-Embedding tables the space quantizes are stored as int8 with one fp32 scale
-per row: a lookup gathers the codes and their rows' scales. Other layers
-stay fp32; the session applies every graph optimization, with the target's
-threads, as a deployment would.
+Quantized layers and tables are lowered to ONNX Runtime's kernels (`onnx_lowering`). Other layers
+stay fp32; the session applies every graph optimization, with the target's threads, as a deployment would.
 
 `torch.onnx.export` takes seconds per model, too slow for a latency dataset
 of hundreds. So each distinct part of a subnet (the stem, a block of one
@@ -35,12 +15,9 @@ the subnet it was built from.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import importlib.metadata
 import os
-import platform
-import re
 import tempfile
 import threading
 import warnings
@@ -50,117 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from predictors.runtimes.base import Program, Runtime, register, with_quantized_layers_as
+from predictors.runtimes.base import Program, Runtime, register
+from predictors.runtimes.onnx_lowering import int8_kernel_saturates, int8_weight_type, onnx_lowered
 from search_space import LayerArch
-from supernet.quant import BYTE_BITS, QuantLinear, QuantTable, block_grid, weight_grid
-
-NBITS_ACCURACY_LEVEL = 4  # MatMulNBits' int8 compute (see the module's docstring)
 
 INPUT, OUTPUT, MASK = "input", "logits", "mask"
-GRAPH_FORMAT = 6  # raise when the export form or the part graphs change: cached graphs are then not reused
-
-
-@functools.cache
-def int8_kernel_saturates() -> bool:
-    """Whether this CPU runs ONNX Runtime's uint8 x int8 product through 16-bit pair sums that
-    overflow: x86 without VNNI (AVX2, and AVX-512 before VNNI)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # unknown: the exact kernel
-    return re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) is None
-
-
-def int8_weight_type() -> str:
-    """How this machine's artifacts store 8-bit weights: "int8", or "uint8" where the int8 kernel saturates."""
-    return "uint8" if int8_kernel_saturates() else "int8"
-
-
-class DynamicInt8Linear(nn.Module):
-    """The export form of an 8-bit layer: one `DynamicQuantizeMatMul` node of ONNX Runtime, its weights
-    int8, or uint8 shifted by a zero point of 128 where the int8 kernel saturates (`signed_weights`)."""
-
-    def __init__(self, layer: QuantLinear, signed_weights: bool | None = None):
-        super().__init__()
-        integers, scale = weight_grid(layer.weight.detach().float(), layer.bits)  # the fake quantizer's grid
-        self.signed_weights = not int8_kernel_saturates() if signed_weights is None else signed_weights
-        if self.signed_weights:
-            self.register_buffer("qweight", integers.to(torch.int8).t().contiguous())  # (in, out): MatMul's layout
-            self.register_buffer("zero_point", None)
-        else:
-            self.register_buffer("qweight", (integers + 128).to(torch.uint8).t().contiguous())
-            self.register_buffer("zero_point", torch.full((layer.out_features,), 128, dtype=torch.uint8))
-        self.register_buffer("scale", scale.squeeze(1))
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float())
-        self.out_features = layer.out_features
-
-    def integers(self) -> Tensor:
-        """The weight's integers, (in, out), whichever way they are stored."""
-        return self.qweight.to(torch.int32) - (0 if self.zero_point is None else self.zero_point.to(torch.int32))
-
-    def forward(self, x: Tensor) -> Tensor:
-        inputs = [x, self.qweight, self.scale, self.zero_point, self.bias]
-        return torch.onnx.ops.symbolic("com.microsoft::DynamicQuantizeMatMul", inputs, {}, dtype=torch.float32,
-                                       shape=[*x.shape[:-1], self.out_features], version=1)
-
-
-class NBitsLinear(nn.Module):
-    """The export form of a 4- or 2-bit layer: one `MatMulNBits` node, its weights packed block-wise on
-    the fake quantizer's grid (the same integers and scales)."""
-
-    def __init__(self, layer: QuantLinear):
-        super().__init__()
-        integers, scale = block_grid(layer.weight.detach().float(), layer.bits, layer.block_size)
-        codes = (integers + 2 ** (layer.bits - 1)).to(torch.uint8)  # the kernel's default zero point: the middle code
-        per_byte = 8 // layer.bits
-        codes = codes.reshape(*codes.shape[:2], layer.block_size // per_byte, per_byte)
-        packed = torch.zeros(codes.shape[:-1], dtype=torch.uint8)
-        for j in range(per_byte):  # low bits first, along the inputs
-            packed |= codes[..., j] << (layer.bits * j)
-        self.register_buffer("packed", packed.contiguous())  # (out, blocks, block bytes)
-        self.register_buffer("scale", scale.reshape(layer.out_features, -1).contiguous())  # (out, blocks)
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().float())
-        self.bits, self.block_size = layer.bits, layer.block_size
-        self.in_features, self.out_features = layer.in_features, layer.out_features
-
-    def forward(self, x: Tensor) -> Tensor:
-        # K and N are the graph's widths: `chain` sets them from each build's weights
-        attributes = {"K": self.in_features, "N": self.out_features, "bits": self.bits,
-                      "block_size": self.block_size, "accuracy_level": NBITS_ACCURACY_LEVEL}
-        inputs = [x, self.packed, self.scale, None, None, self.bias]
-        return torch.onnx.ops.symbolic("com.microsoft::MatMulNBits", inputs, attributes, dtype=torch.float32,
-                                       shape=[*x.shape[:-1], self.out_features], version=1)
-
-
-class Int8Table(nn.Module):
-    """The export form of a quantized table: int8 codes and one scale per row, dequantized on lookup."""
-
-    def __init__(self, table: QuantTable):
-        super().__init__()
-        integers, scale = weight_grid(table.weight.detach().float(), table.bits)  # per row, as the fake quantizer
-        self.register_buffer("codes", integers.to(torch.int8).contiguous())
-        self.register_buffer("scale", scale.contiguous())  # (rows, 1)
-        self.bits = table.bits
-
-    def forward(self, ids: Tensor | None = None) -> Tensor:
-        if ids is None:
-            return self.codes.float() * self.scale
-        flat = ids.reshape(-1)  # index_select: one Gather of the int8 rows (indexing exports as GatherND)
-        rows = torch.index_select(self.codes, 0, flat).float() * torch.index_select(self.scale, 0, flat)
-        return rows.reshape(*ids.shape, -1)
-
-
-def _lower(module: nn.Module) -> nn.Module:
-    if isinstance(module, QuantTable):
-        return Int8Table(module)
-    return DynamicInt8Linear(module) if module.bits >= BYTE_BITS else NBitsLinear(module)
-
-
-def export_form(part: nn.Module) -> nn.Module:
-    """A copy of `part` whose quantized layers and tables are ONNX Runtime's kernels."""
-    return with_quantized_layers_as(part, _lower, tables=True)
+GRAPH_FORMAT = 6  # raise when the export forms or the part graphs change: cached graphs are then not reused
 
 
 class StemWithMask(nn.Module):
@@ -196,10 +68,10 @@ class _PartGraphs:
         self._graphs: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
-    def graph(self, form: nn.Module, example: tuple[Tensor, ...], structure: tuple):
+    def graph(self, lowered: nn.Module, example: tuple[Tensor, ...], structure: tuple):
         with self._lock:
             if structure not in self._graphs:
-                self._graphs[structure] = self._from_disk(structure) or self._export(form, example, structure)
+                self._graphs[structure] = self._from_disk(structure) or self._export(lowered, example, structure)
             return self._graphs[structure]
 
     @staticmethod
@@ -217,8 +89,8 @@ class _PartGraphs:
         except Exception:  # noqa: BLE001 - absent, unreadable or damaged: export it again
             return None
 
-    def _export(self, form: nn.Module, example: tuple[Tensor, ...], structure: tuple):
-        graph = _export_graph(form, example)
+    def _export(self, lowered: nn.Module, example: tuple[Tensor, ...], structure: tuple):
+        graph = _export_graph(lowered, example)
         path = self._path(structure)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +109,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "elastiq"
 
 
-def _export_graph(form: nn.Module, example: tuple[Tensor, ...]):
+def _export_graph(lowered: nn.Module, example: tuple[Tensor, ...]):
     """`form`'s graph for inputs shaped as `example` (the hidden state, then the mask where the model
     has one) with any batch size."""
     from onnx import numpy_helper
@@ -247,10 +119,10 @@ def _export_graph(form: nn.Module, example: tuple[Tensor, ...]):
     names = ["x", "mask"][: len(pairs)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the exporter's notes on torchvision and on tracing
-        program = torch.onnx.export(form, pairs, dynamo=True, optimize=False, verbose=False,
+        program = torch.onnx.export(lowered, pairs, dynamo=True, optimize=False, verbose=False,
                                     input_names=names, dynamic_shapes=tuple({0: batch} for _ in pairs))
     graph = program.model_proto
-    weights = set(form.state_dict())
+    weights = set(lowered.state_dict())
     for i, tensor in enumerate(graph.graph.initializer):  # the weights are put in at each build: keep none
         if tensor.name in weights:
             empty = numpy_helper.from_array(np.zeros(0, numpy_helper.to_array(tensor).dtype), tensor.name)
@@ -351,10 +223,10 @@ class OnnxRuntime(Runtime):
                 "intra_op_threads": threads, "inter_op_threads": 1, "graph_optimization": "all",
                 "int8_weights": int8_weight_type()}
 
-    def form(self, device: str) -> str:
+    def measured_on(self, device: str) -> str:
         # the uint8 weights run another kernel: their measurements are not mixed with the int8 ones'
         # and the graph format: a figure taken on an older form of the graphs is not one of these
-        return (f"{super().form(device)}-{self.provider}" + ("-u8u8" if int8_kernel_saturates() else "")
+        return (f"{super().measured_on(device)}-{self.provider}" + ("-u8u8" if int8_kernel_saturates() else "")
                 + f"-g{GRAPH_FORMAT}")
 
     def build(self, subnet: nn.Module, example: Tensor, device: str = "cpu") -> bytes:
@@ -365,9 +237,9 @@ class OnnxRuntime(Runtime):
         inputs = (example[:1],)
         with torch.no_grad():
             for i, part in enumerate(parts):
-                form = export_form(part)
-                graphs.append(self._parts.graph(form, inputs, _structure(part, inputs[0], i == 0, masked)))
-                weights.append({name: tensor.detach().numpy() for name, tensor in form.state_dict().items()})
+                lowered = onnx_lowered(part)
+                graphs.append(self._parts.graph(lowered, inputs, _structure(part, inputs[0], i == 0, masked)))
+                weights.append({name: tensor.detach().numpy() for name, tensor in lowered.state_dict().items()})
                 out = part.eval()(*inputs)
                 inputs = out if isinstance(out, tuple) else (out, mask) if masked else (out,)
         return chain(graphs, weights).SerializeToString()
@@ -445,9 +317,9 @@ class _GraphBytes:
             else:
                 depth = next((d for d in space.depths if str(d) in probe.exits), None) if key[1] else space.max_depth
                 part, inputs = probe.head_of(depth).get_active_subnet(width), hidden
-            form = export_form(part)
-            graph = OnnxRuntime._parts.graph(form, inputs, _structure(part, inputs[0], key[0] == "stem", masked))
-            weights = {name: tensor.detach().numpy() for name, tensor in form.state_dict().items()}
+            lowered = onnx_lowered(part)
+            graph = OnnxRuntime._parts.graph(lowered, inputs, _structure(part, inputs[0], key[0] == "stem", masked))
+            weights = {name: tensor.detach().numpy() for name, tensor in lowered.state_dict().items()}
         model = chain([graph], [weights])
         content = sum(_field_bytes(m.ByteSize()) for m in [*model.graph.node, *model.graph.initializer])
         size = model.ByteSize() - sum(array.nbytes for array in weights.values())

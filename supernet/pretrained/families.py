@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from search_space import InputError
-from supernet.model import ACTIVATIONS, ModelStyle
+from supernet.subnet import ACTIVATIONS
+from supernet.task_spec import ModelStyle
 
 
 class PretrainedError(InputError):

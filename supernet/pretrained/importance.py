@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from supernet.model import Supernet, padding_mask
+from supernet.model import Supernet
+from supernet.subnet import padding_mask
 
 
 @torch.no_grad()

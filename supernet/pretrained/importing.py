@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from search_space import SearchSpace
-from supernet.model import Supernet, TaskSpec
+from supernet.model import Supernet
 from supernet.pretrained.families import Dims, Family, PretrainedError, family_of
+from supernet.task_spec import TaskSpec
 
 log = logging.getLogger("elastiq.supernet")
 

@@ -47,7 +47,7 @@ def test_export_front_is_verified_loadable_and_recorded(searched, tmp_path, caps
         assert metrics["accuracy_test_exported_program"] == metrics["accuracy_test_simulated"]  # what was evaluated
         assert metrics["latency_remeasured_ms"] > 0 and metrics["meets_latency_bound"] is not None
         assert metrics["latency_search_source"] == "measured in the search"
-        assert metrics["measured_form"].startswith("onnxruntime-")
+        assert metrics["measured_on"].startswith("onnxruntime-")
         assert {"model.onnx", "model.pt2", "state_dict.pt", "arch.json", "metrics.json", "example.pt"} <= \
             {p.name for p in folder.iterdir()}
     # each artifact loads with its runtime alone, in a fresh process, and classifies its example
@@ -245,7 +245,7 @@ def test_the_front_keeps_archs_whose_deficit_the_validation_split_cannot_tell_fr
     from types import SimpleNamespace
 
     from orchestrator.config import load_study_config
-    from orchestrator.delivery.export import Selection, _front, front_tolerance
+    from orchestrator.delivery.export import Selection, front, front_tolerance
     from orchestrator.search.objectives import Objectives
     from supernet.tasks import load_task
 
@@ -259,7 +259,7 @@ def test_the_front_keeps_archs_whose_deficit_the_validation_split_cannot_tell_fr
     objectives = Objectives(("accuracy", "latency_ms"), ("maximize", "minimize"))
     archs = [SimpleNamespace(trial=t, metrics={"accuracy": a, "latency_ms": ms})
              for t, a, ms in ((0, 0.90, 1.0), (1, 0.89, 2.0), (2, 0.80, 3.0), (3, 0.91, 4.0))]
-    strict = [e.trial for e in _front(archs, objectives, Selection())]
+    strict = [e.trial for e in front(archs, objectives, Selection())]
     assert strict == [0, 3]  # 1 and 2 are dominated by 0
-    assert [e.trial for e in _front(archs, objectives, Selection(), lambda accuracy: 0.02)] == [0, 1, 3]
-    assert [e.trial for e in _front(archs, objectives, Selection(), lambda accuracy: 0.2)] == [0, 1, 2, 3]
+    assert [e.trial for e in front(archs, objectives, Selection(), lambda accuracy: 0.02)] == [0, 1, 3]
+    assert [e.trial for e in front(archs, objectives, Selection(), lambda accuracy: 0.2)] == [0, 1, 2, 3]

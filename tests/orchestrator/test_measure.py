@@ -80,9 +80,9 @@ def test_measure_refuses_to_mix_settings_or_machines(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert "target 'cpu-b1' is stored with other settings" in err and err.count("\n") == 1
 
-    import orchestrator.execution.measuring as measuring
+    import orchestrator.storage.latency as latency
 
-    monkeypatch.setattr(measuring, "fingerprint", lambda target: {"cpu": "Another CPU", "cores": 64})
+    monkeypatch.setattr(latency, "fingerprint", lambda target: {"cpu": "Another CPU", "cores": 64})
     assert main(["measure", "-c", str(path), "--no-progress"]) == 2
     assert "measured on another machine (cpu: " in capsys.readouterr().err
     assert digest(tmp_path / "study.db") == before

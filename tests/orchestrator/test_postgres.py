@@ -157,3 +157,19 @@ def test_postgres_restarted_mid_transaction_completes_or_stops_with_one_line_and
     uninterrupted = optuna.load_study(study_name="pg-clean", storage=url).get_trials(states=(TrialState.COMPLETE,))
     assert sorted((t.user_attrs["arch_key"], tuple(t.values)) for t in complete) == \
         sorted((t.user_attrs["arch_key"], tuple(t.values)) for t in uninterrupted)
+
+
+@needs_ci_postgres
+def test_a_schema_4_database_is_upgraded_on_postgres():
+    from tests.orchestrator.test_search_latency import check_schema_4_upgrade
+
+    schema = _name("v4").replace("-", "_")  # a namespace of its own: the upgrade starts from an empty one
+    admin = create_engine(URL)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        check_schema_4_upgrade(f"{URL}?options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

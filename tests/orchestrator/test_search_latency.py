@@ -2,6 +2,8 @@
 probes disagree; flagged or refused measurements never train a predictor; the schema records how
 each measurement was taken (and an older schema is upgraded to hold it)."""
 
+import json
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -11,6 +13,7 @@ from sqlalchemy.orm import Session
 from orchestrator.cli import main
 from orchestrator.storage.schema import SCHEMA_VERSION, LatencyRow, SchemaInfo, connect
 from predictors.measure import DriftCheck
+from search_space import Arch, LayerArch
 from tests.orchestrator.conftest import write_config
 
 
@@ -68,19 +71,18 @@ def test_a_refused_batch_keeps_its_predicted_latency_and_stores_nothing(trained,
 
 def test_flagged_measurements_do_not_train_the_latency_predictor(trained, monkeypatch):
     from orchestrator.config import load_study_config
-    from orchestrator.search.driver import SearchDriver
+    from orchestrator.search.latency_model import fit_latency_predictor
     from supernet.tasks import load_task
 
     url = f"sqlite:///{trained / 'study.db'}"
     config = load_study_config(write_config(trained, "flagged.yaml", study="flagged"))
-    driver = SearchDriver(config, progress=False)
     engine = connect(url)
     task = load_task("digits", config.seed)
-    fitted = driver._latency_model(engine, task)
+    fitted = fit_latency_predictor(engine, config, task.spec, config.target.to_target())
     with Session(engine) as session, session.begin():
         row = session.scalars(select(LatencyRow).where(LatencyRow.flagged.is_(False))).first()
         row.flagged, row_id = True, row.id
-    refit = driver._latency_model(engine, task)
+    refit = fit_latency_predictor(engine, config, task.spec, config.target.to_target())
     assert refit.n_train_ == fitted.n_train_ - 1
     with Session(engine) as session, session.begin():
         session.get(LatencyRow, row_id).flagged = False
@@ -94,12 +96,47 @@ def test_an_older_schema_is_upgraded_on_connecting(tmp_path):
     with engine.begin() as connection:  # as elastiq's schema 2 left it
         for column in ("source", "drift", "raw_median_ms"):
             connection.execute(text(f"ALTER TABLE elastiq_latency DROP COLUMN {column}"))
+        connection.execute(text("ALTER TABLE elastiq_latency RENAME COLUMN measured_on TO backend"))
         connection.execute(text("UPDATE elastiq_schema SET version = 2"))
     engine.dispose()
     engine = connect(url, create=False)  # a reader, too, needs the columns
     with Session(engine) as session:
         assert session.scalar(select(SchemaInfo.version)) == SCHEMA_VERSION
         assert session.scalars(select(LatencyRow)).all() == []
+    engine.dispose()
+
+
+def test_a_schema_4_database_keeps_its_latency_rows_under_the_renamed_column(tmp_path):
+    check_schema_4_upgrade(f"sqlite:///{tmp_path / 'v4.db'}")
+
+
+def check_schema_4_upgrade(url: str) -> None:
+    """A database of schema 4 (the measurement's identity in a column named backend) is upgraded on
+    connecting, and its latency rows read back under the new name."""
+    from orchestrator.storage.latency import stored_latencies
+    from predictors.target import HardwareTarget, fingerprint
+
+    target = HardwareTarget("cpu-v4")
+    engine = connect(url)
+    with engine.begin() as connection:  # as schema 4 left it
+        connection.execute(text("ALTER TABLE elastiq_latency RENAME COLUMN measured_on TO backend"))
+        connection.execute(text("UPDATE elastiq_schema SET version = 4"))
+        connection.execute(text("INSERT INTO elastiq_targets (name, settings, fingerprint, created_at) VALUES "
+                                "(:name, :settings, :fingerprint, CURRENT_TIMESTAMP)"),
+                           {"name": target.name, "settings": json.dumps(target.to_dict(), sort_keys=True),
+                            "fingerprint": json.dumps(fingerprint(target), sort_keys=True)})
+        connection.execute(text(
+            "INSERT INTO elastiq_latency (target_id, arch_key, arch, backend, median_ms, iqr_ms, cv, n, attempts, "
+            "flagged, passes, pass_cv, source, fingerprint, created_at) SELECT id, 'k', :arch, :on, 2.5, 0.1, "
+            "0.01, 20, 1, false, 1, 0.0, 'measure', '{}', CURRENT_TIMESTAMP FROM elastiq_targets WHERE name = :name"),
+            {"arch": Arch(16, (LayerArch(2, 32, "softmax", 32),)).to_json(), "on": target.measured_on,
+             "name": target.name})
+    engine.dispose()
+    engine = connect(url, create=False)
+    stored = stored_latencies(engine, target)
+    assert list(stored) == ["k"] and stored["k"].measurement.median_ms == 2.5 and stored["k"].source == "measure"
+    with Session(engine) as session:
+        assert session.scalar(select(SchemaInfo.version)) == SCHEMA_VERSION
     engine.dispose()
 
 

@@ -7,7 +7,8 @@ from predictors.measure import Protocol, example_input, holding, measure_latency
 from predictors.runtimes import runtime_named
 from predictors.target import HardwareTarget, fingerprint
 from search_space import Arch, InputError, LayerArch, SearchSpace
-from supernet.model import Supernet, TaskSpec
+from supernet.model import Supernet
+from supernet.task_spec import TaskSpec
 from tests.supernet.test_model import FEATURES, TOKENS, expected_params
 
 
@@ -107,10 +108,15 @@ def test_noisy_measurements_are_repeated_then_flagged():
 
 
 def test_bad_targets():
+    from orchestrator.config import TargetConfig
+
     with pytest.raises(InputError, match="device"):
         HardwareTarget(device="tpu")
-    with pytest.raises(InputError, match="positive"):
-        HardwareTarget(threads=0)
+    with pytest.raises(InputError, match="cannot run on device 'cuda'"):
+        HardwareTarget(device="cuda", runtime="onnxruntime")
+    # the settings' ranges are checked once, where a target is read: the config's target section
+    with pytest.raises(ValueError, match="threads"):
+        TargetConfig(threads=0)
 
 
 def test_target_lock_is_exclusive(tmp_path):

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from predictors.runtimes import RUNTIMES, ArtifactMismatch, Program, RuntimeUnavailable, runtime_named
-from predictors.runtimes.aot_inductor import torch_form
+from predictors.runtimes.aot_inductor import torch_lowered
 from predictors.runtimes.base import check_agreement
-from predictors.runtimes.onnx_runtime import OnnxRuntime, export_form
+from predictors.runtimes.onnx_lowering import onnx_lowered
+from predictors.runtimes.onnx_runtime import OnnxRuntime
 from predictors.target import HardwareTarget, fingerprint
 from search_space import Arch, LayerArch
 from supernet.model import Supernet
@@ -42,7 +43,7 @@ def test_onnx_artifact_runs_int8_kernels_only_where_the_policy_says(digits_super
 
 def test_int8_weights_are_the_fake_quantizers_integers(digits_supernet):
     arch = Arch(64, (LayerArch(2, 64, "softmax", 8),))
-    block = export_form(digits_supernet.extract(arch)).blocks[0]
+    block = onnx_lowered(digits_supernet.extract(arch)).blocks[0]
     original = digits_supernet.extract(arch).blocks[0].attention.query
     layer = block.attention.query
     assert layer.qweight.dtype == (torch.int8 if layer.signed_weights else torch.uint8)
@@ -54,7 +55,7 @@ def test_int8_weights_are_the_fake_quantizers_integers(digits_supernet):
 def test_both_weight_formats_hold_the_same_integers_and_the_exact_one_is_chosen_here(digits_supernet, signed):
     """uint8 weights (a zero point of 128) where this CPU's int8 kernel saturates, int8 elsewhere: the
     same integers either way, and the artifact built here computes what the subnet computes."""
-    from predictors.runtimes.onnx_runtime import DynamicInt8Linear, int8_kernel_saturates
+    from predictors.runtimes.onnx_lowering import DynamicInt8Linear, int8_kernel_saturates
 
     layer = digits_supernet.extract(Arch(64, (LayerArch(2, 64, "softmax", 8),))).blocks[0].attention.query
     stored = DynamicInt8Linear(layer, signed_weights=signed)
@@ -97,11 +98,11 @@ def test_an_artifact_that_computes_something_else_is_refused(digits_space, digit
 def test_torch_int8_form_computes_the_fake_quantized_model(digits_supernet):
     arch = Arch(96, (LayerArch(4, 384, "softmax", 8), LayerArch(2, 96, "linear", 8)))
     subnet = digits_supernet.extract(arch)
-    form = torch_form(subnet)
-    assert sum(type(m).__name__ == "Int8MatMulLinear" for m in form.modules()) == 12
+    lowered = torch_lowered(subnet)
+    assert sum(type(m).__name__ == "Int8MatMulLinear" for m in lowered.modules()) == 12
     x = torch.randn(5, 16, 4, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        reference, actual = subnet(x), form(x)
+        reference, actual = subnet(x), lowered(x)
     assert (actual - reference).abs().max() < 0.01 * reference.abs().max()
 
 
@@ -147,8 +148,8 @@ def test_an_aotinductor_cuda_artifact_is_built_from_a_subnet_on_the_cpu(digits_s
 def test_runtime_is_part_of_the_target_and_its_fingerprint():
     default, compiled = HardwareTarget("a"), HardwareTarget("a", runtime="aotinductor")
     assert default.runtime == "onnxruntime" and HardwareTarget("g", device="cuda").runtime == "aotinductor"
-    assert default.key != compiled.key and default.form != compiled.form
-    assert default.form.startswith("onnxruntime-") and "CPUExecutionProvider" in default.form
+    assert default.key != compiled.key and default.measured_on != compiled.measured_on
+    assert default.measured_on.startswith("onnxruntime-") and "CPUExecutionProvider" in default.measured_on
     print_ = fingerprint(HardwareTarget("t", threads=2))
     assert print_["runtime"] == "onnxruntime" and print_["intra_op_threads"] == 2 and print_["runtime_version"]
     assert set(RUNTIMES) >= {"onnxruntime", "aotinductor"}
@@ -245,4 +246,4 @@ def test_a_runtime_refuses_bit_widths_it_has_no_kernel_for(digits_supernet):
     subnet = digits_supernet.extract(Arch(64, (LayerArch(2, 64, "softmax", 8),)))
     subnet.blocks[0].mlp.fc1.bits = 4
     with pytest.raises(RuntimeUnavailable, match="cannot run 4-bit layers"):
-        torch_form(subnet)
+        torch_lowered(subnet)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from search_space import Arch, LayerArch, SearchSpace, SpaceError
-from supernet.model import Supernet, TaskSpec
+from supernet.model import Supernet
+from supernet.task_spec import TaskSpec
 
 FEATURES = TaskSpec("features", input_dim=4, seq_len=16, num_classes=10)
 TOKENS = TaskSpec("tokens", input_dim=16, seq_len=24, num_classes=10)

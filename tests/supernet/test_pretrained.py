@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from search_space import SearchSpace
-from supernet.model import Supernet, TaskSpec
+from supernet.model import Supernet
 from supernet.pretrained.families import PretrainedError
 from supernet.pretrained.importance import importance, reorder_by_importance
 from supernet.pretrained.importing import full_supernet, import_pretrained, model_space, open_pretrained
-from supernet.user_data import patches
+from supernet.task_spec import TaskSpec
+from supernet.tasks.user_data import patches
 from tests.supernet.pretrained_models import hf_model, save_text_model, save_vit_model, tiny_tokenizer
 
 SENTENCES = ["the cat sat on the mat", "a dog", "very very big red dog ran fast on the mat", "good"]
@@ -219,7 +220,7 @@ def test_bad_models_are_refused_with_one_line(tmp_path, text_model):
 def test_training_from_a_pretrained_teacher_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """The frozen teacher is kept in the checkpoint: stopping after the teacher's phase and going on
     ends where one uninterrupted run ends."""
-    from supernet.task import Task
+    from supernet.tasks import Task
     from supernet.train import TrainSettings, train_supernet
 
     folder = save_text_model(tmp_path / "bert", with_head=False)

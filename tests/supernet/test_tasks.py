@@ -4,7 +4,7 @@ import types
 import pytest
 import torch
 
-from supernet.model import TaskSpec
+from supernet.task_spec import TaskSpec
 from supernet.tasks import Task, TaskError, load_task
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from search_space import InputError
-from supernet.model import TaskSpec
+from supernet.task_spec import TaskSpec
 
 
 class TaskError(InputError):

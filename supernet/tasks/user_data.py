@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from supernet.model import TaskSpec
-from supernet.task import Task, TaskError
-from supernet.task import check_int as _check_int
+from supernet.task_spec import TaskSpec
+from supernet.tasks.base import Task, TaskError
+from supernet.tasks.base import check_int as _check_int
 
 TEXT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_OPTIONS = {"train": "train", "val": "validation", "test": "test"}

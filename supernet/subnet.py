@@ -1,0 +1,173 @@
+"""The static model that `Supernet.extract` produces, and the computations it shares with the supernet.
+
+A plain encoder: a stem (embeddings, positions, token types, [CLS] token), pre- or post-LN blocks of
+attention and MLP, a pooled head. It holds only the sliced weights of one arch and depends on nothing
+of the supernet; its layers are `nn.Linear` or, where the arch quantizes them, `QuantLinear`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from supernet.attention import AttentionKernel
+from supernet.quant import QuantTable
+from supernet.task_spec import ModelStyle
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_heads: int,
+              mask: Tensor | None) -> Tensor:
+    """(batch, tokens, heads * head_dim) projections -> kernel per head -> merged."""
+    batch, tokens, inner = q.shape
+    split = lambda t: t.view(batch, tokens, num_heads, inner // num_heads).transpose(1, 2)  # noqa: E731
+    return kernel(split(q), split(k), split(v), mask).transpose(1, 2).reshape(batch, tokens, inner)
+
+
+def residual(x: Tensor, attention, mlp, norm1, norm2, norm_first: bool) -> Tensor:
+    """One encoder block: pre-LN (norm, then the sublayer, then the residual) or post-LN (the
+    sublayer, the residual, then the norm), the same code for the elastic and the static block."""
+    if norm_first:
+        x = x + attention(norm1(x))
+        return x + mlp(norm2(x))
+    x = norm1(x + attention(x))
+    return norm2(x + mlp(x))
+
+
+def padding_mask(x: Tensor, kind: str, style: ModelStyle) -> Tensor | None:
+    """(batch, tokens) True at real tokens of a padded text input; None where nothing is padded."""
+    if kind != "text" or style.pad_token_id is None:
+        return None
+    return x[..., 0] != style.pad_token_id
+
+
+def embed_inputs(x: Tensor, kind: str, style: ModelStyle, embed, position: Tensor, token_type: Tensor | None,
+                 cls_token: Tensor | None, norm) -> Tensor:
+    """Input -> token vectors: the embedding (a table for ids, a linear map for features), the
+    [CLS] token, positions and token types, and the embedding norm; shared by the elastic and the
+    static stem. `embed` maps inputs to vectors; the tensors are already sliced to the width."""
+    ids = x[..., 0] if kind == "text" else x
+    h = embed(ids)
+    if cls_token is not None:
+        h = torch.cat([cls_token.expand(h.shape[0], 1, -1), h], dim=1)
+    tokens = h.shape[1]
+    if style.position_offset is not None:  # RoBERTa: real tokens count from the offset, padding sits at it
+        real = (ids != style.pad_token_id).long()
+        h = h + F.embedding(torch.cumsum(real, dim=1) * real + style.position_offset, position)
+    else:
+        h = h + position[:tokens]
+    if token_type is not None:
+        h = h + F.embedding(x[..., 1], token_type)
+    return norm(h) if norm is not None else h
+
+
+def pool_tokens(h: Tensor, mask: Tensor | None, style: ModelStyle, norm, pooler) -> Tensor:
+    """Token vectors -> one vector: the norm (per token), then [CLS] or the mean over real tokens,
+    then the pooler (dense + tanh) where the style has one."""
+    if norm is not None:
+        h = norm(h)
+    if style.pooling == "cls":
+        pooled = h[:, 0]
+    elif mask is None:
+        pooled = h.mean(dim=1)
+    else:
+        weights = mask.to(h.dtype).unsqueeze(-1)
+        pooled = (h * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+    return torch.tanh(pooler(pooled)) if pooler is not None else pooled
+
+
+class Attention(nn.Module):
+    def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear, out: nn.Linear,
+                 kernel: AttentionKernel, num_heads: int):
+        super().__init__()
+        self.query, self.key, self.value, self.out = query, key, value, out
+        self.kernel = kernel
+        self.num_heads = num_heads
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.out(mix_heads(self.query(x), self.key(x), self.value(x), self.kernel, self.num_heads, mask))
+
+
+class MLP(nn.Module):
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, activation: str = "gelu"):
+        super().__init__()
+        self.fc1, self.fc2 = fc1, fc2
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(ACTIVATIONS[self.activation](self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, norm1: nn.LayerNorm, attention: Attention, norm2: nn.LayerNorm, mlp: MLP,
+                 norm_first: bool = True):
+        super().__init__()
+        self.norm1, self.attention, self.norm2, self.mlp = norm1, attention, norm2, mlp
+        self.norm_first = norm_first
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return residual(x, lambda h: self.attention(h, mask), self.mlp, self.norm1, self.norm2, self.norm_first)
+
+
+def _table(table: nn.Module | Tensor) -> Tensor:
+    """The values of a static table: a tensor, or a quantized table (read whole)."""
+    return table() if isinstance(table, nn.Module) else table
+
+
+class Stem(nn.Module):
+    """The static stem. Its tables (`embed` for ids, `position`, `token_type`) are tensors, or
+    `QuantTable`s where the space quantizes embeddings."""
+
+    def __init__(self, embed: nn.Module, position: nn.Parameter | QuantTable, input_kind: str = "features",
+                 style: ModelStyle = ModelStyle(), token_type: nn.Parameter | QuantTable | None = None,
+                 cls_token: nn.Parameter | None = None, norm: nn.LayerNorm | None = None):
+        super().__init__()
+        self.embed = embed
+        self.position = position
+        self.token_type, self.cls_token, self.norm = token_type, cls_token, norm
+        self.input_kind, self.style = input_kind, style
+
+    def forward(self, x: Tensor) -> Tensor:
+        return embed_inputs(x, self.input_kind, self.style, self.embed, _table(self.position),
+                            None if self.token_type is None else _table(self.token_type), self.cls_token, self.norm)
+
+    def padding_mask(self, x: Tensor) -> Tensor | None:
+        return padding_mask(x, self.input_kind, self.style)
+
+
+class Head(nn.Module):
+    def __init__(self, norm: nn.LayerNorm | None, classifier: nn.Linear, style: ModelStyle = ModelStyle(),
+                 pooler: nn.Linear | None = None):
+        super().__init__()
+        self.norm, self.classifier, self.pooler = norm, classifier, pooler
+        self.style = style
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.classifier(pool_tokens(x, mask, self.style, self.norm, self.pooler))
+
+
+class Subnet(nn.Module):
+    """A static transformer extracted from the supernet; depends on nothing of it."""
+
+    def __init__(self, stem: Stem, blocks: list[Block], head: Head, arch_json: str):
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+        self.arch_json = arch_json
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self.stem.padding_mask(x)
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.head(h, mask)

@@ -1,0 +1,47 @@
+"""What the model needs to know of a task: its input and output shapes (`TaskSpec`) and the layout of the
+model family it is meant for (`ModelStyle`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelStyle:
+    """How a model family lays its encoder out. The default is elastiq's own encoder."""
+
+    norm_first: bool = True  # pre-LN blocks (ours, ViT); False: post-LN (BERT)
+    activation: str = "gelu"  # the MLP's, one of ACTIVATIONS
+    norm_eps: float = 1e-5
+    embedding_norm: bool = False  # a LayerNorm after the embeddings are summed (BERT)
+    final_norm: bool = True  # a LayerNorm before pooling (pre-LN models)
+    pooling: str = "mean"  # "mean" over real tokens, or "cls": the first token
+    pooler: bool = False  # a dense + tanh layer on the pooled vector (BERT's pooler, RoBERTa's head)
+    cls_token: bool = False  # a learned token put before the inputs (ViT)
+    token_types: int = 0  # token-type embeddings (BERT); text inputs then carry type ids
+    pad_token_id: int | None = None  # text: the padding id, masked out everywhere
+    position_offset: int | None = None  # RoBERTa: positions count real tokens from this id; None: 0, 1, 2, ...
+    positions: int | None = None  # rows of the position table (the pretrained model's); None: the sequence
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the model needs to know of a task: its input and output shapes, and the layout of the
+    model it is meant for (`style`)."""
+
+    input_kind: str  # "features": float (batch, tokens, input_dim); "tokens": int (batch, tokens);
+    # "text": int (batch, tokens, 2): token ids and token-type ids, padded with style.pad_token_id
+    input_dim: int  # features per token, or vocabulary size
+    seq_len: int
+    num_classes: int
+    style: ModelStyle = ModelStyle()
+
+    def to_dict(self) -> dict:
+        return {**vars(self), "style": self.style.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskSpec:
+        return cls(**{**data, "style": ModelStyle(**data.get("style", {}))})
