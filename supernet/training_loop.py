@@ -135,7 +135,9 @@ class TrainingLoop:
             group["lr"] = lr * self.schedule(self.step_count)
 
     def state(self) -> dict[str, Any]:
-        """Everything a continued run needs, on the CPU; refused if the weights became non-finite."""
+        """Everything a continued run needs, on the CPU; refused if the weights became non-finite. On the CPU
+        its tensors are the live ones (no copy of the weights and moments is made): save it before the next
+        step."""
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise TrainingDiverged(f"{self.what}: weights became non-finite by step {self.step_count}; nothing "
                                    f"saved (lower {self.lr_setting})")
