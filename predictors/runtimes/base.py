@@ -7,7 +7,7 @@ kernels for are its `supported_bits`), holding the trained quantization
 numerics (`supernet.quant`: the fake quantizer's weight grid and scales, the
 activations as the kernel quantizes them); it loads an artifact into a
 `Program` that runs it; and it says what a latency figure taken on it is only
-valid for (its fingerprint, and the `form` stored with every measurement, so
+valid for (its fingerprint, and `measured_on`, stored with every measurement, so
 that measurements of different runtimes or versions are never mixed).
 """
 

@@ -110,7 +110,7 @@ def cache_dir() -> Path:
 
 
 def _export_graph(lowered: nn.Module, example: tuple[Tensor, ...]):
-    """`form`'s graph for inputs shaped as `example` (the hidden state, then the mask where the model
+    """`lowered`'s graph for inputs shaped as `example` (the hidden state, then the mask where the model
     has one) with any batch size."""
     from onnx import numpy_helper
 
