@@ -285,3 +285,21 @@ def test_with_a_head_per_depth_the_largest_pass_teaches_every_depth(tiny_space, 
     model.zero_grad()
     sandwich_loss(model, x, y, largest, [largest], TrainSettings(**vars(SETTINGS)), step=0)[0].backward()
     assert model.exits["1"].classifier.weight.grad.abs().sum() > 0  # trained with no depth-1 student sampled
+
+
+def test_a_fine_tuning_state_saved_before_the_shared_loop_still_restores(tiny_space, digits):
+    import copy
+
+    from supernet.finetune import Finetuner, FinetuneSettings
+
+    supernet, settings = fresh(tiny_space, digits), FinetuneSettings(steps=8, batch_size=16)
+    straight = Finetuner(supernet.extract(tiny_space.smallest()), digits, settings, seed=1)
+    straight.train(4)
+    state = copy.deepcopy(straight.state())
+    old = {"model": state["model"], "optimizer": state["optimizer"], "schedule": state["scheduler"],
+           "batches": state["batch_rng"], "step": state["step"], "skipped": state["skipped_steps"]}  # the old keys
+    continued = Finetuner(supernet.extract(tiny_space.smallest()), digits, settings, seed=1)
+    continued.restore(old)
+    straight.train(4)
+    continued.train(4)
+    assert continued.step == 8 and state_equal(straight.model, continued.model)
