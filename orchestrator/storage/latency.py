@@ -106,7 +106,8 @@ def drift_probes(engine: Engine, target: HardwareTarget, count: int = 8) -> list
 def store_latencies(engine: Engine, target: HardwareTarget, measured: Iterable[tuple[Arch, LatencyMeasurement]],
                     source: str) -> None:
     """Store measurements of the target in one transaction, each replacing the arch's stored one."""
-    assert source in SOURCES, source
+    if source not in SOURCES:
+        raise ValueError(f"a latency's source is one of {SOURCES}, not {source!r}")
     with Session(engine) as session, session.begin():
         target_id = _target_row(session, target).id
         measured = list(measured)
