@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +68,32 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
-    """Write state and its record; return the record (with the sha256)."""
-    path = Path(path)
+def write_state(path: Path, state: dict[str, Any], before: Callable[[str], None] | None = None) -> str:
+    """Write a training state (tensors and plain data) atomically; its sha256. `before(sha256)` runs once
+    the state is serialized and before the file is replaced (a checkpoint's pending record)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    record = {"format": FORMAT_VERSION, **metadata, "torch_version": torch.__version__,
-              "sha256": hashlib.sha256(data).hexdigest(), "file": path.name}
+    sha256 = hashlib.sha256(data).hexdigest()
+    if before is not None:
+        before(sha256)
+    atomic_write(path, lambda f: f.write(data))
+    return sha256
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write state and its record; return the record (with the sha256)."""
+    path = Path(path)
+    record = {"format": FORMAT_VERSION, **metadata, "torch_version": torch.__version__, "file": path.name}
     for stale in path.parent.glob(f".{path.name}.*"):  # temporary files of a save that was killed
         stale.unlink(missing_ok=True)
     pending = pending_record_path(path)
-    atomic_write(pending, lambda f: f.write(json.dumps(record, indent=2, sort_keys=True).encode()))
-    atomic_write(path, lambda f: f.write(data))
+
+    def pending_record(sha256: str) -> None:
+        record["sha256"] = sha256
+        atomic_write(pending, lambda f: f.write(json.dumps(record, indent=2, sort_keys=True).encode()))
+
+    write_state(path, state, before=pending_record)
     os.replace(pending, record_path(path))
     return record
 

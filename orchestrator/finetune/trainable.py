@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ import torch
 
 from orchestrator.execution.evaluation import _loaded, threads_given
 from search_space import Arch
-from supernet.checkpoint import atomic_write, load_checkpoint, sha256_file
+from supernet.checkpoint import load_checkpoint, sha256_file, write_state
 from supernet.device import resolve_device
 from supernet.finetune import Finetuner, FinetuneSettings
 from supernet.train import evaluate
@@ -116,11 +115,7 @@ def train_candidate(config: dict[str, Any], job: dict[str, Any]) -> None:
                  "seconds": time.perf_counter() - started, "checkpoint": str(path)}
         saved = {**finetuner.state(), "run_key": job["run_key"], "arch_key": key,
                  "history": history + [{**entry, "checkpoint_sha256": ""}]}
-        buffer = io.BytesIO()
-        torch.save(saved, buffer)
-        data = buffer.getvalue()
-        atomic_write(path, lambda f, data=data: f.write(data))
-        entry["checkpoint_sha256"] = hashlib.sha256(data).hexdigest()
+        entry["checkpoint_sha256"] = write_state(path, saved)
         history.append(entry)
         report(entry, replayed=False)
 
