@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.config import StudyConfig
-from orchestrator.storage.latency import drift_probes, register_target, store_latencies, stored_latencies
+from orchestrator.storage.latency import pick_drift_probes, register_target, store_latencies, stored_latencies
 from orchestrator.storage.schema import StorageError, connect
 from predictors.dataset import measure_archs, stratified_archs
 from predictors.measure import LatencyMeasurement
@@ -29,8 +29,9 @@ from supernet.train import load_supernet
 log = logging.getLogger("elastiq.measure")
 
 Probes = list[tuple[Arch, LatencyMeasurement]]
-# (archs to measure, drift probes) -> chunks of (arch, measurement), each stored as it comes
-Measure = Callable[[list[Arch], Probes], Iterable[list[tuple[Arch, LatencyMeasurement]]]]
+# (archs to measure, drift probes, how many of the target's measurements are stored) -> chunks of
+# (arch, measurement), each stored as it comes
+Measure = Callable[[list[Arch], Probes, int], Iterable[list[tuple[Arch, LatencyMeasurement]]]]
 
 
 class LatencyRefused(Exception):
@@ -52,15 +53,16 @@ def measure_and_store(engine, target, archs: list[Arch], measure: Measure, sourc
     and `measure` raises LatencyRefused if they refuse the batch (nothing of it is stored)."""
     register_target(engine, target)  # refuses another machine than the target's
     alone = source == "measure"
-    stored = {key: record.measurement for key, record in stored_latencies(engine, target).items()}
+    records = stored_latencies(engine, target)  # read once: the figures, the probes and their count
+    stored = {key: record.measurement for key, record in records.items()}
     found = {a.key: stored[a.key] for a in archs if a.key in stored and not (alone and stored[a.key].flagged)}
     todo = list({a.key: a for a in archs if a.key not in found}.values())
     if not todo:
         return MeasuredLatencies(found, (), 0)
-    probes = [] if alone else drift_probes(engine, target)
+    probes = [] if alone else pick_drift_probes(records.values())
     measured: list[str] = []
     try:
-        for chunk in measure(todo, probes):
+        for chunk in measure(todo, probes, len(stored)):
             store_latencies(engine, target, chunk, source)
             found.update((arch.key, m) for arch, m in chunk)
             measured += [arch.key for arch, _ in chunk]
@@ -81,7 +83,7 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
         raise StorageError(f"target.seq_len {target.seq_len} is longer than the task's {task.spec.seq_len} tokens")
     flagged = 0
 
-    def alone(todo: list[Arch], _probes: Probes):
+    def alone(todo: list[Arch], _probes: Probes, _stored: int):
         nonlocal flagged
         for record in measure_archs(supernet, todo, target, config.measure.to_protocol(),
                                     passes=config.measure.passes, seed=config.seed, progress=progress):

@@ -35,7 +35,7 @@ from orchestrator.search.strategies import SearchContext, ask_fixed, make_strate
 from orchestrator.storage.batches import close_batch, drop_batch, last_batch, open_batch
 from orchestrator.storage.evaluation_cache import CacheKey, cache_metrics, cached_metrics
 from orchestrator.storage.history import record_hypervolume
-from orchestrator.storage.latency import latency_dataset, register_target, stored_latencies
+from orchestrator.storage.latency import latency_dataset, register_target
 from orchestrator.storage.lease import Lease
 from orchestrator.storage.optuna_private import set_constraint, trial_id
 from orchestrator.storage.schema import StorageError, connect
@@ -330,8 +330,7 @@ class SearchDriver:
         batch keeps its predicted latency and each trial says why)."""
         config, node = self.config, {}
 
-        def beside_probes(todo: list[Arch], probes):
-            stored = len(stored_latencies(engine, self.target))
+        def beside_probes(todo: list[Arch], probes, stored: int):
             outcome = executor.measure([self._job(a, supernet_sha) for a in todo],
                                        [(arch.to_json(), m.to_dict()) for arch, m in probes], config.measure.passes,
                                        config.measure.to_protocol(),

@@ -95,9 +95,13 @@ def drift_probes(engine: Engine, target: HardwareTarget, count: int = 8) -> list
     measured again beside new archs, they tell how the machine runs now against when the dataset was
     measured. Only measurements taken alone (`elastiq measure`) and not flagged serve."""
     register_target(engine, target)  # refuses another machine than the target's
-    records = [r for r in stored_latencies(engine, target).values()
-               if r.source in (None, "measure") and not r.measurement.flagged]
-    records.sort(key=lambda r: (r.measurement.median_ms, r.arch.key))
+    return pick_drift_probes(stored_latencies(engine, target).values(), count)
+
+
+def pick_drift_probes(records: Iterable[StoredLatency], count: int = 8) -> list[tuple[Arch, LatencyMeasurement]]:
+    """`drift_probes` among records already read."""
+    records = sorted((r for r in records if r.source in (None, "measure") and not r.measurement.flagged),
+                     key=lambda r: (r.measurement.median_ms, r.arch.key))
     picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int)) \
         if records else []
     return [(records[i].arch, records[i].measurement) for i in picks]
@@ -109,7 +113,9 @@ def store_latencies(engine: Engine, target: HardwareTarget, measured: Iterable[t
     if source not in SOURCES:
         raise ValueError(f"a latency's source is one of {SOURCES}, not {source!r}")
     with Session(engine) as session, session.begin():
-        target_id = _target_row(session, target).id
+        # registered by whoever measured (its machine checked once); registered here only if it was not
+        target_id = session.scalar(select(TargetRow.id).where(TargetRow.name == target.name)) \
+            or _target_row(session, target).id
         measured = list(measured)
         for old in _rows(session, target, [arch.key for arch, _ in measured]):
             session.delete(old)

@@ -160,7 +160,7 @@ def _measure_for_selection(unmeasured: list[Evaluation], config: StudyConfig, en
     dataset's scale, as the search measures) and stored, so the next export (and search) reuse them."""
     log.info("measuring %d arch(s) whose latency the search only predicted", len(unmeasured))
 
-    def beside_probes(todo: list[Arch], probes):
+    def beside_probes(todo: list[Arch], probes, _stored: int):
         inputs = example_input(task.spec, target)
         models = [target.deploy(supernet.extract(arch), inputs) for arch in todo]
         results, check = measure_beside_probes(
