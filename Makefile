@@ -87,6 +87,9 @@ bench: install
 		--seeds 5 --strategies evolutionary,nsga2,random --out bench/results/search_efficiency_mnist1d.json
 	$(PY) bench/finetune_stage.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
 		--cost macs
+	# its last run is the full one whose curves calibrate the extrapolators (the README's figures add the
+	# pretrained example's: bench/curve_calibration.py says how)
+	$(PY) bench/curve_calibration.py --run $(MNIST1D_DB) mnist1d-finetune
 	$(PY) bench/accuracy_predictor.py --config configs/digits.yaml --checkpoint $(CKPT)
 	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
 	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)

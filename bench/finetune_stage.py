@@ -1,19 +1,19 @@
 """The fine-tuning stage on the MNIST-1D front: early stopping against training every candidate.
 
 1. One study (a search with the local executor on the trained MNIST-1D supernet),
-   fine-tuned three times side by side in this run, each a run of its own: (a)
+   fine-tuned four times side by side in this run, each a run of its own: (a)
    every candidate to the full budget, (b) ASHA, (c) learning-curve
-   extrapolation. Wall time of each, steps trained, and the fine-tuned front's
-   hypervolume. Goal: (b) or (c) at <= 0.4x the wall time of (a), hypervolume
-   within 1%.
+   extrapolation by the PFN, (d) by the parametric families. Wall time of each,
+   steps trained, the fine-tuned front's hypervolume, and the share of the
+   hypervolume that fine-tuning adds to the inherited front that each keeps.
+   Goal: <= 0.4x the wall time of (a), hypervolume within 1%, 80% of the gain kept.
 2. The exported fine-tuned front (`elastiq export` of run (c)) against the same
    archs trained alone from scratch for the same total budget (the supernet's
    steps plus the fine-tuning steps): test accuracy, goal within 1 point.
-3. Calibration of the learning-curve predictor: the curves of a full run over
-   up to 40 archs, each cut after 2 .. rungs-1 rungs; the share of final
-   accuracies inside the predicted 90% interval (goal 85-95%). The predictor
-   has no fitted parameters (its noise floor comes from the validation split's
-   size), so every curve is held out.
+3. Calibration of the learning-curve extrapolators: the curves of a full run over
+   up to 40 archs, each cut after 2 .. rungs-1 rungs, scored as
+   `bench/curve_calibration.py` scores them (PFN beside families: the share of
+   finals inside the 90% interval, goal 85-95%; the final's log-likelihood).
 
     .venv/bin/elastiq train-supernet -c configs/mnist1d.yaml --set supernet.checkpoint=runs/bench/mnist1d-supernet.pt
     .venv/bin/elastiq measure -c configs/mnist1d.yaml --set storage=sqlite:///runs/bench/mnist1d.db \
@@ -34,20 +34,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from curve_calibration import current_run_curves, score  # a sibling script: bench/ is on sys.path
 
 from orchestrator.cli import main
 from orchestrator.config import load_study_config
 from orchestrator.delivery.status import study_status
 from orchestrator.finetune.stage import FinetuneStage
-from orchestrator.storage.finetuning import load_run
-from orchestrator.storage.schema import connect
-from predictors.learning_curve import CurveExtrapolator
 from search_space import Arch
 from supernet.model import Supernet
 from supernet.tasks import load_task
 from supernet.train import TrainSettings, evaluate, train_standalone
 
 ROOT = Path(__file__).resolve().parent.parent
+# each a run of its own (its settings are in its key): the lc runs differ in what extrapolates the curves
+SCHEDULERS = {"full": {"scheduler": "full"}, "asha": {"scheduler": "asha"}, "lc": {"scheduler": "lc"},
+              "lc-families": {"scheduler": "lc", "curve_model": "families"}}
 
 
 def run_stage(storage: str, study: str, overrides: dict) -> dict:
@@ -62,32 +63,6 @@ def run_stage(storage: str, study: str, overrides: dict) -> dict:
             "steps_budget": status["steps_budget"], "candidates": status["candidates"],
             "finished": status["finished"], "stopped": status["stopped"], "front_size": status["front_size"],
             "run_key": status["run_key"], "front": status["front"]}
-
-
-def curves_of(storage: str, study: str, key: str) -> list[list[float]]:
-    engine = connect(storage, create=False)
-    try:
-        return [[r.accuracy for r in c.rungs] for c in load_run(engine, study, key).values() if c.rungs]
-    finally:
-        engine.dispose()
-
-
-def calibration(curves: list[list[float]], rungs: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    inside, by_prefix, widths = [], {}, []
-    for curve in curves:
-        if len(curve) < rungs:
-            continue
-        for k in range(2, rungs):
-            e = CurveExtrapolator().fit(np.arange(1, k + 1), curve[:k]).predict(rungs, rng)  # as the stopper fits
-            hit = bool(e.lower <= curve[-1] <= e.upper)
-            inside.append(hit)
-            by_prefix.setdefault(k, []).append(hit)
-            widths.append(e.upper - e.lower)
-    return {"predictions": len(inside), "curves": sum(len(c) >= rungs for c in curves),
-            "coverage_90": float(np.mean(inside)) if inside else None,
-            "coverage_by_rungs_seen": {k: float(np.mean(v)) for k, v in by_prefix.items()},
-            "median_interval_width_points": float(np.median(widths) * 100) if widths else None}
 
 
 def trained_alone(config, arch_dict: dict, steps: int, seed: int) -> float:
@@ -109,6 +84,8 @@ def main_bench() -> None:
     parser.add_argument("--study", default="mnist1d-finetune")
     parser.add_argument("--evaluations", type=int, default=64)
     parser.add_argument("--parts", default="schedulers,export,calibration")
+    parser.add_argument("--schedulers", default=",".join(SCHEDULERS), help="which of the runs of part 1 (full is "
+                        "needed: the others are compared with it)")
     parser.add_argument("--cost", default="latency_ms", choices=["latency_ms", "macs", "params"],
                         help="the front's cost objective (macs or params: no latency dataset needed)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/finetune_stage.json"))
@@ -126,15 +103,19 @@ def main_bench() -> None:
     results["settings"] = {"finetune": config.finetune.model_dump(), "supernet_steps": config.supernet.steps,
                            "evaluations": args.evaluations, "study": args.study, "cost": args.cost}
     if "schedulers" in parts:
-        runs = {name: run_stage(args.storage, args.study, {"scheduler": name}) for name in ("full", "asha", "lc")}
+        runs = {name: run_stage(args.storage, args.study, overrides)
+                for name, overrides in SCHEDULERS.items() if name in args.schedulers.split(",")}
         full = runs["full"]
+        gain = full["hypervolume"] - full["inherited_hypervolume"]
         for run in runs.values():
             run["wall_ratio_to_full"] = run["wall_s"] / full["wall_s"]
             run["steps_ratio_to_full"] = run["steps_trained"] / full["steps_trained"]
             run["hypervolume_rel_diff_pct"] = 100 * (run["hypervolume"] - full["hypervolume"]) / full["hypervolume"]
+            run["gain_kept"] = (run["hypervolume"] - run["inherited_hypervolume"]) / gain if gain > 0 else None
         results["schedulers"] = runs
         print(json.dumps({k: {m: v[m] for m in ("wall_s", "wall_ratio_to_full", "steps_ratio_to_full",
-                                                 "hypervolume_rel_diff_pct")} for k, v in runs.items()}), flush=True)
+                                                 "hypervolume_rel_diff_pct", "gain_kept", "stopped")}
+                          for k, v in runs.items()}), flush=True)
         out.write_text(json.dumps(results, indent=2, sort_keys=True))  # each part kept as soon as it is measured
     if "export" in parts:
         FinetuneStage(args.storage, args.study, {"scheduler": "lc"}).run()  # the current run: lc
@@ -153,16 +134,16 @@ def main_bench() -> None:
                              "delta_points": 100 * (metrics["accuracy_test"] - alone)})
             print(compared[-1], flush=True)
         results["export_vs_alone"] = {
-            "models": compared, "exported": len(manifest["models"]),
+            "models": compared, "exported": len(manifest["models"]), "curve_model": config.finetune.curve_model,
             "within_1_point_share": float(np.mean([abs(c["delta_points"]) <= 1 or c["delta_points"] > 0
                                                    for c in compared])) if compared else None,
             "median_delta_points": float(np.median([c["delta_points"] for c in compared])) if compared else None}
         out.write_text(json.dumps(results, indent=2, sort_keys=True))
     if "calibration" in parts:
         run = run_stage(args.storage, args.study, {"scheduler": "full", "margin": 1.0, "max_candidates": 40})
-        curves = curves_of(args.storage, args.study, run["run_key"])
-        results["calibration"] = {"run": {k: run[k] for k in ("wall_s", "candidates")},
-                                  **calibration(curves, config.finetune.rungs, config.seed)}
+        curves = current_run_curves(args.storage, args.study)
+        results["calibration"] = {"run": {k: run[k] for k in ("wall_s", "candidates")}, "curves": len(curves),
+                                  **score(curves, config.seed)}
         print(json.dumps(results["calibration"]), flush=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True))
 

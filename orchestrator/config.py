@@ -184,6 +184,10 @@ class FinetuneConfig(_Section):
     confidence: float = Field(0.95, gt=0.5, lt=1, allow_inf_nan=False)  # lc: how sure a stop must be
     # lc: a candidate that ends no more than this above the best cheaper one is not worth its cost (0: dominated)
     min_gain: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    # lc: what extrapolates a curve: pfn, the learning-curve PFN (predictors.curve_pfn); families, three
+    # parametric families fitted by least squares (predictors.learning_curve)
+    curve_model: Literal["pfn", "families"] = "pfn"
+    curve_model_weights: str | None = Field(None, min_length=1)  # pfn: a folder of weights (default: shipped)
     directory: str | None = Field(None, min_length=1)  # fine-tuned weights (default: beside the supernet's)
 
     @model_validator(mode="after")

@@ -74,6 +74,17 @@ class Extrapolation:
     samples: np.ndarray  # draws of the final value (what a stopper compares curves with)
 
 
+def checked_curve(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """A learning curve's points as float arrays (ValueError unless one or more finite points, x > 0)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or len(x) < 1:
+        raise ValueError("a learning curve is one or more (x, y) points of the same length")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.any(x <= 0):
+        raise ValueError("a learning curve's x must be positive and its values finite")
+    return x, y
+
+
 class CurveExtrapolator:
     """scikit-learn style: the constructor stores settings, `fit(x, y)` fits one curve,
     `predict(at, rng)` samples the value at `at`."""
@@ -87,12 +98,7 @@ class CurveExtrapolator:
         self.ridge = ridge
 
     def fit(self, x, y) -> CurveExtrapolator:
-        x = np.asarray(x, dtype=float)
-        y = np.asarray(y, dtype=float)
-        if x.ndim != 1 or x.shape != y.shape or len(x) < 1:
-            raise ValueError("a learning curve is one or more (x, y) points of the same length")
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.any(x <= 0):
-            raise ValueError("a learning curve's x must be positive and its values finite")
+        x, y = checked_curve(x, y)
         if not 0 < self.noise_floor < 1 or not 0 < self.level < 1 or self.samples < 10 or \
                 (self.eval_size is not None and self.eval_size < 1):
             raise ValueError("noise_floor and level must lie in (0, 1), samples at least 10, eval_size at least 1")
@@ -149,6 +155,15 @@ class CurveExtrapolator:
                 mean, std = self._predictive(fit, float(at))
                 draws[where] = rng.normal(mean, std, size=len(where))
         return np.clip(draws, 0.0, 1.0)
+
+    def log_density(self, at: float, value: float) -> float:
+        """log p(value at `at`) under the families' mixture of predictive normals."""
+        terms = []
+        for fit in self.fits_:
+            mean, std = self._predictive(fit, float(at))
+            terms.append(np.log(max(fit.weight, 1e-300)) - 0.5 * ((value - mean) / std) ** 2
+                         - np.log(std * np.sqrt(2 * np.pi)))
+        return float(np.logaddexp.reduce(terms))
 
     @staticmethod
     def _predictive(fit: FamilyFit, at: float) -> tuple[float, float]:

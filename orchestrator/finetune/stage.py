@@ -30,7 +30,7 @@ from orchestrator.errors import FinetuneFailed
 from orchestrator.execution.executors import check_ray_address
 from orchestrator.finetune.candidates import Candidate, FinetuneError, choose_candidates
 from orchestrator.finetune.results import finetuned_run, front_summary, study_reference, with_finetuned
-from orchestrator.finetune.schedulers import make_scheduler
+from orchestrator.finetune.schedulers import curve_extrapolator, make_scheduler
 from orchestrator.finetune.trainable import train_candidate
 from orchestrator.search.objectives import Objectives
 from orchestrator.storage.finetuning import (
@@ -97,6 +97,8 @@ class FinetuneStage:
         check_layout(checkpoint, record, task)
         if settings.distill == "teacher":
             self._check_teacher(state, checkpoint, task)
+        if settings.scheduler == "lc":
+            curve_extrapolator(settings.curve_model, settings.curve_model_weights)  # refused here, not in Tune
         if settings.batch_size > len(task.split("train")[1]):
             raise FinetuneError(f"finetune.batch_size {settings.batch_size} is more than the task's "
                                 f"{len(task.split('train')[1])} training samples")
@@ -184,7 +186,9 @@ class FinetuneStage:
                                     records={c.key: records[c.key] for c in candidates})
             scheduler = make_scheduler(settings.scheduler, settings.rungs, settings.grace_rungs,
                                        settings.reduction_factor, settings.confidence, settings.min_gain,
-                                       seed=config.seed)
+                                       seed=config.seed, curve_model=settings.curve_model,
+                                       curve_model_weights=settings.curve_model_weights,
+                                       starts={c.key: c.metrics["accuracy"] for c in candidates})
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(train_candidate, job=job), {"cpu": cpus, "gpu": gpus}),
                 param_space={"candidate": tune.grid_search(grid)},

@@ -27,8 +27,13 @@ RUN_ATTR = "elastiq_finetune_run"
 _NOT_IN_KEY = ("directory",)
 
 
+# settings only the lc scheduler reads, in the key of its runs alone (the runs of before they existed keep theirs)
+_LC_ONLY = ("curve_model", "curve_model_weights")
+
+
 def run_key(study: str, settings: dict[str, Any], supernet_sha256: str) -> str:
-    kept = {k: v for k, v in settings.items() if k not in _NOT_IN_KEY}
+    kept = {k: v for k, v in settings.items()
+            if k not in _NOT_IN_KEY and (k not in _LC_ONLY or settings.get("scheduler") == "lc")}
     return hashlib.sha256(dumps({"study": study, "settings": kept, "supernet": supernet_sha256}).encode()).hexdigest()
 
 

@@ -2,6 +2,7 @@
 resumed with nothing trained twice, the schedulers' stops, and what status, report and export show."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from orchestrator.finetune.trainable import checkpoint_path
 from orchestrator.storage.finetuning import RUN_ATTR, load_run
 from orchestrator.storage.schema import FinetuneCandidateRow, FinetuneRungRow, connect
 from orchestrator.storage.study import require_study
+from predictors.curve_pfn.weights import SHIPPED, WEIGHTS
 from tests.orchestrator.conftest import restart_local_ray, write_config
 
 SMALL = {"steps": 24, "rungs": 4, "max_candidates": 4, "margin": 0.2, "batch_size": 32}
@@ -153,6 +155,7 @@ def _nothing_written(url: str, name: str) -> bool:
     (["--set", "rungs=1"], "finetune.rungs"),
     (["--set", "rungs=500", "--steps", "100"], "finetune.rungs"),
     (["--set", "confidence=1.5"], "finetune.confidence"),
+    (["--set", "curve_model=mcmc"], "finetune.curve_model"),
     (["--set", "bogus=1"], "finetune.bogus: unknown key"),
     (["--set", "ray.workers=0"], "ray.workers"),
     (["--set", "seed=3"], "finetune.seed: unknown key"),
@@ -168,6 +171,20 @@ def test_bad_finetune_input_is_one_line_exit_2_and_nothing_written(trained, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("elastiq: error:") and message in err[0], err
     assert _nothing_written(url, "ft-bad")
+
+
+def test_a_truncated_learning_curve_pfn_is_one_line_exit_2_and_nothing_written(trained, capsys, tmp_path):
+    # every other damage (changed, missing, garbled manifest...) is refused the same way: test_curve_pfn.py
+    url = _searched(trained, "ft-bad-pfn")
+    folder = tmp_path / "pfn"
+    shutil.copytree(SHIPPED, folder)
+    (folder / WEIGHTS).write_bytes((folder / WEIGHTS).read_bytes()[:4096])
+    capsys.readouterr()
+    assert main(["finetune", "--storage", url, "--study", "ft-bad-pfn", "--scheduler", "lc",
+                 "--set", f"curve_model_weights={folder}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("elastiq: error: learning-curve PFN") and "sha256" in err[0], err
+    assert _nothing_written(url, "ft-bad-pfn")
 
 
 def test_a_study_without_a_feasible_front_is_refused(trained, capsys):

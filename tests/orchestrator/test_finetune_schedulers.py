@@ -63,3 +63,26 @@ def test_candidates_are_the_front_and_the_archs_near_it():
     only_accuracy = Objectives.from_config({"accuracy": "maximize"}, [])
     with pytest.raises(FinetuneError, match="no cost objective"):
         choose_candidates(done, only_accuracy, "s", margin=0.01, max_candidates=10)
+
+
+def test_a_non_finite_curve_trains_on_said_once_and_judges_no_one(caplog):
+    rule = _rule(("cheap", 1.0, [0.80, float("nan"), 0.88, 0.89, 0.895, 0.90], True),
+                 ("costly", 2.0, [0.50, 0.51, 0.51], False), ("broken", 3.0, [0.4, float("inf"), 0.4], False))
+    assert rule.dominated("costly") is None  # its only cheaper rival's curve cannot be trusted
+    assert rule.dominated("broken") is None
+    rule.observe("broken", 3.0, 4, float("nan"))
+    said = [r.message for r in caplog.records if "non-finite" in r.message]
+    assert len(said) == 2 and any("broken"[:8] in m for m in said)
+
+
+def test_the_families_stay_available_behind_the_same_rule():
+    from orchestrator.finetune.schedulers import curve_extrapolator
+
+    rule = DominanceRule(rungs=6, grace_rungs=2, confidence=0.95, seed=0, samples=500,
+                         extrapolator=curve_extrapolator("families", samples=500))
+    for rung, accuracy in enumerate([0.80, 0.86, 0.88, 0.89, 0.895, 0.90], start=1):
+        rule.observe("cheap", 1.0, rung, accuracy)
+    rule.end("cheap")
+    for rung, accuracy in enumerate([0.50, 0.51, 0.51], start=1):
+        rule.observe("costly", 2.0, rung, accuracy)
+    assert rule.dominated("costly") == "cheap"
