@@ -32,6 +32,12 @@ class PFNShape:
     heads: int = 4
     buckets: int = 1000
 
+    def __post_init__(self):
+        if not all(isinstance(v, int) and v > 0 for v in (self.width, self.layers, self.heads, self.buckets)) \
+                or self.width % self.heads or self.buckets < 2:
+            raise ValueError(f"a PFN's width, layers, heads and buckets are positive integers, the width a multiple "
+                             f"of the heads and at least 2 buckets: {self}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

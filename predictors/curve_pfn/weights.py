@@ -15,6 +15,7 @@ from safetensors.torch import save as save_tensors
 
 from predictors.curve_pfn.network import BarDistribution, CurvePFN, PFNShape
 from search_space.errors import InputError
+from supernet.checkpoint import atomic_write
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 WEIGHTS, MANIFEST = "weights.safetensors", "manifest.json"
@@ -24,14 +25,14 @@ _BORDERS = "bar_distribution.borders"
 def save_pfn(directory: Path, model: CurvePFN, borders: torch.Tensor, training: dict) -> dict:
     """Write the weights, then the manifest naming their sha256 (the manifest last: a half-written pair is
     refused when read)."""
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
     tensors[_BORDERS] = borders.to(torch.float64).contiguous()
     data = save_tensors(tensors)
-    (directory / WEIGHTS).write_bytes(data)
+    atomic_write(directory / WEIGHTS, lambda f: f.write(data))
     manifest = {"format": "elastiq-curve-pfn-1", "weights": WEIGHTS, "sha256": hashlib.sha256(data).hexdigest(),
                 "bytes": len(data), "shape": model.shape.to_dict(), "training": training}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    atomic_write(directory / MANIFEST, lambda f: f.write(text.encode()))
     return manifest
 
 
@@ -43,6 +44,8 @@ def load_pfn(directory: Path | str | None = None) -> tuple[CurvePFN, BarDistribu
         manifest = json.loads((directory / MANIFEST).read_text())
         shape = PFNShape(**manifest["shape"])
         expected, name = str(manifest["sha256"]), str(manifest["weights"])
+        if not isinstance(manifest["training"]["max_rungs"], int) or manifest["training"]["max_rungs"] < 2:
+            raise ValueError("training.max_rungs must be an integer of at least 2")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"learning-curve PFN {directory}: no readable {MANIFEST} ({type(e).__name__}: {e})") from e
     if Path(name).name != name:

@@ -84,6 +84,10 @@ def test_saved_weights_read_back_exactly_and_tampered_ones_are_refused(tmp_path)
         "garbled manifest": (lambda f: (f / MANIFEST).write_text(manifest_text[:40]), "no readable"),
         "escaping name": (lambda f: (f / MANIFEST).write_text(manifest_text.replace(
             '"weights": "weights.safetensors"', '"weights": "../ok/weights.safetensors"')), "outside its folder"),
+        "no max_rungs": (lambda f: (f / MANIFEST).write_text(manifest_text.replace('"max_rungs": 8', '"max_rungs": "8"')),
+                         "training.max_rungs"),
+        "heads misfit": (lambda f: (f / MANIFEST).write_text(manifest_text.replace('"heads": 2', '"heads": 3')),
+                         "a multiple of the heads"),
         "wrong shape": (lambda f: (f / MANIFEST).write_text(manifest_text.replace('"width": 16', '"width": 32')),
                         "do not fit its manifest's shape"),
     }
