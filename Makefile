@@ -98,6 +98,12 @@ bench: install
 	$(PY) bench/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --busy 2
 	$(PY) bench/resume_scale.py --checkpoint $(CKPT) --trials 100000
 	$(PY) bench/export_honesty.py
+	$(PY) bench/token_mixers.py
+	rm -rf runs/bench/flexibert-search-mnist1d runs/bench/flexibert-search-listops  # it writes only into new folders
+	$(PY) bench/flexibert_search.py --tasks mnist1d --dir runs/bench/flexibert-search-mnist1d \
+		--out bench/results/flexibert_search_mnist1d.json
+	$(PY) bench/flexibert_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
+		--dir runs/bench/flexibert-search-listops --out bench/results/flexibert_search_listops.json
 	$(PY) bench/table.py
 
 # The CUDA paths, on a GPU machine that has Python 3.12 and torch with CUDA but no package index.

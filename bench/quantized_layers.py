@@ -111,6 +111,23 @@ def static_int8(artifact: bytes, calibration: np.ndarray) -> bytes:
     return model.SerializeToString()
 
 
+def timed(programs: dict, x: torch.Tensor, rounds: int, rng: np.random.Generator, calls: int = 5) -> dict:
+    """The median milliseconds of each program on `x`: `rounds` rounds in a seeded shuffled order, each
+    sample the mean of `calls` calls after a warm one (so that the machine's drift falls on all alike)."""
+    runners = {name: program.runner(x) for name, program in programs.items()}
+    times = {name: [] for name in programs}
+    order = list(programs)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            runners[name]()  # warm
+            start = time.perf_counter()
+            for _ in range(calls):
+                runners[name]()
+            times[name].append((time.perf_counter() - start) / calls * 1e3)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -132,23 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         programs = {form: runtime.load(artifact, "cpu", 1) for form, artifact in forms.items()}
         for batch in (1, 32):
             x = torch.from_numpy(rng.standard_normal((batch, tokens, embed)).astype(np.float32))
-            runners = {form: program.runner(x) for form, program in programs.items()}
-            times = {form: [] for form in forms}
-            order = list(forms)
-            for _ in range(args.rounds):
-                rng.shuffle(order)
-                for form in order:
-                    runners[form]()  # warm
-                    start = time.perf_counter()
-                    for _ in range(5):
-                        runners[form]()
-                    times[form].append((time.perf_counter() - start) / 5 * 1e3)
-            for form in forms:
-                median = float(np.median(times[form]))
+            medians = timed(programs, x, args.rounds, rng)
+            for form, median in medians.items():
                 results[f"{name} b{batch} {form}"] = {"layer": name, "batch": batch, "form": form, "ms": median,
                                                       "bytes": len(forms[form])}
                 print(f"{name:7s} b{batch:<3d} {form:12s} {median:8.3f} ms  {len(forms[form]):>10,} bytes  "
-                      f"{median / float(np.median(times['32'])):.2f}x fp32")
+                      f"{median / medians['32']:.2f}x fp32")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     return 0

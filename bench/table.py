@@ -26,6 +26,11 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _span(front: list[dict]) -> str:
+    accuracies = [100 * p["accuracy"] for p in front]
+    return f"{min(accuracies):.1f}-{max(accuracies):.1f}%"
+
+
 def _n(value, digits: int = 2) -> str:
     return "not reached" if value is None or (isinstance(value, float) and math.isinf(value)) \
         else f"{value:.{digits}f}"
@@ -229,6 +234,46 @@ def rows() -> list[list[str]]:
                 table.append([f"one encoder layer of {size}, ONNX Runtime, b{batch}, 1 thread: latency and bytes over "
                               f"fp32 ({fp32['ms']:.3f} ms, {fp32['bytes']:,} bytes), medians of interleaved rounds",
                               ratios, "", "", f"`{PY} bench/quantized_layers.py`"])
+    if (r := _load("token_mixers.json")) is not None:
+        spec = r["layer"]
+        for batch in (1, 32):
+            for tokens in sorted({v["tokens"] for v in r["layers"]}):
+                at = {v["mixer"]: v for v in r["layers"] if v["batch"] == batch and v["tokens"] == tokens}
+                others = ", ".join(f"{m} {v['vs_softmax']:.2f}x" for m, v in at.items() if m != "softmax")
+                table.append([f"one encoder layer per token mixer ({spec['embed']} wide, {spec['heads']} heads of "
+                              f"{spec['head_dim']}, MLP {spec['mlp']}, fp32), ONNX Runtime, {tokens} tokens, b{batch}, "
+                              f"1 thread: latency over softmax's ({at['softmax']['ms']:.3f} ms), medians of "
+                              "interleaved rounds", others, "", "", f"`{PY} bench/token_mixers.py`"])
+        forms = ", ".join(f"{v['tokens']} tokens b{v['batch']} {v['dft_over_matmul']:.1f}x"
+                          for v in r["fourier_forms"])
+        table.append(["the Fourier mixing alone (128 features): ONNX Runtime's `DFT` operator over the matrix "
+                      "product elastiq ships", forms, "", "ship the faster", "same run"])
+    for task in ("mnist1d", "listops"):
+        if (r := _load(f"flexibert_search_{task}.json")) is None or task not in r["tasks"]:
+            continue
+        t = r["tasks"][task]
+        flexi = t["runs"]["flexi"]["front"]
+        mixers = sorted({m for p in flexi for m in p["mixers"]})
+        widened = sum(len(set(p["widths"])) > 1 for p in flexi)
+        matched = [m for m in t["matched_within_1_point"] if m["speedup_b32"]]
+        best = max((m["speedup_b32"] for m in matched), default=None)
+        command = (f"`{PY} bench/flexibert_search.py --tasks {task} --steps {r['steps']} --batch-size "
+                   f"{r['batch_size']} --evaluations {r['evaluations']} --dir runs/bench/flexibert-search-{task} "
+                   f"--out bench/results/flexibert_search_{task}.json`")
+        crossed = t.get("base_front_in_flexi_supernet", [])
+        drops = [100 * (c["accuracy_base_supernet"] - c["accuracy_flexi_supernet"]) for c in crossed]
+        loss = (f"; the old front's models inherit a median {float(np.median(drops)):.1f} points less from the "
+                "wider space's supernet" if crossed else "")
+        table.append([f"search on {task} with and without FlexiBERT's choices (fourier, conv3, conv7, a width per "
+                      f"layer), the same budget ({r['steps']} supernet steps, {r['evaluations']} evaluations), "
+                      "accuracy (val) against the front's latency re-measured on ONNX Runtime, 1 thread: "
+                      "hypervolume with / without",
+                      f"**{t['hypervolume_ratio_b32']:.2f}x** (b32), {t['hypervolume_ratio_b1']:.2f}x (b1)",
+                      f"front accuracy {_span(t['runs']['base']['front'])} without, {_span(flexi)} with; "
+                      f"the wider front's mixers: {', '.join(mixers)}; {widened} of {len(flexi)} models with "
+                      f"unequal layer widths; at most 1 point less accurate, up to "
+                      + (f"{best:.2f}x faster at b32" if best else "none as accurate") + loss,
+                      "> 1: the wider front dominates; 1.5x faster at equal accuracy", command])
     if (r := _load("quantized_search.json")) is not None:
         with_4, without_4 = r["runs"]["with-4-bit"], r["runs"]["without-4-bit"]
         smallest = lambda run: min(p["bytes"] for p in run["front"])  # noqa: E731

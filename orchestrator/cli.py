@@ -77,8 +77,9 @@ def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
 @click.argument("model_path", type=click.Path(file_okay=False))
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The space YAML to write (not overwritten).")
-@click.option("--attention", default="softmax", show_default=True, metavar="softmax[,linear][,local]",
-              help="Attention kernels to offer. The model learned softmax alone; at the short sequences of most "
+@click.option("--attention", default="softmax", show_default=True,
+              metavar="softmax[,linear][,local][,fourier][,conv<k>]",
+              help="Token mixers to offer. The model learned softmax alone; at the short sequences of most "
                    "classification tasks the others save little and their training takes from the shared weights.")
 def space_from_model(model_path: str, out_path: str, attention: str) -> None:
     """Write a space whose largest arch is the pretrained model at MODEL_PATH (its depth, heads, MLP
@@ -86,17 +87,18 @@ def space_from_model(model_path: str, out_path: str, attention: str) -> None:
     layer (the first layers kept), heads and MLP sizes down to a quarter, int8 layers."""
     from pathlib import Path
 
+    from search_space.registry import is_attention_type
     from supernet.checkpoint import atomic_write
-    from supernet.pretrained.importing import ATTENTION_TYPES as ATTENTION_KERNELS
     from supernet.pretrained.importing import model_space, open_pretrained
 
     out = Path(out_path)
     if out.exists():
         raise InputError(f"{out}: already exists; give another path or remove it")
     kernels = tuple(dict.fromkeys(k.strip() for k in attention.split(",") if k.strip()))
-    unknown = [k for k in kernels if k not in ATTENTION_KERNELS]
+    unknown = [k for k in kernels if not is_attention_type(k)]
     if unknown or not kernels or kernels[0] != "softmax":
-        raise InputError(f"--attention {attention!r}: give softmax first, then any of linear, local")
+        raise InputError(f"--attention {attention!r}: give softmax first, then any of linear, local, fourier, "
+                         f"conv<k> (k odd)")
     model = open_pretrained(model_path)
     data = model_space(model, attention=kernels)
     space = SearchSpace.from_dict(data)  # what is written is a valid space

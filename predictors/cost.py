@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from predictors.runtimes.onnx_lowering import int8_weight_type
 from predictors.runtimes.onnx_runtime import graph_bytes
 from search_space import Arch, SearchSpace
+from search_space.registry import conv_kernel_size
 from supernet.attention import LocalAttention
-from supernet.model import position_rows
 from supernet.quant import BYTE_BITS, DEFAULT_BLOCK_SIZE, FULL_PRECISION
-from supernet.task_spec import TaskSpec
+from supernet.task_spec import TaskSpec, position_rows, unpadded_tokens
 
 
 def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
@@ -45,13 +45,26 @@ def _table_bytes(rows: int, dim: int, bits: int) -> int:
     return 4 * rows * dim if bits >= FULL_PRECISION else rows * dim + 4 * rows
 
 
-def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: int) -> int:
-    """Multiply-accumulates of the token mixing of one sample (the projections excluded)."""
+def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: int, width: int = 0) -> int:
+    """Multiply-accumulates of the token mixing of one sample (the projections excluded). `fourier`
+    multiplies by the cosine and sine matrices over the `width` features, then over the tokens;
+    `conv<k>` takes k taps per token and channel."""
+    kernel = conv_kernel_size(attention)
+    if kernel is not None:
+        return tokens * inner * kernel
+    if attention == "fourier":
+        return 2 * tokens * width * width + 2 * tokens * tokens * width
     if attention == "linear":
         return 2 * tokens * inner * head_dim
     if attention == "local" and window < tokens - 1 and tokens >= LocalAttention._UNFOLD_FROM:
         return 2 * tokens * (2 * window + 1) * inner
     return 2 * tokens * tokens * inner  # softmax, and local through the masked kernel
+
+
+def fourier_bytes(width: int, task: TaskSpec) -> int:
+    """A Fourier layer's DFT matrices in the artifact: the features', and the tokens' for unpadded inputs."""
+    tokens = unpadded_tokens(task) or 0
+    return 2 * 4 * (width * width + tokens * tokens)
 
 
 @dataclass
@@ -96,18 +109,26 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         _table_bytes(rows, e, table) + (4 * e if style.cls_token else 0))
     if style.embedding_norm:
         add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
-    for layer in arch.layers:
+    for index, layer in enumerate(arch.layers):
         breakdown: dict[str, float] = {}
+        previous, e = e, arch.width_of(index)
+        if e != previous:  # the fp32 projection that joins layers of different widths
+            add("linear@32", previous * e + e, tokens * previous * e, _linear_bytes(previous, e, 32), breakdown)
+            costs.by_op["calls:linear@32"] += 1
         inner = layer.num_heads * space.head_dim
         bits = min(layer.bits, FULL_PRECISION)
         linear = f"linear@{bits}"
         add("norm", 4 * e, 2 * tokens * e, 4 * 4 * e, breakdown)
-        for in_f, out_f in ((e, inner), (e, inner), (e, inner), (inner, e), (e, layer.mlp_dim), (layer.mlp_dim, e)):
+        kernel = conv_kernel_size(layer.attention)
+        projections = (() if layer.attention == "fourier" else ((e, inner), (inner, e)) if kernel is not None
+                       else ((e, inner), (e, inner), (e, inner), (inner, e)))
+        for in_f, out_f in (*projections, (e, layer.mlp_dim), (layer.mlp_dim, e)):
             add(linear, in_f * out_f + out_f, tokens * in_f * out_f,
                 _linear_bytes(in_f, out_f, bits, space.quant_block_size), breakdown)
             costs.by_op[f"calls:{linear}"] += 1
-        add(f"mixing:{layer.attention}", 0,
-            mixing_macs(layer.attention, tokens, inner, space.head_dim, space.local_window), 0, breakdown)
+        add(f"mixing:{layer.attention}", inner * (kernel or 0),
+            mixing_macs(layer.attention, tokens, inner, space.head_dim, space.local_window, e),
+            4 * inner * (kernel or 0) + (fourier_bytes(e, task) if layer.attention == "fourier" else 0), breakdown)
         costs.by_op[f"calls:mixing:{layer.attention}"] += 1
         add("activation", 0, tokens * layer.mlp_dim, 0, breakdown)
         costs.per_layer.append(breakdown)

@@ -37,12 +37,17 @@ def stratified_archs(space: SearchSpace, count: int, rng: np.random.Generator, l
         layers = []
         for i in range(depth):
             choices = space.layers[i]
-            dims = choices.mlp_dims(embed_dim)
+            widths = choices.widths(int(embed_dim))
+            width = int(widths[rng.integers(len(widths))])
+            dims = choices.mlp_dims(width)
             pick = lambda options, preferred: preferred if preferred in options and rng.random() < lean \
                 else options[rng.integers(len(options))]  # noqa: E731
-            layers.append(LayerArch(num_heads=int(choices.num_heads[rng.integers(len(choices.num_heads))]),
-                                    mlp_dim=int(dims[rng.integers(len(dims))]),
-                                    attention=pick(choices.attention, attention), bits=int(pick(choices.bits, bits))))
+            heads = int(choices.num_heads[rng.integers(len(choices.num_heads))])
+            mlp_dim = int(dims[rng.integers(len(dims))])
+            mixer = pick(choices.attention, attention)
+            layers.append(LayerArch(num_heads=choices.heads_of(mixer, heads), mlp_dim=mlp_dim,
+                                    attention=mixer, bits=int(pick(choices.bits, bits)),
+                                    width=None if choices.width is None else width))
         arch = space.validate(Arch(int(embed_dim), tuple(layers)))
         if arch.key not in seen:  # nothing is measured twice
             seen.add(arch.key)

@@ -22,13 +22,18 @@ class LayerArch:
     mlp_dim: int
     attention: str
     bits: int
+    # the layer's own hidden size, where its space gives it width choices; None: the arch's embed_dim
+    width: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"num_heads": self.num_heads, "mlp_dim": self.mlp_dim,
-                "attention": self.attention, "bits": self.bits}
+        data = {"num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "attention": self.attention, "bits": self.bits}
+        if self.width is not None:  # only then: an arch of a space without layer widths keeps its key
+            data["width"] = self.width
+        return data
 
 
 _LAYER_FIELDS = ("num_heads", "mlp_dim", "attention", "bits")
+_OPTIONAL_LAYER_FIELDS = ("width",)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,20 @@ class Arch:
     @property
     def depth(self) -> int:
         return len(self.layers)
+
+    def width_of(self, index: int) -> int:
+        """The hidden size layer `index` runs at: its own width, else the embedding's."""
+        width = self.layers[index].width
+        return self.embed_dim if width is None else width
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(self.width_of(i) for i in range(self.depth))
+
+    @property
+    def out_width(self) -> int:
+        """The width the head reads: the last layer's."""
+        return self.width_of(self.depth - 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"embed_dim": self.embed_dim, "layers": [layer.to_dict() for layer in self.layers]}
@@ -67,7 +86,7 @@ class Arch:
             where = f"arch.layers[{i}]"
             if not isinstance(layer, dict):
                 raise SpaceError(f"{where}: expected a mapping")
-            unknown = set(layer) - set(_LAYER_FIELDS)
+            unknown = set(layer) - set(_LAYER_FIELDS) - set(_OPTIONAL_LAYER_FIELDS)
             if unknown:
                 raise SpaceError(f"{where}: unknown field(s) {sorted(map(str, unknown))}")
             missing = [f for f in _LAYER_FIELDS if f not in layer]
@@ -78,6 +97,7 @@ class Arch:
                 mlp_dim=_int(layer["mlp_dim"], f"{where}.mlp_dim"),
                 attention=_str(layer["attention"], f"{where}.attention"),
                 bits=_int(layer["bits"], f"{where}.bits"),
+                width=_int(layer["width"], f"{where}.width") if "width" in layer else None,
             ))
         return cls(embed_dim=_int(data["embed_dim"], "arch.embed_dim"), layers=tuple(layers))
 

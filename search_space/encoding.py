@@ -17,6 +17,7 @@ def feature_names(space: SearchSpace) -> list[str]:
     names = ["embed_dim", "depth"]
     for i, choices in enumerate(space.layers):
         names += [f"layer{i}.active", f"layer{i}.num_heads", f"layer{i}.mlp_dim"]
+        names += [f"layer{i}.width"] if choices.width is not None else []
         names += [f"layer{i}.attention={a}" for a in choices.attention]
         names += [f"layer{i}.bits={b}" for b in choices.bits]
     return names
@@ -26,12 +27,13 @@ def encode(space: SearchSpace, arch: Arch) -> np.ndarray:
     space.validate(arch)
     features = [arch.embed_dim / space.max_embed_dim, arch.depth / space.max_depth]
     for i, choices in enumerate(space.layers):
-        block_size = 3 + len(choices.attention) + len(choices.bits)
+        block_size = 3 + (choices.width is not None) + len(choices.attention) + len(choices.bits)
         if i >= arch.depth:
             features += [0.0] * block_size
             continue
         layer = arch.layers[i]
         features += [1.0, layer.num_heads / space.max_heads(i), layer.mlp_dim / space.max_mlp_dim(i)]
+        features += [layer.width / space.max_embed_dim] if choices.width is not None else []
         features += [float(layer.attention == a) for a in choices.attention]
         features += [float(layer.bits == b) for b in choices.bits]
     return np.asarray(features, dtype=np.float64)

@@ -1,5 +1,5 @@
-"""One layer slot's choices: heads, MLP width (as ratios of the embedding or absolute sizes),
-attention types and bit widths."""
+"""One layer slot's choices: heads, MLP width (as ratios of the layer's width or absolute sizes),
+attention types (token mixers), bit widths, and where the space gives it one, its own hidden size."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class LayerChoices:
     bits: tuple[int, ...]
     mlp_dim: tuple[int, ...] | None = None
     mlp_ratio: tuple[float, ...] | None = None
+    width: tuple[int, ...] | None = None  # the layer's own hidden sizes; None: it runs at the arch's embed_dim
 
     @property
     def mlp_key(self) -> str:
@@ -42,9 +43,27 @@ class LayerChoices:
                 return i
         raise KeyError(mlp_dim)
 
+    def widths(self, embed_dim: int) -> tuple[int, ...]:
+        """The hidden sizes this layer may run at in an arch of `embed_dim`."""
+        return (embed_dim,) if self.width is None else self.width
+
+    def heads_of(self, attention: str, num_heads: int) -> int:
+        """`num_heads` as an arch writes it: a `fourier` layer has no heads and writes the smallest
+        choice, so that one network has one arch (and one key)."""
+        return min(self.num_heads) if attention == "fourier" else num_heads
+
+    def mixer_options(self) -> list[tuple[int, str]]:
+        """The distinct (heads, mixer) pairs of this layer."""
+        return [(self.heads_of(a, h), a) for a in self.attention
+                for h in (self.num_heads if a != "fourier" else self.num_heads[:1])]
+
     def options(self, embed_dim: int) -> int:
-        return len(self.num_heads) * len(self.mlp_dims(embed_dim)) * len(self.attention) * len(self.bits)
+        per_width = len(self.mixer_options()) * len(self.bits)
+        return sum(per_width * len(self.mlp_dims(w)) for w in self.widths(embed_dim))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"num_heads": list(self.num_heads), self.mlp_key: list(self.mlp_options),
+        data = {"num_heads": list(self.num_heads), self.mlp_key: list(self.mlp_options),
                 "attention": list(self.attention), "bits": list(self.bits)}
+        if self.width is not None:  # only then: a space without layer widths keeps its hash
+            data["width"] = list(self.width)
+        return data

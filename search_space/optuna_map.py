@@ -22,6 +22,8 @@ def _param_choices(space: SearchSpace) -> dict[str, tuple]:
         choices[f"layer{i}.{layer.mlp_key}"] = layer.mlp_options
         choices[f"layer{i}.attention"] = layer.attention
         choices[f"layer{i}.bits"] = layer.bits
+        if layer.width is not None:
+            choices[f"layer{i}.width"] = layer.width
     return choices
 
 
@@ -50,7 +52,7 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
     for i in range(depth):
         layer = space.layers[i]
         values = {}
-        for field in ("num_heads", layer.mlp_key, "attention", "bits"):
+        for field in ("num_heads", layer.mlp_key, "attention", "bits") + (("width",) if layer.width else ()):
             name = f"layer{i}.{field}"
             if name not in params:
                 raise SpaceError(f"params: missing '{name}'")
@@ -58,12 +60,20 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
                 raise SpaceError(f"params.{name}: {params[name]!r} not in {list(choices[name])}")
             values[field] = params[name]
         option = layer.mlp_options.index(values[layer.mlp_key])
-        layers.append(LayerArch(num_heads=values["num_heads"], mlp_dim=layer.mlp_hidden(option, embed_dim),
-                                attention=values["attention"], bits=values["bits"]))
+        width = values.get("width")
+        layers.append(LayerArch(num_heads=layer.heads_of(values["attention"], values["num_heads"]),
+                                mlp_dim=layer.mlp_hidden(option, width or embed_dim),
+                                attention=values["attention"], bits=values["bits"], width=width))
     return space.validate(Arch(embed_dim=embed_dim, layers=tuple(layers)))
 
 
 def params_from_arch(space: SearchSpace, arch: Arch) -> dict[str, Any]:
     """Params of every slot; inactive slots take each choice's first value."""
     genes = space.genome(arch)
-    return {name: values[int(gene)] for (name, values), gene in zip(_param_choices(space).items(), genes, strict=True)}
+    names = ["embed_dim", "depth"]
+    for i, layer in enumerate(space.layers):  # the genome's order; a layer without widths has a width gene of 0
+        names += [f"layer{i}.{field}" for field in ("num_heads", layer.mlp_key, "attention", "bits")]
+        if space.has_layer_widths:
+            names.append(f"layer{i}.width" if layer.width is not None else "")
+    choices = _param_choices(space)
+    return {name: choices[name][int(gene)] for name, gene in zip(names, genes, strict=True) if name}

@@ -48,12 +48,21 @@ def sample(space: GeneSpace, rng: np.random.Generator, mode: str = "depth_unifor
         layers = []
         for i in range(depth):
             choices = space.layers[i]
-            dims = choices.mlp_dims(embed_dim)  # distinct sizes: ratios that round alike count once
-            layers.append(LayerArch(
-                num_heads=choices.num_heads[rng.integers(len(choices.num_heads))],
-                mlp_dim=dims[rng.integers(len(dims))],
-                attention=choices.attention[rng.integers(len(choices.attention))],
-                bits=choices.bits[rng.integers(len(choices.bits))]))
+            widths = choices.widths(embed_dim)  # each width weighted by the archs it opens
+            counts = np.array([len(choices.mlp_dims(w)) for w in widths], dtype=float)
+            width = widths[rng.choice(len(widths), p=counts / counts.sum())]
+            dims = choices.mlp_dims(width)  # distinct sizes: ratios that round alike count once
+            if "fourier" in choices.attention:  # heads do not multiply a Fourier layer: draw the distinct pairs
+                pairs = choices.mixer_options()
+                num_heads, attention = pairs[rng.integers(len(pairs))]
+                mlp_dim = dims[rng.integers(len(dims))]
+            else:
+                num_heads = choices.num_heads[rng.integers(len(choices.num_heads))]
+                mlp_dim = dims[rng.integers(len(dims))]
+                attention = choices.attention[rng.integers(len(choices.attention))]
+            layers.append(LayerArch(num_heads=num_heads, mlp_dim=mlp_dim, attention=attention,
+                                    bits=choices.bits[rng.integers(len(choices.bits))],
+                                    width=None if choices.width is None else width))
         return Arch(embed_dim=embed_dim, layers=tuple(layers))
     raise SpaceError(f"sample mode {mode!r} unknown; choose one of {list(SAMPLE_MODES)}")
 
@@ -73,8 +82,9 @@ def smallest(space: GeneSpace) -> Arch:
 
 def _extreme(space: GeneSpace, embed_dim: int, depth: int, pick) -> Arch:
     layers = tuple(
-        LayerArch(num_heads=pick(c.num_heads), mlp_dim=pick(c.mlp_dims(embed_dim)),
-                  attention=c.attention[0], bits=max(c.bits))
+        LayerArch(num_heads=c.heads_of(c.attention[0], pick(c.num_heads)),
+                  mlp_dim=pick(c.mlp_dims(pick(c.widths(embed_dim)))),
+                  attention=c.attention[0], bits=max(c.bits), width=None if c.width is None else pick(c.width))
         for c in space.layers[:depth])
     return Arch(embed_dim=embed_dim, layers=layers)
 

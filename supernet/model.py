@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space import Arch, InputError, LayerArch, SearchSpace
-from supernet.attention import make_kernel
-from supernet.device import available_memory
+from search_space import Arch, LayerArch, SearchSpace
+from search_space.registry import conv_kernel_size, mixer_kind
+from supernet.attention import KERNELS, make_kernel
+from supernet.mixers import ConvMixer, FourierMixer, centre, feature_dft, fourier_mix, token_conv
+from supernet.preflight import ensure_fits_in_memory
 from supernet.quant import (
     DEFAULT_BLOCK_SIZE,
     FULL_PRECISION,
@@ -47,7 +49,7 @@ from supernet.subnet import (
     pool_tokens,
     residual,
 )
-from supernet.task_spec import ModelStyle, TaskSpec
+from supernet.task_spec import ModelStyle, TaskSpec, position_rows, unpadded_tokens
 
 
 def _copy(src: Tensor) -> nn.Parameter:
@@ -107,7 +109,9 @@ class ElasticLayerNorm(nn.LayerNorm):
 
 
 class ElasticAttention(nn.Module):
-    """Q/K/V/O shared by every attention type; heads sliced with a fixed head dim."""
+    """The token-mixing sublayer. Q/K/V/O shared by every attention type; heads sliced with a fixed
+    head dim. `conv<k>` mixes the value projection with a depthwise kernel (every size the centre of one
+    weight) before the output projection; `fourier` uses no weight (`supernet.mixers`)."""
 
     def __init__(self, embed_dim: int, max_heads: int, head_dim: int, window: int, attention_types: tuple[str, ...],
                  block_size: int = DEFAULT_BLOCK_SIZE):
@@ -118,16 +122,37 @@ class ElasticAttention(nn.Module):
         self.key = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.value = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.out = ElasticLinear(inner, embed_dim, block_size=block_size)
-        self.kernels = nn.ModuleDict({name: make_kernel(name, window) for name in attention_types})
+        self.kernels = nn.ModuleDict({name: make_kernel(name, window) for name in attention_types if name in KERNELS})
+        max_kernel = max((conv_kernel_size(name) or 0 for name in attention_types), default=0)
+        # only where a conv is offered: a space without one keeps its checkpoints' keys
+        self.conv_weight = nn.Parameter(torch.zeros(inner, max_kernel)) if max_kernel else None
 
     def forward(self, x: Tensor, num_heads: int, attention: str, bits: int, mask: Tensor | None = None) -> Tensor:
+        kind = mixer_kind(attention)
+        if kind == "fourier":
+            return fourier_mix(x, mask, *feature_dft(x.shape[-1], x.device, x.dtype))
         inner = num_heads * self.head_dim
-        mixed = mix_heads(self.query(x, inner, bits), self.key(x, inner, bits), self.value(x, inner, bits),
-                          self.kernels[attention], num_heads, mask)
+        if kind == "conv":
+            mixed = token_conv(self.value(x, inner, bits), self.conv_kernel(inner, attention), mask)
+        else:
+            mixed = mix_heads(self.query(x, inner, bits), self.key(x, inner, bits), self.value(x, inner, bits),
+                              self.kernels[attention], num_heads, mask)
         return self.out(mixed, x.shape[-1], bits)
 
-    def get_active_subnet(self, embed_dim: int, num_heads: int, attention: str, bits: int) -> Attention:
+    def conv_kernel(self, channels: int, attention: str) -> Tensor:
+        """The (channels, k) kernel of `conv<k>`: the centre of the layer's largest."""
+        return centre(self.conv_weight, channels, conv_kernel_size(attention))
+
+    def get_active_subnet(self, embed_dim: int, num_heads: int, attention: str, bits: int,
+                          tokens: int | None = None) -> Attention | ConvMixer | FourierMixer:
+        """`tokens`: the length of an input without padding (a Fourier layer keeps its DFT)."""
         inner = num_heads * self.head_dim
+        kind = mixer_kind(attention)
+        if kind == "fourier":
+            return FourierMixer(embed_dim, tokens)
+        if kind == "conv":
+            return ConvMixer(self.value.get_active_subnet(embed_dim, inner, bits),
+                             self.conv_kernel(inner, attention), self.out.get_active_subnet(inner, embed_dim, bits))
         return Attention(
             query=self.query.get_active_subnet(embed_dim, inner, bits),
             key=self.key.get_active_subnet(embed_dim, inner, bits),
@@ -152,25 +177,38 @@ class ElasticMLP(nn.Module):
 
 
 class ElasticBlock(nn.Module):
+    """One encoder layer. With `join` (a space with layer widths, every layer after the first), a
+    projection from the previous layer's width to this one's, used where they differ."""
+
     def __init__(self, embed_dim: int, max_heads: int, head_dim: int, max_hidden: int, window: int,
                  attention_types: tuple[str, ...], style: ModelStyle = ModelStyle(),
-                 block_size: int = DEFAULT_BLOCK_SIZE):
+                 block_size: int = DEFAULT_BLOCK_SIZE, join: bool = False):
         super().__init__()
+        self.join = ElasticLinear(embed_dim, embed_dim) if join else None
         self.norm_first = style.norm_first
         self.norm1 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
         self.attention = ElasticAttention(embed_dim, max_heads, head_dim, window, attention_types, block_size)
         self.norm2 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
         self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size)
 
-    def forward(self, x: Tensor, layer: LayerArch, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, layer: LayerArch, mask: Tensor | None = None, width: int | None = None) -> Tensor:
+        """`width`: the layer's (default: the input's); where the input is of another, the join maps it."""
+        if width is not None and width != x.shape[-1]:
+            x = self.join(x, width)
         return residual(x, lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask),
                         lambda h: self.mlp(h, layer.mlp_dim, layer.bits), self.norm1, self.norm2, self.norm_first)
 
-    def get_active_subnet(self, embed_dim: int, layer: LayerArch) -> Block:
+    def get_active_subnet(self, embed_dim: int, layer: LayerArch, in_width: int | None = None,
+                          tokens: int | None = None) -> Block:
+        """The static layer at `embed_dim` (its width), fed at `in_width` (default: its own); `tokens`: the
+        length of inputs without padding."""
+        join = (self.join.get_active_subnet(in_width, embed_dim)
+                if in_width is not None and in_width != embed_dim else None)
         return Block(self.norm1.get_active_subnet(embed_dim),
-                     self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.attention, layer.bits),
+                     self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.attention, layer.bits,
+                                                      tokens),
                      self.norm2.get_active_subnet(embed_dim),
-                     self.mlp.get_active_subnet(embed_dim, layer.mlp_dim, layer.bits), self.norm_first)
+                     self.mlp.get_active_subnet(embed_dim, layer.mlp_dim, layer.bits), self.norm_first, join=join)
 
 
 class ElasticStem(nn.Module):
@@ -238,51 +276,7 @@ class ElasticHead(nn.Module):
                     pooler=None if self.pooler is None else self.pooler.get_active_subnet(embed_dim, embed_dim))
 
 
-def position_rows(task: TaskSpec) -> int:
-    """Rows of the position table: the pretrained model's, else one per token (and the [CLS] token)."""
-    if task.style.positions is not None:
-        return task.style.positions
-    return task.seq_len + (1 if task.style.cls_token else 0)
-
-
 # ---- the supernet ----------------------------------------------------------
-
-class SupernetTooLarge(InputError):
-    """A space whose supernet would not fit in this machine's memory (a width with extra zeros)."""
-
-
-def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
-    """The parameters `Supernet(space, task)` holds, counted before anything is allocated."""
-    e, style = space.max_embed_dim, task.style
-    count = task.input_dim * e + (0 if task.input_kind in ("tokens", "text") else e) + position_rows(task) * e
-    count += style.token_types * e + (e if style.cls_token else 0) + (2 * e if style.embedding_norm else 0)  # stem
-    for i in range(space.max_depth):
-        inner, hidden = space.max_heads(i) * space.head_dim, space.max_mlp_dim(i)
-        count += 2 * 2 * e  # two norms
-        count += 3 * (e * inner + inner) + inner * e + e  # query, key, value, out
-        count += e * hidden + hidden + hidden * e + e  # the MLP
-    head = (2 * e if style.final_norm else 0) + (e * e + e if style.pooler else 0) + e * task.num_classes \
-        + task.num_classes
-    heads = 1 + (sum(1 for depth in space.depths if depth < space.max_depth) if space.depth_heads else 0)
-    return count + heads * head
-
-
-def ensure_fits_in_memory(space: SearchSpace, task: TaskSpec, copies: int = 1, purpose: str = "hold") -> int:
-    """Refuse a supernet whose float32 weights, `copies` times (4 to train with AdamW: weights,
-    gradients, two moments), exceed the available memory; return the bytes needed."""
-    needed = 4 * copies * supernet_parameter_count(space, task)
-    available = available_memory()
-    if available is not None and needed > available:
-        raise SupernetTooLarge(
-            f"space {space.name!r}: its supernet has {supernet_parameter_count(space, task):,} parameters; to "
-            f"{purpose} it needs {_gib(needed)} of memory and {_gib(available)} is available (a width or depth "
-            f"with extra zeros?)")
-    return needed
-
-
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:,.1f} GiB"
-
 
 class Supernet(nn.Module):
     def __init__(self, space: SearchSpace, task: TaskSpec, seed: int = 0):
@@ -293,7 +287,8 @@ class Supernet(nn.Module):
         self.stem = ElasticStem(task, embed_dim, space.table_bits)
         self.blocks = nn.ModuleList(
             ElasticBlock(embed_dim, space.max_heads(i), space.head_dim, space.max_mlp_dim(i), space.local_window,
-                         space.layers[i].attention, task.style, space.quant_block_size)
+                         space.layers[i].attention, task.style, space.quant_block_size,
+                         join=space.has_layer_widths and i > 0)
             for i in range(space.max_depth))
         self.head = ElasticHead(embed_dim, task.num_classes, task.style)  # the deepest arch's, or every arch's
         # with a head per depth, the shallower depths' (an arch of depth k reads its k-th layer's output)
@@ -307,8 +302,8 @@ class Supernet(nn.Module):
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
         mask = padding_mask(x, self.task.input_kind, self.task.style)
         h = self.stem(x, arch.embed_dim)
-        for block, layer in zip(self.blocks, arch.layers, strict=False):
-            h = block(h, layer, mask)
+        for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False)):
+            h = block(h, layer, mask, arch.width_of(i))
         return self.head_of(arch.depth)(h, mask)
 
     def head_of(self, depth: int) -> ElasticHead:
@@ -325,7 +320,7 @@ class Supernet(nn.Module):
         h = self.stem(x, arch.embed_dim)
         logits = []
         for depth, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False), start=1):
-            h = block(h, layer, mask)
+            h = block(h, layer, mask, arch.width_of(depth - 1))
             if str(depth) in self.exits or depth == arch.depth:
                 logits.append((depth, self.head_of(depth)(h, mask)))
         return logits
@@ -334,16 +329,25 @@ class Supernet(nn.Module):
         """A static model of `arch`: plain layers holding copies of the sliced weights."""
         self.space.validate(arch)
         with torch.no_grad():
+            widths, tokens = arch.widths, unpadded_tokens(self.task)
             subnet = Subnet(
                 self.stem.get_active_subnet(arch.embed_dim),
-                [block.get_active_subnet(arch.embed_dim, layer) for block, layer in zip(self.blocks, arch.layers,
-                                                                                         strict=False)],
-                self.head_of(arch.depth).get_active_subnet(arch.embed_dim),
+                [block.get_active_subnet(widths[i], layer, widths[i - 1] if i else arch.embed_dim, tokens)
+                 for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False))],
+                self.head_of(arch.depth).get_active_subnet(arch.out_width),
                 arch_json=arch.to_json())
         return subnet.train(self.training)
 
 
 def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    if isinstance(module, ElasticBlock) and module.join is not None:
+        # the identity's top-left: a narrower layer first reads the leading channels, a wider one
+        # receives them with zeros beside (applied after the join's own Linear was drawn)
+        with torch.no_grad():
+            module.join.weight.copy_(torch.eye(module.join.out_features, module.join.in_features))
+    if isinstance(module, ElasticAttention) and module.conv_weight is not None:
+        bound = module.conv_weight.shape[1] ** -0.5  # a depthwise kernel's fan-in: its taps
+        nn.init.uniform_(module.conv_weight, -bound, bound, generator=generator)
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02, generator=generator)
         if getattr(module, "bias", None) is not None:

@@ -108,13 +108,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, norm1: nn.LayerNorm, attention: Attention, norm2: nn.LayerNorm, mlp: MLP,
-                 norm_first: bool = True):
+    """An encoder layer; `attention` is any token mixer taking (x, mask). `join`, where given, maps the
+    previous layer's width to this one's."""
+
+    def __init__(self, norm1: nn.LayerNorm, attention: nn.Module, norm2: nn.LayerNorm, mlp: MLP,
+                 norm_first: bool = True, join: nn.Linear | None = None):
         super().__init__()
+        self.join = join
         self.norm1, self.attention, self.norm2, self.mlp = norm1, attention, norm2, mlp
         self.norm_first = norm_first
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if self.join is not None:
+            x = self.join(x)
         return residual(x, lambda h: self.attention(h, mask), self.mlp, self.norm1, self.norm2, self.norm_first)
 
 

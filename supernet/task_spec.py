@@ -45,3 +45,17 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, data: dict) -> TaskSpec:
         return cls(**{**data, "style": ModelStyle(**data.get("style", {}))})
+
+
+def unpadded_tokens(task: TaskSpec) -> int | None:
+    """The tokens every input of `task` has (the [CLS] token counted), where none is padded; else None."""
+    if task.input_kind == "text" and task.style.pad_token_id is not None:
+        return None
+    return task.seq_len + (1 if task.style.cls_token else 0)
+
+
+def position_rows(task: TaskSpec) -> int:
+    """Rows of the position table: the pretrained model's, else one per token (and the [CLS] token)."""
+    if task.style.positions is not None:
+        return task.style.positions
+    return task.seq_len + (1 if task.style.cls_token else 0)

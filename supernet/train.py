@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from search_space import Arch, LayerArch
+from search_space import Arch
 from supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from supernet.device import to_cpu
 from supernet.model import Supernet
@@ -79,8 +79,7 @@ class TrainResult:
 
 
 def random_quantization(arch: Arch, space, rng: np.random.Generator) -> Arch:
-    layers = tuple(LayerArch(layer.num_heads, layer.mlp_dim, layer.attention,
-                             int(space.layers[i].bits[rng.integers(len(space.layers[i].bits))]))
+    layers = tuple(replace(layer, bits=int(space.layers[i].bits[rng.integers(len(space.layers[i].bits))]))
                    for i, layer in enumerate(arch.layers))
     return Arch(arch.embed_dim, layers)
 
@@ -124,6 +123,10 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
         group = students[first:first + settings.archs_per_pass]
         if len(group) == 1:
             parts = [(model(x, group[0]), slice(None))]
+        elif model.space.has_layer_widths:  # joins between widths are not padded (multi_arch): each its own pass
+            part = len(y) // len(group)
+            rows = [slice(i * part, (i + 1) * part) for i in range(len(group))]
+            parts = [(model(x[r], arch), r) for arch, r in zip(group, rows, strict=True)]
         else:  # the batch in equal parts, one per arch (a remainder of under len(group) samples sits out)
             part = len(y) // len(group)
             logits = forward_parts(model, x[:part * len(group)], group)

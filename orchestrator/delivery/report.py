@@ -199,14 +199,16 @@ def _study_section(view: StudyView) -> list[str]:
     if not view.front:
         return lines + ["No feasible evaluation: the front is empty.", ""]
     metrics = list(view.objectives.metrics) + [m for m in ("params", "bytes") if m not in view.objectives.metrics]
+    widths = any(layer.width is not None for e in view.front for layer in e.arch.layers)  # a heterogeneous space
     lines += ["| trial | " + " | ".join(UNITS.get(m, m) for m in metrics) + " | latency source | bits per layer | "
-              "attention |", "|---" * (len(metrics) + 4) + "|"]
+              "attention |" + (" width per layer |" if widths else ""), "|---" * (len(metrics) + 4 + widths) + "|"]
     for e in sorted(view.front, key=lambda e: e.metrics[view.x_metric]):
         cells = [f"{e.metrics[m] * 100:.2f}" if m == "accuracy" else f"{e.metrics[m]:.4g}" for m in metrics]
         source = "measured" if e.metrics.get("latency_measured_ms") is not None else "predicted"
         bits = "/".join(str(layer.bits) for layer in e.arch.layers)
         attention = ", ".join(f"{k} x{n}" for k, n in Counter(layer.attention for layer in e.arch.layers).items())
-        lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {bits} | {attention} |")
+        lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {bits} | {attention} |"
+                     + (" " + "/".join(map(str, e.arch.widths)) + " |" if widths else ""))
     lines.append("")
     lines += _finetune_section(view)
     for export in view.exports[-1:]:

@@ -16,7 +16,8 @@ import torch
 from orchestrator.config import StudyConfig
 from supernet.checkpoint import read_record
 from supernet.device import DeviceError, MixedPrecision, resolve_device
-from supernet.model import Supernet, ensure_fits_in_memory
+from supernet.model import Supernet
+from supernet.preflight import ensure_fits_in_memory
 from supernet.pretrained.importing import ImportReport, import_pretrained, open_pretrained
 from supernet.tasks import Task, load_task
 from supernet.train import evaluate, load_resumable, load_supernet, train_supernet

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from predictors.runtimes.base import Program, Runtime, register
 from predictors.runtimes.onnx_lowering import int8_kernel_saturates, int8_weight_type, onnx_lowered
 from search_space import LayerArch
+from supernet.task_spec import unpadded_tokens
 
 INPUT, OUTPUT, MASK = "input", "logits", "mask"
 GRAPH_FORMAT = 6  # raise when the export forms or the part graphs change: cached graphs are then not reused
@@ -50,8 +51,10 @@ class StemWithMask(nn.Module):
 def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> tuple:
     """What a part's graph depends on: its modules' kinds and settings and the input's shape, not
     its widths (they come from the weights; the model's input keeps its own)."""
-    # heads: the reshapes to heads hold them
-    settings = ("bits", "block_size", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation")
+    # heads: the reshapes to heads hold them; a depthwise Conv holds its channels (its group) and kernel size; a
+    # Fourier layer for unpadded inputs takes its tokens' DFT as weights
+    settings = ("bits", "block_size", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation",
+                "channels", "kernel_size", "tokens")
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
     return (shape, str(example.dtype), masked, int8_weight_type()) + tuple(  # the int8 layers' input types
         (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
@@ -313,7 +316,8 @@ class _GraphBytes:
                 index = next(i for i, c in enumerate(space.layers) if key[1] in c.attention and key[2] in c.bits)
                 choices = space.layers[index]
                 layer = LayerArch(min(choices.num_heads), min(choices.mlp_dims(width)), key[1], key[2])
-                part, inputs = probe.blocks[index].get_active_subnet(width, layer), hidden
+                part = probe.blocks[index].get_active_subnet(width, layer, tokens=unpadded_tokens(probe.task))
+                inputs = hidden
             else:
                 depth = next((d for d in space.depths if str(d) in probe.exits), None) if key[1] else space.max_depth
                 part, inputs = probe.head_of(depth).get_active_subnet(width), hidden

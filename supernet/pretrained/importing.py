@@ -232,13 +232,15 @@ def _align_classifier(state: dict[str, Tensor], model: PretrainedModel, labels: 
 
 def sliced_into(target: Supernet, source: Supernet) -> Supernet:
     """`target` holding the top-left slice of each of `source`'s weights (the first layers); a head of
-    a shallower depth starts as a copy of the model's head."""
+    a shallower depth starts as a copy of the model's head. What the model has no weight for (a
+    convolution's kernel, a join between layer widths) keeps `target`'s own seeded start (a join: the
+    identity), and is trained as any other choice."""
     theirs = source.state_dict()
     state = {}
     for name, tensor in target.state_dict().items():
         slices = tuple(slice(0, n) for n in tensor.shape)
         origin = "head." + name.split(".", 2)[2] if name.startswith("exits.") and name not in theirs else name
-        state[name] = theirs[origin][slices].clone()
+        state[name] = theirs[origin][slices].clone() if origin in theirs else tensor
     target.load_state_dict(state)
     return target
 

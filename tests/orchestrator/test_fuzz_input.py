@@ -25,11 +25,12 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
                                        HealthCheck.data_too_large])
 
 SPACE = {"name": "fuzz", "head_dim": 8, "local_window": 2, "embed_dim": [16, 32], "depth": [1, 2],
-         "layer": {"num_heads": [1, 2], "mlp_ratio": [1, 2], "attention": ["softmax", "linear", "local"],
-                   "bits": [32, 8]},
-         "per_layer": [{"layers": [1], "num_heads": [2]}]}
+         "layer": {"num_heads": [1, 2], "mlp_ratio": [1, 2],
+                   "attention": ["softmax", "linear", "local", "fourier", "conv3"], "bits": [32, 8]},
+         "per_layer": [{"layers": [1], "num_heads": [2], "width": [16, 32]}]}
 CONFIG = {"study": "fuzz", "storage": "sqlite:///fuzz.db", "seed": 0, "task": {"name": "digits", "options": {}},
-          "space": copy.deepcopy(SPACE),
+          "space": {**copy.deepcopy(SPACE), "layer": {**SPACE["layer"], "attention": ["softmax", "linear", "local"]},
+                    "per_layer": [{"layers": [1], "num_heads": [2]}]},
           "supernet": {"steps": 10, "batch_size": 8, "lr": 0.01, "checkpoint": "fuzz.pt"},
           "target": {"name": "cpu-b1", "threads": 1, "batch_size": 1, "seq_len": 16},
           "measure": {"archs": 16, "passes": 3}, "objectives": {"accuracy": "maximize", "latency_ms": "minimize"},
@@ -39,7 +40,8 @@ CONFIG = {"study": "fuzz", "storage": "sqlite:///fuzz.db", "seed": 0, "task": {"
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.integers(-3, 40),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                    st.sampled_from(["softmax", "linear", "local", "digits", "maximize", "<=", "1e999", "-0",
+                    st.sampled_from(["softmax", "linear", "local", "fourier", "conv3", "conv4", "conv99", "width",
+                                     "digits", "maximize", "<=", "1e999", "-0",
                                      "latency_ms <= 1", "params >= -1", "./x.yaml", ":", "a:b", "os:system"]))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=5), st.dictionaries(st.one_of(st.text(max_size=8), scalars), inner, max_size=4)),

@@ -16,7 +16,8 @@ def enumerate_archs(space: SearchSpace) -> set[str]:
             per_layer = []
             for i in range(depth):
                 c = space.layers[i]
-                per_layer.append([LayerArch(h, m, a, b) for h in c.num_heads for m in c.mlp_dims(embed_dim)
+                per_layer.append([LayerArch(c.heads_of(a, h), m, a, b, None if c.width is None else w)
+                                  for w in c.widths(embed_dim) for h in c.num_heads for m in c.mlp_dims(w)
                                   for a in c.attention for b in c.bits])
             for layers in itertools.product(*per_layer):
                 keys.add(Arch(embed_dim, tuple(layers)).key)
@@ -32,6 +33,32 @@ def test_cardinality_with_colliding_mlp_ratios():
     space = SearchSpace.from_dict({"embed_dim": [16, 200], "depth": [1], "layer": {
         "num_heads": [1], "mlp_ratio": [1.0, 1.01], "attention": ["softmax"], "bits": [32]}})
     assert space.cardinality() == len(enumerate_archs(space)) == 3
+
+
+def test_layer_widths_and_conv_kernels_are_choices_of_their_own():
+    # a ratio MLP follows each layer's own width; layer 0 follows embed_dim
+    space = SearchSpace.from_dict({"embed_dim": [16, 32], "depth": [1, 2, 3], "layer": {
+        "num_heads": [1, 2], "mlp_ratio": [1, 2], "attention": ["fourier", "conv3", "conv5"], "bits": [32],
+        "width": [16, 24, 32]}})
+    assert space.layers[0].width is None and space.layers[1].width == (16, 24, 32)
+    # a Fourier layer has no heads: 5 (heads, mixer) pairs, not 6
+    assert space.cardinality() == len(enumerate_archs(space)) == 2 * (10 + 10 * 30 + 10 * 30 * 30)
+    arch = space.largest()
+    assert arch.widths == (32, 32, 32) and arch.layers[1].mlp_dim == 64
+    assert Arch.from_json(arch.to_json()) == arch and '"width":32' in arch.to_json()
+    with pytest.raises(SpaceError, match=r"arch.layers\[1\].width: 20 not in \[16, 24, 32\]"):
+        space.validate(Arch(16, (LayerArch(1, 16, "fourier", 32), LayerArch(1, 20, "fourier", 32, width=20))))
+    with pytest.raises(SpaceError, match=r"arch.layers\[0\].num_heads: 2, but a fourier layer has no heads"):
+        space.validate(Arch(16, (LayerArch(2, 16, "fourier", 32),)))
+    with pytest.raises(SpaceError, match=r"arch.layers\[0\].width: 16, but this layer of the space has no width"):
+        space.validate(Arch(16, (LayerArch(1, 16, "fourier", 32, width=16),)))
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    assert "width [16, 24, 32]" in space.summary()
+
+
+def test_a_space_without_layer_widths_keeps_its_hash_and_its_archs_their_keys(tiny_space):
+    assert "width" not in str(tiny_space.to_dict()) and "width" not in tiny_space.largest().to_json()
+    assert len(tiny_space.gene_sizes()) == 2 + 4 * tiny_space.max_depth
 
 
 def test_cardinality_is_exact_python_int_for_huge_spaces():
@@ -113,6 +140,20 @@ BASE = {"embed_dim": [16], "depth": [1, 2], "layer": {
     ({"quant_block_size": 8}, "space.quant_block_size: 8 is not a power of two of at least 16"),
     ({"layer": {**BASE["layer"], "bits": [32, 4]}},
      "space.layer[0]: a 4-bit layer quantizes its weights in blocks of quant_block_size 32 inputs, and embed_dim 16"),
+    ({"layer": {**BASE["layer"], "attention": ["softmax", "conv4"]}},
+     "space.layer[0].attention: conv4 has an even kernel size 4; a kernel centred on its token needs an odd size"),
+    ({"layer": {**BASE["layer"], "attention": ["conv03"]}}, "'conv03' does not name a kernel size"),
+    ({"layer": {**BASE["layer"], "attention": ["conv0"]}}, "'conv0' does not name a kernel size"),
+    ({"layer": {**BASE["layer"], "attention": ["convolution"]}}, "unknown attention type 'convolution'"),
+    ({"per_layer": [{"layers": [1], "width": [8, 32]}]},
+     "space.layer[1].width: 32 is outside the embedding's range [1, 16]"),
+    ({"per_layer": [{"layers": [1], "width": [0]}]}, "space.layer[1].width: 0 is outside the embedding's range"),
+    ({"per_layer": [{"layers": [1], "width": ["wide"]}]}, "space.layer[1].width: 'wide' is not an integer"),
+    ({"per_layer": [{"layers": [0], "width": [8]}]}, "layer 0 runs at embed_dim"),
+    ({"depth": [1], "layer": {**BASE["layer"], "width": [8]}}, "a space of one layer has no layer after the first"),
+    ({"per_layer": [{"layers": [1], "width": [8, 16], "bits": [32, 4]}], "quant_block_size": 16},
+     "space.layer[1]: a 4-bit layer quantizes its weights in blocks of quant_block_size 16 inputs, and the "
+     "layer's width 8"),
     ({"layer": {**BASE["layer"], "bits": [2]}, "quant_block_size": 16, "head_dim": 8},
      "a 2-bit layer quantizes its weights in blocks of quant_block_size 16 inputs, and num_heads"),
 ])

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from search_space import SearchSpace
+from search_space import Arch, LayerArch, SearchSpace
 from supernet.model import Supernet
 from supernet.pretrained.families import PretrainedError
 from supernet.pretrained.importance import importance, reorder_by_importance
@@ -124,13 +124,37 @@ def test_import_into_a_smaller_space_slices_the_importance_ordered_model(text_mo
         import_pretrained(model, too_wide, spec, seed=0, calibration=None)
 
 
-@pytest.mark.parametrize("attention", ["softmax", "linear", "local"])
+def test_new_mixers_and_layer_widths_leave_the_imported_model_as_the_largest_arch(text_model):
+    """The model has no weight for a convolution's kernel or a join: they start on their own, and the
+    largest arch (softmax, every layer at the model's width) is still exactly the model."""
+    family, folder = text_model
+    model = open_pretrained(folder)
+    spec = _text_spec(model)
+    data = model_space(model, attention=("softmax", "fourier", "conv3"))
+    data["quantize_embeddings"] = False
+    hidden = data["embed_dim"][0]
+    data["per_layer"] = [{"layers": [1], "width": [hidden // 2, hidden]}]
+    space = SearchSpace.from_dict(data)
+    supernet, _ = import_pretrained(model, space, spec, seed=0, calibration=None)
+    full, _ = full_supernet(model, spec, seed=0)
+    _, x = _text_batch(family)
+    largest = space.largest()
+    assert largest.layers[1].width == hidden and {layer.attention for layer in largest.layers} == {"softmax"}
+    with torch.no_grad():
+        assert torch.equal(supernet(x, largest), full(x, full.space.largest()))
+        narrower = Arch(hidden, (largest.layers[0], LayerArch(1, largest.layers[1].mlp_dim, "conv3", 32, hidden // 2)))
+        assert torch.isfinite(supernet(x, narrower)).all()
+
+
+@pytest.mark.parametrize("attention", ["softmax", "linear", "local", "fourier", "conv3"])
 def test_padding_changes_nothing_in_any_kernel(text_model, attention):
-    """A text padded to more tokens gives the same logits: no kernel lets a padded key in."""
+    """A text padded to more tokens gives the same logits: no kernel lets a padded key in, a Fourier
+    layer transforms each text over its own tokens, a convolution sees zeros beyond them."""
     family, folder = text_model
     model = open_pretrained(folder)
     data = model_space(model)
     data["local_window"] = 2
+    data["layer"]["attention"] = list(dict.fromkeys(["softmax", attention]))
     space = SearchSpace.from_dict(data)
     supernet = Supernet(space, _text_spec(model), seed=0).eval()
     tokenizer = tiny_tokenizer(pad_first=family == "bert")[0]

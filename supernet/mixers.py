@@ -1,0 +1,116 @@
+"""Token mixers without query and key: FNet's Fourier transform and a depthwise convolution (FlexiBERT).
+
+`fourier` holds no weights: the real part of the 2-D DFT over the tokens and the features, as two
+matrix products with fixed cosine and sine matrices (Re(F_T X F_D) = C_T X C_D - S_T X S_D), scaled
+to be orthonormal (1 / sqrt(tokens * features)) so that the residual stream keeps its scale. Over a
+padded text each sample's DFT spans its own real tokens, so that padding changes nothing.
+
+`conv<k>` mixes the layer's value projection with a depthwise convolution over the tokens (a kernel
+of k tokens per channel, centred, zero beyond the sequence), then its output projection. Every
+kernel size of a layer shares one weight: a k-token kernel is the centre of the largest
+(Once-for-All's kernel sharing). Padded tokens are zeroed before it, so that they add nothing.
+
+The same functions serve the supernet and the extracted model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_FIXED: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _cached(key: tuple, make) -> tuple[Tensor, Tensor]:
+    if key in _FIXED:
+        return _FIXED[key]
+    value = make()
+    if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):  # a traced value is not a tensor
+        _FIXED[key] = value
+    return value
+
+
+def _dft(size: int, device, dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin of 2 pi j k / size, divided by sqrt(size): an orthonormal DFT's real and imaginary parts."""
+    index = torch.arange(size, device=device)
+    turns = (index[:, None] * index[None, :]) % size  # exact in integers: the angle stays in [0, 2 pi)
+    angle = turns.to(dtype) * (2 * math.pi / size)
+    scale = size ** -0.5
+    return angle.cos() * scale, angle.sin() * scale
+
+
+def feature_dft(width: int, device, dtype) -> tuple[Tensor, Tensor]:
+    """The DFT over `width` features (cached: it depends on the width alone)."""
+    return _cached(("features", width, str(device), dtype), lambda: _dft(width, device, dtype))
+
+
+def token_dft(tokens: int, mask: Tensor | None, device, dtype) -> tuple[Tensor, Tensor]:
+    """The DFT over the tokens: (tokens, tokens), or with a padding mask (batch, tokens, tokens), each
+    sample's over its own real tokens (numbered in order, padding anywhere), zero at padded ones."""
+    if mask is None:
+        return _cached(("tokens", tokens, str(device), dtype), lambda: _dft(tokens, device, dtype))
+    real = mask.long()
+    position = (torch.cumsum(real, dim=1) - 1) * real  # (batch, tokens): a real token's index among the real
+    length = real.sum(dim=1).clamp_min(1)[:, None, None]  # (batch, 1, 1)
+    turns = (position[:, :, None] * position[:, None, :]) % length
+    angle = turns.to(dtype) * (2 * math.pi) / length.to(dtype)
+    both = (mask[:, :, None] & mask[:, None, :]).to(dtype) * torch.rsqrt(length.to(dtype))
+    return angle.cos() * both, angle.sin() * both
+
+
+def fourier_mix(x: Tensor, mask: Tensor | None, feature_cos: Tensor, feature_sin: Tensor) -> Tensor:
+    """Re(DFT over tokens and features) of x (batch, tokens, features), orthonormal."""
+    token_cos, token_sin = token_dft(x.shape[1], mask, x.device, x.dtype)
+    return token_cos @ (x @ feature_cos) - token_sin @ (x @ feature_sin)
+
+
+def centre(weight: Tensor, channels: int, kernel_size: int) -> Tensor:
+    """The (channels, kernel_size) centre of a (max channels, max kernel) depthwise kernel."""
+    start = (weight.shape[1] - kernel_size) // 2
+    return weight[:channels, start:start + kernel_size]
+
+
+def token_conv(v: Tensor, weight: Tensor, mask: Tensor | None) -> Tensor:
+    """Depthwise convolution of v (batch, tokens, channels) over the tokens with weight (channels, k)."""
+    if mask is not None:  # a padded token adds nothing to its neighbours
+        v = v * mask[..., None].to(v.dtype)
+    channels, kernel_size = weight.shape
+    out = F.conv1d(v.transpose(1, 2), weight[:, None, :], padding=kernel_size // 2, groups=channels)
+    return out.transpose(1, 2)
+
+
+class FourierMixer(nn.Module):
+    """The static `fourier` sublayer: no weights but its width's DFT, and for inputs without padding of
+    `tokens` tokens the tokens' DFT, held as buffers: an exported graph takes them as inputs (one graph
+    serves every width), and does not compute them at every call (ONNX Runtime did not fold them: a
+    512-token layer took 4x longer)."""
+
+    def __init__(self, width: int, tokens: int | None = None):
+        super().__init__()
+        self.tokens = tokens  # its graph differs with and without the tokens' DFT: see onnx_runtime._structure
+        for name, value in zip(("feature_cos", "feature_sin"), _dft(width, "cpu", torch.float32), strict=True):
+            self.register_buffer(name, value)
+        token_dft_ = _dft(tokens, "cpu", torch.float32) if tokens else (None, None)
+        for name, value in zip(("token_cos", "token_sin"), token_dft_, strict=True):
+            self.register_buffer(name, value)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None and self.token_cos is not None and x.shape[1] == self.token_cos.shape[0]:
+            return self.token_cos @ (x @ self.feature_cos) - self.token_sin @ (x @ self.feature_sin)
+        return fourier_mix(x, mask, self.feature_cos, self.feature_sin)
+
+
+class ConvMixer(nn.Module):
+    """The static `conv<k>` sublayer: value projection, depthwise convolution over the tokens, output."""
+
+    def __init__(self, value: nn.Linear, weight: Tensor, out: nn.Linear):
+        super().__init__()
+        self.value, self.out = value, out
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.channels, self.kernel_size = weight.shape  # the graph's Conv holds both: see onnx_runtime._structure
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.out(token_conv(self.value(x), self.weight, mask))

@@ -1,0 +1,65 @@
+"""What a space needs before its supernet exists: the memory of its weights, and a task it can run.
+
+Checked before anything is allocated or written, so that a space with a width of extra zeros or a
+convolution longer than the task's sequence is one line on stderr, not an allocator's failure or a
+shape error inside a worker.
+"""
+
+from __future__ import annotations
+
+from search_space import InputError, SearchSpace
+from search_space.registry import conv_kernel_size
+from supernet.device import available_memory
+from supernet.task_spec import TaskSpec, position_rows
+
+
+class SupernetTooLarge(InputError):
+    """A space whose supernet would not fit in this machine's memory (a width with extra zeros)."""
+
+
+def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
+    """The parameters `Supernet(space, task)` holds, counted before anything is allocated."""
+    e, style = space.max_embed_dim, task.style
+    count = task.input_dim * e + (0 if task.input_kind in ("tokens", "text") else e) + position_rows(task) * e
+    count += style.token_types * e + (e if style.cls_token else 0) + (2 * e if style.embedding_norm else 0)  # stem
+    for i in range(space.max_depth):
+        inner, hidden = space.max_heads(i) * space.head_dim, space.max_mlp_dim(i)
+        count += 2 * 2 * e  # two norms
+        count += 3 * (e * inner + inner) + inner * e + e  # query, key, value, out
+        count += inner * space.max_conv_kernel(i)  # the depthwise kernel, where conv is offered
+        count += (e * e + e) if space.has_layer_widths and i > 0 else 0  # the join from the previous layer
+        count += e * hidden + hidden + hidden * e + e  # the MLP
+    head = (2 * e if style.final_norm else 0) + (e * e + e if style.pooler else 0) + e * task.num_classes \
+        + task.num_classes
+    heads = 1 + (sum(1 for depth in space.depths if depth < space.max_depth) if space.depth_heads else 0)
+    return count + heads * head
+
+
+def check_space_fits_task(space: SearchSpace, task: TaskSpec) -> None:
+    """Refuse a space the task's inputs cannot run: a convolution kernel longer than the sequence."""
+    tokens = task.seq_len + (1 if task.style.cls_token else 0)
+    for i, layer in enumerate(space.layers):
+        for name in layer.attention:
+            kernel = conv_kernel_size(name)
+            if kernel is not None and kernel > tokens:
+                raise InputError(f"space {space.name!r}: layer {i}'s {name} has a kernel of {kernel} tokens, longer "
+                                 f"than the task's sequence of {tokens}")
+
+
+def ensure_fits_in_memory(space: SearchSpace, task: TaskSpec, copies: int = 1, purpose: str = "hold") -> int:
+    """Refuse a supernet whose float32 weights, `copies` times (4 to train with AdamW: weights,
+    gradients, two moments), exceed the available memory, or a space the task cannot run
+    (`check_space_fits_task`); return the bytes needed."""
+    check_space_fits_task(space, task)
+    needed = 4 * copies * supernet_parameter_count(space, task)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise SupernetTooLarge(
+            f"space {space.name!r}: its supernet has {supernet_parameter_count(space, task):,} parameters; to "
+            f"{purpose} it needs {_gib(needed)} of memory and {_gib(available)} is available (a width or depth "
+            f"with extra zeros?)")
+    return needed
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
