@@ -49,7 +49,7 @@ from orchestrator.search.pareto import hypervolume, pareto_front
 from orchestrator.storage.study import evaluations, require_study
 from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
-from search_space import Arch, SearchSpace
+from search_space import Arch, ElastiqError, SearchSpace
 from supernet.tasks import load_task
 from supernet.train import evaluate, load_supernet
 
@@ -179,11 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(args.dir)
     if args.cross_from:
         path = Path(args.cross_from)
-        results = json.loads(path.read_text())
-        for task, t in results["tasks"].items():
-            t["base_front_in_flexi_supernet"] = in_flexi_supernet(task, base / task, t["runs"]["base"]["front"],
-                                                                  args.seed)
-            _print_cross(task, t["base_front_in_flexi_supernet"])
+        try:
+            results = json.loads(path.read_text())
+            for task, t in results["tasks"].items():
+                t["base_front_in_flexi_supernet"] = in_flexi_supernet(task, base / task, t["runs"]["base"]["front"],
+                                                                      args.seed)
+                _print_cross(task, t["base_front_in_flexi_supernet"])
+        except (OSError, ValueError, KeyError, TypeError, ElastiqError) as exc:
+            print(f"elastiq: error: --cross-from {path} with --dir {base}: {exc}".splitlines()[0], file=sys.stderr)
+            return 2
         path.write_text(json.dumps(results, indent=1) + "\n")
         return 0
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -48,9 +48,11 @@ def sample(space: GeneSpace, rng: np.random.Generator, mode: str = "depth_unifor
         layers = []
         for i in range(depth):
             choices = space.layers[i]
-            widths = choices.widths(embed_dim)  # each width weighted by the archs it opens
-            counts = np.array([len(choices.mlp_dims(w)) for w in widths], dtype=float)
-            width = widths[rng.choice(len(widths), p=counts / counts.sum())]
+            widths = choices.widths(embed_dim)
+            width = widths[0]
+            if len(widths) > 1:  # each width weighted by the archs it opens; one width draws nothing
+                counts = np.array([len(choices.mlp_dims(w)) for w in widths], dtype=float)
+                width = widths[rng.choice(len(widths), p=counts / counts.sum())]
             dims = choices.mlp_dims(width)  # distinct sizes: ratios that round alike count once
             if "fourier" in choices.attention:  # heads do not multiply a Fourier layer: draw the distinct pairs
                 pairs = choices.mixer_options()

@@ -61,9 +61,11 @@ def token_dft(tokens: int, mask: Tensor | None, device, dtype) -> tuple[Tensor, 
     return angle.cos() * both, angle.sin() * both
 
 
-def fourier_mix(x: Tensor, mask: Tensor | None, feature_cos: Tensor, feature_sin: Tensor) -> Tensor:
-    """Re(DFT over tokens and features) of x (batch, tokens, features), orthonormal."""
-    token_cos, token_sin = token_dft(x.shape[1], mask, x.device, x.dtype)
+def fourier_mix(x: Tensor, mask: Tensor | None, feature_cos: Tensor, feature_sin: Tensor,
+                tokens: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Re(DFT over tokens and features) of x (batch, tokens, features), orthonormal; `tokens`: the
+    tokens' DFT where the caller holds it (else made here)."""
+    token_cos, token_sin = tokens or token_dft(x.shape[1], mask, x.device, x.dtype)
     return token_cos @ (x @ feature_cos) - token_sin @ (x @ feature_sin)
 
 
@@ -98,9 +100,9 @@ class FourierMixer(nn.Module):
             self.register_buffer(name, value)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if mask is None and self.token_cos is not None and x.shape[1] == self.token_cos.shape[0]:
-            return self.token_cos @ (x @ self.feature_cos) - self.token_sin @ (x @ self.feature_sin)
-        return fourier_mix(x, mask, self.feature_cos, self.feature_sin)
+        held = mask is None and self.token_cos is not None and x.shape[1] == self.token_cos.shape[0]
+        return fourier_mix(x, mask, self.feature_cos, self.feature_sin,
+                           (self.token_cos, self.token_sin) if held else None)
 
 
 class ConvMixer(nn.Module):

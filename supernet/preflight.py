@@ -10,7 +10,7 @@ from __future__ import annotations
 from search_space import InputError, SearchSpace
 from search_space.registry import conv_kernel_size
 from supernet.device import available_memory
-from supernet.task_spec import TaskSpec, position_rows
+from supernet.task_spec import TaskSpec, position_rows, sequence_tokens
 
 
 class SupernetTooLarge(InputError):
@@ -37,7 +37,7 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
 
 def check_space_fits_task(space: SearchSpace, task: TaskSpec) -> None:
     """Refuse a space the task's inputs cannot run: a convolution kernel longer than the sequence."""
-    tokens = task.seq_len + (1 if task.style.cls_token else 0)
+    tokens = sequence_tokens(task)
     for i, layer in enumerate(space.layers):
         for name in layer.attention:
             kernel = conv_kernel_size(name)

@@ -47,15 +47,20 @@ class TaskSpec:
         return cls(**{**data, "style": ModelStyle(**data.get("style", {}))})
 
 
+def sequence_tokens(task: TaskSpec) -> int:
+    """The tokens of an input of `task` as its layers see it: the sequence, and the [CLS] token."""
+    return task.seq_len + (1 if task.style.cls_token else 0)
+
+
 def unpadded_tokens(task: TaskSpec) -> int | None:
-    """The tokens every input of `task` has (the [CLS] token counted), where none is padded; else None."""
+    """The tokens every input of `task` has, where none is padded; else None."""
     if task.input_kind == "text" and task.style.pad_token_id is not None:
         return None
-    return task.seq_len + (1 if task.style.cls_token else 0)
+    return sequence_tokens(task)
 
 
 def position_rows(task: TaskSpec) -> int:
     """Rows of the position table: the pretrained model's, else one per token (and the [CLS] token)."""
     if task.style.positions is not None:
         return task.style.positions
-    return task.seq_len + (1 if task.style.cls_token else 0)
+    return sequence_tokens(task)

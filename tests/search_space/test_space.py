@@ -2,6 +2,7 @@ import itertools
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from search_space import Arch, LayerArch, SearchSpace, SpaceError
@@ -59,6 +60,15 @@ def test_layer_widths_and_conv_kernels_are_choices_of_their_own():
 def test_a_space_without_layer_widths_keeps_its_hash_and_its_archs_their_keys(tiny_space):
     assert "width" not in str(tiny_space.to_dict()) and "width" not in tiny_space.largest().to_json()
     assert len(tiny_space.gene_sizes()) == 2 + 4 * tiny_space.max_depth
+
+
+def test_arch_uniform_sampling_of_a_space_without_widths_draws_what_it_drew_before(digits_space):
+    # the keys and the next draw that the sampler gave before layer widths existed: a study sampling
+    # this way samples the same archs as it did
+    rng = np.random.default_rng(7)
+    assert [digits_space.sample(rng, "arch_uniform").key[:8] for _ in range(5)] == [
+        "16559084", "c378e23e", "2d41e8a5", "383b31af", "720a904a"]
+    assert rng.random() == pytest.approx(0.7417709473618571, abs=0)
 
 
 def test_cardinality_is_exact_python_int_for_huge_spaces():
