@@ -104,6 +104,10 @@ bench: install
 		--out bench/results/flexibert_search_mnist1d.json
 	$(PY) bench/flexibert_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
 		--dir runs/bench/flexibert-search-listops --out bench/results/flexibert_search_listops.json
+	rm -rf runs/bench/stage-search runs/bench/stage-search-listops
+	$(PY) bench/stage_search.py --tasks digits,mnist1d --dir runs/bench/stage-search --out bench/results/stage_search.json
+	$(PY) bench/stage_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
+		--dir runs/bench/stage-search-listops --out bench/results/stage_search_listops.json
 	$(PY) bench/table.py
 
 # The CUDA paths, on a GPU machine that has Python 3.12 and torch with CUDA but no package index.

@@ -51,10 +51,11 @@ from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
 from search_space import Arch, ElastiqError, SearchSpace
 from supernet.tasks import load_task
+from supernet.token_reduction import layer_layouts
 from supernet.train import evaluate, load_supernet
 
 ROOT = Path(__file__).resolve().parent.parent
-TASKS = {"mnist1d": {"num_samples": 8000, "patch": 4},
+TASKS = {"digits": {"patch": 2}, "mnist1d": {"num_samples": 8000, "patch": 4},
          "listops": {"seq_len": 128, "train_size": 4000, "val_size": 500, "test_size": 500}}
 NEW_MIXERS = ["fourier", "conv3", "conv7"]
 WIDTHS = [64, 96, 128]
@@ -77,9 +78,11 @@ def space_of(label: str) -> dict:
     return space
 
 
-def run_study(folder: Path, task: str, label: str, steps: int, batch_size: int, budget: int, seed: int) -> dict:
+def run_study(folder: Path, task: str, label: str, steps: int, batch_size: int, budget: int, seed: int,
+              space: dict | None = None) -> dict:
+    """Train, measure and search one study of `space` (default: `space_of(label)`) in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "space.yaml").write_text(yaml.safe_dump(space_of(label)))
+    (folder / "space.yaml").write_text(yaml.safe_dump(space or space_of(label)))
     config = {"study": f"{task}-{label}", "storage": f"sqlite:///{folder / 'elastiq.db'}", "seed": seed,
               "task": {"name": task, "options": TASKS[task]}, "space": "space.yaml",
               "supernet": {"steps": steps, "batch_size": batch_size, "lr": 0.002,
@@ -117,6 +120,7 @@ def time_fronts(task_name: str, runs: dict, rounds: int, seed: int) -> None:
             point["macs_b1"] = arch_costs(space, task.spec, arch).macs
             point["mixers"] = dict(Counter(layer.attention for layer in arch.layers))
             point["widths"] = list(arch.widths)
+            point["tokens_per_layer"] = [layout.tokens for layout in layer_layouts(task.spec, arch)]
             with torch.no_grad():
                 programs[(label, i)] = runtime.deploy(model.extract(arch).eval(), example)
     for batch in (1, 32):
@@ -140,7 +144,9 @@ def in_flexi_supernet(task_name: str, folder: Path, front: list[dict], seed: int
     return crossed
 
 
-def summarize(runs: dict) -> dict:
+def summarize(runs: dict, new: str = "flexi") -> dict:
+    """Hypervolumes at b1 and b32 of each front (as timed here), `new`'s over `base`'s, and for each model
+    of `base`'s front the fastest of `new`'s at most 1 point less accurate."""
     summary = {}
     for batch in (1, 32):
         key = f"ms_b{batch}"
@@ -150,30 +156,47 @@ def summarize(runs: dict) -> dict:
             points = np.array([[-p["accuracy"], p[key]] for p in run["front"]])
             kept = points[pareto_front(points)]  # the front again, on the figures timed here
             summary[f"hypervolume_{label}_b{batch}"] = hypervolume(kept, reference) / slowest
-        summary[f"hypervolume_ratio_b{batch}"] = (summary[f"hypervolume_flexi_b{batch}"]
+        summary[f"hypervolume_ratio_b{batch}"] = (summary[f"hypervolume_{new}_b{batch}"]
                                                   / summary[f"hypervolume_base_b{batch}"])
     matched = []
     for point in sorted(runs["base"]["front"], key=lambda p: p["accuracy"]):
-        within = [p for p in runs["flexi"]["front"] if p["accuracy"] >= point["accuracy"] - 0.01]
+        within = [p for p in runs[new]["front"] if p["accuracy"] >= point["accuracy"] - 0.01]
         best = min(within, key=lambda p: p["ms_b32"]) if within else None
         matched.append({"accuracy": point["accuracy"], "base_ms_b32": point["ms_b32"],
-                        "flexi_accuracy": best["accuracy"] if best else None,
-                        "flexi_ms_b32": best["ms_b32"] if best else None,
+                        f"{new}_accuracy": best["accuracy"] if best else None,
+                        f"{new}_ms_b32": best["ms_b32"] if best else None,
                         "speedup_b32": point["ms_b32"] / best["ms_b32"] if best else None})
     summary["matched_within_1_point"] = matched
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="mnist1d,listops")
+def add_study_arguments(parser: argparse.ArgumentParser, tasks: str, name: str) -> None:
+    """The options of a two-study comparison: its tasks, budget, timing rounds, folder and results file."""
+    parser.add_argument("--tasks", default=tasks)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--evaluations", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dir", default=str(ROOT / "runs/bench/flexibert-search"))
-    parser.add_argument("--out", default=str(ROOT / "bench/results/flexibert_search.json"))
+    parser.add_argument("--dir", default=str(ROOT / "runs/bench" / name))
+    parser.add_argument("--out", default=str(ROOT / "bench/results" / f"{name.replace('-', '_')}.json"))
+
+
+def study_arguments_problem(args: argparse.Namespace, known) -> tuple[list[str], str | None]:
+    """The tasks asked for, and what is wrong with the options (None: nothing)."""
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    low = next((f"--{name} {value}: give at least 1" for name, value in (
+        ("steps", args.steps), ("batch-size", args.batch_size), ("evaluations", args.evaluations),
+        ("rounds", args.rounds)) if value < 1), None)
+    problem = (f"--tasks {args.tasks!r}: give some of {', '.join(known)}" if not tasks or set(tasks) - set(known)
+               else low or (f"--dir {args.dir}: exists; remove it or give another (its studies would be mixed with "
+                            "these)" if Path(args.dir).exists() else None))
+    return tasks, problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_study_arguments(parser, "mnist1d,listops", "flexibert-search")
     parser.add_argument("--cross-from", help="an earlier run's results: add the cross evaluation to it and stop")
     args = parser.parse_args(argv)
     base = Path(args.dir)
@@ -190,52 +213,60 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         path.write_text(json.dumps(results, indent=1) + "\n")
         return 0
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    problem = (f"--tasks {args.tasks!r}: give some of {', '.join(TASKS)}" if not tasks or set(tasks) - set(TASKS)
-               else f"--steps {args.steps}: give at least 1" if args.steps < 1
-               else f"--batch-size {args.batch_size}: give at least 1" if args.batch_size < 1
-               else f"--evaluations {args.evaluations}: give at least 1" if args.evaluations < 1
-               else f"--rounds {args.rounds}: give at least 1" if args.rounds < 1
-               else f"--dir {base}: exists; remove it or give another (its studies would be mixed with these)"
-               if base.exists() else None)
+    tasks, problem = study_arguments_problem(args, TASKS)
     if problem:
         print(f"elastiq: error: {problem}", file=sys.stderr)
         return 2
+    return compare_studies(args, tasks, "flexi", extra=lambda task, runs: {
+        "base_front_in_flexi_supernet": in_flexi_supernet(task, base / task, runs["base"]["front"], args.seed)},
+        report=_print_results)
+
+
+def compare_studies(args: argparse.Namespace, tasks: list[str], new: str, space_of=None, extra=None,
+                    report=None) -> int:
+    """For each task, the studies `base` and `new` (spaces from `space_of(task, label)`, default
+    `space_of(label)` above), their fronts timed together, summarized, `extra(task, runs)` added, printed
+    by `report(task, runs, summary)` and written to `--out` after each task."""
+    base = Path(args.dir)
     results = {"steps": args.steps, "batch_size": args.batch_size, "evaluations": args.evaluations,
                "target": "onnxruntime cpu, 1 thread", "tasks": {}}
     for task in tasks:
         try:
             runs = {label: run_study(base / task / label, task, label, args.steps, args.batch_size, args.evaluations,
-                                     args.seed)
-                    for label in ("base", "flexi")}
+                                     args.seed, space=space_of(task, label) if space_of else None)
+                    for label in ("base", new)}
         except StageFailed as failed:
             return failed.code
         time_fronts(task, runs, args.rounds, args.seed)
-        summary = summarize(runs)
-        summary["base_front_in_flexi_supernet"] = in_flexi_supernet(task, base / task, runs["base"]["front"],
-                                                                    args.seed)
+        summary = summarize(runs, new=new)
+        summary.update(extra(task, runs) if extra else {})
         for run in runs.values():
             for point in run["front"]:
                 point["arch"] = point["arch"].to_dict()
             run["front"].sort(key=lambda p: p["ms_b32"])
         results["tasks"][task] = {"runs": runs, **summary}
-        for label, run in runs.items():
-            print(f"{task} {label}: {run['evaluated']} evaluated in {run['seconds']:.0f} s, front of "
-                  f"{len(run['front'])}, hypervolume b1 {summary[f'hypervolume_{label}_b1']:.4f}, "
-                  f"b32 {summary[f'hypervolume_{label}_b32']:.4f}")
-            for p in run["front"]:
-                print(f"  {100 * p['accuracy']:6.2f}%  b1 {p['ms_b1']:7.3f} ms  b32 {p['ms_b32']:8.3f} ms  "
-                      f"{p['macs_b1'] / 1e6:7.2f} MMAC  widths {p['widths']}  {p['mixers']}")
-        print(f"{task}: hypervolume flexi / base: b1 {summary['hypervolume_ratio_b1']:.3f}, "
-              f"b32 {summary['hypervolume_ratio_b32']:.3f}")
-        for m in summary["matched_within_1_point"]:
-            print(f"  base {100 * m['accuracy']:.2f}% at {m['base_ms_b32']:.3f} ms b32 -> " + (
-                f"flexi {100 * m['flexi_accuracy']:.2f}% at {m['flexi_ms_b32']:.3f} ms ({m['speedup_b32']:.2f}x)"
-                if m["flexi_ms_b32"] else "none within 1 point"))
-        _print_cross(task, summary["base_front_in_flexi_supernet"])
+        if report:
+            report(task, runs, summary)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def _print_results(task: str, runs: dict, summary: dict) -> None:
+    for label, run in runs.items():
+        print(f"{task} {label}: {run['evaluated']} evaluated in {run['seconds']:.0f} s, front of "
+              f"{len(run['front'])}, hypervolume b1 {summary[f'hypervolume_{label}_b1']:.4f}, "
+              f"b32 {summary[f'hypervolume_{label}_b32']:.4f}")
+        for p in run["front"]:
+            print(f"  {100 * p['accuracy']:6.2f}%  b1 {p['ms_b1']:7.3f} ms  b32 {p['ms_b32']:8.3f} ms  "
+                  f"{p['macs_b1'] / 1e6:7.2f} MMAC  widths {p['widths']}  {p['mixers']}")
+    print(f"{task}: hypervolume flexi / base: b1 {summary['hypervolume_ratio_b1']:.3f}, "
+          f"b32 {summary['hypervolume_ratio_b32']:.3f}")
+    for m in summary["matched_within_1_point"]:
+        print(f"  base {100 * m['accuracy']:.2f}% at {m['base_ms_b32']:.3f} ms b32 -> " + (
+            f"flexi {100 * m['flexi_accuracy']:.2f}% at {m['flexi_ms_b32']:.3f} ms ({m['speedup_b32']:.2f}x)"
+            if m["flexi_ms_b32"] else "none within 1 point"))
+    _print_cross(task, summary["base_front_in_flexi_supernet"])
 
 
 def _print_cross(task: str, crossed: list[dict]) -> None:

@@ -5,9 +5,10 @@ Each section runs on its own (a failure is recorded and the next one runs):
 - `environment`: the GPU, torch, CUDA, the packages the check uses.
 - `gpu_tests`: the tests marked `gpu` and not `slow`, from the files that do not need Ray (the slow
   one compiles an AOTInductor artifact for CUDA, which `aoti_digits` does).
-- `digits_supernet`: the demo's supernet trained on the GPU under mixed precision (samples/s, peak
-  memory, beside the same steps on this machine's CPU); its checkpoint, written from the GPU, loaded
-  on the CPU with the same outputs.
+- `digits_supernet`: the demo's supernet, in stages (`digits_stages.yaml`: tokens merged 2x2 at two
+  boundaries), trained on the GPU under mixed precision (samples/s, peak memory, beside the same steps
+  on this machine's CPU); its checkpoint, written from the GPU, loaded on the CPU with the same
+  outputs, for an arch that merges tokens at both boundaries too.
 - `cli_train_supernet`: `elastiq train-supernet` and `elastiq evaluate` with `supernet.device: cuda`.
 - `evaluation_job`: a search worker's evaluation job on the GPU and on the CPU: the same accuracy.
 - `bert_base_supernet`: a BERT-base-sized model (12 layers, 768 wide, random weights, built from a
@@ -64,6 +65,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SEED = 0
+DIGITS_SPACE = ROOT / "configs" / "spaces" / "digits_stages.yaml"  # the demo's space, in stages
 PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "onnxruntime", "numpy", "scikit-learn", "pydantic",
             "pytest")
 
@@ -180,10 +182,18 @@ def training_figures(result, batch: int, archs_per_step: int, device: str) -> di
 
 
 def all_8bit(arch):
-    from search_space import Arch, LayerArch
+    from search_space import Arch
 
-    return Arch(arch.embed_dim, tuple(LayerArch(layer.num_heads, layer.mlp_dim, layer.attention, 8)
-                                      for layer in arch.layers))
+    return Arch(arch.embed_dim, tuple(replace(layer, bits=8) for layer in arch.layers))
+
+
+def staged(space, arch):
+    """`arch` with every stage boundary its space offers, at the largest factor."""
+    from search_space import Arch
+
+    return Arch(arch.embed_dim, tuple(layer if space.layers[i].reduce is None
+                                      else replace(layer, reduce=max(space.layers[i].reduce))
+                                      for i, layer in enumerate(arch.layers)))
 
 
 # ---- sections ------------------------------------------------------------------------------
@@ -284,7 +294,7 @@ def digits_supernet(ctx: Context) -> dict[str, Any]:
 
     sizes = ctx.sizes
     task = load_task("digits", SEED)
-    space = SearchSpace.from_yaml(ROOT / "configs" / "spaces" / "digits.yaml")
+    space = SearchSpace.from_yaml(DIGITS_SPACE)
     settings = TrainSettings(batch_size=sizes.digits_batch, lr=2e-3, warmup_steps=10, checkpoint_every=10**9)
     model = Supernet(space, task.spec, seed=SEED)
     checkpoint = ctx.scratch / "digits-supernet.pt"
@@ -294,7 +304,8 @@ def digits_supernet(ctx: Context) -> dict[str, Any]:
     largest, smallest = space.largest(), space.smallest()
     x_val = task.split("val")[0][:64]
     outputs = same_outputs_on_the_cpu(model, checkpoint, space, task,
-                                      {"largest": largest, "smallest_8bit": all_8bit(smallest)}, x_val)
+                                      {"largest": largest, "smallest_8bit": all_8bit(smallest),
+                                       "staged_8bit": all_8bit(staged(space, largest))}, x_val)
     reset_peak(ctx.device)
     timed = train_supernet(model, task, replace(settings, steps=sizes.digits_steps), SEED + 1, checkpoint=None,
                            progress=False, device=ctx.device)
@@ -320,7 +331,7 @@ def digits_checkpoint(ctx: Context):
 
     checkpoint = ctx.scratch / "digits-supernet.pt"
     require(checkpoint.exists(), "needs the digits_supernet section's checkpoint")
-    return SearchSpace.from_yaml(ROOT / "configs" / "spaces" / "digits.yaml"), load_task("digits", SEED), checkpoint
+    return SearchSpace.from_yaml(DIGITS_SPACE), load_task("digits", SEED), checkpoint
 
 
 def cli_train_supernet(ctx: Context) -> dict[str, Any]:
@@ -499,8 +510,9 @@ def finetune_trainer(ctx: Context) -> dict[str, Any]:
             "val_accuracy_after": evaluate(student, None, task), "state_on_cpu_max_logit_difference": difference}
 
 
-def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | None) -> dict[str, Any]:
-    """The largest arch, all 8-bit, compiled by AOTInductor for the device from its subnet on the CPU."""
+def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | None, arch=None) -> dict[str, Any]:
+    """`arch` (default: the largest), all 8-bit, compiled by AOTInductor for the device from its subnet on
+    the CPU."""
     import numpy as np
     import torch
 
@@ -509,7 +521,7 @@ def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | Non
     from predictors.target import HardwareTarget
 
     supernet = supernet.eval()
-    arch = all_8bit(space.largest())
+    arch = all_8bit(arch or space.largest())
     subnet = supernet.extract(arch).eval()
     target = HardwareTarget("gpu-check", device=ctx.device, runtime="aotinductor", batch_size=1, seq_len=seq_len)
     runtime = target.inference_runtime
@@ -529,7 +541,7 @@ def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | Non
 
     deployed, simulated = accuracy(program), accuracy(eager_quantized)
     require(abs(deployed - simulated) <= 0.01, f"the artifact scores {deployed:.4f}, the subnet {simulated:.4f}")
-    figures: dict[str, Any] = {"arch": "largest, every layer 8-bit", "build_seconds": round(build_seconds, 1),
+    figures: dict[str, Any] = {"arch": f"{arch.to_json()}, every layer 8-bit", "build_seconds": round(build_seconds, 1),
                                "artifact_mib": round(len(artifact) / 2**20, 2), "val_accuracy_artifact": deployed,
                                "val_accuracy_subnet": simulated}
     eager_float = supernet.extract(space.largest()).eval()
@@ -549,7 +561,8 @@ def aoti_digits(ctx: Context) -> dict[str, Any]:
     from supernet.train import load_supernet
 
     space, task, checkpoint = digits_checkpoint(ctx)
-    return aot_inductor_figures(ctx, load_supernet(checkpoint, space, task), space, task, None)
+    return aot_inductor_figures(ctx, load_supernet(checkpoint, space, task), space, task, None,
+                                staged(space, space.largest()))
 
 
 def aoti_bert(ctx: Context) -> dict[str, Any]:

@@ -274,6 +274,36 @@ def rows() -> list[list[str]]:
                       f"unequal layer widths; at most 1 point less accurate, up to "
                       + (f"{best:.2f}x faster at b32" if best else "none as accurate") + loss,
                       "> 1: the wider front dominates; 1.5x faster at equal accuracy", command])
+    for name in ("stage_search.json", "stage_search_listops.json"):
+        for task, t in ((_load(name) or {}).get("tasks") or {}).items():
+            r = _load(name)
+            staged = t["runs"]["staged"]["front"]
+            merged = sum(p["tokens_per_layer"][-1] < p["tokens_per_layer"][0] for p in staged)
+            matched = [m for m in t["matched_within_1_point"] if m["speedup_b32"]]
+            best = max(matched, key=lambda m: m["speedup_b32"], default=None)
+            drops = [100 * (c["accuracy_base_supernet"] - c["accuracy_staged_supernet"])
+                     for c in t.get("base_front_in_staged_supernet", [])]
+            exact = t.get("staged_exactness", [])
+            macs = lambda front: f"{min(p['macs_b1'] for p in front) / 1e6:.2f}-{max(p['macs_b1'] for p in front) / 1e6:.2f}M"  # noqa: E731,E501
+            table.append([f"search on {task} with and without stage boundaries (tokens merged 2 by 2 or 2x2 before "
+                          f"some layers), the same budget ({r['steps']} supernet steps of {r['batch_size']}, "
+                          f"{r['evaluations']} evaluations), accuracy (val) against the front's latency re-measured "
+                          "on ONNX Runtime, 1 thread: hypervolume with / without",
+                          f"**{t['hypervolume_ratio_b32']:.2f}x** (b32), {t['hypervolume_ratio_b1']:.2f}x (b1); "
+                          + (f"at most 1 point less accurate, **{best['speedup_b32']:.2f}x** faster at b32 "
+                             f"({100 * best['accuracy']:.1f}% -> {100 * best['staged_accuracy']:.1f}%)" if best
+                             else "nothing within 1 point"),
+                          f"front accuracy {_span(t['runs']['base']['front'])} without, {_span(staged)} with; "
+                          f"{merged} of {len(staged)} staged front models merge tokens; MACs (b1) "
+                          f"{macs(t['runs']['base']['front'])} without, {macs(staged)} with"
+                          + (f"; the one-stage front's models inherit a median {float(np.median(drops)):.1f} points "
+                             "less from the staged supernet" if drops else "")
+                          + (f"; staged front: supernet vs extracted at most {max(e['extracted'] for e in exact):.0e}, "
+                             f"vs ONNX Runtime {max(e['onnxruntime'] for e in exact):.0e}" if exact else ""),
+                          "1.5x faster at b32 within 1 point, on one task",
+                          f"`{PY} bench/stage_search.py --tasks {','.join(r['tasks'])} --steps {r['steps']} "
+                          f"--batch-size {r['batch_size']} --evaluations {r['evaluations']} --dir runs/bench/"
+                          f"{name.removesuffix('.json').replace('_', '-')} --out bench/results/{name}`"])
     if (r := _load("quantized_search.json")) is not None:
         with_4, without_4 = r["runs"]["with-4-bit"], r["runs"]["without-4-bit"]
         smallest = lambda run: min(p["bytes"] for p in run["front"])  # noqa: E731

@@ -81,10 +81,14 @@ def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
               metavar="softmax[,linear][,local][,fourier][,conv<k>]",
               help="Token mixers to offer. The model learned softmax alone; at the short sequences of most "
                    "classification tasks the others save little and their training takes from the shared weights.")
-def space_from_model(model_path: str, out_path: str, attention: str) -> None:
+@click.option("--reduce", "reduce", default=None, metavar="LAYER[,LAYER...]:FACTOR[,FACTOR...]",
+              help="Stage boundaries the search may put before these layers, merging tokens by these factors "
+                   "(1: no boundary), e.g. 2,4:1,2. Omit 1 to force a boundary (the model is then no arch).")
+def space_from_model(model_path: str, out_path: str, attention: str, reduce: str | None) -> None:
     """Write a space whose largest arch is the pretrained model at MODEL_PATH (its depth, heads, MLP
     size, hidden size; softmax attention, full precision), with smaller choices: every depth from one
-    layer (the first layers kept), heads and MLP sizes down to a quarter, int8 layers."""
+    layer (the first layers kept), heads and MLP sizes down to a quarter, int8 layers; with --reduce,
+    stage boundaries (the new projections start as pooling and train with the sandwich rule)."""
     from pathlib import Path
 
     from search_space.registry import is_attention_type
@@ -99,8 +103,11 @@ def space_from_model(model_path: str, out_path: str, attention: str) -> None:
     if unknown or not kernels or kernels[0] != "softmax":
         raise InputError(f"--attention {attention!r}: give softmax first, then any of linear, local, fourier, "
                          f"conv<k> (k odd)")
+    boundaries = _reduce_option(reduce) if reduce is not None else None
     model = open_pretrained(model_path)
     data = model_space(model, attention=kernels)
+    if boundaries is not None:
+        data["per_layer"] = [{"layers": boundaries[0], "reduce": boundaries[1]}]
     space = SearchSpace.from_dict(data)  # what is written is a valid space
     header = (f"# written by `elastiq space from-model` from {model_path} ({model.family.name}): the largest arch\n"
               f"# (first attention type, widest, deepest, full precision) is the model itself"
@@ -109,6 +116,18 @@ def space_from_model(model_path: str, out_path: str, attention: str) -> None:
     atomic_write(out, lambda f: f.write((header + yaml.safe_dump(data, sort_keys=False)).encode()))
     click.echo(space.summary())
     click.echo(f"written to {out}")
+
+
+def _reduce_option(text: str) -> tuple[list[int], list[int]]:
+    """`--reduce 2,4:1,2` -> ([2, 4], [1, 2])."""
+    layers, sep, factors = text.partition(":")
+    try:
+        parsed = ([int(v) for v in layers.split(",")], [int(v) for v in factors.split(",")])
+    except ValueError:
+        parsed = None
+    if not sep or parsed is None:
+        raise InputError(f"--reduce {text!r}: give layer indices, a colon, then factors, e.g. 2,4:1,2")
+    return parsed
 
 
 @cli.group()

@@ -3,7 +3,10 @@
 Costs are computed per layer and per operation, split by bit width, so that
 predictors see where the work is (a layer-averaged encoding loses that). MACs
 follow what the kernels actually compute: `local` attention below the
-sliding-window threshold runs the masked fused kernel, which costs T^2.
+sliding-window threshold runs the masked fused kernel, which costs T^2. A
+layer after a stage boundary (`supernet.token_reduction`) costs its reduced
+tokens, and the boundary its norm, its pooling and its projection; `stages`
+splits the layers' MACs and bytes by stage.
 
 Bytes are the size of the ONNX Runtime artifact (`model.onnx`): the weights as
 it stores them (fp32: 4 bytes; 8-bit: 1 byte, with an fp32 scale, and a uint8
@@ -27,6 +30,7 @@ from search_space.registry import conv_kernel_size
 from supernet.attention import LocalAttention
 from supernet.quant import BYTE_BITS, DEFAULT_BLOCK_SIZE, FULL_PRECISION
 from supernet.task_spec import TaskSpec, position_rows, unpadded_tokens
+from supernet.token_reduction import input_layout, layer_layouts
 
 
 def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
@@ -61,9 +65,10 @@ def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: 
     return 2 * tokens * tokens * inner  # softmax, and local through the masked kernel
 
 
-def fourier_bytes(width: int, task: TaskSpec) -> int:
-    """A Fourier layer's DFT matrices in the artifact: the features', and the tokens' for unpadded inputs."""
-    tokens = unpadded_tokens(task) or 0
+def fourier_bytes(width: int, task: TaskSpec, tokens: int | None = None) -> int:
+    """A Fourier layer's DFT matrices in the artifact: the features', and for unpadded inputs the tokens'
+    (`tokens`: the layer's, after its stage's reductions; default: the input's)."""
+    tokens = (tokens or unpadded_tokens(task) or 0) if unpadded_tokens(task) is not None else 0
     return 2 * 4 * (width * width + tokens * tokens)
 
 
@@ -74,6 +79,9 @@ class Costs:
     weight_bytes: int = 0  # what the artifact's weights take
     by_op: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # "op@bits" or "op:kind"
     per_layer: list[dict[str, float]] = field(default_factory=list)
+    # per stage (the layers from one boundary to the next, the reduction that opens it included): its first
+    # layer's index, the tokens its layers see, its MACs and weight bytes
+    stages: list[dict[str, int]] = field(default_factory=list)
     graph_bytes: Callable[[], int] = lambda: 0  # the rest of the artifact, measured only when asked
 
     @property
@@ -96,6 +104,8 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         costs.by_op[op] += macs * batch_size
         if layer is not None:
             layer[op] = layer.get(op, 0) + macs * batch_size
+            costs.stages[-1]["macs"] += macs * batch_size
+            costs.stages[-1]["weight_bytes"] += nbytes
 
     style, table = task.style, space.table_bits
     if task.input_kind in ("tokens", "text"):
@@ -109,8 +119,24 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         _table_bytes(rows, e, table) + (4 * e if style.cls_token else 0))
     if style.embedding_norm:
         add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
+    grid_task = task if task.patch_grid is not None or seq_len is None else None
+    layouts = [input_layout(grid_task or _with_len(task, tokens)), *layer_layouts(grid_task or _with_len(task, tokens),
+                                                                                   arch)]
     for index, layer in enumerate(arch.layers):
         breakdown: dict[str, float] = {}
+        factor = arch.reduction_of(index)
+        if factor > 1 or not costs.stages:
+            costs.stages.append({"first_layer": index, "tokens": layouts[index + 1].tokens, "macs": 0,
+                                 "weight_bytes": 0})
+        if factor > 1:  # a stage boundary: its tokens' norm and pooling, and the projection of each window
+            window, merged = layouts[index].window(factor), layouts[index + 1].tokens - layouts[index].kept_first
+            add("norm", 2 * e, 2 * merged * window * e, 4 * 2 * e, breakdown)
+            add("reduction", 0, merged * window * e, 0, breakdown)
+            costs.by_op["calls:reduction"] += 1
+            add("linear@32", window * e * e + e, merged * window * e * e, _linear_bytes(window * e, e, 32), breakdown)
+            costs.by_op["calls:linear@32"] += 1
+        if arch.has_reductions and layouts[index + 1].tokens != layouts[0].tokens:
+            tokens = layouts[index + 1].tokens  # the stage's own; before any reduction, the input's as always
         previous, e = e, arch.width_of(index)
         if e != previous:  # the fp32 projection that joins layers of different widths
             add("linear@32", previous * e + e, tokens * previous * e, _linear_bytes(previous, e, 32), breakdown)
@@ -128,10 +154,13 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
             costs.by_op[f"calls:{linear}"] += 1
         add(f"mixing:{layer.attention}", inner * (kernel or 0),
             mixing_macs(layer.attention, tokens, inner, space.head_dim, space.local_window, e),
-            4 * inner * (kernel or 0) + (fourier_bytes(e, task) if layer.attention == "fourier" else 0), breakdown)
+            4 * inner * (kernel or 0) + (fourier_bytes(e, task, layouts[index + 1].tokens)
+                                         if layer.attention == "fourier" else 0), breakdown)
         costs.by_op[f"calls:mixing:{layer.attention}"] += 1
         add("activation", 0, tokens * layer.mlp_dim, 0, breakdown)
         costs.per_layer.append(breakdown)
+    for stage in costs.stages:
+        stage["macs"] = int(stage["macs"])
     if style.final_norm:
         add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
     if style.pooler:
@@ -139,3 +168,10 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
     add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
         _linear_bytes(e, task.num_classes, 32))
     return costs
+
+
+def _with_len(task: TaskSpec, tokens: int) -> TaskSpec:
+    """`task` at `tokens` tokens (a text's length other than the task's)."""
+    from dataclasses import replace
+
+    return task if tokens == task.seq_len else replace(task, seq_len=tokens)

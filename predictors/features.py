@@ -21,6 +21,7 @@ def latency_feature_names(space: SearchSpace) -> list[str]:
     bits = sorted({min(b, FULL_PRECISION) for b in space.bit_widths}, reverse=True)
     names = [f"linear@{b}" for b in bits] + [f"calls:linear@{b}" for b in bits]
     names += [f"mixing:{a}" for a in space.attention_types] + [f"calls:mixing:{a}" for a in space.attention_types]
+    names += ["reduction", "calls:reduction"] if space.has_reductions else []  # stage boundaries' pooling
     return names + ["norm", "activation", "position", "depth", "embed_dim"]
 
 

@@ -24,16 +24,21 @@ class LayerArch:
     bits: int
     # the layer's own hidden size, where its space gives it width choices; None: the arch's embed_dim
     width: int | None = None
+    # the factor its tokens are reduced by before it (a stage boundary: ViT-ResNAS), where its space gives
+    # it reduction choices; None or 1: none
+    reduce: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {"num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "attention": self.attention, "bits": self.bits}
         if self.width is not None:  # only then: an arch of a space without layer widths keeps its key
             data["width"] = self.width
+        if self.reduce is not None:  # likewise for spaces without stages
+            data["reduce"] = self.reduce
         return data
 
 
 _LAYER_FIELDS = ("num_heads", "mlp_dim", "attention", "bits")
-_OPTIONAL_LAYER_FIELDS = ("width",)
+_OPTIONAL_LAYER_FIELDS = ("width", "reduce")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,14 @@ class Arch:
     @property
     def widths(self) -> tuple[int, ...]:
         return tuple(self.width_of(i) for i in range(self.depth))
+
+    def reduction_of(self, index: int) -> int:
+        """The factor layer `index`'s input tokens are reduced by (1: none)."""
+        return self.layers[index].reduce or 1
+
+    @property
+    def has_reductions(self) -> bool:
+        return any(self.reduction_of(i) > 1 for i in range(self.depth))
 
     @property
     def out_width(self) -> int:
@@ -98,6 +111,7 @@ class Arch:
                 attention=_str(layer["attention"], f"{where}.attention"),
                 bits=_int(layer["bits"], f"{where}.bits"),
                 width=_int(layer["width"], f"{where}.width") if "width" in layer else None,
+                reduce=_int(layer["reduce"], f"{where}.reduce") if "reduce" in layer else None,
             ))
         return cls(embed_dim=_int(data["embed_dim"], "arch.embed_dim"), layers=tuple(layers))
 

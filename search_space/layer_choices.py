@@ -1,5 +1,6 @@
 """One layer slot's choices: heads, MLP width (as ratios of the layer's width or absolute sizes),
-attention types (token mixers), bit widths, and where the space gives it one, its own hidden size."""
+attention types (token mixers), bit widths, and where the space gives them, its own hidden size and the
+factors its input tokens may be reduced by (a stage boundary before it)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class LayerChoices:
     mlp_dim: tuple[int, ...] | None = None
     mlp_ratio: tuple[float, ...] | None = None
     width: tuple[int, ...] | None = None  # the layer's own hidden sizes; None: it runs at the arch's embed_dim
+    reduce: tuple[int, ...] | None = None  # token reduction factors before the layer (1: none); None: no boundary
 
     @property
     def mlp_key(self) -> str:
@@ -47,6 +49,10 @@ class LayerChoices:
         """The hidden sizes this layer may run at in an arch of `embed_dim`."""
         return (embed_dim,) if self.width is None else self.width
 
+    def reductions(self) -> tuple[int | None, ...]:
+        """The values an arch may write for this layer's reduction: its factors, or None without them."""
+        return (None,) if self.reduce is None else self.reduce
+
     def heads_of(self, attention: str, num_heads: int) -> int:
         """`num_heads` as an arch writes it: a `fourier` layer has no heads and writes the smallest
         choice, so that one network has one arch (and one key)."""
@@ -58,7 +64,7 @@ class LayerChoices:
                 for h in (self.num_heads if a != "fourier" else self.num_heads[:1])]
 
     def options(self, embed_dim: int) -> int:
-        per_width = len(self.mixer_options()) * len(self.bits)
+        per_width = len(self.mixer_options()) * len(self.bits) * len(self.reductions())
         return sum(per_width * len(self.mlp_dims(w)) for w in self.widths(embed_dim))
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,4 +72,6 @@ class LayerChoices:
                 "attention": list(self.attention), "bits": list(self.bits)}
         if self.width is not None:  # only then: a space without layer widths keeps its hash
             data["width"] = list(self.width)
+        if self.reduce is not None:  # likewise for a space without stages
+            data["reduce"] = list(self.reduce)
         return data

@@ -24,6 +24,8 @@ def _param_choices(space: SearchSpace) -> dict[str, tuple]:
         choices[f"layer{i}.bits"] = layer.bits
         if layer.width is not None:
             choices[f"layer{i}.width"] = layer.width
+        if layer.reduce is not None:
+            choices[f"layer{i}.reduce"] = layer.reduce
     return choices
 
 
@@ -52,7 +54,8 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
     for i in range(depth):
         layer = space.layers[i]
         values = {}
-        for field in ("num_heads", layer.mlp_key, "attention", "bits") + (("width",) if layer.width else ()):
+        for field in (("num_heads", layer.mlp_key, "attention", "bits") + (("width",) if layer.width else ())
+                      + (("reduce",) if layer.reduce else ())):
             name = f"layer{i}.{field}"
             if name not in params:
                 raise SpaceError(f"params: missing '{name}'")
@@ -63,7 +66,8 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
         width = values.get("width")
         layers.append(LayerArch(num_heads=layer.heads_of(values["attention"], values["num_heads"]),
                                 mlp_dim=layer.mlp_hidden(option, width or embed_dim),
-                                attention=values["attention"], bits=values["bits"], width=width))
+                                attention=values["attention"], bits=values["bits"], width=width,
+                                reduce=values.get("reduce")))
     return space.validate(Arch(embed_dim=embed_dim, layers=tuple(layers)))
 
 
@@ -75,5 +79,7 @@ def params_from_arch(space: SearchSpace, arch: Arch) -> dict[str, Any]:
         names += [f"layer{i}.{field}" for field in ("num_heads", layer.mlp_key, "attention", "bits")]
         if space.has_layer_widths:
             names.append(f"layer{i}.width" if layer.width is not None else "")
+        if space.has_reductions:
+            names.append(f"layer{i}.reduce" if layer.reduce is not None else "")
     choices = _param_choices(space)
     return {name: choices[name][int(gene)] for name, gene in zip(names, genes, strict=True) if name}

@@ -62,21 +62,23 @@ def sample(space: GeneSpace, rng: np.random.Generator, mode: str = "depth_unifor
                 num_heads = choices.num_heads[rng.integers(len(choices.num_heads))]
                 mlp_dim = dims[rng.integers(len(dims))]
                 attention = choices.attention[rng.integers(len(choices.attention))]
-            layers.append(LayerArch(num_heads=num_heads, mlp_dim=mlp_dim, attention=attention,
-                                    bits=choices.bits[rng.integers(len(choices.bits))],
-                                    width=None if choices.width is None else width))
+            bits = choices.bits[rng.integers(len(choices.bits))]
+            # a layer without reduction choices draws nothing: a space without stages keeps its random stream
+            reduce = None if choices.reduce is None else choices.reduce[rng.integers(len(choices.reduce))]
+            layers.append(LayerArch(num_heads=num_heads, mlp_dim=mlp_dim, attention=attention, bits=bits,
+                                    width=None if choices.width is None else width, reduce=reduce))
         return Arch(embed_dim=embed_dim, layers=tuple(layers))
     raise SpaceError(f"sample mode {mode!r} unknown; choose one of {list(SAMPLE_MODES)}")
 
 
 def largest(space: GeneSpace) -> Arch:
-    """Widest, deepest, full precision; each layer's first declared attention type."""
+    """Widest, deepest, full precision, the fewest tokens merged; each layer's first declared attention type."""
     embed_dim = max(space.embed_dims)
     return _extreme(space, embed_dim, max(space.depths), max)
 
 
 def smallest(space: GeneSpace) -> Arch:
-    """Narrowest and shallowest; precision and attention as in `largest`, so the
+    """Narrowest, shallowest, the most tokens merged; precision and attention as in `largest`, so the
     sandwich rule spans size while quantization is randomized separately."""
     embed_dim = min(space.embed_dims)
     return _extreme(space, embed_dim, min(space.depths), min)
@@ -86,7 +88,8 @@ def _extreme(space: GeneSpace, embed_dim: int, depth: int, pick) -> Arch:
     layers = tuple(
         LayerArch(num_heads=c.heads_of(c.attention[0], pick(c.num_heads)),
                   mlp_dim=pick(c.mlp_dims(pick(c.widths(embed_dim)))),
-                  attention=c.attention[0], bits=max(c.bits), width=None if c.width is None else pick(c.width))
+                  attention=c.attention[0], bits=max(c.bits), width=None if c.width is None else pick(c.width),
+                  reduce=None if c.reduce is None else (max if pick is min else min)(c.reduce))
         for c in space.layers[:depth])
     return Arch(embed_dim=embed_dim, layers=layers)
 

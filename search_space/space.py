@@ -18,16 +18,23 @@
         num_heads: [4]
       - layers: [2, 3]
         width: [64, 128]    # a hidden size of their own (FlexiBERT); layer 0 runs at embed_dim
+      - layers: [2]
+        reduce: [1, 2]      # a stage boundary the search may put before layer 2 (ViT-ResNAS): tokens merged
+                            # 2 by 2 (a sequence) or 2x2 (a patch grid); 1: no boundary
 
 Internally an architecture is also a *genome*: one choice index per decision
-(embed dim, depth, then four per layer slot up to the maximum depth, five in a
-space with layer widths). Genes of inactive slots are kept so that mutation and
-crossover can bring them back.
+(embed dim, depth, then four per layer slot up to the maximum depth, one more in
+a space with layer widths and one more in a space with stages). Genes of
+inactive slots are kept so that mutation and crossover can bring them back.
 
 A layer with `width` choices runs at its own hidden size; where consecutive
 layers' widths differ, a projection joins them. Layer 0 always runs at the
 arch's `embed_dim` (the stem feeds it directly), so a `width` given to every
 layer applies from layer 1 on; the head reads the last layer's width.
+
+A layer with `reduce` choices may start a stage: before it, its input tokens
+are merged in windows of the factor (`supernet.token_reduction`), so that it and
+the layers after it cost a fraction of the first ones; likewise from layer 1 on.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from search_space.registry import DEFAULT_QUANT_BLOCK_SIZE, conv_kernel_size
 from search_space.space_reading import space_fields
 from search_space.yaml_input import read_yaml
 
-GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits; and the width, in a space with layer widths
+GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits; then the width and the reduction, in spaces with them
 
 
 @dataclass(frozen=True)
@@ -128,8 +135,13 @@ class SearchSpace:
         return any(layer.width is not None for layer in self.layers)
 
     @property
+    def has_reductions(self) -> bool:
+        """Whether some layer may start a stage (its tokens reduced before it)."""
+        return any(layer.reduce is not None for layer in self.layers)
+
+    @property
     def genes_per_layer(self) -> int:
-        return GENES_PER_LAYER + (1 if self.has_layer_widths else 0)
+        return GENES_PER_LAYER + int(self.has_layer_widths) + int(self.has_reductions)
 
     def max_conv_kernel(self, layer: int) -> int:
         """The largest `conv<k>` kernel layer `layer` may take; 0 where it has no conv choice."""
@@ -171,6 +183,10 @@ class SearchSpace:
                                  f"width of its own (it runs at embed_dim)")
             if choices.width is not None and layer.width not in choices.width:
                 raise SpaceError(f"arch.layers[{i}].width: {layer.width!r} not in {list(choices.width)}")
+            if layer.reduce not in choices.reductions():
+                raise SpaceError(f"arch.layers[{i}].reduce: {layer.reduce!r}, but " + (
+                    "this layer of the space starts no stage" if choices.reduce is None
+                    else f"it is not in {list(choices.reduce)}"))
             if layer.num_heads != choices.heads_of(layer.attention, layer.num_heads):
                 raise SpaceError(f"arch.layers[{i}].num_heads: {layer.num_heads}, but a fourier layer has no heads; "
                                  f"it is written with the smallest choice, {min(choices.num_heads)}")
@@ -192,11 +208,13 @@ class SearchSpace:
     # ---- genome ------------------------------------------------------
     def gene_sizes(self) -> np.ndarray:
         sizes = [len(self.embed_dims), len(self.depths)]
-        widths = self.has_layer_widths
+        widths, reductions = self.has_layer_widths, self.has_reductions
         for layer in self.layers:
             sizes += [len(layer.num_heads), len(layer.mlp_options), len(layer.attention), len(layer.bits)]
             if widths:
                 sizes.append(len(layer.width or (None,)))
+            if reductions:
+                sizes.append(len(layer.reductions()))
         return np.asarray(sizes, dtype=np.int64)
 
     def decode(self, genes: Sequence[int]) -> Arch:
@@ -207,12 +225,13 @@ class SearchSpace:
         layers = []
         for i in range(depth):
             choices = self.layers[i]
-            h, m, a, b, *w = genes[2 + per * i: 2 + per * (i + 1)]
-            width = None if choices.width is None else choices.width[w[0]]
+            h, m, a, b, *rest = genes[2 + per * i: 2 + per * (i + 1)]
+            width = None if choices.width is None else choices.width[rest[0]]
+            reduce = choices.reductions()[rest[-1]] if self.has_reductions else None
             attention = choices.attention[a]
             layers.append(LayerArch(num_heads=choices.heads_of(attention, choices.num_heads[h]),
                                     mlp_dim=choices.mlp_hidden(m, width or embed_dim),
-                                    attention=attention, bits=choices.bits[b], width=width))
+                                    attention=attention, bits=choices.bits[b], width=width, reduce=reduce))
         return Arch(embed_dim=embed_dim, layers=tuple(layers))
 
     def genome(self, arch: Arch, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -230,6 +249,8 @@ class SearchSpace:
                 choices.attention.index(layer.attention), choices.bits.index(layer.bits)]
             if choices.width is not None:
                 genes[2 + per * i + GENES_PER_LAYER] = choices.width.index(layer.width)
+            if self.has_reductions:
+                genes[2 + per * (i + 1) - 1] = choices.reductions().index(layer.reduce)
         return genes
 
     # ---- sampling and variation (see search_space.sampling) -----------
@@ -265,6 +286,7 @@ class SearchSpace:
             span = f"{indices[0]}" if len(indices) == 1 else f"{indices[0]}-{indices[-1]}"
             lines.append(f"  layers {span}: heads {list(layer.num_heads)}, {layer.mlp_key} {list(layer.mlp_options)}, "
                          f"attention {list(layer.attention)}, bits {list(layer.bits)}"
-                         + ("" if layer.width is None else f", width {list(layer.width)}"))
+                         + ("" if layer.width is None else f", width {list(layer.width)}")
+                         + ("" if layer.reduce is None else f", reduce {list(layer.reduce)}"))
         lines.append(f"  cardinality {self.cardinality():,}")
         return "\n".join(lines)

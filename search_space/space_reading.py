@@ -18,9 +18,10 @@ from search_space.registry import (
 
 MAX_DEPTH = 10_000  # layers: far beyond any transformer, and what a per-layer table can hold
 MAX_MLP_RATIO = 1000.0
+MAX_REDUCTION = 1 << 16  # tokens merged into one: beyond any sequence a model reads
 _TOP_KEYS = {"name", "head_dim", "local_window", "depth_heads", "embed_dim", "depth", "layer", "per_layer", "layers",
              "quantize_embeddings", "quant_block_size"}
-_LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits", "width"}
+_LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits", "width", "reduce"}
 
 
 def space_fields(data: Any) -> dict[str, Any]:
@@ -67,16 +68,23 @@ def space_fields(data: Any) -> dict[str, Any]:
         body = {k: v for k, v in override.items() if k != "layers"}
         _check_layer_keys(body, where, require_all=False)
         for index in indices:
+            if isinstance(index, int) and not isinstance(index, bool) and index >= max_depth and "reduce" in body:
+                raise SpaceError(f"{where}: a stage boundary before layer {index} is beyond the depth (the deepest "
+                                 f"arch has {max_depth} layers, indices 0 to {max_depth - 1})")
             if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < max_depth:
                 raise SpaceError(f"{where}.layers: {index!r} is not a layer index in [0, {max_depth - 1}]")
             if index == 0 and "width" in body:
                 raise SpaceError(f"{where}: layer 0 runs at embed_dim (the stem feeds it); give its widths there")
+            if index == 0 and "reduce" in body:
+                raise SpaceError(f"{where}: layer 0 reads the stem's tokens; a stage boundary (reduce) goes before "
+                                 f"a later layer")
             if "mlp_ratio" in body or "mlp_dim" in body:
                 per_layer[index].pop("mlp_ratio", None)
                 per_layer[index].pop("mlp_dim", None)
             per_layer[index].update(body)
 
     per_layer[0].pop("width", None)  # a width for every layer: layer 0's is embed_dim
+    per_layer[0].pop("reduce", None)  # a boundary before every layer: layer 0 reads the stem's tokens
     layers = tuple(_layer_choices(spec, f"space.layer[{i}]", max(embed_dims)) for i, spec in enumerate(per_layer))
     quantized = any(b < 32 for layer in layers for b in layer.bits)
     quantize_embeddings = data.get("quantize_embeddings", quantized)
@@ -90,6 +98,9 @@ def space_fields(data: Any) -> dict[str, Any]:
     if "width" in base and max_depth == 1:
         raise SpaceError("space.layer.width: a space of one layer has no layer after the first to widen; "
                          "its width is embed_dim")
+    if "reduce" in base and max_depth == 1:
+        raise SpaceError("space.layer.reduce: a space of one layer has no layer after the first to put a stage "
+                         "boundary before")
     return {"name": name, "head_dim": head_dim, "local_window": local_window, "embed_dims": embed_dims,
             "depths": depths, "layers": layers, "depth_heads": depth_heads, "quantize_embeddings": quantize_embeddings,
             "quant_block_size": block}
@@ -138,6 +149,13 @@ def _layer_choices(spec: dict, where: str, max_width: int) -> LayerChoices:
             if not 1 <= w <= max_width:
                 raise SpaceError(f"{where}.width: {w} is outside the embedding's range [1, {max_width}] (the "
                                  f"largest embed_dim, which the supernet's weights span)")
+    reduce = None
+    if "reduce" in spec:
+        reduce = _int_choices(spec["reduce"], f"{where}.reduce")
+        for factor in reduce:
+            if factor > MAX_REDUCTION:
+                raise SpaceError(f"{where}.reduce: a factor of {factor} merges more tokens than any sequence holds "
+                                 f"(at most {MAX_REDUCTION:,})")
     bits = _int_choices(spec["bits"], f"{where}.bits", positive=False)
     for b in bits:
         if b not in SUPPORTED_BITS:
@@ -149,9 +167,9 @@ def _layer_choices(spec: dict, where: str, max_width: int) -> LayerChoices:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= MAX_MLP_RATIO:
                 raise SpaceError(f"{where}.mlp_ratio: {r!r} is not a ratio in (0, {MAX_MLP_RATIO:g}]")
         return LayerChoices(num_heads=num_heads, attention=attention, bits=bits,
-                            mlp_ratio=tuple(float(r) for r in ratios), width=width)
+                            mlp_ratio=tuple(float(r) for r in ratios), width=width, reduce=reduce)
     return LayerChoices(num_heads=num_heads, attention=attention, bits=bits,
-                        mlp_dim=_int_choices(spec["mlp_dim"], f"{where}.mlp_dim"), width=width)
+                        mlp_dim=_int_choices(spec["mlp_dim"], f"{where}.mlp_dim"), width=width, reduce=reduce)
 
 
 def _check_blocks(layers: tuple[LayerChoices, ...], embed_dims: tuple[int, ...], head_dim: int, block: int) -> None:

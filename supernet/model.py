@@ -50,6 +50,7 @@ from supernet.subnet import (
     residual,
 )
 from supernet.task_spec import ModelStyle, TaskSpec, position_rows, unpadded_tokens
+from supernet.token_reduction import ElasticReduction, input_layout, layer_layouts
 
 
 def _copy(src: Tensor) -> nn.Parameter:
@@ -290,6 +291,11 @@ class Supernet(nn.Module):
                          space.layers[i].attention, task.style, space.quant_block_size,
                          join=space.has_layer_widths and i > 0)
             for i in range(space.max_depth))
+        # a stage boundary's reductions, before each layer that may start a stage (ViT-ResNAS)
+        window = (lambda f: f * f) if task.patch_grid is not None else (lambda f: f)  # noqa: E731
+        self.reductions = nn.ModuleDict({
+            str(i): ElasticReduction(embed_dim, space.layers[i].reduce, window, task.style.norm_eps)
+            for i in range(space.max_depth) if max(space.layers[i].reduce or (1,)) > 1})
         self.head = ElasticHead(embed_dim, task.num_classes, task.style)  # the deepest arch's, or every arch's
         # with a head per depth, the shallower depths' (an arch of depth k reads its k-th layer's output)
         # pool the mean over real tokens: after a few layers the [CLS] token has seen little of the input
@@ -300,11 +306,21 @@ class Supernet(nn.Module):
         self.apply(lambda module: _init_weights(module, generator))
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
+        *_, (_, h, mask) = self._layers(x, arch)
+        return self.head_of(arch.depth)(h, mask)
+
+    def _layers(self, x: Tensor, arch: Arch):
+        """(depth, tokens, padding mask) after each layer of `arch`, its tokens reduced at its stage boundaries."""
         mask = padding_mask(x, self.task.input_kind, self.task.style)
         h = self.stem(x, arch.embed_dim)
+        layout = input_layout(self.task)
         for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False)):
+            factor = arch.reduction_of(i)
+            if factor > 1:
+                h, mask = self.reductions[str(i)](h, mask, layout, factor)
+                layout = layout.reduced(factor)
             h = block(h, layer, mask, arch.width_of(i))
-        return self.head_of(arch.depth)(h, mask)
+            yield i + 1, h, mask
 
     def head_of(self, depth: int) -> ElasticHead:
         """The head that reads the output of an arch of `depth` layers."""
@@ -316,11 +332,8 @@ class Supernet(nn.Module):
         every full-width depth. Without a head per depth, only `arch`'s own logits."""
         if not self.exits:
             return [(arch.depth, self(x, arch))]
-        mask = padding_mask(x, self.task.input_kind, self.task.style)
-        h = self.stem(x, arch.embed_dim)
         logits = []
-        for depth, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False), start=1):
-            h = block(h, layer, mask, arch.width_of(depth - 1))
+        for depth, h, mask in self._layers(x, arch):
             if str(depth) in self.exits or depth == arch.depth:
                 logits.append((depth, self.head_of(depth)(h, mask)))
         return logits
@@ -329,13 +342,17 @@ class Supernet(nn.Module):
         """A static model of `arch`: plain layers holding copies of the sliced weights."""
         self.space.validate(arch)
         with torch.no_grad():
-            widths, tokens = arch.widths, unpadded_tokens(self.task)
+            widths, layouts = arch.widths, [input_layout(self.task), *layer_layouts(self.task, arch)]
+            unpadded = unpadded_tokens(self.task) is not None
+            into = [widths[i - 1] if i else arch.embed_dim for i in range(arch.depth)]  # each layer's input width
             subnet = Subnet(
                 self.stem.get_active_subnet(arch.embed_dim),
-                [block.get_active_subnet(widths[i], layer, widths[i - 1] if i else arch.embed_dim, tokens)
+                [block.get_active_subnet(widths[i], layer, into[i], layouts[i + 1].tokens if unpadded else None)
                  for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False))],
                 self.head_of(arch.depth).get_active_subnet(arch.out_width),
-                arch_json=arch.to_json())
+                arch_json=arch.to_json(),
+                reductions={i: self.reductions[str(i)].get_active_subnet(into[i], layouts[i], arch.reduction_of(i))
+                            for i in range(arch.depth) if arch.reduction_of(i) > 1})
         return subnet.train(self.training)
 
 

@@ -8,8 +8,8 @@ LayerNorms take their statistics over a sample's own channels. What cannot be
 padded is split: the attention kernels by type, `conv<k>` by kernel size,
 `fourier` by part (its DFT spans a part's own width), and quantized layers by
 part (their activation range is each part's own, as in the arch's own forward).
-A space with layer widths is not run here (`train.sandwich_loss` passes each
-arch alone).
+A space with layer widths or stages is not run here (`train.sandwich_loss` passes
+each arch alone): joins and merged tokens are not padded.
 The result equals running each arch on its part (to float rounding), with
 fewer and larger kernel launches.
 """
@@ -79,6 +79,8 @@ class _Pass:
 
 def forward_parts(model: Supernet, x: Tensor, archs: list[Arch]) -> Tensor:
     """Logits of `x`, its i-th equal part computed by `archs[i]`, in one pass."""
+    if any(a.has_reductions for a in archs):  # merged tokens are not padded: train.sandwich_loss passes each alone
+        raise ValueError("archs with stage boundaries run one pass each, not in one multi-arch pass")
     device, task = x.device, model.task
     run = _Pass(archs, x.shape[0], device)
     mask = padding_mask(x, task.input_kind, task.style)

@@ -162,18 +162,31 @@ class Head(nn.Module):
 
 
 class Subnet(nn.Module):
-    """A static transformer extracted from the supernet; depends on nothing of it."""
+    """A static transformer extracted from the supernet; depends on nothing of it. `reductions`: the
+    token reduction before a layer (by its index) that starts a stage (`token_reduction.Reduction`)."""
 
-    def __init__(self, stem: Stem, blocks: list[Block], head: Head, arch_json: str):
+    def __init__(self, stem: Stem, blocks: list[Block], head: Head, arch_json: str,
+                 reductions: dict[int, nn.Module] | None = None):
         super().__init__()
         self.stem = stem
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.arch_json = arch_json
+        self.reductions = nn.ModuleDict({str(i): r for i, r in (reductions or {}).items()})
+
+    def parts(self) -> list[nn.Module]:
+        """Its modules in the order they run: the stem, each layer after its stage's reduction, the head."""
+        order = [self.stem]
+        for i, block in enumerate(self.blocks):
+            order += [self.reductions[str(i)], block] if str(i) in self.reductions else [block]
+        return [*order, self.head]
 
     def forward(self, x: Tensor) -> Tensor:
         mask = self.stem.padding_mask(x)
         h = self.stem(x)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if str(i) in self.reductions:
+                reduced = self.reductions[str(i)](h, mask)
+                h, mask = reduced if mask is not None else (reduced, None)
             h = block(h, mask)
         return self.head(h, mask)

@@ -38,13 +38,23 @@ class TaskSpec:
     seq_len: int
     num_classes: int
     style: ModelStyle = ModelStyle()
+    # (rows, columns) where the tokens are an image's patches, row by row (after the [CLS] token): a stage
+    # boundary then merges factor x factor patches; None: a sequence, merged factor tokens at a time
+    patch_grid: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
-        return {**vars(self), "style": self.style.to_dict()}
+        data = {**vars(self), "style": self.style.to_dict()}
+        if self.patch_grid is None:  # only where set: a sequence task's records stay what they were
+            del data["patch_grid"]
+        else:
+            data["patch_grid"] = list(self.patch_grid)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskSpec:
-        return cls(**{**data, "style": ModelStyle(**data.get("style", {}))})
+        grid = data.get("patch_grid")
+        return cls(**{**data, "style": ModelStyle(**data.get("style", {})),
+                      "patch_grid": None if grid is None else tuple(grid)})
 
 
 def sequence_tokens(task: TaskSpec) -> int:

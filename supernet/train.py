@@ -123,7 +123,8 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
         group = students[first:first + settings.archs_per_pass]
         if len(group) == 1:
             parts = [(model(x, group[0]), slice(None))]
-        elif model.space.has_layer_widths:  # joins between widths are not padded (multi_arch): each its own pass
+        elif model.space.has_layer_widths or model.space.has_reductions:  # joins between widths and merged tokens
+            # are not padded (multi_arch): each arch its own pass
             part = len(y) // len(group)
             rows = [slice(i * part, (i + 1) * part) for i in range(len(group))]
             parts = [(model(x[r], arch), r) for arch, r in zip(group, rows, strict=True)]
@@ -269,8 +270,10 @@ def load_resumable(path: Path, space, task: Task, seed: int) -> tuple[dict[str, 
 
 def check_layout(path: str | Path, record: dict[str, Any], task: Task) -> None:
     """A checkpoint must be of this task's inputs, model layout and labels (an imported model's)."""
-    stored = record.get("task_spec")
-    if isinstance(stored, dict) and "style" in stored and stored != task.spec.to_dict():
+    stored, current = record.get("task_spec"), task.spec.to_dict()
+    if isinstance(stored, dict) and "patch_grid" not in stored:  # recorded before tasks named their patch grid
+        current.pop("patch_grid", None)
+    if isinstance(stored, dict) and "style" in stored and stored != current:
         raise CheckpointError(f"checkpoint {path}: trained for inputs and a model layout other than this task's "
                               f"(another pretrained model, sequence length or number of classes)")
     if "labels" in record and record["labels"] != task.labels:

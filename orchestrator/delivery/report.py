@@ -200,21 +200,36 @@ def _study_section(view: StudyView) -> list[str]:
         return lines + ["No feasible evaluation: the front is empty.", ""]
     metrics = list(view.objectives.metrics) + [m for m in ("params", "bytes") if m not in view.objectives.metrics]
     widths = any(layer.width is not None for e in view.front for layer in e.arch.layers)  # a heterogeneous space
+    stages = any(e.arch.has_reductions for e in view.front)  # a space with stage boundaries
     lines += ["| trial | " + " | ".join(UNITS.get(m, m) for m in metrics) + " | latency source | bits per layer | "
-              "attention |" + (" width per layer |" if widths else ""), "|---" * (len(metrics) + 4 + widths) + "|"]
+              "attention |" + (" width per layer |" if widths else "") + (" stages: layers, tokens, MACs |" if stages
+                                                                           else ""),
+              "|---" * (len(metrics) + 4 + widths + stages) + "|"]
     for e in sorted(view.front, key=lambda e: e.metrics[view.x_metric]):
         cells = [f"{e.metrics[m] * 100:.2f}" if m == "accuracy" else f"{e.metrics[m]:.4g}" for m in metrics]
         source = "measured" if e.metrics.get("latency_measured_ms") is not None else "predicted"
         bits = "/".join(str(layer.bits) for layer in e.arch.layers)
         attention = ", ".join(f"{k} x{n}" for k, n in Counter(layer.attention for layer in e.arch.layers).items())
         lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {bits} | {attention} |"
-                     + (" " + "/".join(map(str, e.arch.widths)) + " |" if widths else ""))
+                     + (" " + "/".join(map(str, e.arch.widths)) + " |" if widths else "")
+                     + (f" {_stages(e)} |" if stages else ""))
     lines.append("")
     lines += _finetune_section(view)
     for export in view.exports[-1:]:
         lines += [f"Last export, {export['models']} models in `{export['out_dir']}`: "
                   + _honesty_sentence(export), ""]
     return lines
+
+
+def _stages(e) -> str:
+    """An arch's stages: the layers of each, the tokens they see and their MACs (from its evaluation)."""
+    starts = [0] + [i for i in range(e.arch.depth) if e.arch.reduction_of(i) > 1] + [e.arch.depth]
+    cells = []
+    for k, (first, end) in enumerate(zip(starts, starts[1:], strict=False)):
+        tokens, macs = e.metrics.get(f"stage{k}_tokens"), e.metrics.get(f"stage{k}_macs")
+        span = f"{first}" if end - first == 1 else f"{first}-{end - 1}"
+        cells.append(f"{span}: " + ("?" if tokens is None else f"{tokens:.0f} tok, {macs / 1e6:.3g}M"))
+    return "; ".join(cells)
 
 
 def _finetune_section(view: StudyView) -> list[str]:

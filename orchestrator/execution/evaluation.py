@@ -93,7 +93,10 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
         accuracy = evaluate(supernet, arch, task, job.split)
     target = job.target
     costs = arch_costs(space, task.spec, arch, target.batch_size, target.seq_len)
-    return {"accuracy": accuracy, "params": costs.params, "bytes": costs.bytes, "macs": costs.macs,
+    stages = {}  # an arch with stage boundaries: each stage's tokens and MACs, for the report
+    for k, stage in enumerate(costs.stages if arch.has_reductions else ()):
+        stages.update({f"stage{k}_tokens": stage["tokens"], f"stage{k}_macs": stage["macs"]})
+    return {"accuracy": accuracy, "params": costs.params, "bytes": costs.bytes, "macs": costs.macs, **stages,
             "eval_seconds": time.perf_counter() - started}
 
 

@@ -31,6 +31,7 @@ from predictors.runtimes.base import Program, Runtime, register
 from predictors.runtimes.onnx_lowering import int8_kernel_saturates, int8_weight_type, onnx_lowered
 from search_space import LayerArch
 from supernet.task_spec import unpadded_tokens
+from supernet.token_reduction import input_layout, layer_layouts
 
 INPUT, OUTPUT, MASK = "input", "logits", "mask"
 GRAPH_FORMAT = 6  # raise when the export forms or the part graphs change: cached graphs are then not reused
@@ -53,8 +54,10 @@ def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> t
     its widths (they come from the weights; the model's input keeps its own)."""
     # heads: the reshapes to heads hold them; a depthwise Conv holds its channels (its group) and kernel size; a
     # Fourier layer for unpadded inputs takes its tokens' DFT as weights
+    # a stage boundary's reduction holds its factor, its patch grid, whether a [CLS] token stays apart, and its
+    # width (the exporter writes its windows' reshapes with every size)
     settings = ("bits", "block_size", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation",
-                "channels", "kernel_size", "tokens")
+                "channels", "kernel_size", "tokens", "factor", "grid", "kept_first", "merged_width")
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
     return (shape, str(example.dtype), masked, int8_weight_type()) + tuple(  # the int8 layers' input types
         (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
@@ -135,17 +138,22 @@ def _export_graph(lowered: nn.Module, example: tuple[Tensor, ...]):
 
 def chain(parts: list, weights: list[dict[str, np.ndarray]]):
     """One model: each part's graph with its own names prefixed, holding `weights[i]`, fed by the
-    previous part's output (and, in a padded text model, by the first part's padding mask)."""
+    previous part's output (and, in a padded text model, by the padding mask of the first part or of the
+    last stage boundary's reduction, which pools it)."""
     import onnx
     from onnx import helper, numpy_helper
 
     nodes, initializers = [], []
     first, last = parts[0], parts[-1]
+    mask = MASK  # the padding mask the next part reads
     for i, (part, state) in enumerate(zip(parts, weights, strict=True)):
         graph = part.graph
         rename = {graph.input[0].name: INPUT if i == 0 else f"hidden{i}",
                   graph.output[0].name: OUTPUT if i == len(parts) - 1 else f"hidden{i + 1}", "": ""}
-        rename.update({extra.name: MASK for extra in [*graph.input[1:], *graph.output[1:]]})
+        rename.update({extra.name: mask for extra in graph.input[1:]})
+        if len(graph.output) > 1:  # the stem's mask, or a reduction's pooled one
+            mask = MASK if i == 0 else f"{MASK}{i}"
+            rename[graph.output[1].name] = mask
 
         def renamed(name: str, i=i, rename=rename) -> str:
             return rename.get(name, f"p{i}/{name}")
@@ -235,7 +243,8 @@ class OnnxRuntime(Runtime):
     def build(self, subnet: nn.Module, example: Tensor, device: str = "cpu") -> bytes:
         mask = subnet.stem.padding_mask(example[:1])
         masked = mask is not None
-        parts = [StemWithMask(subnet.stem) if masked else subnet.stem, *subnet.blocks, subnet.head]
+        stem, *layers = subnet.parts()
+        parts = [StemWithMask(stem) if masked else stem, *layers]
         graphs, weights = [], []
         inputs = (example[:1],)
         with torch.no_grad():
@@ -244,7 +253,7 @@ class OnnxRuntime(Runtime):
                 graphs.append(self._parts.graph(lowered, inputs, _structure(part, inputs[0], i == 0, masked)))
                 weights.append({name: tensor.detach().numpy() for name, tensor in lowered.state_dict().items()})
                 out = part.eval()(*inputs)
-                inputs = out if isinstance(out, tuple) else (out, mask) if masked else (out,)
+                inputs = out if isinstance(out, tuple) else (out, inputs[1]) if masked else (out,)
         return chain(graphs, weights).SerializeToString()
 
     def load(self, artifact: bytes, device: str, threads: int) -> OrtProgram:
@@ -276,7 +285,11 @@ class _GraphBytes:
     def __call__(self, space, task, arch) -> int:
         with self._lock:
             scope = (space.hash, task)
-            keys = [("stem",)] + [("block", layer.attention, layer.bits) for layer in arch.layers]
+            keys, layouts = [("stem",)], [input_layout(task), *layer_layouts(task, arch)]
+            for i, layer in enumerate(arch.layers):
+                if arch.reduction_of(i) > 1:
+                    keys.append(("reduce", arch.reduction_of(i), layouts[i]))
+                keys.append(("block", layer.attention, layer.bits))
             keys.append(("head", str(arch.depth) in self._probe(space, task).exits))
             total = 0
             for i, key in enumerate(keys):
@@ -312,6 +325,12 @@ class _GraphBytes:
         with torch.no_grad():
             if key[0] == "stem":
                 part, inputs = (StemWithMask(stem) if masked else stem), (x,)
+            elif key[0] == "reduce":
+                _, factor, layout = key
+                index = next(i for i, c in enumerate(space.layers) if factor in (c.reduce or ()))
+                part = probe.reductions[str(index)].get_active_subnet(width, layout, factor)
+                inputs = (torch.zeros(1, layout.tokens, width),) + ((torch.ones(1, layout.tokens, dtype=torch.bool),)
+                                                                    if masked else ())
             elif key[0] == "block":
                 index = next(i for i, c in enumerate(space.layers) if key[1] in c.attention and key[2] in c.bits)
                 choices = space.layers[index]

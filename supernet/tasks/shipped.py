@@ -41,7 +41,7 @@ def digits(seed: int = 0, patch: int = 2) -> Task:
               .reshape(-1, grid * grid, patch * patch))
     tokens = (tokens - 0.3) / 0.4  # roughly zero-mean, unit-variance pixels
     splits = _three_way(tokens, data.target, np.random.default_rng(seed), val=0.15, test=0.15)
-    spec = TaskSpec("features", input_dim=patch * patch, seq_len=grid * grid, num_classes=10)
+    spec = TaskSpec("features", input_dim=patch * patch, seq_len=grid * grid, num_classes=10, patch_grid=(grid, grid))
     return Task("digits", spec, _as_tensors(splits, torch.float32))
 
 

@@ -243,7 +243,7 @@ def image_folder(seed: int = 0, train: str | None = None, validation: str | None
         splits[split] = (patches(pixels, patch), _encode_labels("image-folder", split, labels, names))
     grid = config.image_size // patch
     spec = TaskSpec("features", input_dim=channels * patch * patch, seq_len=grid * grid, num_classes=len(names),
-                    style=pretrained.family.style(config))
+                    style=pretrained.family.style(config), patch_grid=(grid, grid))
     return Task("image-folder", spec, splits, labels=names)
 
 

@@ -197,6 +197,20 @@ def test_report_has_pictures_and_a_table(searched, tmp_path, capsys):
     assert "no study named 'absent'" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 
+def test_the_report_names_each_stage_with_its_layers_tokens_and_macs():
+    from types import SimpleNamespace
+
+    from orchestrator.delivery.report import _stages
+    from search_space import Arch, LayerArch
+
+    layer = LayerArch(2, 32, "softmax", 32)
+    arch = Arch(16, (layer, LayerArch(2, 32, "softmax", 32, reduce=2), layer, LayerArch(2, 32, "local", 8, reduce=2)))
+    metrics = {"stage0_tokens": 16, "stage0_macs": 2.0e6, "stage1_tokens": 4, "stage1_macs": 5.1e5,
+               "stage2_tokens": 1, "stage2_macs": 1.2e5}
+    assert _stages(SimpleNamespace(arch=arch, metrics=metrics)) == "0: 16 tok, 2M; 1-2: 4 tok, 0.51M; 3: 1 tok, 0.12M"
+    assert _stages(SimpleNamespace(arch=arch, metrics={})).startswith("0: ?; 1-2: ?")  # evaluated before stages
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_output_directory(searched, tmp_path, capsys):
     _, url = searched

@@ -96,6 +96,11 @@ def _cases(base):
         (["space", "check", _space(base, "s4b.yaml", attention=["softmax", "conv4"])], "conv4 has an even kernel size"),
         (["space", "check", _space(base, "s4c.yaml", depth=[1, 2], per_layer=[{"layers": [1], "width": [8, 64]}])],
          "64 is outside the embedding's range [1, 16]"),
+        (["space", "check", _space(base, "s4d.yaml", depth=[1, 2], per_layer=[{"layers": [0], "reduce": [1, 2]}])],
+         "layer 0 reads the stem's tokens"),
+        (["space", "check", _space(base, "s4e.yaml", depth=[1, 2], per_layer=[{"layers": [4], "reduce": [2]}])],
+         "a stage boundary before layer 4 is beyond the depth"),
+        (["space", "from-model", str(base), "-o", str(base / "fm.yaml"), "--reduce", "two"], "--reduce 'two'"),
         (["space", "check", _space(base, "s5.yaml", bits=[3])], "bits"),
         (["space", "check", str(base / "absent.yaml")], "absent.yaml"),
         (["space", "check", str(_file(base, "s6.yaml", ""))], "s6.yaml"),
@@ -167,6 +172,18 @@ def _cases(base):
                                                         space=_space(base, "kernel.yaml", attention=["conv33"]),
                                                         supernet={"checkpoint": str(base / "kernel.pt")}))],
          "longer than the task's sequence"),
+        (["train-supernet", "--no-progress", "-c", str(_config(base, "r1.yaml", study="grid", space=_space(
+            base, "grid.yaml", depth=[1, 2], per_layer=[{"layers": [1], "reduce": [1, 3]}]), supernet={
+            "checkpoint": str(base / "grid.pt")}))], "a reduction by 3x3 does not divide the 4x4 patch grid"),
+        (["measure", "--no-progress", "-c", str(_config(base, "r2.yaml", study="grid", target={"name": "grid"},
+                                                        space=_space(base, "grid8.yaml", depth=[1, 2], per_layer=[
+                                                            {"layers": [1], "reduce": [8]}]),
+                                                        supernet={"checkpoint": str(base / "grid.pt")}))],
+         "it would leave fewer than one token"),
+        (["train-supernet", "--no-progress", "-c", str(_config(base, "r3.yaml", study="seq", task={
+            "name": "mnist1d", "options": {"num_samples": 50}}, space=_space(base, "seq.yaml", depth=[1, 2], per_layer=[
+                {"layers": [1], "reduce": [1, 16]}]), supernet={"checkpoint": str(base / "seq.pt")}))],
+         "a reduction by 16 of a sequence of 10 tokens would leave fewer than one token"),
         (["measure", "--no-progress", "-c", str(_config(base, "t4.yaml", target={"name": "long", "seq_len": 999}))],
          "seq_len"),
         (search + [str(_config(base, "t5.yaml", target={"name": "cpu-b1", "device": "tpu"}))], "target.device"),

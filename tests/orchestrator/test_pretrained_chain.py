@@ -76,7 +76,11 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "all.yaml"),
                  "--attention", "softmax,local,linear"]) == 0
     assert yaml.safe_load((base / "all.yaml").read_text())["layer"]["attention"] == ["softmax", "local", "linear"]
+    assert main(["space", "from-model", str(base / "model"), "-o", str(base / "staged.yaml"), "--reduce", "1:1,2"]) == 0
+    assert yaml.safe_load((base / "staged.yaml").read_text())["per_layer"] == [{"layers": [1], "reduce": [1, 2]}]
     capsys.readouterr()
+    assert main(["space", "from-model", str(base / "model"), "-o", str(base / "bad.yaml"), "--reduce", "2:2"]) == 2
+    assert "beyond the depth" in capsys.readouterr().err and not (base / "bad.yaml").exists()
     for bad in ("linear,softmax", "softmax,flash", ""):
         assert main(["space", "from-model", str(base / "model"), "-o", str(base / "bad.yaml"), "--attention", bad]) == 2
         err = capsys.readouterr().err

@@ -11,7 +11,7 @@ from search_space.optuna_map import arch_from_params, distributions, params_from
 from tests.conftest import CONFIGS
 
 SPACES = {name: SearchSpace.from_yaml(CONFIGS / "spaces" / f"{name}.yaml")
-          for name in ("tiny", "digits", "autoformer_tiny", "hat_encoder", "flexibert")}
+          for name in ("tiny", "digits", "autoformer_tiny", "hat_encoder", "flexibert", "digits_stages")}
 space_names = st.sampled_from(sorted(SPACES))
 seeds = st.integers(0, 2**32 - 1)
 modes = st.sampled_from(["depth_uniform", "arch_uniform"])

@@ -17,9 +17,9 @@ def enumerate_archs(space: SearchSpace) -> set[str]:
             per_layer = []
             for i in range(depth):
                 c = space.layers[i]
-                per_layer.append([LayerArch(c.heads_of(a, h), m, a, b, None if c.width is None else w)
+                per_layer.append([LayerArch(c.heads_of(a, h), m, a, b, None if c.width is None else w, r)
                                   for w in c.widths(embed_dim) for h in c.num_heads for m in c.mlp_dims(w)
-                                  for a in c.attention for b in c.bits])
+                                  for a in c.attention for b in c.bits for r in c.reductions()])
             for layers in itertools.product(*per_layer):
                 keys.add(Arch(embed_dim, tuple(layers)).key)
     return keys
@@ -57,8 +57,39 @@ def test_layer_widths_and_conv_kernels_are_choices_of_their_own():
     assert "width [16, 24, 32]" in space.summary()
 
 
+def test_stage_boundaries_are_choices_of_their_own():
+    """`reduce` before a layer: from layer 1 on, one more gene, every factor a distinct arch, the largest
+    arch without a boundary and the smallest with the most tokens merged."""
+    space = SearchSpace.from_dict({"embed_dim": [16], "depth": [1, 2, 3], "layer": {
+        "num_heads": [1], "mlp_dim": [16], "attention": ["softmax", "conv3"], "bits": [32], "reduce": [1, 2, 4]}})
+    assert space.layers[0].reduce is None and space.layers[2].reduce == (1, 2, 4)
+    assert space.cardinality() == len(enumerate_archs(space)) == 2 + 2 * 6 + 2 * 6 * 6
+    assert len(space.gene_sizes()) == 2 + 5 * 3
+    assert [layer.reduce for layer in space.largest().layers] == [None, 1, 1]
+    assert space.smallest().depth == 1
+    staged = Arch(16, (LayerArch(1, 16, "softmax", 32), LayerArch(1, 16, "conv3", 32, reduce=4)))
+    assert space.decode(space.genome(staged)) == staged and '"reduce":4' in staged.to_json()
+    assert staged.reduction_of(0) == 1 and staged.reduction_of(1) == 4 and staged.has_reductions
+    with pytest.raises(SpaceError, match=r"arch.layers\[1\].reduce: 3, but it is not in \[1, 2, 4\]"):
+        space.validate(Arch(16, (staged.layers[0], LayerArch(1, 16, "conv3", 32, reduce=3))))
+    with pytest.raises(SpaceError, match=r"arch.layers\[0\].reduce: 2, but this layer of the space starts no stage"):
+        space.validate(Arch(16, (LayerArch(1, 16, "softmax", 32, reduce=2),)))
+    for bad, message in (({"depth": [1]}, "a space of one layer has no layer after the first"),
+                         ({"per_layer": [{"layers": [0], "reduce": [2]}]}, "layer 0 reads the stem's tokens"),
+                         ({"per_layer": [{"layers": [3], "reduce": [2]}]}, "before layer 3 is beyond the depth"),
+                         ({"layer_reduce": [0]}, "0 is not a positive size"),
+                         ({"layer_reduce": [1 << 20]}, "merges more tokens than any sequence holds")):
+        data = {"embed_dim": [16], "depth": [1, 2, 3], "layer": {"num_heads": [1], "mlp_dim": [16],
+                                                                   "attention": ["softmax"], "bits": [32]}}
+        data["layer"]["reduce"] = bad.pop("layer_reduce", [1, 2]) if "per_layer" not in bad else None
+        data["layer"] = {k: v for k, v in data["layer"].items() if v is not None}
+        with pytest.raises(SpaceError, match=message):
+            SearchSpace.from_dict({**data, **bad})
+
+
 def test_a_space_without_layer_widths_keeps_its_hash_and_its_archs_their_keys(tiny_space):
     assert "width" not in str(tiny_space.to_dict()) and "width" not in tiny_space.largest().to_json()
+    assert "reduce" not in str(tiny_space.to_dict()) and "reduce" not in tiny_space.largest().to_json()
     assert len(tiny_space.gene_sizes()) == 2 + 4 * tiny_space.max_depth
 
 

@@ -80,19 +80,20 @@ def _archs(bits: int) -> list[Arch]:
 
 # fp32 without padding (the Fourier layer's DFT held whole), int8 on padded texts (each text's own DFT);
 # each artifact exports a graph per new part structure (seconds each): the first arch holds every new mixer
-@pytest.mark.parametrize("kind, bits, count", [("features", 32, 1), ("text", 8, 2)])
-def test_supernet_extracted_and_onnx_compute_the_same(supernets, kind, bits, count):
+# and a width that shrinks and one that grows, so it alone is built (the second is extracted only)
+@pytest.mark.parametrize("kind, bits", [("features", 32), ("text", 8)])
+def test_supernet_extracted_and_onnx_compute_the_same(supernets, kind, bits):
     model, runtime = supernets[kind], runtime_named("onnxruntime")
     x = _inputs(model.task, 6)
-    archs = _archs(bits)[:count]
-    for arch in archs:
+    for i, arch in enumerate(_archs(bits)):
         static = model.extract(arch).eval()
         with torch.no_grad():
             expected = model(x, arch)
             torch.testing.assert_close(static(x), expected, atol=1e-5, rtol=0)
-            program = runtime.deploy(static, x)  # checked against the subnet on build
-            # fp32: the same products in another order; int8: the int8 kernels' rounding, as every int8 layer
-            assert (program(x) - expected).abs().max() < (1e-4 if bits == 32 else 2e-2)
+            if i == 0:
+                program = runtime.deploy(static, x)  # checked against the subnet on build
+                # fp32: the same products in another order; int8: the int8 kernels' rounding, as every int8 layer
+                assert (program(x) - expected).abs().max() < (1e-4 if bits == 32 else 2e-2)
         weights = sum(p.numel() for p in static.parameters())
         assert arch_costs(SPACE, model.task, arch).params == weights
 

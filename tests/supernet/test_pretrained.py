@@ -1,6 +1,7 @@
 """Pretrained Hugging Face models as supernets: exactness per family on padded batches of uneven
 lengths, importance order, the padding mask in every kernel, and refused models."""
 
+import dataclasses
 import json
 
 import pytest
@@ -125,15 +126,16 @@ def test_import_into_a_smaller_space_slices_the_importance_ordered_model(text_mo
 
 
 def test_new_mixers_and_layer_widths_leave_the_imported_model_as_the_largest_arch(text_model):
-    """The model has no weight for a convolution's kernel or a join: they start on their own, and the
-    largest arch (softmax, every layer at the model's width) is still exactly the model."""
+    """The model has no weight for a convolution's kernel, a join or a stage boundary's projection: they
+    start on their own, and the largest arch (softmax, every layer at the model's width, no boundary) is
+    still exactly the model."""
     family, folder = text_model
     model = open_pretrained(folder)
     spec = _text_spec(model)
     data = model_space(model, attention=("softmax", "fourier", "conv3"))
     data["quantize_embeddings"] = False
     hidden = data["embed_dim"][0]
-    data["per_layer"] = [{"layers": [1], "width": [hidden // 2, hidden]}]
+    data["per_layer"] = [{"layers": [1], "width": [hidden // 2, hidden], "reduce": [1, 2]}]
     space = SearchSpace.from_dict(data)
     supernet, _ = import_pretrained(model, space, spec, seed=0, calibration=None)
     full, _ = full_supernet(model, spec, seed=0)
@@ -142,8 +144,28 @@ def test_new_mixers_and_layer_widths_leave_the_imported_model_as_the_largest_arc
     assert largest.layers[1].width == hidden and {layer.attention for layer in largest.layers} == {"softmax"}
     with torch.no_grad():
         assert torch.equal(supernet(x, largest), full(x, full.space.largest()))
-        narrower = Arch(hidden, (largest.layers[0], LayerArch(1, largest.layers[1].mlp_dim, "conv3", 32, hidden // 2)))
+        narrower = Arch(hidden, (largest.layers[0], LayerArch(1, largest.layers[1].mlp_dim, "conv3", 32, hidden // 2,
+                                                               reduce=2)))
         assert torch.isfinite(supernet(x, narrower)).all()
+        torch.testing.assert_close(supernet.extract(narrower).eval()(x), supernet(x, narrower), atol=1e-5, rtol=0)
+
+
+def test_a_vit_in_stages_keeps_the_model_as_its_largest_arch(vit_model):
+    """A ViT space with a boundary before layer 1: the largest arch (no boundary) is the model; an arch
+    that merges the 4x4 patch grid 2x2 keeps [CLS] apart and extracts exactly."""
+    model = open_pretrained(vit_model)
+    spec = TaskSpec("features", 3 * 4 * 4, 16, 3, style=model.family.style(model.config), patch_grid=(4, 4))
+    data = model_space(model)
+    data["per_layer"] = [{"layers": [1], "reduce": [1, 2]}]
+    space = SearchSpace.from_dict(data)
+    supernet, _ = import_pretrained(model, space, spec, seed=0, calibration=None)
+    pixels = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = patches(pixels, 4)
+    largest = space.largest()
+    staged = Arch(largest.embed_dim, (largest.layers[0], dataclasses.replace(largest.layers[1], reduce=2)))
+    with torch.no_grad():
+        assert (supernet(x, largest) - hf_model(vit_model)(pixel_values=pixels).logits).abs().max() < 1e-4
+        torch.testing.assert_close(supernet.extract(staged).eval()(x), supernet(x, staged), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("attention", ["softmax", "linear", "local", "fourier", "conv3"])

@@ -17,7 +17,7 @@ def test_digits_splits_are_seeded_and_disjoint():
     rows = {tuple(x.flatten().tolist()) for s in ("val", "test") for x in a.split(s)[0]}
     overlap = sum(tuple(x.flatten().tolist()) in rows for x in a.split("train")[0])
     assert overlap < 5  # a few digits images are exact duplicates in the data set itself
-    assert a.spec == TaskSpec("features", 4, 16, 10)
+    assert a.spec == TaskSpec("features", 4, 16, 10, patch_grid=(4, 4))  # 2x2-pixel patches of the 8x8 image
 
 
 def test_mnist1d_generates_offline(monkeypatch):

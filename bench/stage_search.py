@@ -1,0 +1,203 @@
+"""ViT-ResNAS's stages against one stage: the same search budget, with and without token reduction.
+
+For each task (digits as a 4x4 grid of 2x2-pixel patches; MNIST-1D as 10 tokens; listops, 128 tokens),
+two studies, each with its own supernet trained the same way:
+
+- `base`: the task's space (`configs/spaces/digits.yaml`; `mnist1d.yaml` for MNIST-1D and listops);
+- `staged`: the same, with stage boundaries the search may put before some layers (`STAGES`): the tokens
+  merged 2 by 2 (a sequence) or 2x2 (the digits' grid), and for listops also 4 by 4.
+
+Each is searched with the same budget (evolutionary, accuracy on the validation split against
+latency_ms on a batch-32 one-thread ONNX Runtime target). Then every model of both fronts is built as
+its ONNX Runtime artifact and timed again here at batch 1 and 32 (one thread, seeded interleaved rounds,
+both studies' models mixed): hypervolumes, MACs, and for each model of `base`'s front the fastest of
+`staged`'s at most 1 point less accurate (`flexibert_search.summarize`). Also written: the accuracy each
+model of `base`'s front inherits from `staged`'s supernet (the same network, no boundary), which tells
+the cost of sharing weights across stage layouts; each model of `base`'s front of two layers or more (and the largest
+network) in `staged`'s supernet with no boundary, the first and every boundary (accuracy, MACs, b32 latency timed side
+by side: what a boundary buys on the same network, whatever the search found); and for each `staged` front
+model the largest difference of its logits between the supernet, the extracted model and the artifact on
+256 validation inputs. `--boundaries-from RESULTS.json` computes the boundaries' figures alone for an
+earlier run (its studies in `--dir`) and adds them to the file.
+
+    .venv/bin/python bench/stage_search.py --tasks digits,mnist1d --out bench/results/stage_search.json
+    .venv/bin/python bench/stage_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
+        --dir runs/bench/stage-search-listops --out bench/results/stage_search_listops.json
+
+Its runs go to `--dir` (runs/bench/stage-search), which must not exist yet: nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from flexibert_search import (  # a sibling script: bench/ is on sys.path
+    TASKS,
+    add_study_arguments,
+    compare_studies,
+    study_arguments_problem,
+)
+from quantized_layers import timed  # a sibling script
+
+from predictors.cost import arch_costs
+from predictors.runtimes import runtime_named
+from search_space import Arch, ElastiqError, SearchSpace
+from supernet.tasks import load_task
+from supernet.train import evaluate, load_supernet
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACES = {"digits": "digits.yaml", "mnist1d": "mnist1d.yaml", "listops": "mnist1d.yaml"}
+STAGES = {"digits": [{"layers": [1, 2], "reduce": [1, 2]}],  # 4x4 -> 2x2 -> 1x1 patches
+          "mnist1d": [{"layers": [1, 2, 3], "reduce": [1, 2]}],  # 10 -> 5 -> 3 -> 2 tokens
+          "listops": [{"layers": [1, 2, 3], "reduce": [1, 2, 4]}]}
+
+
+def space_of(task: str, label: str) -> dict:
+    space = yaml.safe_load((ROOT / "configs/spaces" / SPACES[task]).read_text())
+    space["name"] = f"{task}-{label}"
+    if label == "staged":
+        space["per_layer"] = STAGES[task]
+    return space
+
+
+def in_staged_supernet(task_name: str, folder: Path, front: list[dict], seed: int) -> list[dict]:
+    """The accuracy each of `base`'s front models inherits from `staged`'s supernet (val), without a boundary."""
+    task = load_task(task_name, seed, TASKS[task_name])
+    space = SearchSpace.from_yaml(folder / "staged" / "space.yaml")
+    model = load_supernet(folder / "staged" / "supernet.pt", space, task).eval()
+    crossed = []
+    for point in front:
+        arch = point["arch"] if isinstance(point["arch"], Arch) else Arch.from_dict(point["arch"])
+        one_stage = Arch(arch.embed_dim, tuple(replace(layer, reduce=None if space.layers[i].reduce is None else 1)
+                                               for i, layer in enumerate(arch.layers)))
+        with torch.no_grad():
+            crossed.append({"depth": arch.depth, "accuracy_base_supernet": point["accuracy"],
+                            "accuracy_staged_supernet": evaluate(model, space.validate(one_stage), task)})
+    return crossed
+
+
+def with_boundaries(task_name: str, folder: Path, front: list[dict], rounds: int, seed: int) -> list[dict]:
+    """Each of `base`'s front models of two layers or more, and the largest network, in `staged`'s supernet
+    without a boundary, with
+    the first boundary the space offers (its largest factor) and with every boundary at its largest factor:
+    val accuracy, MACs and b32 latency, the variants timed side by side: what a boundary costs and saves on
+    the same network, whatever the search found."""
+    task = load_task(task_name, seed, TASKS[task_name])
+    space = SearchSpace.from_yaml(folder / "staged" / "space.yaml")
+    model = load_supernet(folder / "staged" / "supernet.pt", space, task).eval()
+    boundaries = [i for i, c in enumerate(space.layers) if c.reduce is not None]
+    runtime, x, rows, programs = runtime_named("onnxruntime"), task.split("val")[0], [], {}
+    largest = replace(space, layers=tuple(replace(c, reduce=None) for c in space.layers)).largest()
+    for point in [*front, {"arch": largest, "accuracy": None}]:  # and the largest network, whatever the front
+        arch = point["arch"] if isinstance(point["arch"], Arch) else Arch.from_dict(point["arch"])
+        if arch.depth < 2:
+            continue
+        variants = {}
+        for name, merging in (("one_stage", []), ("first_boundary", boundaries[:1]), ("every_boundary", boundaries)):
+            variants[name] = space.validate(Arch(arch.embed_dim, tuple(
+                replace(layer, reduce=None if space.layers[i].reduce is None
+                        else max(space.layers[i].reduce) if i in merging else 1)
+                for i, layer in enumerate(arch.layers))))
+        row = {"depth": arch.depth, "accuracy_base_supernet": point["accuracy"], "largest": point["accuracy"] is None}
+        for name, variant in variants.items():
+            with torch.no_grad():
+                row[f"{name}_accuracy"] = evaluate(model, variant, task)
+                programs[(len(rows), name)] = runtime.deploy(model.extract(variant).eval(), x[:8])
+            row[f"{name}_macs_b1"] = arch_costs(space, task.spec, variant).macs
+        rows.append(row)
+    for (i, name), ms in timed(programs, x[:32], rounds, np.random.default_rng(seed), calls=3).items():
+        rows[i][f"{name}_ms_b32"] = ms
+    return rows
+
+
+def exactness(task_name: str, folder: Path, front: list[dict], seed: int) -> list[dict]:
+    """For each model: max |supernet - extracted| and max |supernet - ONNX Runtime| of its logits."""
+    task = load_task(task_name, seed, TASKS[task_name])
+    space = SearchSpace.from_yaml(folder / "space.yaml")
+    model = load_supernet(folder / "supernet.pt", space, task).eval()
+    x, runtime, found = task.split("val")[0][:256], runtime_named("onnxruntime"), []
+    for point in front:
+        arch = point["arch"]
+        with torch.no_grad():
+            expected, static = model(x, arch), model.extract(arch).eval()
+            program = runtime.deploy(static, x[:8])
+            found.append({"bits": [layer.bits for layer in arch.layers],
+                          "extracted": float((static(x) - expected).abs().max()),
+                          "onnxruntime": float((program(x) - expected).abs().max())})
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_study_arguments(parser, "digits,mnist1d", "stage-search")
+    parser.add_argument("--boundaries-from", help="an earlier run's results: add the base front's models with "
+                                                      "boundaries (`with_boundaries`) to it and stop")
+    args = parser.parse_args(argv)
+    base = Path(args.dir)
+    if args.boundaries_from:
+        path = Path(args.boundaries_from)
+        try:
+            results = json.loads(path.read_text())
+            for task, t in results["tasks"].items():
+                t["base_front_with_boundaries"] = with_boundaries(task, base / task, t["runs"]["base"]["front"],
+                                                                  args.rounds, args.seed)
+                _print_boundaries(task, t["base_front_with_boundaries"])
+        except (OSError, ValueError, KeyError, TypeError, ElastiqError) as exc:
+            print(f"elastiq: error: --boundaries-from {path} with --dir {base}: {exc}".splitlines()[0],
+                  file=sys.stderr)
+            return 2
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        return 0
+    tasks, problem = study_arguments_problem(args, STAGES)
+    if problem:
+        print(f"elastiq: error: {problem}", file=sys.stderr)
+        return 2
+    return compare_studies(args, tasks, "staged", space_of=space_of, extra=lambda task, runs: {
+        "base_front_in_staged_supernet": in_staged_supernet(task, base / task, runs["base"]["front"], args.seed),
+        "staged_exactness": exactness(task, base / task / "staged", runs["staged"]["front"], args.seed),
+        "base_front_with_boundaries": with_boundaries(task, base / task, runs["base"]["front"], args.rounds,
+                                                      args.seed)},
+        report=_print)
+
+
+def _print(task: str, runs: dict, summary: dict) -> None:
+    for label, run in runs.items():
+        print(f"{task} {label}: {run['evaluated']} evaluated in {run['seconds']:.0f} s, front of {len(run['front'])}, "
+              f"hypervolume b1 {summary[f'hypervolume_{label}_b1']:.4f}, b32 {summary[f'hypervolume_{label}_b32']:.4f}")
+        for p in run["front"]:
+            print(f"  {100 * p['accuracy']:6.2f}%  b1 {p['ms_b1']:7.3f} ms  b32 {p['ms_b32']:8.3f} ms  "
+                  f"{p['macs_b1'] / 1e6:7.3f} MMAC  tokens {p['tokens_per_layer']}  {p['mixers']}")
+    print(f"{task}: hypervolume staged / base: b1 {summary['hypervolume_ratio_b1']:.3f}, "
+          f"b32 {summary['hypervolume_ratio_b32']:.3f}")
+    for m in summary["matched_within_1_point"]:
+        print(f"  base {100 * m['accuracy']:.2f}% at {m['base_ms_b32']:.3f} ms b32 -> " + (
+            f"staged {100 * m['staged_accuracy']:.2f}% at {m['staged_ms_b32']:.3f} ms ({m['speedup_b32']:.2f}x)"
+            if m["staged_ms_b32"] else "none within 1 point"))
+    for c in summary["base_front_in_staged_supernet"]:
+        print(f"{task}: base front model of depth {c['depth']}: {100 * c['accuracy_base_supernet']:.2f}% in its "
+              f"supernet, {100 * c['accuracy_staged_supernet']:.2f}% in staged's")
+    _print_boundaries(task, summary["base_front_with_boundaries"])
+    worst = summary["staged_exactness"]
+    if worst:
+        print(f"{task}: staged front, supernet vs extracted at most {max(w['extracted'] for w in worst):.2e}, vs "
+              f"ONNX Runtime at most {max(w['onnxruntime'] for w in worst):.2e}")
+
+
+
+def _print_boundaries(task: str, rows: list[dict]) -> None:
+    for r in rows:
+        which = "the largest network" if r.get("largest") else f"base front model of depth {r['depth']}"
+        print(f"{task}: {which} in staged's supernet: " + ", ".join(
+            f"{name.replace('_', ' ')} {100 * r[f'{name}_accuracy']:.2f}% {r[f'{name}_ms_b32']:.3f} ms b32 "
+            f"{r[f'{name}_macs_b1'] / 1e6:.3f} MMAC" for name in ("one_stage", "first_boundary", "every_boundary")))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
