@@ -281,7 +281,11 @@ def rows() -> list[list[str]]:
             merged = sum(p["tokens_per_layer"][-1] < p["tokens_per_layer"][0] for p in staged)
             matched = [m for m in t["matched_within_1_point"] if m["speedup_b32"]]
             best = max(matched, key=lambda m: m["speedup_b32"], default=None)
-            drops = [100 * (c["accuracy_base_supernet"] - c["accuracy_staged_supernet"])
+            merging = [p for p in staged if p["tokens_per_layer"][-1] < p["tokens_per_layer"][0]]
+            by_merging = [(b["ms_b32"] / m["ms_b32"], b, m) for b in t["runs"]["base"]["front"]
+                          for m in merging if m["accuracy"] >= b["accuracy"] - 0.01]
+            merged_best = max(by_merging, key=lambda x: x[0], default=None)
+            drops = [100 * (c["accuracy_staged_supernet"] - c["accuracy_base_supernet"])
                      for c in t.get("base_front_in_staged_supernet", [])]
             exact = t.get("staged_exactness", [])
             macs = lambda front: f"{min(p['macs_b1'] for p in front) / 1e6:.2f}-{max(p['macs_b1'] for p in front) / 1e6:.2f}M"  # noqa: E731,E501
@@ -290,16 +294,20 @@ def rows() -> list[list[str]]:
                           f"{r['evaluations']} evaluations), accuracy (val) against the front's latency re-measured "
                           "on ONNX Runtime, 1 thread: hypervolume with / without",
                           f"**{t['hypervolume_ratio_b32']:.2f}x** (b32), {t['hypervolume_ratio_b1']:.2f}x (b1); "
-                          + (f"at most 1 point less accurate, **{best['speedup_b32']:.2f}x** faster at b32 "
+                          + (f"at most 1 point less accurate, up to {best['speedup_b32']:.2f}x faster at b32 "
                              f"({100 * best['accuracy']:.1f}% -> {100 * best['staged_accuracy']:.1f}%)" if best
-                             else "nothing within 1 point"),
+                             else "nothing within 1 point")
+                          + (f"; by a model that merges tokens **{merged_best[0]:.2f}x** "
+                             f"({100 * merged_best[1]['accuracy']:.1f}% -> {100 * merged_best[2]['accuracy']:.1f}%)"
+                             if merged_best else "; by a model that merges tokens: **none**"),
                           f"front accuracy {_span(t['runs']['base']['front'])} without, {_span(staged)} with; "
                           f"{merged} of {len(staged)} staged front models merge tokens; MACs (b1) "
                           f"{macs(t['runs']['base']['front'])} without, {macs(staged)} with"
-                          + (f"; the one-stage front's models inherit a median {float(np.median(drops)):.1f} points "
-                             "less from the staged supernet" if drops else "")
+                          + (f"; the one-stage front's models in the staged supernet: a median "
+                             f"{float(np.median(drops)):+.1f} points" if drops else "")
                           + (f"; staged front: supernet vs extracted at most {max(e['extracted'] for e in exact):.0e}, "
-                             f"vs ONNX Runtime {max(e['onnxruntime'] for e in exact):.0e}" if exact else ""),
+                             f"vs ONNX Runtime {max(e['onnxruntime'] for e in exact):.0e}" if exact else "")
+                          + _boundaries(t.get("base_front_with_boundaries", [])),
                           "1.5x faster at b32 within 1 point, on one task",
                           f"`{PY} bench/stage_search.py --tasks {','.join(r['tasks'])} --steps {r['steps']} "
                           f"--batch-size {r['batch_size']} --evaluations {r['evaluations']} --dir runs/bench/"
@@ -430,6 +438,16 @@ def rows() -> list[list[str]]:
                       f"{s['running_left']} left RUNNING, same as uninterrupted: **{s['same_as_uninterrupted']}**",
                       "", "nothing lost", f"`{PY} bench/torture.py --config STUDY.yaml`"])
     return table
+
+
+def _boundaries(rows: list[dict]) -> str:
+    """The same networks without and with every stage boundary: the b32 speed-ups and accuracy changes."""
+    if not rows:
+        return ""
+    cells = [f"{'largest' if r.get('largest') else r['depth']}: "
+             f"{r['one_stage_ms_b32'] / r['every_boundary_ms_b32']:.2f}x "
+             f"({100 * (r['every_boundary_accuracy'] - r['one_stage_accuracy']):+.1f} pt)" for r in rows]
+    return "; the same networks with every boundary, in the staged supernet, by depth: b32 " + ", ".join(cells)
 
 
 def render() -> str:
