@@ -306,7 +306,8 @@ class Supernet(nn.Module):
         self.apply(lambda module: _init_weights(module, generator))
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
-        *_, (_, h, mask) = self._layers(x, arch)
+        for _, h, mask in self._layers(x, arch):  # noqa: B007 - only the last output is kept, not every layer's
+            pass
         return self.head_of(arch.depth)(h, mask)
 
     def _layers(self, x: Tensor, arch: Arch):
