@@ -30,6 +30,7 @@ Its runs go to `--dir` (runs/bench/stage-search), which must not exist yet: noth
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import replace
@@ -67,46 +68,52 @@ def space_of(task: str, label: str) -> dict:
     return space
 
 
-def in_staged_supernet(task_name: str, folder: Path, front: list[dict], seed: int) -> list[dict]:
-    """The accuracy each of `base`'s front models inherits from `staged`'s supernet (val), without a boundary."""
+@functools.lru_cache(maxsize=2)  # one load per task, for the three measures below
+def _staged(task_name: str, folder: Path, seed: int):
+    """The task, and `staged`'s space and trained supernet in `folder`."""
     task = load_task(task_name, seed, TASKS[task_name])
     space = SearchSpace.from_yaml(folder / "staged" / "space.yaml")
-    model = load_supernet(folder / "staged" / "supernet.pt", space, task).eval()
+    return task, space, load_supernet(folder / "staged" / "supernet.pt", space, task).eval()
+
+
+def _arch(point: dict) -> Arch:
+    return point["arch"] if isinstance(point["arch"], Arch) else Arch.from_dict(point["arch"])
+
+
+def _merging_at(space: SearchSpace, arch: Arch, boundaries: list[int]) -> Arch:
+    """`arch` in the staged space: its largest factor at `boundaries`, no boundary elsewhere."""
+    return space.validate(Arch(arch.embed_dim, tuple(
+        replace(layer, reduce=None if space.layers[i].reduce is None
+                else max(space.layers[i].reduce) if i in boundaries else 1)
+        for i, layer in enumerate(arch.layers))))
+
+
+def in_staged_supernet(task_name: str, folder: Path, front: list[dict], seed: int) -> list[dict]:
+    """The accuracy each of `base`'s front models inherits from `staged`'s supernet (val), without a boundary."""
+    task, space, model = _staged(task_name, folder, seed)
     crossed = []
     for point in front:
-        arch = point["arch"] if isinstance(point["arch"], Arch) else Arch.from_dict(point["arch"])
-        one_stage = Arch(arch.embed_dim, tuple(replace(layer, reduce=None if space.layers[i].reduce is None else 1)
-                                               for i, layer in enumerate(arch.layers)))
         with torch.no_grad():
-            crossed.append({"depth": arch.depth, "accuracy_base_supernet": point["accuracy"],
-                            "accuracy_staged_supernet": evaluate(model, space.validate(one_stage), task)})
+            crossed.append({"depth": _arch(point).depth, "accuracy_base_supernet": point["accuracy"],
+                            "accuracy_staged_supernet": evaluate(model, _merging_at(space, _arch(point), []), task)})
     return crossed
 
 
 def with_boundaries(task_name: str, folder: Path, front: list[dict], rounds: int, seed: int) -> list[dict]:
     """Each of `base`'s front models of two layers or more, and the largest network, in `staged`'s supernet
-    without a boundary, with
-    the first boundary the space offers (its largest factor) and with every boundary at its largest factor:
-    val accuracy, MACs and b32 latency, the variants timed side by side: what a boundary costs and saves on
-    the same network, whatever the search found."""
-    task = load_task(task_name, seed, TASKS[task_name])
-    space = SearchSpace.from_yaml(folder / "staged" / "space.yaml")
-    model = load_supernet(folder / "staged" / "supernet.pt", space, task).eval()
+    without a boundary, with the first boundary the space offers (its largest factor) and with every boundary
+    at its largest factor: val accuracy, MACs and b32 latency, the variants timed side by side: what a
+    boundary costs and saves on the same network, whatever the search found."""
+    task, space, model = _staged(task_name, folder, seed)
     boundaries = [i for i, c in enumerate(space.layers) if c.reduce is not None]
     runtime, x, rows, programs = runtime_named("onnxruntime"), task.split("val")[0], [], {}
-    largest = replace(space, layers=tuple(replace(c, reduce=None) for c in space.layers)).largest()
-    for point in [*front, {"arch": largest, "accuracy": None}]:  # and the largest network, whatever the front
-        arch = point["arch"] if isinstance(point["arch"], Arch) else Arch.from_dict(point["arch"])
+    for point in [*front, {"arch": space.largest(), "accuracy": None}]:  # and the largest, whatever the front
+        arch = _arch(point)
         if arch.depth < 2:
             continue
-        variants = {}
-        for name, merging in (("one_stage", []), ("first_boundary", boundaries[:1]), ("every_boundary", boundaries)):
-            variants[name] = space.validate(Arch(arch.embed_dim, tuple(
-                replace(layer, reduce=None if space.layers[i].reduce is None
-                        else max(space.layers[i].reduce) if i in merging else 1)
-                for i, layer in enumerate(arch.layers))))
         row = {"depth": arch.depth, "accuracy_base_supernet": point["accuracy"], "largest": point["accuracy"] is None}
-        for name, variant in variants.items():
+        for name, merging in (("one_stage", []), ("first_boundary", boundaries[:1]), ("every_boundary", boundaries)):
+            variant = _merging_at(space, arch, merging)
             with torch.no_grad():
                 row[f"{name}_accuracy"] = evaluate(model, variant, task)
                 programs[(len(rows), name)] = runtime.deploy(model.extract(variant).eval(), x[:8])
@@ -118,13 +125,12 @@ def with_boundaries(task_name: str, folder: Path, front: list[dict], rounds: int
 
 
 def exactness(task_name: str, folder: Path, front: list[dict], seed: int) -> list[dict]:
-    """For each model: max |supernet - extracted| and max |supernet - ONNX Runtime| of its logits."""
-    task = load_task(task_name, seed, TASKS[task_name])
-    space = SearchSpace.from_yaml(folder / "space.yaml")
-    model = load_supernet(folder / "supernet.pt", space, task).eval()
+    """For each of `staged`'s front models: max |supernet - extracted| and max |supernet - ONNX Runtime| of its
+    logits."""
+    task, _, model = _staged(task_name, folder, seed)
     x, runtime, found = task.split("val")[0][:256], runtime_named("onnxruntime"), []
     for point in front:
-        arch = point["arch"]
+        arch = _arch(point)
         with torch.no_grad():
             expected, static = model(x, arch), model.extract(arch).eval()
             program = runtime.deploy(static, x[:8])
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return compare_studies(args, tasks, "staged", space_of=space_of, extra=lambda task, runs: {
         "base_front_in_staged_supernet": in_staged_supernet(task, base / task, runs["base"]["front"], args.seed),
-        "staged_exactness": exactness(task, base / task / "staged", runs["staged"]["front"], args.seed),
+        "staged_exactness": exactness(task, base / task, runs["staged"]["front"], args.seed),
         "base_front_with_boundaries": with_boundaries(task, base / task, runs["base"]["front"], args.rounds,
                                                       args.seed)},
         report=_print)

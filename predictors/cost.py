@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from predictors.runtimes.onnx_lowering import int8_weight_type
 from predictors.runtimes.onnx_runtime import graph_bytes
@@ -65,11 +65,11 @@ def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: 
     return 2 * tokens * tokens * inner  # softmax, and local through the masked kernel
 
 
-def fourier_bytes(width: int, task: TaskSpec, tokens: int | None = None) -> int:
+def fourier_bytes(width: int, task: TaskSpec, tokens: int) -> int:
     """A Fourier layer's DFT matrices in the artifact: the features', and for unpadded inputs the tokens'
-    (`tokens`: the layer's, after its stage's reductions; default: the input's)."""
-    tokens = (tokens or unpadded_tokens(task) or 0) if unpadded_tokens(task) is not None else 0
-    return 2 * 4 * (width * width + tokens * tokens)
+    (`tokens`: the layer's, after its stage's reductions)."""
+    held = tokens if unpadded_tokens(task) is not None else 0
+    return 2 * 4 * (width * width + held * held)
 
 
 @dataclass
@@ -119,9 +119,8 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         _table_bytes(rows, e, table) + (4 * e if style.cls_token else 0))
     if style.embedding_norm:
         add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
-    grid_task = task if task.patch_grid is not None or seq_len is None else None
-    layouts = [input_layout(grid_task or _with_len(task, tokens)), *layer_layouts(grid_task or _with_len(task, tokens),
-                                                                                   arch)]
+    sized = task if task.patch_grid is not None or tokens == task.seq_len else replace(task, seq_len=tokens)
+    layouts = [input_layout(sized), *layer_layouts(sized, arch)]
     for index, layer in enumerate(arch.layers):
         breakdown: dict[str, float] = {}
         factor = arch.reduction_of(index)
@@ -168,10 +167,3 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
     add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
         _linear_bytes(e, task.num_classes, 32))
     return costs
-
-
-def _with_len(task: TaskSpec, tokens: int) -> TaskSpec:
-    """`task` at `tokens` tokens (a text's length other than the task's)."""
-    from dataclasses import replace
-
-    return task if tokens == task.seq_len else replace(task, seq_len=tokens)

@@ -45,11 +45,11 @@ def stratified_archs(space: SearchSpace, count: int, rng: np.random.Generator, l
             heads = int(choices.num_heads[rng.integers(len(choices.num_heads))])
             mlp_dim = int(dims[rng.integers(len(dims))])
             mixer = pick(choices.attention, attention)
-            bits_ = int(pick(choices.bits, bits))
+            layer_bits = int(pick(choices.bits, bits))
             # a layer without stage choices draws nothing: a space without them keeps its archs
             reduce = None if choices.reduce is None else int(choices.reduce[rng.integers(len(choices.reduce))])
             layers.append(LayerArch(num_heads=choices.heads_of(mixer, heads), mlp_dim=mlp_dim,
-                                    attention=mixer, bits=bits_, width=None if choices.width is None else width,
+                                    attention=mixer, bits=layer_bits, width=None if choices.width is None else width,
                                     reduce=reduce))
         arch = space.validate(Arch(int(embed_dim), tuple(layers)))
         if arch.key not in seen:  # nothing is measured twice

@@ -292,9 +292,8 @@ class Supernet(nn.Module):
                          join=space.has_layer_widths and i > 0)
             for i in range(space.max_depth))
         # a stage boundary's reductions, before each layer that may start a stage (ViT-ResNAS)
-        window = (lambda f: f * f) if task.patch_grid is not None else (lambda f: f)  # noqa: E731
         self.reductions = nn.ModuleDict({
-            str(i): ElasticReduction(embed_dim, space.layers[i].reduce, window, task.style.norm_eps)
+            str(i): ElasticReduction(embed_dim, space.layers[i].reduce, input_layout(task).window, task.style.norm_eps)
             for i in range(space.max_depth) if max(space.layers[i].reduce or (1,)) > 1})
         self.head = ElasticHead(embed_dim, task.num_classes, task.style)  # the deepest arch's, or every arch's
         # with a head per depth, the shallower depths' (an arch of depth k reads its k-th layer's output)

@@ -141,6 +141,7 @@ class ElasticReduction(nn.Module):
     projection and its bias, zero at start, sliced to the active width."""
 
     def __init__(self, width: int, factors: tuple[int, ...], window, eps: float = 1e-5):
+        """`window(factor)`: the tokens a reduction by `factor` merges (`TokenLayout.window`)."""
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=eps)
         merging = [f for f in factors if f > 1]

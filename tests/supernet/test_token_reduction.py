@@ -55,6 +55,7 @@ def test_a_reduction_starts_as_the_mean_of_each_window_keeping_cls_and_pooling_t
     torch.testing.assert_close(out[0, 1:], torch.stack([x[0, 1:3].mean(0), x[0, 3:5].mean(0), x[0, 5]]))
     torch.testing.assert_close(out[1, 1:3], torch.stack([x[1, 1:3].mean(0), x[1, 3]]))  # its real tokens only
     assert pooled.tolist() == [[True] * 4, [True, True, True, False]]
+    assert input_layout(TASKS["grid"]) == TokenLayout(37, 1, (6, 6))  # [CLS] apart from the 6x6 patches
     grid = TokenLayout(16, 0, (4, 4))
     image = torch.arange(16, dtype=torch.float32).reshape(1, 16, 1)
     out, _ = reduce_tokens(image, None, grid, 2, torch.ones(1), torch.zeros(1), 1e-5, torch.zeros(1, 4),
@@ -133,4 +134,3 @@ def test_a_space_without_stages_keeps_its_checkpoint_keys_and_a_staged_one_train
     loss, _, _ = sandwich_loss(model, x, y, SPACE.largest(), [smallest, staged], TrainSettings(archs_per_pass=2), 0)
     loss.backward()
     assert model.reductions["1"].weight["2"].grad.abs().sum() > 0 and model.reductions["2"].weight["3"].grad.abs().sum() > 0
-    assert input_layout(TASKS["grid"]) == TokenLayout(37, 1, (6, 6))
