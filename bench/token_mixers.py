@@ -31,7 +31,7 @@ from predictors.runtimes import runtime_named
 from predictors.runtimes.onnx_lowering import onnx_lowered
 from predictors.runtimes.onnx_runtime import _export_graph, chain
 from search_space import Arch, LayerArch, SearchSpace
-from supernet.mixers import _dft
+from supernet.mixers.fourier import _dft
 from supernet.model import Supernet
 from supernet.task_spec import TaskSpec
 

@@ -91,7 +91,7 @@ def space_from_model(model_path: str, out_path: str, attention: str, reduce: str
     stage boundaries (the new projections start as pooling and train with the sandwich rule)."""
     from pathlib import Path
 
-    from search_space.registry import is_attention_type
+    from search_space.registry import known_mixers, mixer_name
     from supernet.checkpoint import atomic_write
     from supernet.pretrained.importing import model_space, open_pretrained
 
@@ -99,10 +99,9 @@ def space_from_model(model_path: str, out_path: str, attention: str, reduce: str
     if out.exists():
         raise InputError(f"{out}: already exists; give another path or remove it")
     kernels = tuple(dict.fromkeys(k.strip() for k in attention.split(",") if k.strip()))
-    unknown = [k for k in kernels if not is_attention_type(k)]
+    unknown = [k for k in kernels if mixer_name(k) is None or mixer_name(k).check(k) is not None]
     if unknown or not kernels or kernels[0] != "softmax":
-        raise InputError(f"--attention {attention!r}: give softmax first, then any of linear, local, fourier, "
-                         f"conv<k> (k odd)")
+        raise InputError(f"--attention {attention!r}: give softmax first, then any of {known_mixers()}")
     boundaries = _reduce_option(reduce) if reduce is not None else None
     model = open_pretrained(model_path)
     data = model_space(model, attention=kernels)

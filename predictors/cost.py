@@ -2,8 +2,9 @@
 
 Costs are computed per layer and per operation, split by bit width, so that
 predictors see where the work is (a layer-averaged encoding loses that). MACs
-follow what the kernels actually compute: `local` attention below the
-sliding-window threshold runs the masked fused kernel, which costs T^2. A
+follow what the kernels actually compute; each mixer's are its definition's
+(`supernet.mixers`: `local` attention below the sliding-window threshold runs
+the masked fused kernel, which costs T^2). A
 layer after a stage boundary (`supernet.token_reduction`) costs its reduced
 tokens, and the boundary its norm, its pooling and its projection; `stages`
 splits the layers' MACs and bytes by stage.
@@ -26,8 +27,7 @@ from dataclasses import dataclass, field, replace
 from predictors.runtimes.onnx_lowering import int8_weight_type
 from predictors.runtimes.onnx_runtime import graph_bytes
 from search_space import Arch, SearchSpace
-from search_space.registry import conv_kernel_size
-from supernet.attention import LocalAttention
+from supernet.mixers import MixerShape, mixer_of, projection_shapes
 from supernet.quant import BYTE_BITS, DEFAULT_BLOCK_SIZE, FULL_PRECISION
 from supernet.task_spec import TaskSpec, position_rows, unpadded_tokens
 from supernet.token_reduction import input_layout, layer_layouts
@@ -47,29 +47,6 @@ def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: in
 
 def _table_bytes(rows: int, dim: int, bits: int) -> int:
     return 4 * rows * dim if bits >= FULL_PRECISION else rows * dim + 4 * rows
-
-
-def mixing_macs(attention: str, tokens: int, inner: int, head_dim: int, window: int, width: int = 0) -> int:
-    """Multiply-accumulates of the token mixing of one sample (the projections excluded). `fourier`
-    multiplies by the cosine and sine matrices over the `width` features, then over the tokens;
-    `conv<k>` takes k taps per token and channel."""
-    kernel = conv_kernel_size(attention)
-    if kernel is not None:
-        return tokens * inner * kernel
-    if attention == "fourier":
-        return 2 * tokens * width * width + 2 * tokens * tokens * width
-    if attention == "linear":
-        return 2 * tokens * inner * head_dim
-    if attention == "local" and window < tokens - 1 and tokens >= LocalAttention._UNFOLD_FROM:
-        return 2 * tokens * (2 * window + 1) * inner
-    return 2 * tokens * tokens * inner  # softmax, and local through the masked kernel
-
-
-def fourier_bytes(width: int, task: TaskSpec, tokens: int) -> int:
-    """A Fourier layer's DFT matrices in the artifact: the features', and for unpadded inputs the tokens'
-    (`tokens`: the layer's, after its stage's reductions)."""
-    held = tokens if unpadded_tokens(task) is not None else 0
-    return 2 * 4 * (width * width + held * held)
 
 
 @dataclass
@@ -143,18 +120,17 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         inner = layer.num_heads * space.head_dim
         bits = min(layer.bits, FULL_PRECISION)
         linear = f"linear@{bits}"
-        add("norm", 4 * e, 2 * tokens * e, 4 * 4 * e, breakdown)
-        kernel = conv_kernel_size(layer.attention)
-        projections = (() if layer.attention == "fourier" else ((e, inner), (inner, e)) if kernel is not None
-                       else ((e, inner), (e, inner), (e, inner), (inner, e)))
-        for in_f, out_f in (*projections, (e, layer.mlp_dim), (layer.mlp_dim, e)):
+        mixer = mixer_of(layer.attention)
+        norms = 1 + int(mixer.sublayer or not style.norm_first)  # a layer without a mixer has no norm before it
+        add("norm", 2 * norms * e, norms * tokens * e, 4 * 2 * norms * e, breakdown)
+        for in_f, out_f in (*projection_shapes(mixer, e, inner), (e, layer.mlp_dim), (layer.mlp_dim, e)):
             add(linear, in_f * out_f + out_f, tokens * in_f * out_f,
                 _linear_bytes(in_f, out_f, bits, space.quant_block_size), breakdown)
             costs.by_op[f"calls:{linear}"] += 1
-        add(f"mixing:{layer.attention}", inner * (kernel or 0),
-            mixing_macs(layer.attention, tokens, inner, space.head_dim, space.local_window, e),
-            4 * inner * (kernel or 0) + (fourier_bytes(e, task, layouts[index + 1].tokens)
-                                         if layer.attention == "fourier" else 0), breakdown)
+        shape = MixerShape(tokens, inner, space.head_dim, e, space.local_window,
+                           layouts[index + 1].tokens if unpadded_tokens(task) is not None else None)
+        add(f"mixing:{layer.attention}", mixer.params(layer.attention, shape), mixer.macs(layer.attention, shape),
+            mixer.weight_bytes(layer.attention, shape), breakdown)
         costs.by_op[f"calls:mixing:{layer.attention}"] += 1
         add("activation", 0, tokens * layer.mlp_dim, 0, breakdown)
         costs.per_layer.append(breakdown)

@@ -8,6 +8,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from search_space.registry import has_heads
+
 
 @dataclass(frozen=True)
 class LayerChoices:
@@ -54,14 +56,14 @@ class LayerChoices:
         return (None,) if self.reduce is None else self.reduce
 
     def heads_of(self, attention: str, num_heads: int) -> int:
-        """`num_heads` as an arch writes it: a `fourier` layer has no heads and writes the smallest
-        choice, so that one network has one arch (and one key)."""
-        return min(self.num_heads) if attention == "fourier" else num_heads
+        """`num_heads` as an arch writes it: a layer whose mixer has no heads (`fourier`, `none`) writes the
+        smallest choice, so that one network has one arch (and one key)."""
+        return num_heads if has_heads(attention) else min(self.num_heads)
 
     def mixer_options(self) -> list[tuple[int, str]]:
         """The distinct (heads, mixer) pairs of this layer."""
         return [(self.heads_of(a, h), a) for a in self.attention
-                for h in (self.num_heads if a != "fourier" else self.num_heads[:1])]
+                for h in (self.num_heads if has_heads(a) else self.num_heads[:1])]
 
     def options(self, embed_dim: int) -> int:
         per_width = len(self.mixer_options()) * len(self.bits) * len(self.reductions())

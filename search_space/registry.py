@@ -1,18 +1,31 @@
-"""Names the search space accepts for attention types and bit widths.
+"""The names the search space accepts for token mixers and bit widths.
 
-The kernels themselves live in `supernet` (torch); the space only needs the
-names, so it stays importable without torch. A new kernel registers its name
-here from `supernet.attention`.
+A mixer is defined once, in `supernet.mixers` (torch): its names and their checks, whether it has heads,
+its elastic and static modules, its cost. The space needs only the name-level part of each definition,
+so that it stays importable without torch: every definition registers itself here when `supernet.mixers`
+is imported, and the space asks these definitions, never a list of kinds of its own.
 """
 
-import re
+from __future__ import annotations
 
-ATTENTION_TYPES: set[str] = {"softmax", "linear", "local", "fourier"}
+from typing import Protocol
 
-# `conv<k>`: a depthwise convolution over the tokens with a kernel of k tokens (odd: centred on its
-# token); every kernel size of a layer shares one weight, the smaller ones its centre
-CONV_PREFIX = "conv"
-_CONV_NAME = re.compile(r"conv(\d+)")
+
+class MixerName(Protocol):
+    """What the space needs of a mixer's definition."""
+
+    kind: str  # its family: "softmax", "conv", ...
+    grammar: str  # how its names are written, for messages: "softmax", "conv<k> (...)"
+    has_heads: bool  # False: the layer's num_heads changes nothing, and an arch writes the smallest
+
+    def matches(self, name: str) -> bool:
+        """Whether `name` names this mixer (well formed or not)."""
+
+    def check(self, name: str) -> str | None:
+        """Why a name that `matches` cannot be used, or None."""
+
+
+MIXERS: dict[str, MixerName] = {}  # kind -> definition, in the order they registered
 
 # 32 means full precision (quantization off). Below 8 bits, weights are quantized in blocks of
 # `quant_block_size` inputs, a power of two of at least 16 (ONNX Runtime's MatMulNBits).
@@ -21,22 +34,26 @@ DEFAULT_QUANT_BLOCK_SIZE = 32
 MIN_QUANT_BLOCK_SIZE = 16
 
 
-def conv_kernel_size(name: str) -> int | None:
-    """The kernel size of a `conv<k>` mixer's name; None for any other name."""
-    match = _CONV_NAME.fullmatch(name) if isinstance(name, str) else None
-    return int(match.group(1)) if match else None
+def register_mixer(definition: MixerName) -> MixerName:
+    if not definition.kind or not definition.kind.isidentifier():
+        raise ValueError(f"a mixer's kind must be an identifier, got {definition.kind!r}")
+    MIXERS[definition.kind] = definition
+    return definition
 
 
-def is_attention_type(name: str) -> bool:
-    return name in ATTENTION_TYPES or conv_kernel_size(name) is not None
+def mixer_name(name: str) -> MixerName | None:
+    """The definition `name` belongs to; None for a name no mixer knows."""
+    if not isinstance(name, str):
+        return None
+    return next((d for d in MIXERS.values() if d.matches(name)), None)
 
 
-def mixer_kind(name: str) -> str:
-    """The family of a mixer's name: "conv" for every `conv<k>`, else the name itself."""
-    return CONV_PREFIX if conv_kernel_size(name) is not None else name
+def has_heads(name: str) -> bool:
+    """Whether a layer of mixer `name` has heads (a name no mixer knows is refused elsewhere: True)."""
+    definition = mixer_name(name)
+    return definition is None or definition.has_heads
 
 
-def register_attention_type(name: str) -> None:
-    if not name or not name.isidentifier():
-        raise ValueError(f"attention type name must be an identifier, got {name!r}")
-    ATTENTION_TYPES.add(name)
+def known_mixers() -> str:
+    """Every mixer's names as a message lists them."""
+    return ", ".join(d.grammar for d in MIXERS.values()) or "none (import supernet.mixers to register them)"

@@ -14,6 +14,7 @@ import numpy as np
 from search_space.arch import Arch, LayerArch
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
+from search_space.registry import has_heads
 
 SAMPLE_MODES = ("depth_uniform", "arch_uniform")
 
@@ -54,7 +55,7 @@ def sample(space: GeneSpace, rng: np.random.Generator, mode: str = "depth_unifor
                 counts = np.array([len(choices.mlp_dims(w)) for w in widths], dtype=float)
                 width = widths[rng.choice(len(widths), p=counts / counts.sum())]
             dims = choices.mlp_dims(width)  # distinct sizes: ratios that round alike count once
-            if "fourier" in choices.attention:  # heads do not multiply a Fourier layer: draw the distinct pairs
+            if not all(map(has_heads, choices.attention)):  # heads do not multiply a headless mixer: draw the pairs
                 pairs = choices.mixer_options()
                 num_heads, attention = pairs[rng.integers(len(pairs))]
                 mlp_dim = dims[rng.integers(len(dims))]

@@ -52,7 +52,7 @@ from search_space import sampling
 from search_space.arch import Arch, LayerArch
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
-from search_space.registry import DEFAULT_QUANT_BLOCK_SIZE, conv_kernel_size
+from search_space.registry import DEFAULT_QUANT_BLOCK_SIZE
 from search_space.space_reading import space_fields
 from search_space.yaml_input import read_yaml
 
@@ -143,10 +143,6 @@ class SearchSpace:
     def genes_per_layer(self) -> int:
         return GENES_PER_LAYER + int(self.has_layer_widths) + int(self.has_reductions)
 
-    def max_conv_kernel(self, layer: int) -> int:
-        """The largest `conv<k>` kernel layer `layer` may take; 0 where it has no conv choice."""
-        return max((conv_kernel_size(a) or 0 for a in self.layers[layer].attention), default=0)
-
     @property
     def attention_types(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
@@ -188,7 +184,8 @@ class SearchSpace:
                     "this layer of the space starts no stage" if choices.reduce is None
                     else f"it is not in {list(choices.reduce)}"))
             if layer.num_heads != choices.heads_of(layer.attention, layer.num_heads):
-                raise SpaceError(f"arch.layers[{i}].num_heads: {layer.num_heads}, but a fourier layer has no heads; "
+                raise SpaceError(f"arch.layers[{i}].num_heads: {layer.num_heads}, but a {layer.attention} layer has no "
+                                 f"heads; "
                                  f"it is written with the smallest choice, {min(choices.num_heads)}")
             allowed = {"num_heads": choices.num_heads, "mlp_dim": choices.mlp_dims(arch.width_of(i)),
                        "attention": choices.attention, "bits": choices.bits}

@@ -8,12 +8,11 @@ from typing import Any
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
 from search_space.registry import (
-    ATTENTION_TYPES,
     DEFAULT_QUANT_BLOCK_SIZE,
     MIN_QUANT_BLOCK_SIZE,
     SUPPORTED_BITS,
-    conv_kernel_size,
-    is_attention_type,
+    known_mixers,
+    mixer_name,
 )
 
 MAX_DEPTH = 10_000  # layers: far beyond any transformer, and what a per-layer table can hold
@@ -133,15 +132,12 @@ def _check_layer_keys(spec: dict, where: str, require_all: bool) -> None:
 def _layer_choices(spec: dict, where: str, max_width: int) -> LayerChoices:
     attention = _choices(spec["attention"], f"{where}.attention")
     for name in attention:
-        if not isinstance(name, str) or not is_attention_type(name):
-            raise SpaceError(f"{where}.attention: unknown attention type {name!r}; known: {sorted(ATTENTION_TYPES)} "
-                             f"and conv<k> (a depthwise convolution of odd kernel size k: conv3, conv5, ...)")
-        kernel = conv_kernel_size(name)
-        if kernel is not None and (name != f"conv{kernel}" or kernel < 1):
-            raise SpaceError(f"{where}.attention: {name!r} does not name a kernel size; write conv3, conv5, ...")
-        if kernel is not None and kernel % 2 == 0:
-            raise SpaceError(f"{where}.attention: {name} has an even kernel size {kernel}; a kernel centred on its "
-                             f"token needs an odd size ({kernel - 1} or {kernel + 1})")
+        definition = mixer_name(name)
+        if definition is None:
+            raise SpaceError(f"{where}.attention: unknown attention type {name!r}; known: {known_mixers()}")
+        problem = definition.check(name)
+        if problem is not None:
+            raise SpaceError(f"{where}.attention: {problem}")
     width = None
     if "width" in spec:
         width = _int_choices(spec["width"], f"{where}.width", positive=False)

@@ -23,9 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_space import Arch, LayerArch, SearchSpace
-from search_space.registry import conv_kernel_size, mixer_kind
-from supernet.attention import KERNELS, make_kernel
-from supernet.mixers import ConvMixer, FourierMixer, centre, feature_dft, fourier_mix, token_conv
+from supernet.mixers import mixer_of, offered
 from supernet.preflight import ensure_fits_in_memory
 from supernet.quant import (
     DEFAULT_BLOCK_SIZE,
@@ -38,13 +36,11 @@ from supernet.quant import (
 from supernet.subnet import (
     ACTIVATIONS,
     MLP,
-    Attention,
     Block,
     Head,
     Stem,
     Subnet,
     embed_inputs,
-    mix_heads,
     padding_mask,
     pool_tokens,
     residual,
@@ -109,57 +105,33 @@ class ElasticLayerNorm(nn.LayerNorm):
         return norm
 
 
-class ElasticAttention(nn.Module):
-    """The token-mixing sublayer. Q/K/V/O shared by every attention type; heads sliced with a fixed
-    head dim. `conv<k>` mixes the value projection with a depthwise kernel (every size the centre of one
-    weight) before the output projection; `fourier` uses no weight (`supernet.mixers`)."""
+class ElasticMixer(nn.Module):
+    """The token-mixing sublayer: the Q/K/V/O projections every mixer shares (heads sliced with a fixed
+    head dim), and the extra weights the offered mixers ask for (a `conv<k>`'s kernel). What each mixer
+    computes, and the static module it becomes, is its definition's (`supernet.mixers`)."""
 
-    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, window: int, attention_types: tuple[str, ...],
+    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, window: int, mixers: tuple[str, ...],
                  block_size: int = DEFAULT_BLOCK_SIZE):
         super().__init__()
-        self.head_dim = head_dim
+        self.head_dim, self.window = head_dim, window
         inner = max_heads * head_dim
         self.query = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.key = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.value = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.out = ElasticLinear(inner, embed_dim, block_size=block_size)
-        self.kernels = nn.ModuleDict({name: make_kernel(name, window) for name in attention_types if name in KERNELS})
-        max_kernel = max((conv_kernel_size(name) or 0 for name in attention_types), default=0)
-        # only where a conv is offered: a space without one keeps its checkpoints' keys
-        self.conv_weight = nn.Parameter(torch.zeros(inner, max_kernel)) if max_kernel else None
+        self.definitions = tuple(offered(mixers))
+        # only what an offered mixer asks for: a space without it keeps its checkpoints' keys
+        for definition, names in offered(mixers).items():
+            for name, shape in definition.weight_shapes(names, inner).items():
+                self.register_parameter(name, nn.Parameter(torch.zeros(shape)))
 
-    def forward(self, x: Tensor, num_heads: int, attention: str, bits: int, mask: Tensor | None = None) -> Tensor:
-        kind = mixer_kind(attention)
-        if kind == "fourier":
-            return fourier_mix(x, mask, *feature_dft(x.shape[-1], x.device, x.dtype))
-        inner = num_heads * self.head_dim
-        if kind == "conv":
-            mixed = token_conv(self.value(x, inner, bits), self.conv_kernel(inner, attention), mask)
-        else:
-            mixed = mix_heads(self.query(x, inner, bits), self.key(x, inner, bits), self.value(x, inner, bits),
-                              self.kernels[attention], num_heads, mask)
-        return self.out(mixed, x.shape[-1], bits)
+    def forward(self, x: Tensor, num_heads: int, mixer: str, bits: int, mask: Tensor | None = None) -> Tensor:
+        return mixer_of(mixer).forward(self, x, mixer, num_heads, bits, mask)
 
-    def conv_kernel(self, channels: int, attention: str) -> Tensor:
-        """The (channels, k) kernel of `conv<k>`: the centre of the layer's largest."""
-        return centre(self.conv_weight, channels, conv_kernel_size(attention))
-
-    def get_active_subnet(self, embed_dim: int, num_heads: int, attention: str, bits: int,
-                          tokens: int | None = None) -> Attention | ConvMixer | FourierMixer:
-        """`tokens`: the length of an input without padding (a Fourier layer keeps its DFT)."""
-        inner = num_heads * self.head_dim
-        kind = mixer_kind(attention)
-        if kind == "fourier":
-            return FourierMixer(embed_dim, tokens)
-        if kind == "conv":
-            return ConvMixer(self.value.get_active_subnet(embed_dim, inner, bits),
-                             self.conv_kernel(inner, attention), self.out.get_active_subnet(inner, embed_dim, bits))
-        return Attention(
-            query=self.query.get_active_subnet(embed_dim, inner, bits),
-            key=self.key.get_active_subnet(embed_dim, inner, bits),
-            value=self.value.get_active_subnet(embed_dim, inner, bits),
-            out=self.out.get_active_subnet(inner, embed_dim, bits),
-            kernel=make_kernel(attention, self.kernels[attention].window), num_heads=num_heads)
+    def get_active_subnet(self, embed_dim: int, num_heads: int, mixer: str, bits: int,
+                          tokens: int | None = None) -> nn.Module | None:
+        """`tokens`: the length of an input without padding (a static mixer may hold what depends on it)."""
+        return mixer_of(mixer).extract(self, embed_dim, mixer, num_heads, bits, tokens)
 
 
 class ElasticMLP(nn.Module):
@@ -188,7 +160,7 @@ class ElasticBlock(nn.Module):
         self.join = ElasticLinear(embed_dim, embed_dim) if join else None
         self.norm_first = style.norm_first
         self.norm1 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
-        self.attention = ElasticAttention(embed_dim, max_heads, head_dim, window, attention_types, block_size)
+        self.attention = ElasticMixer(embed_dim, max_heads, head_dim, window, attention_types, block_size)
         self.norm2 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
         self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size)
 
@@ -196,8 +168,10 @@ class ElasticBlock(nn.Module):
         """`width`: the layer's (default: the input's); where the input is of another, the join maps it."""
         if width is not None and width != x.shape[-1]:
             x = self.join(x, width)
-        return residual(x, lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask),
-                        lambda h: self.mlp(h, layer.mlp_dim, layer.bits), self.norm1, self.norm2, self.norm_first)
+        mix = (lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask)) \
+            if mixer_of(layer.attention).sublayer else None
+        return residual(x, mix, lambda h: self.mlp(h, layer.mlp_dim, layer.bits), self.norm1, self.norm2,
+                        self.norm_first)
 
     def get_active_subnet(self, embed_dim: int, layer: LayerArch, in_width: int | None = None,
                           tokens: int | None = None) -> Block:
@@ -205,9 +179,8 @@ class ElasticBlock(nn.Module):
         length of inputs without padding."""
         join = (self.join.get_active_subnet(in_width, embed_dim)
                 if in_width is not None and in_width != embed_dim else None)
-        return Block(self.norm1.get_active_subnet(embed_dim),
-                     self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.attention, layer.bits,
-                                                      tokens),
+        mixer = self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.attention, layer.bits, tokens)
+        return Block(None if mixer is None and self.norm_first else self.norm1.get_active_subnet(embed_dim), mixer,
                      self.norm2.get_active_subnet(embed_dim),
                      self.mlp.get_active_subnet(embed_dim, layer.mlp_dim, layer.bits), self.norm_first, join=join)
 
@@ -362,9 +335,9 @@ def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
         # receives them with zeros beside (applied after the join's own Linear was drawn)
         with torch.no_grad():
             module.join.weight.copy_(torch.eye(module.join.out_features, module.join.in_features))
-    if isinstance(module, ElasticAttention) and module.conv_weight is not None:
-        bound = module.conv_weight.shape[1] ** -0.5  # a depthwise kernel's fan-in: its taps
-        nn.init.uniform_(module.conv_weight, -bound, bound, generator=generator)
+    if isinstance(module, ElasticMixer):
+        for definition in module.definitions:
+            definition.init_weights(module, generator)
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02, generator=generator)
         if getattr(module, "bias", None) is not None:

@@ -5,9 +5,10 @@ pass at the widest of their dims: each sample carries masks of its arch's
 embedding channels, heads and MLP neurons, and its depth. A masked channel is
 zero wherever it enters a weight, so the padded product equals the sliced one;
 LayerNorms take their statistics over a sample's own channels. What cannot be
-padded is split: the attention kernels by type, `conv<k>` by kernel size,
-`fourier` by part (its DFT spans a part's own width), and quantized layers by
-part (their activation range is each part's own, as in the arch's own forward).
+padded is split: the mixers by name (each definition's `mix` on the padded
+projections), a mixer without the output projection (`fourier`) by part (its DFT
+spans a part's own width), and quantized layers by part (their activation range
+is each part's own, as in the arch's own forward).
 A space with layer widths or stages is not run here (`train.sandwich_loss` passes
 each arch alone): joins and merged tokens are not padded.
 The result equals running each arch on its part (to float rounding), with
@@ -20,11 +21,10 @@ import torch
 from torch import Tensor
 
 from search_space import Arch
-from search_space.registry import mixer_kind
-from supernet.mixers import token_conv
+from supernet.mixers import mixer_of
 from supernet.model import ElasticLayerNorm, ElasticLinear, Supernet
 from supernet.quant import FULL_PRECISION
-from supernet.subnet import ACTIVATIONS, mix_heads, padding_mask, pool_tokens, residual
+from supernet.subnet import ACTIVATIONS, padding_mask, pool_tokens, residual
 
 
 def _sample_values(values: list[int], part: int, device) -> Tensor:
@@ -133,26 +133,26 @@ def _block(run: _Pass, block, h: Tensor, layers: list, present: list, embeds: li
     def mix(t: Tensor) -> Tensor:
         q, k, v = (run.linear(proj, t, inner, bits, embeds, inners)
                    for proj in (attention.query, attention.key, attention.value))
+        padded = {"query": q, "key": k, "value": v}
         mixed = torch.zeros_like(q)
-        for kind in dict.fromkeys(layer.attention for layer in layers):
-            rows = run.rows([i for i, layer in enumerate(layers) if layer.attention == kind])
-            rows_mask = None if mask is None else mask[rows]
-            if mixer_kind(kind) == "conv":  # depthwise: a part's channels beyond its own stay apart
-                mixed[rows] = token_conv(v[rows], attention.conv_kernel(inner, kind), rows_mask)
-            elif kind in attention.kernels:
-                mixed[rows] = mix_heads(q[rows], k[rows], v[rows], attention.kernels[kind], inner // head_dim,
-                                        rows_mask)
+        for name in dict.fromkeys(layer.attention for layer in layers):
+            definition = mixer_of(name)
+            if definition.projected:  # a depthwise conv's channels beyond a part's own stay apart, as heads do
+                rows = run.rows([i for i, layer in enumerate(layers) if layer.attention == name])
+                mixed[rows] = definition.mix(attention, lambda p, rows=rows: padded[p][rows], name, inner // head_dim,
+                                             None if mask is None else mask[rows])
         out = run.linear(attention.out, mixed * heads, width, bits, inners, embeds) * channels
-        fourier = [i for i, layer in enumerate(layers) if layer.attention == "fourier"]
-        if not fourier:
+        own = [i for i, layer in enumerate(layers) if not mixer_of(layer.attention).projected]
+        if not own:
             return out
-        own = torch.zeros_like(out)  # each part's DFT over its own width
-        for i in fourier:
-            rows = run.rows([i])
-            own[rows, :, :embeds[i]] = attention(t[rows][..., :embeds[i]], 1, "fourier", FULL_PRECISION,
-                                                 None if mask is None else mask[rows])
-        is_fourier = _sample_values([int(layer.attention == "fourier") for layer in layers], run.part, t.device)
-        return torch.where(is_fourier.bool()[:, None, None], own, out)
+        own_out = torch.zeros_like(out)  # each part's own, at its own width (zero: a layer without a mixer)
+        for i in own:
+            rows, definition = run.rows([i]), mixer_of(layers[i].attention)
+            if definition.sublayer:
+                own_out[rows, :, :embeds[i]] = attention(t[rows][..., :embeds[i]], 1, layers[i].attention,
+                                                         FULL_PRECISION, None if mask is None else mask[rows])
+        is_own = _sample_values([int(i in own) for i in range(len(layers))], run.part, t.device)
+        return torch.where(is_own.bool()[:, None, None], own_out, out)
 
     def feed_forward(t: Tensor) -> Tensor:
         hidden_out = ACTIVATIONS[mlp.activation](run.linear(mlp.fc1, t, hidden, bits, embeds, hiddens)) * neurons

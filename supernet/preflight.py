@@ -7,9 +7,11 @@ one line on stderr, not an allocator's failure or a shape error inside a worker.
 
 from __future__ import annotations
 
+import math
+
 from search_space import InputError, SearchSpace
-from search_space.registry import conv_kernel_size
 from supernet.device import available_memory
+from supernet.mixers import mixer_of, offered
 from supernet.task_spec import TaskSpec, position_rows, sequence_tokens
 from supernet.token_reduction import input_layout
 
@@ -27,7 +29,8 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
         inner, hidden = space.max_heads(i) * space.head_dim, space.max_mlp_dim(i)
         count += 2 * 2 * e  # two norms
         count += 3 * (e * inner + inner) + inner * e + e  # query, key, value, out
-        count += inner * space.max_conv_kernel(i)  # the depthwise kernel, where conv is offered
+        count += sum(math.prod(shape) for d, names in offered(space.layers[i].attention).items()  # a mixer's own
+                     for shape in d.weight_shapes(names, inner).values())
         count += (e * e + e) if space.has_layer_widths and i > 0 else 0  # the join from the previous layer
         count += e * hidden + hidden + hidden * e + e  # the MLP
         factors = [f for f in space.layers[i].reduce or () if f > 1]  # a stage boundary: a norm, a projection each
@@ -57,10 +60,9 @@ def check_space_fits_task(space: SearchSpace, task: TaskSpec) -> None:
     tokens = sequence_tokens(task)
     for i, layer in enumerate(space.layers):
         for name in layer.attention:
-            kernel = conv_kernel_size(name)
-            if kernel is not None and kernel > tokens:
-                raise InputError(f"space {space.name!r}: layer {i}'s {name} has a kernel of {kernel} tokens, longer "
-                                 f"than the task's sequence of {tokens}")
+            problem = mixer_of(name).check_task(name, tokens)
+            if problem is not None:
+                raise InputError(f"space {space.name!r}: layer {i}'s {problem}")
 
 
 def ensure_fits_in_memory(space: SearchSpace, task: TaskSpec, copies: int = 1, purpose: str = "hold") -> int:

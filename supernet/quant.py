@@ -123,6 +123,8 @@ class QuantLinear(torch.nn.Linear):
     training-time numerics so that an extracted model equals the supernet.
     """
 
+    graph_settings = ("bits", "block_size")
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = FULL_PRECISION,
                  block_size: int = DEFAULT_BLOCK_SIZE):
         super().__init__(in_features, out_features, bias=bias)
@@ -139,6 +141,8 @@ class QuantLinear(torch.nn.Linear):
 class QuantTable(torch.nn.Module):
     """A static table of row vectors (an embedding) read at `bits`: called with ids, the rows they
     name; without, the whole table. Export stores it as integers and a scale per row."""
+
+    graph_settings = ("bits",)
 
     def __init__(self, weight: Tensor, bits: int = BYTE_BITS):
         super().__init__()

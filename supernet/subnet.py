@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supernet.attention import AttentionKernel
 from supernet.quant import QuantTable
 from supernet.task_spec import ModelStyle
 
@@ -25,22 +24,24 @@ ACTIVATIONS = {
 }
 
 
-def mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_heads: int,
-              mask: Tensor | None) -> Tensor:
-    """(batch, tokens, heads * head_dim) projections -> kernel per head -> merged."""
-    batch, tokens, inner = q.shape
-    split = lambda t: t.view(batch, tokens, num_heads, inner // num_heads).transpose(1, 2)  # noqa: E731
-    return kernel(split(q), split(k), split(v), mask).transpose(1, 2).reshape(batch, tokens, inner)
-
-
 def residual(x: Tensor, attention, mlp, norm1, norm2, norm_first: bool) -> Tensor:
     """One encoder block: pre-LN (norm, then the sublayer, then the residual) or post-LN (the
-    sublayer, the residual, then the norm), the same code for the elastic and the static block."""
+    sublayer, the residual, then the norm), the same code for the elastic and the static block.
+    `attention` None: a layer without a mixing sublayer (pre-LN: nor its norm; post-LN: the norm stays)."""
     if norm_first:
-        x = x + attention(norm1(x))
+        if attention is not None:
+            x = x + attention(norm1(x))
         return x + mlp(norm2(x))
-    x = norm1(x + attention(x))
+    x = norm1(x + attention(x) if attention is not None else x)
     return norm2(x + mlp(x))
+
+
+def graph_settings(module: nn.Module) -> tuple[tuple[str, object], ...]:
+    """What an exported graph of `module` depends on besides its weights' values: the settings its
+    class declares in `graph_settings` (torch's LayerNorm: its eps). A runtime that exports one graph
+    per structure keys it by these, so a static module that a setting changes the graph of declares it."""
+    names = getattr(module, "graph_settings", ("eps",) if isinstance(module, nn.LayerNorm) else ())
+    return tuple((name, getattr(module, name)) for name in names)
 
 
 def padding_mask(x: Tensor, kind: str, style: ModelStyle) -> Tensor | None:
@@ -85,19 +86,9 @@ def pool_tokens(h: Tensor, mask: Tensor | None, style: ModelStyle, norm, pooler)
     return torch.tanh(pooler(pooled)) if pooler is not None else pooled
 
 
-class Attention(nn.Module):
-    def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear, out: nn.Linear,
-                 kernel: AttentionKernel, num_heads: int):
-        super().__init__()
-        self.query, self.key, self.value, self.out = query, key, value, out
-        self.kernel = kernel
-        self.num_heads = num_heads
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.out(mix_heads(self.query(x), self.key(x), self.value(x), self.kernel, self.num_heads, mask))
-
-
 class MLP(nn.Module):
+    graph_settings = ("activation",)
+
     def __init__(self, fc1: nn.Linear, fc2: nn.Linear, activation: str = "gelu"):
         super().__init__()
         self.fc1, self.fc2 = fc1, fc2
@@ -108,10 +99,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """An encoder layer; `attention` is any token mixer taking (x, mask). `join`, where given, maps the
-    previous layer's width to this one's."""
+    """An encoder layer; `attention` is any token mixer taking (x, mask), or None for a layer without one
+    (then pre-LN has no `norm1`). `join`, where given, maps the previous layer's width to this one's."""
 
-    def __init__(self, norm1: nn.LayerNorm, attention: nn.Module, norm2: nn.LayerNorm, mlp: MLP,
+    graph_settings = ("norm_first",)
+
+    def __init__(self, norm1: nn.LayerNorm | None, attention: nn.Module | None, norm2: nn.LayerNorm, mlp: MLP,
                  norm_first: bool = True, join: nn.Linear | None = None):
         super().__init__()
         self.join = join
@@ -121,7 +114,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if self.join is not None:
             x = self.join(x)
-        return residual(x, lambda h: self.attention(h, mask), self.mlp, self.norm1, self.norm2, self.norm_first)
+        mix = None if self.attention is None else (lambda h: self.attention(h, mask))
+        return residual(x, mix, self.mlp, self.norm1, self.norm2, self.norm_first)
 
 
 def _table(table: nn.Module | Tensor) -> Tensor:
@@ -132,6 +126,8 @@ def _table(table: nn.Module | Tensor) -> Tensor:
 class Stem(nn.Module):
     """The static stem. Its tables (`embed` for ids, `position`, `token_type`) are tensors, or
     `QuantTable`s where the space quantizes embeddings."""
+
+    graph_settings = ("input_kind", "style")
 
     def __init__(self, embed: nn.Module, position: nn.Parameter | QuantTable, input_kind: str = "features",
                  style: ModelStyle = ModelStyle(), token_type: nn.Parameter | QuantTable | None = None,
@@ -151,6 +147,8 @@ class Stem(nn.Module):
 
 
 class Head(nn.Module):
+    graph_settings = ("style",)
+
     def __init__(self, norm: nn.LayerNorm | None, classifier: nn.Linear, style: ModelStyle = ModelStyle(),
                  pooler: nn.Linear | None = None):
         super().__init__()

@@ -122,12 +122,13 @@ def reduce_tokens(x: Tensor, mask: Tensor | None, layout: TokenLayout, factor: i
 class Reduction(nn.Module):
     """The static reduction of one stage boundary: a LayerNorm and the projection of a window's tokens."""
 
+    # its graph holds these (the windows' reshapes; the exporter fixes even the width)
+    graph_settings = ("factor", "grid", "kept_first", "merged_width")
+
     def __init__(self, norm: nn.LayerNorm, projection: nn.Linear, layout: TokenLayout, factor: int):
         super().__init__()
         self.norm, self.projection = norm, projection
         self.layout, self.factor = layout, factor
-        # its graph holds these (the windows' reshapes; the exporter fixes even the width): see
-        # onnx_runtime._structure
         self.grid, self.kept_first, self.merged_width = layout.grid, layout.kept_first, norm.normalized_shape[0]
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:

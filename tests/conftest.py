@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import supernet  # noqa: F401 - registers the token mixers' definitions with the space
 from search_space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from predictors.runtimes.base import Program, Runtime, register
 from predictors.runtimes.onnx_lowering import int8_kernel_saturates, int8_weight_type, onnx_lowered
 from search_space import LayerArch
+from supernet.subnet import graph_settings
 from supernet.task_spec import unpadded_tokens
 from supernet.token_reduction import input_layout, layer_layouts
 
@@ -50,18 +51,12 @@ class StemWithMask(nn.Module):
 
 
 def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> tuple:
-    """What a part's graph depends on: its modules' kinds and settings and the input's shape, not
-    its widths (they come from the weights; the model's input keeps its own)."""
-    # heads: the reshapes to heads hold them; a depthwise Conv holds its channels (its group) and kernel size; a
-    # Fourier layer for unpadded inputs takes its tokens' DFT as weights
-    # a stage boundary's reduction holds its factor, its patch grid, whether a [CLS] token stays apart, and its
-    # width (the exporter writes its windows' reshapes with every size)
-    settings = ("bits", "block_size", "window", "eps", "input_kind", "num_heads", "style", "norm_first", "activation",
-                "channels", "kernel_size", "tokens", "factor", "grid", "kept_first", "merged_width")
+    """What a part's graph depends on: its modules' kinds and the settings each declares
+    (`supernet.subnet.graph_settings`) and the input's shape, not its widths (they come from the
+    weights; the model's input keeps its own)."""
     shape = tuple(example.shape[1:] if first else example.shape[1:-1])
     return (shape, str(example.dtype), masked, int8_weight_type()) + tuple(  # the int8 layers' input types
-        (name, type(m).__name__, tuple((k, getattr(m, k)) for k in settings if hasattr(m, k)))
-        for name, m in part.named_modules())
+        (name, type(m).__name__, graph_settings(m)) for name, m in part.named_modules())
 
 
 class _PartGraphs:

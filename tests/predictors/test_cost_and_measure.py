@@ -2,14 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from predictors.cost import arch_costs, mixing_macs
+from predictors.cost import arch_costs
 from predictors.measure import Protocol, example_input, holding, measure_latency
 from predictors.runtimes import runtime_named
 from predictors.target import HardwareTarget, fingerprint
 from search_space import Arch, InputError, LayerArch, SearchSpace
+from supernet.mixers import MixerShape, mixer_of
 from supernet.model import Supernet
 from supernet.task_spec import TaskSpec
 from tests.supernet.test_model import FEATURES, TOKENS, expected_params
+
+
+def mixing_macs(name: str, tokens: int, inner: int, head_dim: int, window: int) -> int:
+    return mixer_of(name).macs(name, MixerShape(tokens, inner, head_dim, 0, window))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import torch
 
-from supernet.attention import KERNELS, LinearAttention, LocalAttention, SoftmaxAttention, make_kernel
+from supernet.mixers.attention import KERNELS, LinearAttention, LocalAttention, SoftmaxAttention, make_kernel
 from supernet.quant import QuantLinear, fake_quantize_activation, fake_quantize_weight
 
 
@@ -33,9 +33,9 @@ def test_linear_attention_matches_its_formula():
 
 
 def test_registry_knows_every_space_attention_type():
-    from search_space import ATTENTION_TYPES
+    from search_space import MIXERS
 
-    assert {"softmax", "linear", "local"} <= set(KERNELS) and set(KERNELS) <= ATTENTION_TYPES
+    assert {"softmax", "linear", "local"} <= set(KERNELS) and set(KERNELS) <= set(MIXERS)
     assert make_kernel("local", 3).window == 3
 
 

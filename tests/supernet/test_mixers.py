@@ -10,7 +10,8 @@ import torch
 from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
 from search_space import Arch, LayerArch, SearchSpace
-from supernet.mixers import feature_dft, fourier_mix
+from supernet.mixers.conv import centre
+from supernet.mixers.fourier import feature_dft, fourier_mix
 from supernet.model import Supernet
 from supernet.multi_arch import forward_parts
 from supernet.task_spec import ModelStyle, TaskSpec
@@ -63,8 +64,8 @@ def test_fourier_is_the_orthonormal_dft_over_each_texts_own_tokens():
 def test_every_conv_kernel_is_the_centre_of_the_largest(supernets):
     attention = supernets["features"].blocks[0].attention
     assert attention.conv_weight.shape == (2 * 8, 5)
-    assert torch.equal(attention.conv_kernel(8, "conv3"), attention.conv_weight[:8, 1:4])
-    assert torch.equal(attention.conv_kernel(16, "conv5"), attention.conv_weight)
+    assert torch.equal(centre(attention.conv_weight, 8, 3), attention.conv_weight[:8, 1:4])
+    assert torch.equal(centre(attention.conv_weight, 16, 5), attention.conv_weight)
     plain = Supernet(SAME_WIDTH.__class__.from_dict({**SAME_WIDTH.to_dict(), "layers": [
         {**c.to_dict(), "attention": ["softmax"]} for c in SAME_WIDTH.layers]}), FEATURES)
     assert not any("conv_weight" in name or "join" in name for name in plain.state_dict())  # checkpoints unchanged

@@ -192,7 +192,7 @@ def test_padding_changes_nothing_in_any_kernel(text_model, attention):
 
 
 def test_sliding_local_attention_honours_the_mask():
-    from supernet.attention import LocalAttention
+    from supernet.mixers.attention import LocalAttention
 
     kernel = LocalAttention(window=3)
     generator = torch.Generator().manual_seed(0)

@@ -1,5 +1,6 @@
-"""Token-mixing kernels. All share the Q/K/V/O projections (DESIGN decision 6);
-only the mixing differs. A new kernel is one small class plus `register`.
+"""Attention mixers: `softmax`, `linear` and `local`. All share the Q/K/V/O projections (DESIGN decision
+6) and split them into heads; only the kernel that mixes the heads differs. A new kernel is one small
+class and a `HeadAttention` definition naming it.
 
 Every kernel maps q, k, v of shape (batch, heads, tokens, head_dim) to the
 same shape; `window` is the space's local window (tokens each side). `mask`
@@ -14,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space import register_attention_type
+from supernet.mixers.base import Mixer, MixerShape, register
 
 
 class AttentionKernel(nn.Module):
     name: str = ""
+    graph_settings = ("window",)  # what its exported graph depends on (`supernet.subnet.graph_settings`)
 
     def __init__(self, window: int):
         super().__init__()
@@ -106,18 +108,92 @@ def _band_mask(tokens: int, window: int, device: torch.device) -> Tensor:
     return mask
 
 
+def mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_heads: int,
+              mask: Tensor | None) -> Tensor:
+    """(batch, tokens, heads * head_dim) projections -> kernel per head -> merged."""
+    batch, tokens, inner = q.shape
+    split = lambda t: t.view(batch, tokens, num_heads, inner // num_heads).transpose(1, 2)  # noqa: E731
+    return kernel(split(q), split(k), split(v), mask).transpose(1, 2).reshape(batch, tokens, inner)
+
+
+class Attention(nn.Module):
+    """The static attention sublayer."""
+
+    graph_settings = ("num_heads",)  # the reshapes to heads hold them
+
+    def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear, out: nn.Linear,
+                 kernel: AttentionKernel, num_heads: int):
+        super().__init__()
+        self.query, self.key, self.value, self.out = query, key, value, out
+        self.kernel = kernel
+        self.num_heads = num_heads
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.out(mix_heads(self.query(x), self.key(x), self.value(x), self.kernel, self.num_heads, mask))
+
+
 KERNELS: dict[str, type[AttentionKernel]] = {}
-
-
-def register(kernel: type[AttentionKernel]) -> type[AttentionKernel]:
-    KERNELS[kernel.name] = kernel
-    register_attention_type(kernel.name)
-    return kernel
-
-
-for _kernel in (SoftmaxAttention, LinearAttention, LocalAttention):
-    register(_kernel)
+_SHARED: dict[tuple[str, int], AttentionKernel] = {}
 
 
 def make_kernel(name: str, window: int) -> AttentionKernel:
     return KERNELS[name](window)
+
+
+def _kernel(name: str, window: int) -> AttentionKernel:
+    """One kernel module per (name, window) for the elastic layers: kernels hold no weights."""
+    if (name, window) not in _SHARED:
+        _SHARED[(name, window)] = make_kernel(name, window)
+    return _SHARED[(name, window)]
+
+
+class HeadAttention(Mixer):
+    """Attention by one kernel over the heads of the shared projections."""
+
+    kernel: type[AttentionKernel]
+
+    def __init__(self):
+        self.kind = self.grammar = self.kernel.name
+
+    def mix(self, layer, project, name, num_heads, mask):
+        return mix_heads(project("query"), project("key"), project("value"), _kernel(name, layer.window), num_heads,
+                         mask)
+
+    def extract(self, layer, width, name, num_heads, bits, tokens):
+        inner = num_heads * layer.head_dim
+        return Attention(query=layer.query.get_active_subnet(width, inner, bits),
+                         key=layer.key.get_active_subnet(width, inner, bits),
+                         value=layer.value.get_active_subnet(width, inner, bits),
+                         out=layer.out.get_active_subnet(inner, width, bits),
+                         kernel=make_kernel(name, layer.window), num_heads=num_heads)
+
+    def macs(self, name: str, shape: MixerShape) -> int:
+        return 2 * shape.tokens * shape.tokens * shape.inner  # scores and their weighted sum
+
+
+@register
+class Softmax(HeadAttention):
+    kernel = SoftmaxAttention
+
+
+@register
+class Linear(HeadAttention):
+    kernel = LinearAttention
+
+    def macs(self, name: str, shape: MixerShape) -> int:
+        return 2 * shape.tokens * shape.inner * shape.head_dim  # linear in the tokens
+
+
+@register
+class Local(HeadAttention):
+    kernel = LocalAttention
+
+    def macs(self, name: str, shape: MixerShape) -> int:
+        window = shape.local_window
+        if window < shape.tokens - 1 and shape.tokens >= LocalAttention._UNFOLD_FROM:  # the sliding window
+            return 2 * shape.tokens * (2 * window + 1) * shape.inner
+        return super().macs(name, shape)  # the masked fused kernel costs what softmax does
+
+
+for _kernel_class in (SoftmaxAttention, LinearAttention, LocalAttention):
+    KERNELS[_kernel_class.name] = _kernel_class

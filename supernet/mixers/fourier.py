@@ -1,16 +1,10 @@
-"""Token mixers without query and key: FNet's Fourier transform and a depthwise convolution (FlexiBERT).
+"""`fourier`: FNet's Fourier transform, a mixer without weights (FlexiBERT's heterogeneous spaces).
 
-`fourier` holds no weights: the real part of the 2-D DFT over the tokens and the features, as two
-matrix products with fixed cosine and sine matrices (Re(F_T X F_D) = C_T X C_D - S_T X S_D), scaled
-to be orthonormal (1 / sqrt(tokens * features)) so that the residual stream keeps its scale. Over a
-padded text each sample's DFT spans its own real tokens, so that padding changes nothing.
-
-`conv<k>` mixes the layer's value projection with a depthwise convolution over the tokens (a kernel
-of k tokens per channel, centred, zero beyond the sequence), then its output projection. Every
-kernel size of a layer shares one weight: a k-token kernel is the centre of the largest
-(Once-for-All's kernel sharing). Padded tokens are zeroed before it, so that they add nothing.
-
-The same functions serve the supernet and the extracted model.
+The real part of the 2-D DFT over the tokens and the features, as two matrix products with fixed cosine
+and sine matrices (Re(F_T X F_D) = C_T X C_D - S_T X S_D), scaled to be orthonormal (1 / sqrt(tokens *
+features)) so that the residual stream keeps its scale. Over a padded text each sample's DFT spans its own
+real tokens, so that padding changes nothing. ONNX Runtime's DFT operator measured 2.6-5.7x slower than
+these products. The same functions serve the supernet and the extracted model.
 """
 
 from __future__ import annotations
@@ -18,8 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from supernet.mixers.base import Mixer, MixerShape, register
 
 _FIXED: dict[tuple, tuple[Tensor, Tensor]] = {}
 
@@ -69,30 +64,17 @@ def fourier_mix(x: Tensor, mask: Tensor | None, feature_cos: Tensor, feature_sin
     return token_cos @ (x @ feature_cos) - token_sin @ (x @ feature_sin)
 
 
-def centre(weight: Tensor, channels: int, kernel_size: int) -> Tensor:
-    """The (channels, kernel_size) centre of a (max channels, max kernel) depthwise kernel."""
-    start = (weight.shape[1] - kernel_size) // 2
-    return weight[:channels, start:start + kernel_size]
-
-
-def token_conv(v: Tensor, weight: Tensor, mask: Tensor | None) -> Tensor:
-    """Depthwise convolution of v (batch, tokens, channels) over the tokens with weight (channels, k)."""
-    if mask is not None:  # a padded token adds nothing to its neighbours
-        v = v * mask[..., None].to(v.dtype)
-    channels, kernel_size = weight.shape
-    out = F.conv1d(v.transpose(1, 2), weight[:, None, :], padding=kernel_size // 2, groups=channels)
-    return out.transpose(1, 2)
-
-
 class FourierMixer(nn.Module):
     """The static `fourier` sublayer: no weights but its width's DFT, and for inputs without padding of
     `tokens` tokens the tokens' DFT, held as buffers: an exported graph takes them as inputs (one graph
     serves every width), and does not compute them at every call (ONNX Runtime did not fold them: a
     512-token layer took 4x longer)."""
 
+    graph_settings = ("tokens",)  # its graph differs with and without the tokens' DFT
+
     def __init__(self, width: int, tokens: int | None = None):
         super().__init__()
-        self.tokens = tokens  # its graph differs with and without the tokens' DFT: see onnx_runtime._structure
+        self.tokens = tokens
         for name, value in zip(("feature_cos", "feature_sin"), _dft(width, "cpu", torch.float32), strict=True):
             self.register_buffer(name, value)
         token_dft_ = _dft(tokens, "cpu", torch.float32) if tokens else (None, None)
@@ -105,14 +87,24 @@ class FourierMixer(nn.Module):
                            (self.token_cos, self.token_sin) if held else None)
 
 
-class ConvMixer(nn.Module):
-    """The static `conv<k>` sublayer: value projection, depthwise convolution over the tokens, output."""
+@register
+class Fourier(Mixer):
+    kind = grammar = "fourier"
+    has_heads = False
+    projected = False  # no output projection: the DFT is the sublayer
+    projections = ()
 
-    def __init__(self, value: nn.Linear, weight: Tensor, out: nn.Linear):
-        super().__init__()
-        self.value, self.out = value, out
-        self.weight = nn.Parameter(weight.detach().clone())
-        self.channels, self.kernel_size = weight.shape  # the graph's Conv holds both: see onnx_runtime._structure
+    def forward(self, layer, x, name, num_heads, bits, mask):
+        return fourier_mix(x, mask, *feature_dft(x.shape[-1], x.device, x.dtype))
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.out(token_conv(self.value(x), self.weight, mask))
+    def extract(self, layer, width, name, num_heads, bits, tokens):
+        return FourierMixer(width, tokens)
+
+    def macs(self, name: str, shape: MixerShape) -> int:
+        # the cosine and sine matrices over the features, then over the tokens
+        return 2 * shape.tokens * shape.width * shape.width + 2 * shape.tokens * shape.tokens * shape.width
+
+    def weight_bytes(self, name: str, shape: MixerShape) -> int:
+        """The DFT matrices the artifact holds: the features', and for unpadded inputs the tokens'."""
+        held = shape.fixed_tokens or 0
+        return 2 * 4 * (shape.width * shape.width + held * held)
