@@ -56,7 +56,7 @@ def hat_mlp(seed: int):
                                                         random_state=seed))
 
 
-def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol, passes: int,
+def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol,
                  seed: int) -> dict:
     """OFA-style: every block configuration and every stem+head, measured alone as runtime artifacts, like
     the archs (same passes)."""
@@ -66,7 +66,7 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
     stems = [Subnet(supernet.stem.get_active_subnet(e), [], supernet.head.get_active_subnet(e), arch_json="{}").eval()
              for e in space.embed_dims]
     inputs = example_input(task, target)
-    measured = measure_many([target.deploy(stem, inputs) for stem in stems], inputs, target, protocol, passes, rng)
+    measured = measure_many([target.deploy(stem, inputs) for stem in stems], inputs, target, protocol, rng)
     table = {("stem_head", e): m.median_ms for e, m in zip(space.embed_dims, measured, strict=True)}
     configs = []
     for i, choices in enumerate(space.layers[:1]):  # every layer has the same choices in this space
@@ -80,7 +80,7 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
         x = hidden[..., :embed_dim].contiguous()
         blocks = [target.deploy(_alone(supernet.blocks[i].get_active_subnet(embed_dim, layer)), x)
                   for i, layer in group]
-        for (_, layer), m in zip(group, measure_many(blocks, x, target, protocol, passes, rng), strict=True):
+        for (_, layer), m in zip(group, measure_many(blocks, x, target, protocol, rng), strict=True):
             table[(embed_dim, layer)] = m.median_ms
     return table
 
@@ -112,14 +112,14 @@ def main() -> None:
     task = load_task("digits", 0)
     supernet = Supernet(space, task.spec, seed=args.seed).eval()
     target = HardwareTarget(f"cpu-b{args.batch}", threads=1, batch_size=args.batch)
-    protocol = Protocol()
+    protocol = Protocol(passes=args.passes)
     started = time.perf_counter()
 
     # 1. noise floor: ten models, each measured 8 times with the protocol the dataset uses
     rng = np.random.default_rng(args.seed)
     x = example_input(task.spec, target)
     probes = [target.deploy(supernet.extract(space.sample(rng)), x) for _ in range(10)]
-    repeats = [measure_many(probes, x, target, protocol, args.passes, rng) for _ in range(8)]
+    repeats = [measure_many(probes, x, target, protocol, rng) for _ in range(8)]
     medians = np.array([[m.median_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
     noise = {"passes": args.passes,
              "cv_of_repeated_measurements_pct": float(np.median(medians.std(axis=1, ddof=1) / medians.mean(axis=1))
@@ -130,7 +130,7 @@ def main() -> None:
 
     # 2. the dataset, measured once for every method
     archs = stratified_archs(space, args.archs, np.random.default_rng(args.seed))
-    records = list(measure_archs(supernet, archs, target, protocol, passes=args.passes, chunk=args.chunk,
+    records = list(measure_archs(supernet, archs, target, protocol, chunk=args.chunk,
                                  seed=args.seed))
     y = np.array([r.measurement.median_ms for r in records])
     flagged = int(sum(r.measurement.flagged for r in records))
@@ -144,7 +144,7 @@ def main() -> None:
     train = pool[: args.train]
     ours = LatencyPredictor(random_state=args.seed).fit(X[train], y[train])
     hat = hat_mlp(args.seed).fit(X_hat[train], np.log(y[train]))
-    table = lookup_table(supernet, space, target, protocol, args.passes, args.seed)
+    table = lookup_table(supernet, space, target, protocol, args.seed)
     results = {
         "elastiq": {**ours.score(X[held_out], y[held_out]).to_dict(), "chosen": ours.chosen_,
                     "cv": ours.cv_scores_},
@@ -175,7 +175,7 @@ def main() -> None:
     programs = [target.deploy(supernet.extract(Arch(largest.embed_dim, tuple(replace(layer, bits=bits)
                                                                                  for layer in largest.layers))), x)
                 for bits in (8, 32)]
-    int8, fp32 = measure_many(programs, x, target, protocol, args.passes, np.random.default_rng(args.seed))
+    int8, fp32 = measure_many(programs, x, target, protocol, np.random.default_rng(args.seed))
     int8_effect = {"arch": "largest", "int8_ms": int8.median_ms, "fp32_ms": fp32.median_ms,
                    "ratio": int8.median_ms / fp32.median_ms}
     print("int8 effect, largest arch:", json.dumps(int8_effect))

@@ -164,7 +164,7 @@ def compare() -> None:
     torch.set_num_threads(1)
     rows = {name: {"test_accuracy": evaluate(program, None, task, "test")} for name, program in programs.items()}
     inputs = example_input(task.spec, target)
-    measured = measure_many(list(programs.values()), inputs, target, Protocol(max_repeats=100), passes=9,
+    measured = measure_many(list(programs.values()), inputs, target, Protocol(max_repeats=100, passes=9),
                             rng=np.random.default_rng(0))
     reference = measured[0].median_ms
     for (name, row), m in zip(rows.items(), measured, strict=True):

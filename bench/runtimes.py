@@ -67,7 +67,7 @@ def main() -> None:
         target = HardwareTarget(f"bench-b{batch}", threads=1, batch_size=batch)
         inputs = example_input(task.spec, target, seed=args.seed)
         keys = list(programs)
-        measured = measure_many([programs[k] for k in keys], inputs, target, Protocol(), args.passes,
+        measured = measure_many([programs[k] for k in keys], inputs, target, Protocol(passes=args.passes),
                                 np.random.default_rng([args.seed, batch]))
         latency = {k: m.median_ms for k, m in zip(keys, measured, strict=True)}
         for name, arch in archs.items():

@@ -121,8 +121,7 @@ def main() -> None:
             programs = [target.deploy(supernet.extract(a), inputs) for a in archs]
             probe_programs = [target.deploy(supernet.extract(a), inputs) for a, _ in probes]
             measured, check = measure_beside_probes(programs, probe_programs, [m for _, m in probes], inputs, target,
-                                                    protocol, config.measure.passes,
-                                                    np.random.default_rng([args.seed, repeat]))
+                                                    protocol, np.random.default_rng([args.seed, repeat]))
             alone.append((np.array([m.median_ms for m in measured]), np.array([m.raw_median_ms for m in measured]),
                           check))
 

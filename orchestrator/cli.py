@@ -14,6 +14,7 @@ import click
 import numpy as np
 import yaml
 
+import supernet  # noqa: F401 - registers the token mixers, whose names a space declares
 from search_space import SAMPLE_MODES, ElastiqError, InputError, SearchSpace
 
 USAGE_ERROR = 2

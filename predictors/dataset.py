@@ -70,9 +70,9 @@ class LatencyRecord:
 
 
 def measure_archs(supernet: Supernet, archs: list[Arch], target: HardwareTarget, protocol: Protocol = Protocol(),
-                  passes: int = 15, chunk: int = 250, seed: int = 0, progress: bool = True) -> Iterator[LatencyRecord]:
+                  chunk: int = 250, seed: int = 0, progress: bool = True) -> Iterator[LatencyRecord]:
     """Build each arch's artifact on the target's runtime and measure them side by side in
-    `passes` rounds (see `predictors.measure`), chunk by chunk, yielding each chunk's
+    `protocol.passes` rounds (see `predictors.measure`), chunk by chunk, yielding each chunk's
     records as soon as they are final, so a crash loses one chunk at most."""
     inputs = example_input(supernet.task, target)
     rng = np.random.default_rng(seed)
@@ -81,7 +81,7 @@ def measure_archs(supernet: Supernet, archs: list[Arch], target: HardwareTarget,
     for begin in range(0, len(archs), chunk):
         part = archs[begin:begin + chunk]
         deployed = [target.deploy(supernet.extract(arch), inputs) for arch in part]
-        for arch, measurement in zip(part, measure_many(deployed, inputs, target, protocol, passes, rng),
+        for arch, measurement in zip(part, measure_many(deployed, inputs, target, protocol, rng),
                                      strict=True):
             yield LatencyRecord(arch, target, measurement)
         bar.update(len(part))

@@ -51,6 +51,7 @@ class Protocol:
     max_cv: float = 0.10  # within-run spread above which a measurement is repeated, then flagged
     max_pass_cv: float = 0.25  # the same for the spread between the rounds of `measure_many`
     attempts: int = 3
+    passes: int = 15  # rounds of `measure_many`: every model runs a short burst in each, in a new order each
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,8 @@ def measure_latency(model, inputs: torch.Tensor, target: HardwareTarget,
 
 
 def measure_many(models: list, inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol,
-                 passes: int, rng: np.random.Generator, burst: int = 5) -> list[LatencyMeasurement]:
-    """Models measured side by side: in each of `passes` rounds every model, in a new random
+                 rng: np.random.Generator, burst: int = 5) -> list[LatencyMeasurement]:
+    """Models measured side by side: in each of `protocol.passes` rounds every model, in a new random
     order, gets one untimed call (to warm its weights back into cache) and a burst of timed
     calls. A model's latency is the median of its burst medians, so every model samples the
     machine's drift over the same window. A model whose rounds still spread more than
@@ -202,6 +203,7 @@ def measure_many(models: list, inputs: torch.Tensor, target: HardwareTarget, pro
     device = torch.device(target.device)
     inputs = inputs.to(device)
     models = [_runner(m, inputs, device) for m in models]
+    passes = protocol.passes
     run_once = _timer(target)
     samples: list[list[float]] = [[] for _ in models]
     calls: list[list[float]] = [[] for _ in models]
@@ -251,8 +253,16 @@ def noise_floor(references: list[LatencyMeasurement]) -> float:
     return max(MIN_NOISE_FLOOR, 3 * np.sqrt(2) * float(np.median(errors))) if errors else MIN_NOISE_FLOOR
 
 
+def drift_of(now: list[LatencyMeasurement], then: list[LatencyMeasurement]) -> tuple[float, float]:
+    """The machine's drift (the probes' latency now / when the dataset was measured: exp of the median log
+    ratio) and the probes' disagreement about it (the robust spread of their log ratios)."""
+    ratios = np.log([n.median_ms / t.median_ms for n, t in zip(now, then, strict=True)])
+    spread = float(1.4826 * np.median(np.abs(ratios - np.median(ratios)))) if len(ratios) > 1 else 0.0
+    return float(np.exp(np.median(ratios))), spread
+
+
 def measure_beside_probes(models: list, probes: list, references: list[LatencyMeasurement],
-                          inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol, passes: int,
+                          inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol,
                           rng: np.random.Generator) -> tuple[list[LatencyMeasurement], DriftCheck]:
     """`models` measured side by side with `probes`, archs of the target's dataset whose stored
     measurements are `references`. Each attempt measures all of them in the same rounds; the drift
@@ -265,17 +275,15 @@ def measure_beside_probes(models: list, probes: list, references: list[LatencyMe
     if len(probes) != len(references):
         raise ValueError(f"{len(probes)} drift probes but {len(references)} references")
     if not probes:
-        measured = measure_many(list(models), inputs, target, protocol, passes, rng)
+        measured = measure_many(list(models), inputs, target, protocol, rng)
         return measured, DriftCheck(drift=1.0, spread=0.0, noise_floor=0.0, attempts=1, accepted=True,
                                     reason="measured as is: the target has no dataset to compare with")
     floor = noise_floor(references)
     tried: list[tuple[list[LatencyMeasurement], float, float]] = []
     for _ in range(protocol.attempts):
-        measured = measure_many(list(models) + list(probes), inputs, target, protocol, passes, rng)
+        measured = measure_many(list(models) + list(probes), inputs, target, protocol, rng)
         batch, now = measured[:len(models)], measured[len(models):]
-        ratios = np.log([n.median_ms / r.median_ms for n, r in zip(now, references, strict=True)])
-        drift = float(np.exp(np.median(ratios)))
-        spread = float(1.4826 * np.median(np.abs(ratios - np.median(ratios)))) if len(ratios) > 1 else 0.0
+        drift, spread = drift_of(now, references)
         tried.append((batch, drift, spread))
         if spread <= floor and abs(np.log(drift)) <= floor:
             break

@@ -100,8 +100,8 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
             "eval_seconds": time.perf_counter() - started}
 
 
-def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]], passes: int,
-                   protocol: Protocol, seed: int) -> dict[str, Any]:
+def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]], protocol: Protocol,
+                   seed: int) -> dict[str, Any]:
     """Latency of the artifacts of `jobs` (really quantized) on their target's runtime, measured
     side by side with drift probes (arch JSON and stored measurement of archs of the target's dataset):
     {"measurements": one dict per job, on the dataset's scale, "check": the probes' verdict, "node": ...}."""
@@ -115,7 +115,7 @@ def measure_beside(jobs: list[EvalJob], probes: list[tuple[str, dict[str, Any]]]
     _normal_priority()
     measured, check = measure_beside_probes(
         [program(job.arch) for job in jobs], [program(arch) for arch, _ in probes],
-        [LatencyMeasurement(**reference) for _, reference in probes], inputs, target, protocol, passes,
+        [LatencyMeasurement(**reference) for _, reference in probes], inputs, target, protocol,
         np.random.default_rng(seed))
     return {"measurements": [m.to_dict() for m in measured], "check": check.to_dict(), "node": current_node()}
 

@@ -40,7 +40,7 @@ log = logging.getLogger("elastiq.executor")
 class Executor(Protocol):
     def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]: ...
 
-    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: MeasurementProtocol,
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], protocol: MeasurementProtocol,
                 seed: int) -> dict[str, Any] | Exception:
         """`evaluation.measure_beside` of the batch, run where the target is."""
 
@@ -51,10 +51,10 @@ class LocalExecutor:
     def evaluate(self, jobs: list[EvalJob]) -> list[dict[str, Any] | Exception]:
         return [_guard(evaluate_arch, job) for job in jobs]
 
-    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: MeasurementProtocol,
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], protocol: MeasurementProtocol,
                 seed: int) -> dict[str, Any] | Exception:
         try:
-            return measure_beside(jobs, probes, passes, protocol, seed)
+            return measure_beside(jobs, probes, protocol, seed)
         except Exception as exc:  # noqa: BLE001 - a failed measurement leaves the batch's latency predicted
             log.warning("latency measurement of a batch of %d failed: %s", len(jobs), exc)
             return exc
@@ -267,14 +267,14 @@ class RayExecutor:
                 break
         return [outcomes[i] for i in range(len(jobs))]
 
-    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], passes: int, protocol: MeasurementProtocol,
+    def measure(self, jobs: list[EvalJob], probes: list[tuple[str, dict]], protocol: MeasurementProtocol,
                 seed: int) -> dict[str, Any] | Exception:
         """One task on the target's node measures the batch beside its probes; TargetLost if no live
         node holds the target (it left the cluster, before or during the measurement)."""
         import ray
 
         resource = target_resource(self.target_name)
-        ref = self._measure.options(resources={resource: 1}).remote(jobs, probes, passes, protocol, seed)
+        ref = self._measure.options(resources={resource: 1}).remote(jobs, probes, protocol, seed)
         while True:
             done, _ = ray.wait([ref], timeout=POLL_SECONDS)
             if done:

@@ -20,7 +20,7 @@ from orchestrator.config import StudyConfig
 from orchestrator.storage.latency import pick_drift_probes, register_target, store_latencies, stored_latencies
 from orchestrator.storage.schema import StorageError, connect
 from predictors.dataset import measure_archs, stratified_archs
-from predictors.measure import LatencyMeasurement
+from predictors.measure import DriftCheck, LatencyMeasurement
 from search_space import Arch
 from supernet.model import Supernet
 from supernet.tasks import load_task
@@ -44,6 +44,28 @@ class MeasuredLatencies:
     measured_now: tuple[str, ...]  # arch keys
     remeasured: int  # of them, flagged before and measured again
     refused: str | None = None  # why the probes refused the batch (its archs then have no latency)
+
+
+# (archs to measure, drift probes, how many of the target's measurements are stored) -> the archs' measurements
+# on the dataset's scale and the probes' verdict (`predictors.measure.measure_beside_probes`), or None where the
+# measurement failed (the batch then keeps no latency)
+MeasureBatch = Callable[[list[Arch], Probes, int], "tuple[list[LatencyMeasurement], DriftCheck] | None"]
+
+
+def beside_probes(measure_batch: MeasureBatch) -> Measure:
+    """The `Measure` of the search and the export: the batch measured beside the target's drift probes in one
+    go, refused (LatencyRefused) where the probes refuse it."""
+
+    def measure(todo: list[Arch], probes: Probes, stored: int):
+        outcome = measure_batch(todo, probes, stored)
+        if outcome is None:
+            return
+        measurements, check = outcome
+        if not check.accepted:
+            raise LatencyRefused(check.reason)
+        yield list(zip(todo, measurements, strict=True))
+
+    return measure
 
 
 def measure_and_store(engine, target, archs: list[Arch], measure: Measure, source: str) -> MeasuredLatencies:
@@ -85,8 +107,8 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
 
     def alone(todo: list[Arch], _probes: Probes, _stored: int):
         nonlocal flagged
-        for record in measure_archs(supernet, todo, target, config.measure.to_protocol(),
-                                    passes=config.measure.passes, seed=config.seed, progress=progress):
+        for record in measure_archs(supernet, todo, target, config.measure.to_protocol(), seed=config.seed,
+                                    progress=progress):
             flagged += record.measurement.flagged
             yield [(record.arch, record.measurement)]
 

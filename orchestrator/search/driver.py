@@ -27,7 +27,7 @@ from tqdm import tqdm
 from orchestrator.config import ConfigError, StudyConfig
 from orchestrator.execution.evaluation import EvalJob
 from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor, check_ray_address
-from orchestrator.execution.measuring import LatencyRefused, measure_and_store
+from orchestrator.execution.measuring import beside_probes, measure_and_store
 from orchestrator.search.latency_model import fit_latency_predictor
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.pareto import hypervolume, pareto_front
@@ -57,7 +57,7 @@ from orchestrator.storage.study import (
 from orchestrator.storage.supernets import register_supernet
 from predictors.cost import arch_costs
 from predictors.features import latency_features
-from predictors.measure import LatencyMeasurement
+from predictors.measure import DriftCheck, LatencyMeasurement
 from search_space import Arch, InputError
 from search_space.optuna_map import arch_from_params, distributions
 from supernet.checkpoint import load_checkpoint
@@ -330,19 +330,17 @@ class SearchDriver:
         batch keeps its predicted latency and each trial says why)."""
         config, node = self.config, {}
 
-        def beside_probes(todo: list[Arch], probes, stored: int):
+        def measure_batch(todo: list[Arch], probes, stored: int):
             outcome = executor.measure([self._job(a, supernet_sha) for a in todo],
-                                       [(arch.to_json(), m.to_dict()) for arch, m in probes], config.measure.passes,
+                                       [(arch.to_json(), m.to_dict()) for arch, m in probes],
                                        config.measure.to_protocol(),
                                        seed=int(np.random.default_rng([self.search_seed, stored]).integers(2**31)))
             if isinstance(outcome, Exception):
-                return  # logged by the executor: the batch keeps its predicted latency
+                return None  # logged by the executor: the batch keeps its predicted latency
             node["id"] = outcome["node"]
-            if not outcome["check"]["accepted"]:
-                raise LatencyRefused(outcome["check"]["reason"])
-            yield [(arch, LatencyMeasurement(**m)) for arch, m in zip(todo, outcome["measurements"], strict=True)]
+            return [LatencyMeasurement(**m) for m in outcome["measurements"]], DriftCheck(**outcome["check"])
 
-        measured = measure_and_store(engine, self.target, archs, beside_probes, source="search")
+        measured = measure_and_store(engine, self.target, archs, beside_probes(measure_batch), source="search")
         now = set(measured.measured_now)
         found = {}
         for arch in archs:

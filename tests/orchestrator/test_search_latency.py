@@ -47,7 +47,7 @@ def test_a_search_measures_beside_probes_and_stores_on_the_datasets_scale(traine
             assert attrs["latency_drift"] == drift and attrs["latency_raw_ms"] == raw
 
 
-def _refused(jobs, probes, passes, protocol, seed):
+def _refused(jobs, probes, protocol, seed):
     check = DriftCheck(drift=1.3, spread=0.4, noise_floor=0.05, attempts=3, accepted=False,
                        reason="refused: the probes disagree (test)")
     return {"measurements": [], "check": check.to_dict(), "node": "local"}

@@ -161,7 +161,7 @@ def test_measure_many_measures_each_model_once_per_pass(digits_space, digits_sup
     inputs = example_input(FEATURES, target)
     models = [target.deploy(digits_supernet.extract(a), inputs) for a in (digits_space.smallest(), digits_space.largest())]
     results = measure_many(models, inputs, target,
-                           Protocol(warmup=2, round_size=10, max_repeats=20), passes=3, rng=np.random.default_rng(0))
+                           Protocol(warmup=2, round_size=10, max_repeats=20, passes=3), rng=np.random.default_rng(0))
     # 3 passes an attempt; a model whose passes spread too much (a loaded machine) gets another attempt
     assert all(r.passes == 3 * r.attempts and r.attempts >= 1 for r in results)
     assert results[0].median_ms < results[1].median_ms  # the smallest arch is faster than the largest

@@ -2,6 +2,8 @@
 (times a slowdown that the test sets, as other work on the cores would), so the verdicts do not
 depend on this machine's speed or load."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -63,7 +65,7 @@ def run(clock, model_slowdown, probe_slowdowns, passes=15, seed=0):
     models = [Costly(clock, ms, model_slowdown) for ms in (0.5, 1.0)]
     probes = [Costly(clock, ms, slow) for ms, slow in zip(PROBE_MS, probe_slowdowns, strict=True)]
     return measure_beside_probes(models, probes, [reference(ms) for ms in PROBE_MS], torch.zeros(1), TARGET,
-                                 PROTOCOL, passes, np.random.default_rng(seed))
+                                 replace(PROTOCOL, passes=passes), np.random.default_rng(seed))
 
 
 def test_a_machine_as_fast_as_its_dataset_is_accepted_at_once(clock):
@@ -111,16 +113,16 @@ def test_the_noise_floor_grows_with_the_probes_spread(clock):
                                 passes=3, pass_cv=0.30) for ms in PROBE_MS]
     models = [Costly(clock, 1.0)]
     probes = [Costly(clock, ms, slow) for ms, slow in zip(PROBE_MS, [lambda: 1.0, lambda: 1.15] * 3, strict=True)]
-    _, check = measure_beside_probes(models, probes, noisy, torch.zeros(1), TARGET, PROTOCOL, 15,
+    _, check = measure_beside_probes(models, probes, noisy, torch.zeros(1), TARGET, PROTOCOL,
                                      np.random.default_rng(0))
     assert check.noise_floor > 0.15 and check.accepted  # 15% between probes is within what 30% spread explains
 
 
 def test_without_a_dataset_the_models_are_measured_as_they_are(clock):
     measured, check = measure_beside_probes([Costly(clock, 0.7, lambda: 1.3)], [], [], torch.zeros(1), TARGET,
-                                            PROTOCOL, 3, np.random.default_rng(0))
+                                            replace(PROTOCOL, passes=3), np.random.default_rng(0))
     assert check.accepted and "as is" in check.reason
     assert measured[0].median_ms == pytest.approx(0.91) and measured[0].drift is None
     with pytest.raises(ValueError, match="references"):
-        measure_beside_probes([torch.nn.Identity()], [torch.nn.Identity()], [], torch.zeros(1), TARGET, PROTOCOL, 3,
-                              np.random.default_rng(0))
+        measure_beside_probes([torch.nn.Identity()], [torch.nn.Identity()], [], torch.zeros(1), TARGET,
+                              replace(PROTOCOL, passes=3), np.random.default_rng(0))

@@ -70,8 +70,7 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
         with staged(out, MANIFEST, replace=overwrite) as staging:  # refuses a non-empty --out first
             # the target's drift probes with their stored latency: measured again beside the exported models,
             # they tell how much faster or slower the machine runs now than its dataset says
-            probes = [(arch, m.median_ms) for arch, m in drift_probes(engine, target)] \
-                if objectives.needs_latency else []
+            probes = drift_probes(engine, target) if objectives.needs_latency else []
             torch.set_num_threads(1)  # the search evaluated with one thread: same arithmetic, same predictions
             models, programs = [], []
             for e in chosen:

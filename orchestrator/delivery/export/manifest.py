@@ -4,6 +4,7 @@ manifest, which lists every file with its sha256."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,29 +18,34 @@ from orchestrator.delivery.export.selection import AccuracyFloor, Selection
 from orchestrator.delivery.outdir import write_json
 from orchestrator.storage.schema import masked
 from orchestrator.storage.study import Evaluation
-from predictors.measure import example_input, measure_many
+from predictors.measure import LatencyMeasurement, example_input, measure_beside_probes
 from predictors.runtimes import Program
 from predictors.target import HardwareTarget
 from search_space import Arch
 from supernet.checkpoint import sha256_file
 
 MANIFEST = "manifest.json"
+log = logging.getLogger("elastiq.export")
 
 
-def remeasured(models: list[ExportedModel], programs: list[Program], probes: list[tuple[Arch, float]], config,
-               task, supernet, target: HardwareTarget) -> tuple[list[ExportedModel], float | None]:
+def remeasured(models: list[ExportedModel], programs: list[Program], probes: list[tuple[Arch, LatencyMeasurement]],
+               config, task, supernet, target: HardwareTarget) -> tuple[list[ExportedModel], float | None]:
     """The models with their re-measured latency, and the machine's drift (its speed now relative to when the
-    latency dataset was measured; 1: unchanged; None without probes)."""
+    latency dataset was measured; 1: unchanged; None without probes), measured beside the drift probes as
+    the search measures (`measure_beside_probes`: one drift formula, one noise floor). The latency reported
+    is the one measured now; the drift corrects only the prediction's error."""
     inputs = example_input(task.spec, target)
-    probe_programs = [target.deploy(supernet.extract(arch), inputs) for arch, _ in probes]
-    measured = measure_many(programs + probe_programs, inputs, target, config.measure.to_protocol(),
-                            config.measure.passes, np.random.default_rng(config.seed))
-    measurements, probe_now = measured[:len(programs)], measured[len(programs):]
-    drift = float(np.median([m.median_ms / then for m, (_, then) in zip(probe_now, probes, strict=True)])) \
-        if probes else None
+    measured, check = measure_beside_probes(
+        programs, [target.deploy(supernet.extract(arch), inputs) for arch, _ in probes], [m for _, m in probes],
+        inputs, target, config.measure.to_protocol(), np.random.default_rng(config.seed))
+    drift = check.drift if probes else None
+    if probes and not check.accepted:
+        log.warning("re-measuring the exports: %s", check.reason)
     bound = next((c.bound for c in config.constraints if c.metric == "latency_ms" and c.op == "<="), None)
     out = []
-    for model, m in zip(models, measurements, strict=True):
+    for model, normalized in zip(models, measured, strict=True):
+        m = normalized if normalized.drift is None else replace(  # as measured now
+            normalized, median_ms=normalized.raw_median_ms, iqr_ms=normalized.iqr_ms * normalized.drift)
         predicted = model.latency_predicted_ms
         out.append(replace(
             model, latency_remeasured_ms=m.median_ms, latency_remeasured_iqr_ms=m.iqr_ms,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from orchestrator.config import StudyConfig
-from orchestrator.execution.measuring import LatencyRefused, measure_and_store
+from orchestrator.execution.measuring import beside_probes, measure_and_store
 from orchestrator.search.driver import SPLIT
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.pareto import pareto_front
@@ -160,18 +160,15 @@ def _measure_for_selection(unmeasured: list[Evaluation], config: StudyConfig, en
     dataset's scale, as the search measures) and stored, so the next export (and search) reuse them."""
     log.info("measuring %d arch(s) whose latency the search only predicted", len(unmeasured))
 
-    def beside_probes(todo: list[Arch], probes, _stored: int):
+    def measure_batch(todo: list[Arch], probes, _stored: int):
         inputs = example_input(task.spec, target)
-        models = [target.deploy(supernet.extract(arch), inputs) for arch in todo]
-        results, check = measure_beside_probes(
-            models, [target.deploy(supernet.extract(arch), inputs) for arch, _ in probes],
-            [m for _, m in probes], inputs, target, config.measure.to_protocol(), config.measure.passes,
-            np.random.default_rng(config.seed))
-        if not check.accepted:
-            raise LatencyRefused(check.reason)
-        yield list(zip(todo, results, strict=True))
+        return measure_beside_probes(
+            [target.deploy(supernet.extract(arch), inputs) for arch in todo],
+            [target.deploy(supernet.extract(arch), inputs) for arch, _ in probes], [m for _, m in probes], inputs,
+            target, config.measure.to_protocol(), np.random.default_rng(config.seed))
 
-    outcome = measure_and_store(engine, target, [e.arch for e in unmeasured], beside_probes, source="export")
+    outcome = measure_and_store(engine, target, [e.arch for e in unmeasured], beside_probes(measure_batch),
+                                source="export")
     if outcome.refused is not None:
         raise ExportError(f"study {config.study!r}: latency of the candidates {outcome.refused}; export again "
                           f"when the machine is idle")

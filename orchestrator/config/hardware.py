@@ -1,0 +1,58 @@
+"""Where models run and are measured: the hardware target, the measurement protocol, the Ray cluster."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from orchestrator.config.base import Section
+from predictors.measure import Protocol
+from predictors.target import HardwareTarget
+from search_space import InputError
+
+
+class TargetConfig(Section):
+    name: str = Field(HardwareTarget.name, min_length=1, max_length=200)
+    device: Literal["cpu", "cuda"] = HardwareTarget.device
+    threads: int = Field(HardwareTarget.threads, gt=0, le=1024)
+    batch_size: int = Field(HardwareTarget.batch_size, gt=0, le=2**20)
+    seq_len: int | None = Field(HardwareTarget.seq_len, gt=0, le=2**20)  # None: the task's own length
+    dtype: Literal["float32"] = HardwareTarget.dtype
+    # None: onnxruntime on cpu, aotinductor on cuda
+    runtime: str | None = Field(HardwareTarget.runtime, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _runtime_runs_here(self) -> TargetConfig:
+        try:
+            self.to_target()  # the target checks that its runtime runs on its device
+        except InputError as exc:
+            raise ValueError(str(exc).removeprefix("target.runtime ").removeprefix("target.runtime: ")) from None
+        return self
+
+    def to_target(self) -> HardwareTarget:
+        return HardwareTarget(**self.model_dump())
+
+
+class MeasureConfig(Section):
+    archs: int = Field(200, gt=0, le=100_000)  # size of the latency dataset for the target
+    passes: int = Field(Protocol.passes, gt=0, le=10_000)  # rounds, each a short burst of every arch in a new order
+    max_repeats: int = Field(Protocol.max_repeats, gt=0, le=10**6)
+    # spread within a run above which it is repeated, then flagged
+    max_cv: float = Field(Protocol.max_cv, gt=0, le=10)
+    max_pass_cv: float = Field(Protocol.max_pass_cv, gt=0, le=10)  # the same for the spread between passes
+
+    def to_protocol(self) -> Protocol:
+        return Protocol(max_repeats=self.max_repeats, max_cv=self.max_cv, max_pass_cv=self.max_pass_cv,
+                        passes=self.passes)
+
+
+class RayConfig(Section):
+    address: str | None = None  # None starts a local Ray; "auto" joins a running cluster
+    workers: int = Field(2, gt=0, le=100_000)
+    retries: int = Field(2, ge=0, le=1000)  # times a trial whose worker process dies is run again
+    cpus_per_worker: int = Field(1, gt=0, le=1024)  # each evaluation worker's and training worker's (torch threads)
+    # each evaluation worker's share of a GPU (fractions let several share one); it evaluates on the GPU it gets
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
+
+
