@@ -73,7 +73,7 @@ def space_of(label: str) -> dict:
     space = yaml.safe_load((ROOT / "configs/spaces/mnist1d.yaml").read_text())
     space["name"] = label
     if label == "flexi":
-        space["layer"]["attention"] = space["layer"]["attention"] + NEW_MIXERS
+        space["layer"]["mixer"] = space["layer"]["mixer"] + NEW_MIXERS
         space["layer"]["width"] = WIDTHS
     return space
 
@@ -118,7 +118,7 @@ def time_fronts(task_name: str, runs: dict, rounds: int, seed: int) -> None:
         for i, point in enumerate(run["front"]):
             arch = point["arch"]
             point["macs_b1"] = arch_costs(space, task.spec, arch).macs
-            point["mixers"] = dict(Counter(layer.attention for layer in arch.layers))
+            point["mixers"] = dict(Counter(layer.mixer for layer in arch.layers))
             point["widths"] = list(arch.widths)
             point["tokens_per_layer"] = [layout.tokens for layout in layer_layouts(task.spec, arch)]
             with torch.no_grad():

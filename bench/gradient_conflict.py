@@ -70,13 +70,13 @@ def main() -> None:
 
     def like_largest(**change) -> Arch:
         layers = tuple(LayerArch(change.get("num_heads", layer.num_heads), change.get("mlp_dim", layer.mlp_dim),
-                                 change.get("attention", layer.attention), change.get("bits", layer.bits))
+                                 change.get("mixer", layer.mixer), change.get("bits", layer.bits))
                        for layer in largest.layers[:change.get("depth", largest.depth)])
         return Arch(change.get("embed_dim", largest.embed_dim), layers)
 
     choices = space.layers[0]
     mlp_dims = choices.mlp_dim or tuple(int(r * largest.embed_dim) for r in choices.mlp_ratio)
-    variants = {f"attention {a}": like_largest(attention=a) for a in space.attention_types}
+    variants = {f"mixer {a}": like_largest(mixer=a) for a in space.mixers}
     variants |= {f"bits {b}": like_largest(bits=b) for b in space.bit_widths}
     variants |= {f"depth {d}": like_largest(depth=d) for d in space.depths}
     variants |= {f"embed {e}": like_largest(embed_dim=e) for e in space.embed_dims}

@@ -46,7 +46,7 @@ def layer_averaged(space: SearchSpace, archs) -> np.ndarray:
         n = arch.depth
         rows.append([arch.embed_dim, n, sum(x.num_heads for x in arch.layers) / n,
                      sum(x.mlp_dim for x in arch.layers) / n]
-                    + [sum(x.attention == a for x in arch.layers) / n for a in space.attention_types]
+                    + [sum(x.mixer == a for x in arch.layers) / n for a in space.mixers]
                     + [sum(x.bits == b for x in arch.layers) / n for b in space.bit_widths])
     return np.asarray(rows, dtype=float)
 
@@ -72,7 +72,7 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
     for i, choices in enumerate(space.layers[:1]):  # every layer has the same choices in this space
         for embed_dim in space.embed_dims:
             for heads, mlp, attention, bits in itertools.product(choices.num_heads, choices.mlp_dims(embed_dim),
-                                                                 choices.attention, choices.bits):
+                                                                 choices.mixer, choices.bits):
                 configs.append((i, embed_dim, LayerArch(heads, mlp, attention, bits)))
     hidden = torch.randn(target.batch_size, tokens, max(space.embed_dims))
     for embed_dim in space.embed_dims:

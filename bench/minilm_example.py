@@ -193,7 +193,7 @@ def depths(config_path: Path) -> None:
         widths = {"full": [(space.max_heads(i), space.max_mlp_dim(i)) for i in range(depth)],
                   "narrowest": [(min(space.layers[i].num_heads), min(space.layers[i].mlp_dims(embed)))
                                 for i in range(depth)]}
-        rows[depth] = {name: evaluate(model, Arch(embed, tuple(LayerArch(h, m, space.layers[i].attention[0], 32)
+        rows[depth] = {name: evaluate(model, Arch(embed, tuple(LayerArch(h, m, space.layers[i].mixer[0], 32)
                                                                 for i, (h, m) in enumerate(layers))), task)
                        for name, layers in widths.items()}
         print(f"depth {depth}: val accuracy {rows[depth]['full']:.4f} at full width, "

@@ -51,7 +51,7 @@ LAYERS = {  # name: (embed, heads, head_dim, mlp, tokens)
 def layer_artifact(embed: int, heads: int, head_dim: int, mlp: int, tokens: int, bits: int) -> bytes:
     """The artifact of one encoder layer (pre-LN) at `bits`, as elastiq's part graphs build it."""
     space = SearchSpace.from_dict({"head_dim": head_dim, "embed_dim": [embed], "depth": [1], "layer": {
-        "num_heads": [heads], "mlp_dim": [mlp], "attention": ["softmax"], "bits": [32, 8, 4]}})
+        "num_heads": [heads], "mlp_dim": [mlp], "mixer": ["softmax"], "bits": [32, 8, 4]}})
     task = TaskSpec("features", input_dim=4, seq_len=tokens, num_classes=2)
     block = Supernet(space, task, seed=0).extract(Arch(embed, (LayerArch(heads, mlp, "softmax", bits),))).blocks[0]
     example = (torch.zeros(1, tokens, embed),)

@@ -51,7 +51,7 @@ def holdout_of(splits: dict[str, float], task) -> float:
 
 
 def with_bits(arch: Arch, bits: int) -> Arch:
-    return Arch(arch.embed_dim, tuple(LayerArch(x.num_heads, x.mlp_dim, x.attention, bits) for x in arch.layers))
+    return Arch(arch.embed_dim, tuple(LayerArch(x.num_heads, x.mlp_dim, x.mixer, bits) for x in arch.layers))
 
 
 def split_accuracies(model, arch, task) -> dict[str, float]:
@@ -139,7 +139,7 @@ def main() -> None:
         accuracy, steps, seconds, alone_splits = standalone[name]
         rows.append({"name": name, "arch": arch.to_dict(), "inherited": inherited, "standalone": accuracy,
                      "inherited_splits": inherited_splits, "standalone_splits": alone_splits,
-                     "standalone_steps": steps, "depth": arch.depth, "attention": [x.attention for x in arch.layers],
+                     "standalone_steps": steps, "depth": arch.depth, "attention": [x.mixer for x in arch.layers],
                      "bits": [x.bits for x in arch.layers]})
         print(f"{name:9s} depth {arch.depth} embed {arch.embed_dim:3d} inherited {inherited:.4f} "
               f"standalone {accuracy:.4f} ({steps} steps, {seconds:.0f} s)", flush=True)

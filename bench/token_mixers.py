@@ -44,7 +44,7 @@ BATCHES = (1, 32)
 def layer_artifact(mixer: str, tokens: int) -> bytes:
     """The artifact of one encoder layer with `mixer`, as elastiq's part graphs build it."""
     space = SearchSpace.from_dict({"head_dim": HEAD_DIM, "local_window": WINDOW, "embed_dim": [EMBED], "depth": [1],
-                                   "layer": {"num_heads": [HEADS], "mlp_dim": [MLP], "attention": [mixer],
+                                   "layer": {"num_heads": [HEADS], "mlp_dim": [MLP], "mixer": [mixer],
                                              "bits": [32]}})
     task = TaskSpec("features", input_dim=4, seq_len=tokens, num_classes=2)
     block = Supernet(space, task, seed=0).extract(Arch(EMBED, (LayerArch(HEADS, MLP, mixer, 32),))).blocks[0]

@@ -78,16 +78,16 @@ def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
 @click.argument("model_path", type=click.Path(file_okay=False))
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The space YAML to write (not overwritten).")
-@click.option("--attention", default="softmax", show_default=True,
-              metavar="softmax[,linear][,local][,fourier][,conv<k>]",
+@click.option("--mixers", "--attention", "mixers", default="softmax", show_default=True,
+              metavar="softmax[,linear][,local][,fourier][,conv<k>][,none]",
               help="Token mixers to offer. The model learned softmax alone; at the short sequences of most "
                    "classification tasks the others save little and their training takes from the shared weights.")
 @click.option("--reduce", "reduce", default=None, metavar="LAYER[,LAYER...]:FACTOR[,FACTOR...]",
               help="Stage boundaries the search may put before these layers, merging tokens by these factors "
                    "(1: no boundary), e.g. 2,4:1,2. Omit 1 to force a boundary (the model is then no arch).")
-def space_from_model(model_path: str, out_path: str, attention: str, reduce: str | None) -> None:
+def space_from_model(model_path: str, out_path: str, mixers: str, reduce: str | None) -> None:
     """Write a space whose largest arch is the pretrained model at MODEL_PATH (its depth, heads, MLP
-    size, hidden size; softmax attention, full precision), with smaller choices: every depth from one
+    size, hidden size; the softmax mixer, full precision), with smaller choices: every depth from one
     layer (the first layers kept), heads and MLP sizes down to a quarter, int8 layers; with --reduce,
     stage boundaries (the new projections start as pooling and train with the sandwich rule)."""
     from pathlib import Path
@@ -99,18 +99,18 @@ def space_from_model(model_path: str, out_path: str, attention: str, reduce: str
     out = Path(out_path)
     if out.exists():
         raise InputError(f"{out}: already exists; give another path or remove it")
-    kernels = tuple(dict.fromkeys(k.strip() for k in attention.split(",") if k.strip()))
-    unknown = [k for k in kernels if mixer_name(k) is None or mixer_name(k).check(k) is not None]
-    if unknown or not kernels or kernels[0] != "softmax":
-        raise InputError(f"--attention {attention!r}: give softmax first, then any of {known_mixers()}")
+    names = tuple(dict.fromkeys(k.strip() for k in mixers.split(",") if k.strip()))
+    unknown = [k for k in names if mixer_name(k) is None or mixer_name(k).check(k) is not None]
+    if unknown or not names or names[0] != "softmax":
+        raise InputError(f"--mixers {mixers!r}: give softmax first, then any of {known_mixers()}")
     boundaries = _reduce_option(reduce) if reduce is not None else None
     model = open_pretrained(model_path)
-    data = model_space(model, attention=kernels)
+    data = model_space(model, mixers=names)
     if boundaries is not None:
         data["per_layer"] = [{"layers": boundaries[0], "reduce": boundaries[1]}]
     space = SearchSpace.from_dict(data)  # what is written is a valid space
     header = (f"# written by `elastiq space from-model` from {model_path} ({model.family.name}): the largest arch\n"
-              f"# (first attention type, widest, deepest, full precision) is the model itself"
+              f"# (first mixer, widest, deepest, full precision) is the model itself"
               + (", its embedding tables\n# stored int8 (quantize_embeddings: false keeps them fp32)\n"
                  if data["quantize_embeddings"] else "\n"))
     atomic_write(out, lambda f: f.write((header + yaml.safe_dump(data, sort_keys=False)).encode()))

@@ -120,7 +120,7 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         inner = layer.num_heads * space.head_dim
         bits = min(layer.bits, FULL_PRECISION)
         linear = f"linear@{bits}"
-        mixer = mixer_of(layer.attention)
+        mixer = mixer_of(layer.mixer)
         norms = 1 + int(mixer.sublayer or not style.norm_first)  # a layer without a mixer has no norm before it
         add("norm", 2 * norms * e, norms * tokens * e, 4 * 2 * norms * e, breakdown)
         for in_f, out_f in (*projection_shapes(mixer, e, inner), (e, layer.mlp_dim), (layer.mlp_dim, e)):
@@ -129,9 +129,9 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
             costs.by_op[f"calls:{linear}"] += 1
         shape = MixerShape(tokens, inner, space.head_dim, e, space.local_window,
                            layouts[index + 1].tokens if unpadded_tokens(task) is not None else None)
-        add(f"mixing:{layer.attention}", mixer.params(layer.attention, shape), mixer.macs(layer.attention, shape),
-            mixer.weight_bytes(layer.attention, shape), breakdown)
-        costs.by_op[f"calls:mixing:{layer.attention}"] += 1
+        add(f"mixing:{layer.mixer}", mixer.params(layer.mixer, shape), mixer.macs(layer.mixer, shape),
+            mixer.weight_bytes(layer.mixer, shape), breakdown)
+        costs.by_op[f"calls:mixing:{layer.mixer}"] += 1
         add("activation", 0, tokens * layer.mlp_dim, 0, breakdown)
         costs.per_layer.append(breakdown)
     for stage in costs.stages:

@@ -1,7 +1,7 @@
 """The latency dataset: stratified archs, each built by the target's runtime and measured in isolation.
 
 Archs are stratified over depth and width (every depth x embed-dim cell in
-turn) and over attention type and bit width (each arch leans towards one type
+turn) and over mixer and bit width (each arch leans towards one type
 and one width, cycling, with the rest of its layers drawn at random), so the
 predictor sees homogeneous and mixed archs across the whole range.
 """
@@ -25,7 +25,7 @@ from supernet.model import Supernet
 def stratified_archs(space: SearchSpace, count: int, rng: np.random.Generator, lean: float = 0.7) -> list[Arch]:
     cells = list(itertools.product(space.depths, space.embed_dims))
     rng.shuffle(cells)
-    attention_cycle = itertools.cycle(rng.permutation(space.attention_types).tolist())
+    mixer_cycle = itertools.cycle(rng.permutation(space.mixers).tolist())
     bits_cycle = itertools.cycle(rng.permutation(space.bit_widths).tolist())
     archs: list[Arch] = []
     seen: set[str] = set()
@@ -33,7 +33,7 @@ def stratified_archs(space: SearchSpace, count: int, rng: np.random.Generator, l
     while len(archs) < count and tries < 50 * count:
         tries += 1
         depth, embed_dim = cells[len(archs) % len(cells)]
-        attention, bits = next(attention_cycle), next(bits_cycle)
+        leaning, bits = next(mixer_cycle), next(bits_cycle)
         layers = []
         for i in range(depth):
             choices = space.layers[i]
@@ -44,12 +44,12 @@ def stratified_archs(space: SearchSpace, count: int, rng: np.random.Generator, l
                 else options[rng.integers(len(options))]  # noqa: E731
             heads = int(choices.num_heads[rng.integers(len(choices.num_heads))])
             mlp_dim = int(dims[rng.integers(len(dims))])
-            mixer = pick(choices.attention, attention)
+            mixer = pick(choices.mixer, leaning)
             layer_bits = int(pick(choices.bits, bits))
             # a layer without stage choices draws nothing: a space without them keeps its archs
             reduce = None if choices.reduce is None else int(choices.reduce[rng.integers(len(choices.reduce))])
             layers.append(LayerArch(num_heads=choices.heads_of(mixer, heads), mlp_dim=mlp_dim,
-                                    attention=mixer, bits=layer_bits, width=None if choices.width is None else width,
+                                    mixer=mixer, bits=layer_bits, width=None if choices.width is None else width,
                                     reduce=reduce))
         arch = space.validate(Arch(int(embed_dim), tuple(layers)))
         if arch.key not in seen:  # nothing is measured twice

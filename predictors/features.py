@@ -2,7 +2,7 @@
 
 Latency is close to a sum over operations of (calls x per-call overhead +
 MACs x per-MAC cost), with different constants for fp32 and int8 kernels and
-for each attention kernel. So the features are, per operation and bit width,
+for each token mixer. So the features are, per operation and bit width,
 the MACs and the number of calls, from the analytic cost model.
 """
 
@@ -20,7 +20,7 @@ from supernet.task_spec import TaskSpec
 def latency_feature_names(space: SearchSpace) -> list[str]:
     bits = sorted({min(b, FULL_PRECISION) for b in space.bit_widths}, reverse=True)
     names = [f"linear@{b}" for b in bits] + [f"calls:linear@{b}" for b in bits]
-    names += [f"mixing:{a}" for a in space.attention_types] + [f"calls:mixing:{a}" for a in space.attention_types]
+    names += [f"mixing:{a}" for a in space.mixers] + [f"calls:mixing:{a}" for a in space.mixers]
     names += ["reduction", "calls:reduction"] if space.has_reductions else []  # stage boundaries' pooling
     return names + ["norm", "activation", "position", "depth", "embed_dim"]
 

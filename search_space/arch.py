@@ -20,7 +20,7 @@ from search_space.errors import SpaceError
 class LayerArch:
     num_heads: int
     mlp_dim: int
-    attention: str
+    mixer: str  # the token mixer (`supernet.mixers`): softmax, linear, local, fourier, conv<k>, none
     bits: int
     # the layer's own hidden size, where its space gives it width choices; None: the arch's embed_dim
     width: int | None = None
@@ -29,7 +29,7 @@ class LayerArch:
     reduce: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "attention": self.attention, "bits": self.bits}
+        data = {"num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "mixer": self.mixer, "bits": self.bits}
         if self.width is not None:  # only then: an arch of a space without layer widths keeps its key
             data["width"] = self.width
         if self.reduce is not None:  # likewise for spaces without stages
@@ -37,7 +37,10 @@ class LayerArch:
         return data
 
 
-_LAYER_FIELDS = ("num_heads", "mlp_dim", "attention", "bits")
+_LAYER_FIELDS = ("num_heads", "mlp_dim", "mixer", "bits")
+# the field's name before it held every token mixer: still read, and still what an arch's key hashes, so
+# that an arch keeps the key its evaluations and latencies are stored under
+FORMER_NAMES = {"mixer": "attention"}
 _OPTIONAL_LAYER_FIELDS = ("width", "reduce")
 
 
@@ -80,7 +83,8 @@ class Arch:
 
     @functools.cached_property  # an Arch is frozen: its key never changes
     def key(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:20]
+        stored = {"embed_dim": self.embed_dim, "layers": [former_names(layer.to_dict()) for layer in self.layers]}
+        return hashlib.sha256(json.dumps(stored, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
     @classmethod
     def from_dict(cls, data: Any) -> Arch:
@@ -99,6 +103,7 @@ class Arch:
             where = f"arch.layers[{i}]"
             if not isinstance(layer, dict):
                 raise SpaceError(f"{where}: expected a mapping")
+            layer = current_names(layer, where)
             unknown = set(layer) - set(_LAYER_FIELDS) - set(_OPTIONAL_LAYER_FIELDS)
             if unknown:
                 raise SpaceError(f"{where}: unknown field(s) {sorted(map(str, unknown))}")
@@ -108,7 +113,7 @@ class Arch:
             layers.append(LayerArch(
                 num_heads=_int(layer["num_heads"], f"{where}.num_heads"),
                 mlp_dim=_int(layer["mlp_dim"], f"{where}.mlp_dim"),
-                attention=_str(layer["attention"], f"{where}.attention"),
+                mixer=_str(layer["mixer"], f"{where}.mixer"),
                 bits=_int(layer["bits"], f"{where}.bits"),
                 width=_int(layer["width"], f"{where}.width") if "width" in layer else None,
                 reduce=_int(layer["reduce"], f"{where}.reduce") if "reduce" in layer else None,
@@ -122,6 +127,21 @@ class Arch:
         except json.JSONDecodeError as exc:
             raise SpaceError(f"arch: not valid JSON ({exc.msg} at position {exc.pos})") from None
         return cls.from_dict(data)
+
+
+def former_names(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` under the names they had before a rename (what keys and hashes are taken over)."""
+    return {FORMER_NAMES.get(name, name): value for name, value in fields.items()}
+
+
+def current_names(fields: dict[str, Any], where: str) -> dict[str, Any]:
+    """`fields` as written before a rename (`attention`) or after (`mixer`), under the current names."""
+    for name, former in FORMER_NAMES.items():
+        if former in fields:
+            if name in fields:
+                raise SpaceError(f"{where}: give either {name} or {former} (its former name), not both")
+            fields = {(name if key == former else key): value for key, value in fields.items()}
+    return fields
 
 
 def _int(value: Any, where: str) -> int:

@@ -22,7 +22,7 @@ def feature_names(space: SearchSpace) -> list[str]:
         names += [f"layer{i}.width"] if choices.width is not None else []
         names += [f"layer{i}.reduce"] if choices.reduce is not None else []
         names += [f"layer{i}.tokens"] if space.has_reductions else []
-        names += [f"layer{i}.attention={a}" for a in choices.attention]
+        names += [f"layer{i}.mixer={a}" for a in choices.mixer]
         names += [f"layer{i}.bits={b}" for b in choices.bits]
     return names
 
@@ -33,7 +33,7 @@ def encode(space: SearchSpace, arch: Arch) -> np.ndarray:
     merged = 1  # tokens merged into one so far
     for i, choices in enumerate(space.layers):
         block_size = (3 + (choices.width is not None) + (choices.reduce is not None) + space.has_reductions
-                      + len(choices.attention) + len(choices.bits))
+                      + len(choices.mixer) + len(choices.bits))
         if i >= arch.depth:
             features += [0.0] * block_size
             continue
@@ -43,7 +43,7 @@ def encode(space: SearchSpace, arch: Arch) -> np.ndarray:
         features += [layer.width / space.max_embed_dim] if choices.width is not None else []
         features += [layer.reduce / max(choices.reduce)] if choices.reduce is not None else []
         features += [1.0 / merged] if space.has_reductions else []
-        features += [float(layer.attention == a) for a in choices.attention]
+        features += [float(layer.mixer == a) for a in choices.mixer]
         features += [float(layer.bits == b) for b in choices.bits]
     return np.asarray(features, dtype=np.float64)
 

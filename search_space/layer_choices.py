@@ -1,5 +1,5 @@
 """One layer slot's choices: heads, MLP width (as ratios of the layer's width or absolute sizes),
-attention types (token mixers), bit widths, and where the space gives them, its own hidden size and the
+token mixers, bit widths, and where the space gives them, its own hidden size and the
 factors its input tokens may be reduced by (a stage boundary before it)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from search_space.registry import has_heads
 @dataclass(frozen=True)
 class LayerChoices:
     num_heads: tuple[int, ...]
-    attention: tuple[str, ...]
+    mixer: tuple[str, ...]  # token mixers (`supernet.mixers`)
     bits: tuple[int, ...]
     mlp_dim: tuple[int, ...] | None = None
     mlp_ratio: tuple[float, ...] | None = None
@@ -55,14 +55,14 @@ class LayerChoices:
         """The values an arch may write for this layer's reduction: its factors, or None without them."""
         return (None,) if self.reduce is None else self.reduce
 
-    def heads_of(self, attention: str, num_heads: int) -> int:
+    def heads_of(self, mixer: str, num_heads: int) -> int:
         """`num_heads` as an arch writes it: a layer whose mixer has no heads (`fourier`, `none`) writes the
         smallest choice, so that one network has one arch (and one key)."""
-        return num_heads if has_heads(attention) else min(self.num_heads)
+        return num_heads if has_heads(mixer) else min(self.num_heads)
 
     def mixer_options(self) -> list[tuple[int, str]]:
         """The distinct (heads, mixer) pairs of this layer."""
-        return [(self.heads_of(a, h), a) for a in self.attention
+        return [(self.heads_of(a, h), a) for a in self.mixer
                 for h in (self.num_heads if has_heads(a) else self.num_heads[:1])]
 
     def options(self, embed_dim: int) -> int:
@@ -71,7 +71,7 @@ class LayerChoices:
 
     def to_dict(self) -> dict[str, Any]:
         data = {"num_heads": list(self.num_heads), self.mlp_key: list(self.mlp_options),
-                "attention": list(self.attention), "bits": list(self.bits)}
+                "mixer": list(self.mixer), "bits": list(self.bits)}
         if self.width is not None:  # only then: a space without layer widths keeps its hash
             data["width"] = list(self.width)
         if self.reduce is not None:  # likewise for a space without stages

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from search_space.arch import Arch, LayerArch
+from search_space.arch import FORMER_NAMES, Arch, LayerArch
 from search_space.errors import SpaceError
 from search_space.space import SearchSpace
+
+# a field's parameter name: the one studies in databases hold (`layer{i}.attention` for the mixer: Optuna's
+# samplers match parameters by name, so a resumed study keeps its former name)
+PARAM_NAMES = {"mixer": FORMER_NAMES["mixer"]}
 
 
 def _param_choices(space: SearchSpace) -> dict[str, tuple]:
@@ -20,7 +24,7 @@ def _param_choices(space: SearchSpace) -> dict[str, tuple]:
     for i, layer in enumerate(space.layers):
         choices[f"layer{i}.num_heads"] = layer.num_heads
         choices[f"layer{i}.{layer.mlp_key}"] = layer.mlp_options
-        choices[f"layer{i}.attention"] = layer.attention
+        choices[f"layer{i}.{PARAM_NAMES['mixer']}"] = layer.mixer
         choices[f"layer{i}.bits"] = layer.bits
         if layer.width is not None:
             choices[f"layer{i}.width"] = layer.width
@@ -54,7 +58,7 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
     for i in range(depth):
         layer = space.layers[i]
         values = {}
-        for field in (("num_heads", layer.mlp_key, "attention", "bits") + (("width",) if layer.width else ())
+        for field in (("num_heads", layer.mlp_key, PARAM_NAMES["mixer"], "bits") + (("width",) if layer.width else ())
                       + (("reduce",) if layer.reduce else ())):
             name = f"layer{i}.{field}"
             if name not in params:
@@ -64,9 +68,10 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
             values[field] = params[name]
         option = layer.mlp_options.index(values[layer.mlp_key])
         width = values.get("width")
-        layers.append(LayerArch(num_heads=layer.heads_of(values["attention"], values["num_heads"]),
+        mixer = values[PARAM_NAMES["mixer"]]
+        layers.append(LayerArch(num_heads=layer.heads_of(mixer, values["num_heads"]),
                                 mlp_dim=layer.mlp_hidden(option, width or embed_dim),
-                                attention=values["attention"], bits=values["bits"], width=width,
+                                mixer=mixer, bits=values["bits"], width=width,
                                 reduce=values.get("reduce")))
     return space.validate(Arch(embed_dim=embed_dim, layers=tuple(layers)))
 
@@ -76,7 +81,7 @@ def params_from_arch(space: SearchSpace, arch: Arch) -> dict[str, Any]:
     genes = space.genome(arch)
     names = ["embed_dim", "depth"]
     for i, layer in enumerate(space.layers):  # the genome's order; a layer without widths has a width gene of 0
-        names += [f"layer{i}.{field}" for field in ("num_heads", layer.mlp_key, "attention", "bits")]
+        names += [f"layer{i}.{field}" for field in ("num_heads", layer.mlp_key, PARAM_NAMES["mixer"], "bits")]
         if space.has_layer_widths:
             names.append(f"layer{i}.width" if layer.width is not None else "")
         if space.has_reductions:

@@ -55,31 +55,31 @@ def sample(space: GeneSpace, rng: np.random.Generator, mode: str = "depth_unifor
                 counts = np.array([len(choices.mlp_dims(w)) for w in widths], dtype=float)
                 width = widths[rng.choice(len(widths), p=counts / counts.sum())]
             dims = choices.mlp_dims(width)  # distinct sizes: ratios that round alike count once
-            if not all(map(has_heads, choices.attention)):  # heads do not multiply a headless mixer: draw the pairs
+            if not all(map(has_heads, choices.mixer)):  # heads do not multiply a headless mixer: draw the pairs
                 pairs = choices.mixer_options()
-                num_heads, attention = pairs[rng.integers(len(pairs))]
+                num_heads, mixer = pairs[rng.integers(len(pairs))]
                 mlp_dim = dims[rng.integers(len(dims))]
             else:
                 num_heads = choices.num_heads[rng.integers(len(choices.num_heads))]
                 mlp_dim = dims[rng.integers(len(dims))]
-                attention = choices.attention[rng.integers(len(choices.attention))]
+                mixer = choices.mixer[rng.integers(len(choices.mixer))]
             bits = choices.bits[rng.integers(len(choices.bits))]
             # a layer without reduction choices draws nothing: a space without stages keeps its random stream
             reduce = None if choices.reduce is None else choices.reduce[rng.integers(len(choices.reduce))]
-            layers.append(LayerArch(num_heads=num_heads, mlp_dim=mlp_dim, attention=attention, bits=bits,
+            layers.append(LayerArch(num_heads=num_heads, mlp_dim=mlp_dim, mixer=mixer, bits=bits,
                                     width=None if choices.width is None else width, reduce=reduce))
         return Arch(embed_dim=embed_dim, layers=tuple(layers))
     raise SpaceError(f"sample mode {mode!r} unknown; choose one of {list(SAMPLE_MODES)}")
 
 
 def largest(space: GeneSpace) -> Arch:
-    """Widest, deepest, full precision, the fewest tokens merged; each layer's first declared attention type."""
+    """Widest, deepest, full precision, the fewest tokens merged; each layer's first declared mixer."""
     embed_dim = max(space.embed_dims)
     return _extreme(space, embed_dim, max(space.depths), max)
 
 
 def smallest(space: GeneSpace) -> Arch:
-    """Narrowest, shallowest, the most tokens merged; precision and attention as in `largest`, so the
+    """Narrowest, shallowest, the most tokens merged; precision and mixer as in `largest`, so the
     sandwich rule spans size while quantization is randomized separately."""
     embed_dim = min(space.embed_dims)
     return _extreme(space, embed_dim, min(space.depths), min)
@@ -87,9 +87,9 @@ def smallest(space: GeneSpace) -> Arch:
 
 def _extreme(space: GeneSpace, embed_dim: int, depth: int, pick) -> Arch:
     layers = tuple(
-        LayerArch(num_heads=c.heads_of(c.attention[0], pick(c.num_heads)),
+        LayerArch(num_heads=c.heads_of(c.mixer[0], pick(c.num_heads)),
                   mlp_dim=pick(c.mlp_dims(pick(c.widths(embed_dim)))),
-                  attention=c.attention[0], bits=max(c.bits), width=None if c.width is None else pick(c.width),
+                  mixer=c.mixer[0], bits=max(c.bits), width=None if c.width is None else pick(c.width),
                   reduce=None if c.reduce is None else (max if pick is min else min)(c.reduce))
         for c in space.layers[:depth])
     return Arch(embed_dim=embed_dim, layers=layers)

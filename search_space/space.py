@@ -11,7 +11,8 @@
     layer:                  # choices of every layer ...
       num_heads: [2, 4]
       mlp_ratio: [1, 2, 4]  # hidden = round(ratio * embed_dim); or mlp_dim: [absolute sizes]
-      attention: [softmax, linear, local]   # also fourier (FNet), conv3, conv5, ... (depthwise, odd kernel)
+      mixer: [softmax, linear, local]   # also fourier (FNet), conv3, conv5, ... (depthwise, odd kernel), none
+                                        # (no token mixing: the MLP alone); `attention`, its former name, still reads
       bits: [32, 8]
     per_layer:              # ... unless overridden by layer index (heterogeneous spaces)
       - layers: [0, 1]
@@ -49,14 +50,14 @@ from typing import Any
 import numpy as np
 
 from search_space import sampling
-from search_space.arch import Arch, LayerArch
+from search_space.arch import Arch, LayerArch, former_names
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
 from search_space.registry import DEFAULT_QUANT_BLOCK_SIZE
 from search_space.space_reading import space_fields
 from search_space.yaml_input import read_yaml
 
-GENES_PER_LAYER = 4  # num_heads, mlp, attention, bits; then the width and the reduction, in spaces with them
+GENES_PER_LAYER = 4  # num_heads, mlp, mixer, bits; then the width and the reduction, in spaces with them
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class SearchSpace:
         """Identity of the space's content (the name excluded): checkpoints carry it."""
         canonical = self.to_dict()
         canonical.pop("name")
+        # under the names its fields had before a rename: a checkpoint keeps matching its space
+        canonical["layers"] = [former_names(layer) for layer in canonical["layers"]]
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
     # ---- sizes -------------------------------------------------------
@@ -144,10 +147,10 @@ class SearchSpace:
         return GENES_PER_LAYER + int(self.has_layer_widths) + int(self.has_reductions)
 
     @property
-    def attention_types(self) -> tuple[str, ...]:
+    def mixers(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         for layer in self.layers:
-            seen.update(dict.fromkeys(layer.attention))
+            seen.update(dict.fromkeys(layer.mixer))
         return tuple(seen)
 
     @property
@@ -183,12 +186,12 @@ class SearchSpace:
                 raise SpaceError(f"arch.layers[{i}].reduce: {layer.reduce!r}, but " + (
                     "this layer of the space starts no stage" if choices.reduce is None
                     else f"it is not in {list(choices.reduce)}"))
-            if layer.num_heads != choices.heads_of(layer.attention, layer.num_heads):
-                raise SpaceError(f"arch.layers[{i}].num_heads: {layer.num_heads}, but a {layer.attention} layer has no "
+            if layer.num_heads != choices.heads_of(layer.mixer, layer.num_heads):
+                raise SpaceError(f"arch.layers[{i}].num_heads: {layer.num_heads}, but a {layer.mixer} layer has no "
                                  f"heads; "
                                  f"it is written with the smallest choice, {min(choices.num_heads)}")
             allowed = {"num_heads": choices.num_heads, "mlp_dim": choices.mlp_dims(arch.width_of(i)),
-                       "attention": choices.attention, "bits": choices.bits}
+                       "mixer": choices.mixer, "bits": choices.bits}
             for field, values in allowed.items():
                 value = getattr(layer, field)
                 if value not in values:
@@ -207,7 +210,7 @@ class SearchSpace:
         sizes = [len(self.embed_dims), len(self.depths)]
         widths, reductions = self.has_layer_widths, self.has_reductions
         for layer in self.layers:
-            sizes += [len(layer.num_heads), len(layer.mlp_options), len(layer.attention), len(layer.bits)]
+            sizes += [len(layer.num_heads), len(layer.mlp_options), len(layer.mixer), len(layer.bits)]
             if widths:
                 sizes.append(len(layer.width or (None,)))
             if reductions:
@@ -225,10 +228,10 @@ class SearchSpace:
             h, m, a, b, *rest = genes[2 + per * i: 2 + per * (i + 1)]
             width = None if choices.width is None else choices.width[rest[0]]
             reduce = choices.reductions()[rest[-1]] if self.has_reductions else None
-            attention = choices.attention[a]
-            layers.append(LayerArch(num_heads=choices.heads_of(attention, choices.num_heads[h]),
+            mixer = choices.mixer[a]
+            layers.append(LayerArch(num_heads=choices.heads_of(mixer, choices.num_heads[h]),
                                     mlp_dim=choices.mlp_hidden(m, width or embed_dim),
-                                    attention=attention, bits=choices.bits[b], width=width, reduce=reduce))
+                                    mixer=mixer, bits=choices.bits[b], width=width, reduce=reduce))
         return Arch(embed_dim=embed_dim, layers=tuple(layers))
 
     def genome(self, arch: Arch, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -243,7 +246,7 @@ class SearchSpace:
             choices = self.layers[i]
             genes[2 + per * i: 2 + per * i + GENES_PER_LAYER] = [
                 choices.num_heads.index(layer.num_heads), choices.mlp_index(layer.mlp_dim, arch.width_of(i)),
-                choices.attention.index(layer.attention), choices.bits.index(layer.bits)]
+                choices.mixer.index(layer.mixer), choices.bits.index(layer.bits)]
             if choices.width is not None:
                 genes[2 + per * i + GENES_PER_LAYER] = choices.width.index(layer.width)
             if self.has_reductions:
@@ -282,7 +285,7 @@ class SearchSpace:
         for indices, layer in groups:
             span = f"{indices[0]}" if len(indices) == 1 else f"{indices[0]}-{indices[-1]}"
             lines.append(f"  layers {span}: heads {list(layer.num_heads)}, {layer.mlp_key} {list(layer.mlp_options)}, "
-                         f"attention {list(layer.attention)}, bits {list(layer.bits)}"
+                         f"mixer {list(layer.mixer)}, bits {list(layer.bits)}"
                          + ("" if layer.width is None else f", width {list(layer.width)}")
                          + ("" if layer.reduce is None else f", reduce {list(layer.reduce)}"))
         lines.append(f"  cardinality {self.cardinality():,}")

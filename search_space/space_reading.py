@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from search_space.arch import current_names
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
 from search_space.registry import (
@@ -20,7 +21,7 @@ MAX_MLP_RATIO = 1000.0
 MAX_REDUCTION = 1 << 16  # tokens merged into one: beyond any sequence a model reads
 _TOP_KEYS = {"name", "head_dim", "local_window", "depth_heads", "embed_dim", "depth", "layer", "per_layer", "layers",
              "quantize_embeddings", "quant_block_size"}
-_LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "attention", "bits", "width", "reduce"}
+_LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "mixer", "bits", "width", "reduce"}
 
 
 def space_fields(data: Any) -> dict[str, Any]:
@@ -51,39 +52,10 @@ def space_fields(data: Any) -> dict[str, Any]:
     base = data["layer"]
     if not isinstance(base, dict):
         raise SpaceError("space.layer: expected a mapping of per-layer choices")
+    base = current_names(base, "space.layer")
     _check_layer_keys(base, "space.layer", require_all=True)
 
-    per_layer: list[dict[str, Any]] = [dict(base) for _ in range(max_depth)]
-    overrides = data.get("per_layer", []) or []
-    if not isinstance(overrides, list):
-        raise SpaceError("space.per_layer: expected a list of overrides")
-    for j, override in enumerate(overrides):
-        where = f"space.per_layer[{j}]"
-        if not isinstance(override, dict) or "layers" not in override:
-            raise SpaceError(f"{where}: expected a mapping with a 'layers' list of indices")
-        indices = override["layers"]
-        if not isinstance(indices, list) or not indices:
-            raise SpaceError(f"{where}.layers: expected a non-empty list of layer indices")
-        body = {k: v for k, v in override.items() if k != "layers"}
-        _check_layer_keys(body, where, require_all=False)
-        for index in indices:
-            if isinstance(index, int) and not isinstance(index, bool) and index >= max_depth and "reduce" in body:
-                raise SpaceError(f"{where}: a stage boundary before layer {index} is beyond the depth (the deepest "
-                                 f"arch has {max_depth} layers, indices 0 to {max_depth - 1})")
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < max_depth:
-                raise SpaceError(f"{where}.layers: {index!r} is not a layer index in [0, {max_depth - 1}]")
-            if index == 0 and "width" in body:
-                raise SpaceError(f"{where}: layer 0 runs at embed_dim (the stem feeds it); give its widths there")
-            if index == 0 and "reduce" in body:
-                raise SpaceError(f"{where}: layer 0 reads the stem's tokens; a stage boundary (reduce) goes before "
-                                 f"a later layer")
-            if "mlp_ratio" in body or "mlp_dim" in body:
-                per_layer[index].pop("mlp_ratio", None)
-                per_layer[index].pop("mlp_dim", None)
-            per_layer[index].update(body)
-
-    per_layer[0].pop("width", None)  # a width for every layer: layer 0's is embed_dim
-    per_layer[0].pop("reduce", None)  # a boundary before every layer: layer 0 reads the stem's tokens
+    per_layer = _per_layer_specs(base, data.get("per_layer", []) or [], max_depth)
     layers = tuple(_layer_choices(spec, f"space.layer[{i}]", max(embed_dims)) for i, spec in enumerate(per_layer))
     quantized = any(b < 32 for layer in layers for b in layer.bits)
     quantize_embeddings = data.get("quantize_embeddings", quantized)
@@ -105,6 +77,41 @@ def space_fields(data: Any) -> dict[str, Any]:
             "quant_block_size": block}
 
 
+def _per_layer_specs(base: dict, overrides: Any, max_depth: int) -> list[dict[str, Any]]:
+    """Each layer slot's declared choices: `base`, updated by the `per_layer` overrides that name it."""
+    per_layer: list[dict[str, Any]] = [dict(base) for _ in range(max_depth)]
+    if not isinstance(overrides, list):
+        raise SpaceError("space.per_layer: expected a list of overrides")
+    for j, override in enumerate(overrides):
+        where = f"space.per_layer[{j}]"
+        if not isinstance(override, dict) or "layers" not in override:
+            raise SpaceError(f"{where}: expected a mapping with a 'layers' list of indices")
+        indices = override["layers"]
+        if not isinstance(indices, list) or not indices:
+            raise SpaceError(f"{where}.layers: expected a non-empty list of layer indices")
+        body = current_names({k: v for k, v in override.items() if k != "layers"}, where)
+        _check_layer_keys(body, where, require_all=False)
+        for index in indices:
+            if isinstance(index, int) and not isinstance(index, bool) and index >= max_depth and "reduce" in body:
+                raise SpaceError(f"{where}: a stage boundary before layer {index} is beyond the depth (the deepest "
+                                 f"arch has {max_depth} layers, indices 0 to {max_depth - 1})")
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < max_depth:
+                raise SpaceError(f"{where}.layers: {index!r} is not a layer index in [0, {max_depth - 1}]")
+            if index == 0 and "width" in body:
+                raise SpaceError(f"{where}: layer 0 runs at embed_dim (the stem feeds it); give its widths there")
+            if index == 0 and "reduce" in body:
+                raise SpaceError(f"{where}: layer 0 reads the stem's tokens; a stage boundary (reduce) goes before "
+                                 f"a later layer")
+            if "mlp_ratio" in body or "mlp_dim" in body:
+                per_layer[index].pop("mlp_ratio", None)
+                per_layer[index].pop("mlp_dim", None)
+            per_layer[index].update(body)
+
+    per_layer[0].pop("width", None)  # a width for every layer: layer 0's is embed_dim
+    per_layer[0].pop("reduce", None)  # a boundary before every layer: layer 0 reads the stem's tokens
+    return per_layer
+
+
 def _from_canonical(data: dict) -> dict:
     if "layer" in data or "per_layer" in data:
         raise SpaceError("space: give either 'layers' (every layer) or 'layer' with 'per_layer', not both")
@@ -122,7 +129,7 @@ def _check_layer_keys(spec: dict, where: str, require_all: bool) -> None:
     if "mlp_ratio" in spec and "mlp_dim" in spec:
         raise SpaceError(f"{where}: give either mlp_ratio or mlp_dim, not both")
     if require_all:
-        missing = [k for k in ("num_heads", "attention", "bits") if k not in spec]
+        missing = [k for k in ("num_heads", "mixer", "bits") if k not in spec]
         if "mlp_ratio" not in spec and "mlp_dim" not in spec:
             missing.append("mlp_ratio or mlp_dim")
         if missing:
@@ -130,14 +137,14 @@ def _check_layer_keys(spec: dict, where: str, require_all: bool) -> None:
 
 
 def _layer_choices(spec: dict, where: str, max_width: int) -> LayerChoices:
-    attention = _choices(spec["attention"], f"{where}.attention")
-    for name in attention:
+    mixer = _choices(spec["mixer"], f"{where}.mixer")
+    for name in mixer:
         definition = mixer_name(name)
         if definition is None:
-            raise SpaceError(f"{where}.attention: unknown attention type {name!r}; known: {known_mixers()}")
+            raise SpaceError(f"{where}.mixer: unknown mixer {name!r}; known: {known_mixers()}")
         problem = definition.check(name)
         if problem is not None:
-            raise SpaceError(f"{where}.attention: {problem}")
+            raise SpaceError(f"{where}.mixer: {problem}")
     width = None
     if "width" in spec:
         width = _int_choices(spec["width"], f"{where}.width", positive=False)
@@ -162,9 +169,9 @@ def _layer_choices(spec: dict, where: str, max_width: int) -> LayerChoices:
         for r in ratios:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= MAX_MLP_RATIO:
                 raise SpaceError(f"{where}.mlp_ratio: {r!r} is not a ratio in (0, {MAX_MLP_RATIO:g}]")
-        return LayerChoices(num_heads=num_heads, attention=attention, bits=bits,
+        return LayerChoices(num_heads=num_heads, mixer=mixer, bits=bits,
                             mlp_ratio=tuple(float(r) for r in ratios), width=width, reduce=reduce)
-    return LayerChoices(num_heads=num_heads, attention=attention, bits=bits,
+    return LayerChoices(num_heads=num_heads, mixer=mixer, bits=bits,
                         mlp_dim=_int_choices(spec["mlp_dim"], f"{where}.mlp_dim"), width=width, reduce=reduce)
 
 

@@ -154,13 +154,13 @@ class ElasticBlock(nn.Module):
     projection from the previous layer's width to this one's, used where they differ."""
 
     def __init__(self, embed_dim: int, max_heads: int, head_dim: int, max_hidden: int, window: int,
-                 attention_types: tuple[str, ...], style: ModelStyle = ModelStyle(),
+                 mixers: tuple[str, ...], style: ModelStyle = ModelStyle(),
                  block_size: int = DEFAULT_BLOCK_SIZE, join: bool = False):
         super().__init__()
         self.join = ElasticLinear(embed_dim, embed_dim) if join else None
         self.norm_first = style.norm_first
         self.norm1 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
-        self.attention = ElasticMixer(embed_dim, max_heads, head_dim, window, attention_types, block_size)
+        self.attention = ElasticMixer(embed_dim, max_heads, head_dim, window, mixers, block_size)
         self.norm2 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
         self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size)
 
@@ -168,8 +168,8 @@ class ElasticBlock(nn.Module):
         """`width`: the layer's (default: the input's); where the input is of another, the join maps it."""
         if width is not None and width != x.shape[-1]:
             x = self.join(x, width)
-        mix = (lambda h: self.attention(h, layer.num_heads, layer.attention, layer.bits, mask)) \
-            if mixer_of(layer.attention).sublayer else None
+        mix = (lambda h: self.attention(h, layer.num_heads, layer.mixer, layer.bits, mask)) \
+            if mixer_of(layer.mixer).sublayer else None
         return residual(x, mix, lambda h: self.mlp(h, layer.mlp_dim, layer.bits), self.norm1, self.norm2,
                         self.norm_first)
 
@@ -179,7 +179,7 @@ class ElasticBlock(nn.Module):
         length of inputs without padding."""
         join = (self.join.get_active_subnet(in_width, embed_dim)
                 if in_width is not None and in_width != embed_dim else None)
-        mixer = self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.attention, layer.bits, tokens)
+        mixer = self.attention.get_active_subnet(embed_dim, layer.num_heads, layer.mixer, layer.bits, tokens)
         return Block(None if mixer is None and self.norm_first else self.norm1.get_active_subnet(embed_dim), mixer,
                      self.norm2.get_active_subnet(embed_dim),
                      self.mlp.get_active_subnet(embed_dim, layer.mlp_dim, layer.bits), self.norm_first, join=join)
@@ -261,7 +261,7 @@ class Supernet(nn.Module):
         self.stem = ElasticStem(task, embed_dim, space.table_bits)
         self.blocks = nn.ModuleList(
             ElasticBlock(embed_dim, space.max_heads(i), space.head_dim, space.max_mlp_dim(i), space.local_window,
-                         space.layers[i].attention, task.style, space.quant_block_size,
+                         space.layers[i].mixer, task.style, space.quant_block_size,
                          join=space.has_layer_widths and i > 0)
             for i in range(space.max_depth))
         # a stage boundary's reductions, before each layer that may start a stage (ViT-ResNAS)

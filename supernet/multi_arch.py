@@ -135,21 +135,21 @@ def _block(run: _Pass, block, h: Tensor, layers: list, present: list, embeds: li
                    for proj in (attention.query, attention.key, attention.value))
         padded = {"query": q, "key": k, "value": v}
         mixed = torch.zeros_like(q)
-        for name in dict.fromkeys(layer.attention for layer in layers):
+        for name in dict.fromkeys(layer.mixer for layer in layers):
             definition = mixer_of(name)
             if definition.projected:  # a depthwise conv's channels beyond a part's own stay apart, as heads do
-                rows = run.rows([i for i, layer in enumerate(layers) if layer.attention == name])
+                rows = run.rows([i for i, layer in enumerate(layers) if layer.mixer == name])
                 mixed[rows] = definition.mix(attention, lambda p, rows=rows: padded[p][rows], name, inner // head_dim,
                                              None if mask is None else mask[rows])
         out = run.linear(attention.out, mixed * heads, width, bits, inners, embeds) * channels
-        own = [i for i, layer in enumerate(layers) if not mixer_of(layer.attention).projected]
+        own = [i for i, layer in enumerate(layers) if not mixer_of(layer.mixer).projected]
         if not own:
             return out
         own_out = torch.zeros_like(out)  # each part's own, at its own width (zero: a layer without a mixer)
         for i in own:
-            rows, definition = run.rows([i]), mixer_of(layers[i].attention)
+            rows, definition = run.rows([i]), mixer_of(layers[i].mixer)
             if definition.sublayer:
-                own_out[rows, :, :embeds[i]] = attention(t[rows][..., :embeds[i]], 1, layers[i].attention,
+                own_out[rows, :, :embeds[i]] = attention(t[rows][..., :embeds[i]], 1, layers[i].mixer,
                                                          FULL_PRECISION, None if mask is None else mask[rows])
         is_own = _sample_values([int(i in own) for i in range(len(layers))], run.part, t.device)
         return torch.where(is_own.bool()[:, None, None], own_out, out)

@@ -29,7 +29,7 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
         inner, hidden = space.max_heads(i) * space.head_dim, space.max_mlp_dim(i)
         count += 2 * 2 * e  # two norms
         count += 3 * (e * inner + inner) + inner * e + e  # query, key, value, out
-        count += sum(math.prod(shape) for d, names in offered(space.layers[i].attention).items()  # a mixer's own
+        count += sum(math.prod(shape) for d, names in offered(space.layers[i].mixer).items()  # a mixer's own
                      for shape in d.weight_shapes(names, inner).values())
         count += (e * e + e) if space.has_layer_widths and i > 0 else 0  # the join from the previous layer
         count += e * hidden + hidden + hidden * e + e  # the MLP
@@ -59,7 +59,7 @@ def check_space_fits_task(space: SearchSpace, task: TaskSpec) -> None:
         layouts = reached
     tokens = sequence_tokens(task)
     for i, layer in enumerate(space.layers):
-        for name in layer.attention:
+        for name in layer.mixer:
             problem = mixer_of(name).check_task(name, tokens)
             if problem is not None:
                 raise InputError(f"space {space.name!r}: layer {i}'s {problem}")

@@ -202,15 +202,15 @@ def _study_section(view: StudyView) -> list[str]:
     widths = any(layer.width is not None for e in view.front for layer in e.arch.layers)  # a heterogeneous space
     stages = any(e.arch.has_reductions for e in view.front)  # a space with stage boundaries
     lines += ["| trial | " + " | ".join(UNITS.get(m, m) for m in metrics) + " | latency source | bits per layer | "
-              "attention |" + (" width per layer |" if widths else "") + (" stages: layers, tokens, MACs |" if stages
+              "mixer |" + (" width per layer |" if widths else "") + (" stages: layers, tokens, MACs |" if stages
                                                                            else ""),
               "|---" * (len(metrics) + 4 + widths + stages) + "|"]
     for e in sorted(view.front, key=lambda e: e.metrics[view.x_metric]):
         cells = [f"{e.metrics[m] * 100:.2f}" if m == "accuracy" else f"{e.metrics[m]:.4g}" for m in metrics]
         source = "measured" if e.metrics.get("latency_measured_ms") is not None else "predicted"
         bits = "/".join(str(layer.bits) for layer in e.arch.layers)
-        attention = ", ".join(f"{k} x{n}" for k, n in Counter(layer.attention for layer in e.arch.layers).items())
-        lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {bits} | {attention} |"
+        mixers = ", ".join(f"{k} x{n}" for k, n in Counter(layer.mixer for layer in e.arch.layers).items())
+        lines.append(f"| {e.trial} | " + " | ".join(cells) + f" | {source} | {bits} | {mixers} |"
                      + (" " + "/".join(map(str, e.arch.widths)) + " |" if widths else "")
                      + (f" {_stages(e)} |" if stages else ""))
     lines.append("")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +25,29 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from orchestrator.config import ConfigError, StudyConfig
+from orchestrator.config import StudyConfig
 from orchestrator.execution.evaluation import EvalJob
-from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor, check_ray_address
+from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor
 from orchestrator.execution.measuring import beside_probes, measure_and_store
 from orchestrator.search.latency_model import fit_latency_predictor
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.pareto import hypervolume, pareto_front
+from orchestrator.search.preflight import check_before_search
 from orchestrator.search.strategies import SearchContext, ask_fixed, make_strategy
 from orchestrator.storage.batches import close_batch, drop_batch, last_batch, open_batch
 from orchestrator.storage.evaluation_cache import CacheKey, cache_metrics, cached_metrics
 from orchestrator.storage.history import record_hypervolume
-from orchestrator.storage.latency import latency_dataset, register_target
+from orchestrator.storage.latency import register_target
 from orchestrator.storage.lease import Lease
 from orchestrator.storage.optuna_private import set_constraint, trial_id
-from orchestrator.storage.schema import StorageError, connect
+from orchestrator.storage.schema import connect
 from orchestrator.storage.study import (
     REFERENCE_ATTR,
-    SUPERNET_ATTR,
     ObjectiveTable,
-    check_compatible,
     completed_count,
     completed_keys,
     create_study,
-    database_exists,
     evaluations_with_values,
-    find_study,
     interrupted,
     objective_table,
     record_budget,
@@ -60,12 +58,21 @@ from predictors.features import latency_features
 from predictors.measure import DriftCheck, LatencyMeasurement
 from search_space import Arch, InputError
 from search_space.optuna_map import arch_from_params, distributions
-from supernet.checkpoint import load_checkpoint
-from supernet.device import resolve_device
-from supernet.tasks import load_task
 
 log = logging.getLogger("elastiq.search")
 SPLIT = "val"  # the search ranks on val; test is kept for the exported models
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What one run of the search works with, opened once by `SearchDriver.run` and handed to each step."""
+
+    engine: Any
+    study: optuna.Study
+    task: Any
+    supernet_sha: str
+    predictor: Any | None  # the latency predictor, where an objective or constraint needs latency
+    executor: Executor
 
 
 class SearchDriver:
@@ -77,54 +84,10 @@ class SearchDriver:
         self.target = config.target.to_target()
         self.search_seed = config.seed if config.search.seed is None else config.search.seed
 
-    # ---- checks before anything is written ---------------------------------
-    def _preflight(self) -> tuple[Any, str, optuna.Study | None]:
-        config = self.config
-        self._check_where_it_runs()
-        task = load_task(config.task.name, config.seed, config.task.options)
-        checkpoint = Path(config.supernet.checkpoint)
-        if not checkpoint.exists():
-            raise StorageError(f"no supernet checkpoint at {checkpoint}: run `elastiq train-supernet -c CONFIG` first")
-        _, record = load_checkpoint(checkpoint, config.space, task.name)
-        options = config.task.options if config.task.name == record.get("task") else record.get("task_options", {})
-        if (record.get("seed"), record.get("task_options", {})) != (config.seed, options):
-            # they fix the train/val split: another would score archs on images the supernet trained on
-            # (a task loaded from module:function names its own options: compared by seed alone)
-            raise StorageError(f"checkpoint {checkpoint} was trained with seed {record.get('seed')} and task options "
-                               f"{record.get('task_options', {})}, which fix its data split; the config has seed "
-                               f"{config.seed} and {config.task.options} (search.seed varies the search alone)")
-        study = find_study(config.storage, config.study)
-        if study is not None:
-            check_compatible(config, study)
-            stored_sha = study.user_attrs.get(SUPERNET_ATTR)
-            if stored_sha != record["sha256"]:
-                raise StorageError(f"study {config.study!r} was evaluated with supernet sha256 {str(stored_sha)[:12]}, "
-                                   f"but {checkpoint} has {record['sha256'][:12]}; use another study name")
-        if self.objectives.needs_latency:
-            if not database_exists(config.storage):
-                raise StorageError(f"target {self.target.name!r} has no latency measurements in {config.storage}; "
-                                   f"run `elastiq measure -c CONFIG` first")
-            engine = connect(config.storage, create=False)
-            try:
-                archs, _, flagged = latency_dataset(engine, self.target)
-            except Exception as exc:
-                if isinstance(exc, StorageError):
-                    raise
-                raise StorageError(f"target {self.target.name!r} has no latency measurements; run "
-                                   f"`elastiq measure -c CONFIG` first") from None
-            finally:
-                engine.dispose()
-            usable = int((~flagged).sum())  # flagged measurements never train the predictor
-            if usable < 10:
-                raise StorageError(f"target {self.target.name!r} has {usable} unflagged latency measurements "
-                                   f"({len(archs) - usable} flagged); at least 10 are needed (run `elastiq measure "
-                                   f"-c CONFIG`, which also measures flagged ones again)")
-        return task, record["sha256"], study
-
     # ---- the loop ----------------------------------------------------------------
     def run(self) -> str:
         config = self.config
-        task, supernet_sha, study = self._preflight()
+        task, supernet_sha, study = check_before_search(config, self.objectives, self.target)
         if study is not None and not interrupted(study):
             done = completed_count(study)
             if done >= config.search.evaluations:  # nothing to do: no predictor fitted, no Ray started
@@ -144,25 +107,13 @@ class SearchDriver:
         record_budget(study, config.search.evaluations)  # held by the lease: no other driver writes it
         executor = self._executor or self._make_executor()
         try:
-            summary = self._loop(engine, study, task, supernet_sha, predictor, executor)
+            summary = self._loop(SearchRun(engine, study, task, supernet_sha, predictor, executor))
         finally:
             if self._executor is None:
                 executor.close()
             lease.release()
             engine.dispose()
         return summary
-
-    def _check_where_it_runs(self) -> None:
-        """A Ray cluster that answers; evaluations on cuda need a GPU: here (local) or given to each
-        Ray worker."""
-        device = self.config.supernet.device
-        if self.config.search.executor == "local":
-            resolve_device(device)
-            return
-        check_ray_address(self.config.ray.address)
-        if device == "cuda" and self.config.ray.gpus_per_worker == 0:
-            raise ConfigError("supernet.device cuda: the Ray evaluation workers get no GPU; set ray.gpus_per_worker "
-                              "(a fraction lets several share one)")
 
     def _make_executor(self) -> Executor:
         if self.config.search.executor == "local":
@@ -171,8 +122,8 @@ class SearchDriver:
         return RayExecutor(ray.address, ray.workers, self.target.name, max_failures=ray.retries,
                            cpus_per_worker=ray.cpus_per_worker, gpus_per_worker=ray.gpus_per_worker)
 
-    def _loop(self, engine, study, task, supernet_sha, predictor, executor) -> str:
-        config = self.config
+    def _loop(self, run: SearchRun) -> str:
+        config, engine, study = self.config, run.engine, run.study
         strategy = make_strategy(config.search.strategy)
         budget = config.search.evaluations
         reruns = self._recover(engine, study)
@@ -187,7 +138,7 @@ class SearchDriver:
                 if reruns:  # finish the interrupted batch first, exactly as it was
                     proposals, reruns = reruns, []
                 else:
-                    context = self._context(study, task, predictor)
+                    context = self._context(run)
                     rng = np.random.default_rng([self.search_seed, done])
                     batch = open_batch(engine, study.study_name)
                     proposals = strategy.propose(context, study, count, rng)
@@ -196,7 +147,7 @@ class SearchDriver:
                     log.info("the strategy has nothing new to propose: the space is exhausted")
                     break
                 attempts += len(proposals)
-                self._evaluate_and_record(engine, study, task, supernet_sha, predictor, executor, proposals)
+                self._evaluate_and_record(run, proposals)
                 done = completed_count(study)
                 hv, front_size = self._record_hypervolume(engine, study, done)
                 bar.n = min(done, budget)
@@ -245,8 +196,8 @@ class SearchDriver:
             log.info("resuming: %d interrupted trial(s) will run again", len(reruns))
         return reruns
 
-    def _context(self, study, task, predictor) -> SearchContext:
-        space = self.config.space
+    def _context(self, run: SearchRun) -> SearchContext:
+        space, study, task, predictor = self.config.space, run.study, run.task, run.predictor
         # sorted by key: what the strategy sees does not depend on trial order (crashes reorder trials)
         done, values = evaluations_with_values(study, len(self.objectives.metrics))
         order = sorted(range(len(done)), key=lambda i: done[i].key)
@@ -271,31 +222,14 @@ class SearchDriver:
                        seed=config.seed, split=SPLIT, finetune_steps=config.search.finetune_steps,
                        target=self.target, device=config.supernet.device)
 
-    def _evaluate_and_record(self, engine, study, task, supernet_sha, predictor, executor, proposals) -> None:
-        config = self.config
-        cache_key = CacheKey(supernet_sha, SPLIT, self.target.name, config.search.finetune_steps)
-        cached = cached_metrics(engine, cache_key, [arch.key for arch, _ in proposals])
-        to_run = list({arch.key: arch for arch, _ in proposals if arch.key not in cached}.values())
-        results = dict(zip([a.key for a in to_run], executor.evaluate([self._job(a, supernet_sha) for a in to_run]),
-                           strict=True))
-        # where each ran (a Ray node id, or "local") goes to the trial, not into the cached metrics
-        eval_nodes = {key: r.pop("node", "local") for key, r in results.items() if isinstance(r, dict)}
-        new = {arch.key: dict(results[arch.key]) for arch in to_run if not isinstance(results[arch.key], Exception)}
-        cache_metrics(engine, cache_key, new)  # the cache first: a crash after it loses no work
-        cached.update(new)
+    def _evaluate_and_record(self, run: SearchRun, proposals: list[tuple[Arch, optuna.Trial]]) -> None:
+        cached, results, eval_nodes = self._evaluated(run, [arch for arch, _ in proposals])
         latencies = {}
-        if config.search.measure_latency:
+        if self.config.search.measure_latency:
             evaluated = list({arch.key: arch for arch, _ in proposals if arch.key in cached}.values())
-            latencies = self._measured_latencies(engine, executor, evaluated, supernet_sha)
-        predicted = {}
-        if predictor is not None:
-            archs = [arch for arch, _ in proposals]
-            features = latency_features(config.space, task.spec, self.target, archs)
-            for arch, row in zip(archs, features, strict=True):
-                # one arch at a time: a row's prediction must not depend on what else is in the batch (BLAS
-                # blocks by the batch's size), or a resumed batch would record other last digits
-                mean, std = predictor.predict(row[None, :], return_std=True)
-                predicted[arch.key] = (float(mean[0]), float(std[0]))
+            latencies = self._measured_latencies(run, evaluated)
+        predicted = self._predicted_latencies(run, [arch for arch, _ in proposals])
+        study = run.study
         for arch, trial in proposals:
             trial.set_user_attr("arch", arch.to_json())
             trial.set_user_attr("arch_key", arch.key)
@@ -324,14 +258,41 @@ class SearchDriver:
                 set_constraint(trial, str(constraint), violation)
             study.tell(trial, self.objectives.values(metrics))
 
-    def _measured_latencies(self, engine, executor, archs: list[Arch], supernet_sha: str) -> dict[str, dict]:
+    def _evaluated(self, run: SearchRun, archs: list[Arch]) -> tuple[dict[str, dict], dict, dict[str, str]]:
+        """The metrics of `archs` (arch key -> metrics), from the evaluation cache or evaluated now by the
+        executor and cached; the executor's results (an Exception for a failed one) and where each ran."""
+        cache_key = CacheKey(run.supernet_sha, SPLIT, self.target.name, self.config.search.finetune_steps)
+        cached = cached_metrics(run.engine, cache_key, [arch.key for arch in archs])
+        to_run = list({arch.key: arch for arch in archs if arch.key not in cached}.values())
+        outcomes = run.executor.evaluate([self._job(a, run.supernet_sha) for a in to_run])
+        results = dict(zip([a.key for a in to_run], outcomes, strict=True))
+        # where each ran (a Ray node id, or "local") goes to the trial, not into the cached metrics
+        eval_nodes = {key: r.pop("node", "local") for key, r in results.items() if isinstance(r, dict)}
+        new = {arch.key: dict(results[arch.key]) for arch in to_run if not isinstance(results[arch.key], Exception)}
+        cache_metrics(run.engine, cache_key, new)  # the cache first: a crash after it loses no work
+        return {**cached, **new}, results, eval_nodes
+
+    def _predicted_latencies(self, run: SearchRun, archs: list[Arch]) -> dict[str, tuple[float, float]]:
+        """Arch key -> the latency predictor's (mean, std); empty without a predictor."""
+        if run.predictor is None:
+            return {}
+        predicted = {}
+        features = latency_features(self.config.space, run.task.spec, self.target, archs)
+        for arch, row in zip(archs, features, strict=True):
+            # one arch at a time: a row's prediction must not depend on what else is in the batch (BLAS
+            # blocks by the batch's size), or a resumed batch would record other last digits
+            mean, std = run.predictor.predict(row[None, :], return_std=True)
+            predicted[arch.key] = (float(mean[0]), float(std[0]))
+        return predicted
+
+    def _measured_latencies(self, run: SearchRun, archs: list[Arch]) -> dict[str, dict]:
         """Latency on the dataset's scale of each of `archs`: from the target's stored measurements, or
         measured now beside drift probes and stored (unless the probes refuse the batch: then the
         batch keeps its predicted latency and each trial says why)."""
         config, node = self.config, {}
 
         def measure_batch(todo: list[Arch], probes, stored: int):
-            outcome = executor.measure([self._job(a, supernet_sha) for a in todo],
+            outcome = run.executor.measure([self._job(a, run.supernet_sha) for a in todo],
                                        [(arch.to_json(), m.to_dict()) for arch, m in probes],
                                        config.measure.to_protocol(),
                                        seed=int(np.random.default_rng([self.search_seed, stored]).integers(2**31)))
@@ -340,7 +301,7 @@ class SearchDriver:
             node["id"] = outcome["node"]
             return [LatencyMeasurement(**m) for m in outcome["measurements"]], DriftCheck(**outcome["check"])
 
-        measured = measure_and_store(engine, self.target, archs, beside_probes(measure_batch), source="search")
+        measured = measure_and_store(run.engine, self.target, archs, beside_probes(measure_batch), source="search")
         now = set(measured.measured_now)
         found = {}
         for arch in archs:

@@ -5,7 +5,7 @@ stay fp32; the session applies every graph optimization, with the target's threa
 
 `torch.onnx.export` takes seconds per model, too slow for a latency dataset
 of hundreds. So each distinct part of a subnet (the stem, a block of one
-attention type and bit width, the head) is exported once, and a subnet's
+mixer and bit width, the head) is exported once, and a subnet's
 graph is those parts' graphs chained, each holding that subnet's weights:
 a part's graph holds no width but its head count (its reshapes to heads), so
 one graph serves every embedding and MLP width. Every build is checked against
@@ -284,7 +284,7 @@ class _GraphBytes:
             for i, layer in enumerate(arch.layers):
                 if arch.reduction_of(i) > 1:
                     keys.append(("reduce", arch.reduction_of(i), layouts[i]))
-                keys.append(("block", layer.attention, layer.bits))
+                keys.append(("block", layer.mixer, layer.bits))
             keys.append(("head", str(arch.depth) in self._probe(space, task).exits))
             total = 0
             for i, key in enumerate(keys):
@@ -327,7 +327,7 @@ class _GraphBytes:
                 inputs = (torch.zeros(1, layout.tokens, width),) + ((torch.ones(1, layout.tokens, dtype=torch.bool),)
                                                                     if masked else ())
             elif key[0] == "block":
-                index = next(i for i, c in enumerate(space.layers) if key[1] in c.attention and key[2] in c.bits)
+                index = next(i for i, c in enumerate(space.layers) if key[1] in c.mixer and key[2] in c.bits)
                 choices = space.layers[index]
                 layer = LayerArch(min(choices.num_heads), min(choices.mlp_dims(width)), key[1], key[2])
                 part = probe.blocks[index].get_active_subnet(width, layer, tokens=unpadded_tokens(probe.task))

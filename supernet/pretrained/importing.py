@@ -27,7 +27,7 @@ from supernet.task_spec import TaskSpec
 
 log = logging.getLogger("elastiq.supernet")
 
-ATTENTION_TYPES = ("softmax", "linear", "local")  # softmax first: the largest arch is the model
+DEFAULT_MIXERS = ("softmax", "linear", "local")  # softmax first: the largest arch is the model
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,10 @@ def read_weights(model: PretrainedModel) -> dict[str, Tensor]:
 
 
 def model_space(model: PretrainedModel, name: str | None = None,
-                attention: tuple[str, ...] = ATTENTION_TYPES) -> dict[str, Any]:
+                mixers: tuple[str, ...] = DEFAULT_MIXERS) -> dict[str, Any]:
     """A space whose largest arch is the model: every depth from one layer to the model's (the first
     layers kept, each depth with a head of its own), heads and MLP sizes down to a quarter, softmax
-    attention first, full precision the largest bit width. A text model's embedding tables are
+    first, full precision the largest bit width. A text model's embedding tables are
     stored int8 (half its parameters are the token table); an image model's only table is its
     positions (about 1% of it), left fp32 so that its largest arch stays exactly the model."""
     d = model.dims
@@ -115,13 +115,13 @@ def model_space(model: PretrainedModel, name: str | None = None,
     def steps(full: int) -> list[int]:
         return sorted({max(1, round(full * k / 4)) for k in (1, 2, 3, 4)})
 
-    if not attention or attention[0] != "softmax":
-        raise PretrainedError(f"attention {list(attention)}: softmax must come first (the pretrained model's own)")
+    if not mixers or mixers[0] != "softmax":
+        raise PretrainedError(f"mixers {list(mixers)}: softmax must come first (the pretrained model's own)")
     return {"name": name or f"{model.family.name}-{d.layers}x{d.hidden}", "head_dim": d.head_dim,
             "local_window": 8, "depth_heads": True, "quantize_embeddings": model.family.input_kind == "text",
             "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
             "layer": {"num_heads": steps(d.heads), "mlp_dim": steps(d.intermediate),
-                      "attention": list(attention), "bits": [32, 8]}}
+                      "mixer": list(mixers), "bits": [32, 8]}}
 
 
 def check_space_fits(space: SearchSpace, model: PretrainedModel) -> None:

@@ -70,12 +70,12 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
     space = yaml.safe_load((base / "space.yaml").read_text())
     assert space["embed_dim"] == [32] and space["head_dim"] == 8 and max(space["layer"]["num_heads"]) == 4
     # every depth down to one layer; the kernel the model learned, unless more are asked for
-    assert space["depth"] == [1, 2] and space["layer"]["attention"] == ["softmax"]
+    assert space["depth"] == [1, 2] and space["layer"]["mixer"] == ["softmax"]
     assert space["depth_heads"] is True  # a shallow subnet reads its last layer with a head of its own
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "space.yaml")]) == 2  # not overwritten
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "all.yaml"),
                  "--attention", "softmax,local,linear"]) == 0
-    assert yaml.safe_load((base / "all.yaml").read_text())["layer"]["attention"] == ["softmax", "local", "linear"]
+    assert yaml.safe_load((base / "all.yaml").read_text())["layer"]["mixer"] == ["softmax", "local", "linear"]
     assert main(["space", "from-model", str(base / "model"), "-o", str(base / "staged.yaml"), "--reduce", "1:1,2"]) == 0
     assert yaml.safe_load((base / "staged.yaml").read_text())["per_layer"] == [{"layers": [1], "reduce": [1, 2]}]
     capsys.readouterr()
@@ -84,7 +84,7 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
     for bad in ("linear,softmax", "softmax,flash", ""):
         assert main(["space", "from-model", str(base / "model"), "-o", str(base / "bad.yaml"), "--attention", bad]) == 2
         err = capsys.readouterr().err
-        assert "--attention" in err and err.count("\n") == 1 and not (base / "bad.yaml").exists()
+        assert "--mixers" in err and err.count("\n") == 1 and not (base / "bad.yaml").exists()
     config = _config(base)
     capsys.readouterr()
     assert main(["evaluate", "-c", str(config), "--arch", "largest"]) == 0

@@ -57,7 +57,7 @@ def synthetic_accuracy(archs, rng) -> np.ndarray:
     """Each active layer helps by its attention type; its width helps softmax layers only."""
     gain = {"softmax": 0.03, "local": 0.02, "linear": 0.005}
     clean = np.array([0.5 + 0.05 * a.embed_dim / 128
-                      + sum(gain[x.attention] * (1 + (x.attention == "softmax") * x.mlp_dim / 512) for x in a.layers)
+                      + sum(gain[x.mixer] * (1 + (x.mixer == "softmax") * x.mlp_dim / 512) for x in a.layers)
                       for a in archs])
     return clean + 0.003 * rng.standard_normal(len(archs))
 
@@ -191,4 +191,4 @@ def test_stratified_archs_cover_the_range(digits_space):
     assert {a.embed_dim for a in archs} == set(digits_space.embed_dims)
     homogeneous = [a for a in archs if len({x.bits for x in a.layers}) == 1 and a.depth > 1]
     assert {a.layers[0].bits for a in homogeneous} == {32, 8}
-    assert {x.attention for a in archs for x in a.layers} == {"softmax", "linear", "local"}
+    assert {x.mixer for a in archs for x in a.layers} == {"softmax", "linear", "local"}

@@ -92,7 +92,7 @@ def test_inactive_layers_are_masked_not_averaged(digits_space):
     features = dict(zip(names, encode(digits_space, arch), strict=True))
     assert features["layer0.active"] == 1.0
     assert all(v == 0.0 for k, v in features.items() if k.startswith(("layer1.", "layer2.", "layer3.")))
-    assert features["layer0.attention=softmax"] == 1.0 and features["layer0.bits=32"] == 1.0
+    assert features["layer0.mixer=softmax"] == 1.0 and features["layer0.bits=32"] == 1.0
 
 
 def test_optuna_trial_suggests_a_valid_arch(digits_space):

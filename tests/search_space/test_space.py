@@ -19,7 +19,7 @@ def enumerate_archs(space: SearchSpace) -> set[str]:
                 c = space.layers[i]
                 per_layer.append([LayerArch(c.heads_of(a, h), m, a, b, None if c.width is None else w, r)
                                   for w in c.widths(embed_dim) for h in c.num_heads for m in c.mlp_dims(w)
-                                  for a in c.attention for b in c.bits for r in c.reductions()])
+                                  for a in c.mixer for b in c.bits for r in c.reductions()])
             for layers in itertools.product(*per_layer):
                 keys.add(Arch(embed_dim, tuple(layers)).key)
     return keys
@@ -140,14 +140,14 @@ def test_space_hash_ignores_name_and_tracks_content(tiny_space):
 
 def test_validate_names_the_offending_field(tiny_space):
     arch = tiny_space.largest()
-    bad_layer = LayerArch(num_heads=1, mlp_dim=32, attention="softmax", bits=32)  # layer 1 allows only 2 heads
+    bad_layer = LayerArch(num_heads=1, mlp_dim=32, mixer="softmax", bits=32)  # layer 1 allows only 2 heads
     with pytest.raises(SpaceError, match=r"arch.layers\[1\].num_heads"):
         tiny_space.validate(Arch(arch.embed_dim, (arch.layers[0], bad_layer)))
     with pytest.raises(SpaceError, match="arch.embed_dim"):
         tiny_space.validate(Arch(24, arch.layers))
     with pytest.raises(SpaceError, match="depth 3"):
         tiny_space.validate(Arch(32, arch.layers + arch.layers[:1]))
-    with pytest.raises(SpaceError, match=r"layers\[0\].attention"):
+    with pytest.raises(SpaceError, match=r"layers\[0\].mixer"):
         tiny_space.validate(Arch(32, (LayerArch(2, 32, "flash", 32),)))
     with pytest.raises(SpaceError, match=r"layers\[0\].bits"):
         tiny_space.validate(Arch(32, (LayerArch(2, 32, "softmax", 4),)))
@@ -165,7 +165,7 @@ BASE = {"embed_dim": [16], "depth": [1, 2], "layer": {
     ({"depth": [1, 1]}, "duplicate choices"),
     ({"colour": "red"}, "unknown key"),
     ({"head_dim": 0}, "space.head_dim: expected a positive integer"),
-    ({"layer": {**BASE["layer"], "attention": ["softmax", "flash"]}}, "unknown attention type 'flash'"),
+    ({"layer": {**BASE["layer"], "attention": ["softmax", "flash"]}}, "unknown mixer 'flash'"),
     ({"layer": {**BASE["layer"], "bits": [32, 3]}}, "unsupported bit width 3"),
     ({"layer": {**BASE["layer"], "num_heads": []}}, "num_heads: empty choice list"),
     ({"layer": {**BASE["layer"], "mlp_ratio": [2]}}, "either mlp_ratio or mlp_dim"),
@@ -182,10 +182,10 @@ BASE = {"embed_dim": [16], "depth": [1, 2], "layer": {
     ({"layer": {**BASE["layer"], "bits": [32, 4]}},
      "space.layer[0]: a 4-bit layer quantizes its weights in blocks of quant_block_size 32 inputs, and embed_dim 16"),
     ({"layer": {**BASE["layer"], "attention": ["softmax", "conv4"]}},
-     "space.layer[0].attention: conv4 has an even kernel size 4; a kernel centred on its token needs an odd size"),
+     "space.layer[0].mixer: conv4 has an even kernel size 4; a kernel centred on its token needs an odd size"),
     ({"layer": {**BASE["layer"], "attention": ["conv03"]}}, "'conv03' does not name a kernel size"),
     ({"layer": {**BASE["layer"], "attention": ["conv0"]}}, "'conv0' does not name a kernel size"),
-    ({"layer": {**BASE["layer"], "attention": ["convolution"]}}, "unknown attention type 'convolution'"),
+    ({"layer": {**BASE["layer"], "attention": ["convolution"]}}, "unknown mixer 'convolution'"),
     ({"per_layer": [{"layers": [1], "width": [8, 32]}]},
      "space.layer[1].width: 32 is outside the embedding's range [1, 16]"),
     ({"per_layer": [{"layers": [1], "width": [0]}]}, "space.layer[1].width: 0 is outside the embedding's range"),
@@ -278,3 +278,24 @@ def test_embedding_quantization_defaults_to_the_layers_and_round_trips():
     assert "quantize_embeddings" not in full.to_dict()  # a float32 space's hash is what it was
     off = SearchSpace.from_dict({**BASE, "layer": {**BASE["layer"], "bits": [32, 8]}, "quantize_embeddings": False})
     assert SearchSpace.from_dict(off.to_dict()) == off and off.hash != quantized.hash
+
+
+# the hashes of shipped spaces as the last release wrote them (their layers said `attention`): checkpoints hold them
+FORMER_HASHES = {"tiny": "d1367fd3a03112d6", "digits": "398c0dd86ce2a48d", "flexibert": "0cf9d2638e9c88ce",
+                 "digits_stages": "01ffe5662770593c"}
+
+
+def test_the_mixer_gene_reads_its_former_name_and_keeps_hashes_and_keys(tmp_path):
+    for name, former in FORMER_HASHES.items():
+        space = SearchSpace.from_yaml(CONFIGS / "spaces" / f"{name}.yaml")
+        old_file = tmp_path / f"{name}.yaml"
+        old_file.write_text((CONFIGS / "spaces" / f"{name}.yaml").read_text().replace("  mixer:", "  attention:"))
+        assert space.hash[:16] == former and SearchSpace.from_yaml(old_file) == space
+        assert all("mixer" in layer and "attention" not in layer for layer in space.to_dict()["layers"])
+    arch = Arch.from_dict({"embed_dim": 16, "layers": [{"num_heads": 1, "mlp_dim": 16, "mixer": "softmax", "bits": 32}]})
+    assert arch.key == KNOWN_KEY and '"mixer":"softmax"' in arch.to_json()  # written under its name, keyed as before
+    with pytest.raises(SpaceError, match="either mixer or attention"):
+        Arch.from_dict({"embed_dim": 16, "layers": [{"num_heads": 1, "mlp_dim": 16, "mixer": "softmax",
+                                                     "attention": "softmax", "bits": 32}]})
+    with pytest.raises(SpaceError, match="space.layer: give either mixer or attention"):
+        SearchSpace.from_dict({**BASE, "layer": {**BASE["layer"], "mixer": ["softmax"]}})

@@ -67,7 +67,7 @@ def test_every_conv_kernel_is_the_centre_of_the_largest(supernets):
     assert torch.equal(centre(attention.conv_weight, 8, 3), attention.conv_weight[:8, 1:4])
     assert torch.equal(centre(attention.conv_weight, 16, 5), attention.conv_weight)
     plain = Supernet(SAME_WIDTH.__class__.from_dict({**SAME_WIDTH.to_dict(), "layers": [
-        {**c.to_dict(), "attention": ["softmax"]} for c in SAME_WIDTH.layers]}), FEATURES)
+        {**c.to_dict(), "mixer": ["softmax"]} for c in SAME_WIDTH.layers]}), FEATURES)
     assert not any("conv_weight" in name or "join" in name for name in plain.state_dict())  # checkpoints unchanged
 
 

@@ -37,7 +37,7 @@ def test_a_none_layer_is_headless_and_searchable():
         SPACE.validate(Arch(16, (LayerArch(2, 16, "none", 32),)))
     rng = np.random.default_rng(0)
     sampled = [SPACE.sample(rng, mode) for mode in ("depth_uniform", "arch_uniform") for _ in range(30)]
-    assert any(layer.attention == "none" for arch in sampled for layer in arch.layers)
+    assert any(layer.mixer == "none" for arch in sampled for layer in arch.layers)
     assert all(arch_from_params(SPACE, params_from_arch(SPACE, arch)) == arch for arch in sampled)
 
 

@@ -132,7 +132,7 @@ def test_new_mixers_and_layer_widths_leave_the_imported_model_as_the_largest_arc
     family, folder = text_model
     model = open_pretrained(folder)
     spec = _text_spec(model)
-    data = model_space(model, attention=("softmax", "fourier", "conv3"))
+    data = model_space(model, mixers=("softmax", "fourier", "conv3"))
     data["quantize_embeddings"] = False
     hidden = data["embed_dim"][0]
     data["per_layer"] = [{"layers": [1], "width": [hidden // 2, hidden], "reduce": [1, 2]}]
@@ -141,7 +141,7 @@ def test_new_mixers_and_layer_widths_leave_the_imported_model_as_the_largest_arc
     full, _ = full_supernet(model, spec, seed=0)
     _, x = _text_batch(family)
     largest = space.largest()
-    assert largest.layers[1].width == hidden and {layer.attention for layer in largest.layers} == {"softmax"}
+    assert largest.layers[1].width == hidden and {layer.mixer for layer in largest.layers} == {"softmax"}
     with torch.no_grad():
         assert torch.equal(supernet(x, largest), full(x, full.space.largest()))
         narrower = Arch(hidden, (largest.layers[0], LayerArch(1, largest.layers[1].mlp_dim, "conv3", 32, hidden // 2,
@@ -176,7 +176,7 @@ def test_padding_changes_nothing_in_any_kernel(text_model, attention):
     model = open_pretrained(folder)
     data = model_space(model)
     data["local_window"] = 2
-    data["layer"]["attention"] = list(dict.fromkeys(["softmax", attention]))
+    data["layer"]["mixer"] = list(dict.fromkeys(["softmax", attention]))
     space = SearchSpace.from_dict(data)
     supernet = Supernet(space, _text_spec(model), seed=0).eval()
     tokenizer = tiny_tokenizer(pad_first=family == "bert")[0]

@@ -77,7 +77,7 @@ def _staged(rng: np.random.Generator, bits: int) -> list[Arch]:
         if (factors[0], factors[1] if arch.depth > 2 else None) in wanted[:1]:
             wanted.pop(0)
             archs.append(SPACE.validate(Arch(arch.embed_dim, tuple(
-                LayerArch(layer.num_heads, layer.mlp_dim, layer.attention, bits, layer.width, layer.reduce)
+                LayerArch(layer.num_heads, layer.mlp_dim, layer.mixer, bits, layer.width, layer.reduce)
                 for layer in arch.layers))))
     return archs
 
