@@ -20,15 +20,15 @@ how well it learned the val split, more than how well it ranks archs.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from latency_predictor import layer_averaged  # a sibling script: bench/ is on sys.path
 from scipy.stats import kendalltau
 
+from bench.common import print_and_write
+from bench.hat_baseline import layer_averaged
 from orchestrator.config import load_study_config
 from orchestrator.search.strategies.evolutionary import search_accuracy_predictor
 from predictors.models import AccuracyPredictor
@@ -86,10 +86,7 @@ def main() -> None:
                "test_images": len(task.split("test")[1]),
                "accuracy_range": [float(val.min()), float(val.max())], "accuracy_std_points": float(val.std() * 100),
                "val_vs_test_kendall_tau": val_vs_test, "results": results, "seconds": time.perf_counter() - started}
-    print(json.dumps(summary, indent=2))
-    out = Path(args.out or ROOT / f"bench/results/accuracy_predictor_{record['task']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
+    print_and_write(args.out or ROOT / f"bench/results/accuracy_predictor_{record['task']}.json", summary)
 
 
 if __name__ == "__main__":

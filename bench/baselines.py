@@ -29,18 +29,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.user_alternative import (  # noqa: E402
+    TokenInput,
+    fine_tune,
+    int8,
+    interleaved_latency,
+    session,
+    test_accuracy,
+    to_onnx,
+    truncated,
+)
 from orchestrator.search.pareto import hypervolume as pareto_hypervolume  # noqa: E402
 from search_space import InputError  # noqa: E402
 
@@ -48,124 +54,6 @@ from search_space import InputError  # noqa: E402
 class BaselineError(Exception):
     """Input the comparison cannot run on."""
 
-
-# ---- the baselines -------------------------------------------------------------------
-
-class TokenInput(torch.nn.Module):
-    """A Hugging Face classifier taking elastiq's text input: (batch, tokens, 2) token ids and types."""
-
-    def __init__(self, model, pad_token_id: int):
-        super().__init__()
-        self.model, self.pad_token_id = model, pad_token_id
-
-    def forward(self, x):
-        ids, types = x[..., 0], x[..., 1]
-        return self.model(input_ids=ids, attention_mask=(ids != self.pad_token_id).long(),
-                          token_type_ids=types).logits
-
-
-def truncated(path: Path, depth: int, labels: int, seed: int):
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    torch.manual_seed(seed)  # the new classifier's initial weights
-    hf_logging.set_verbosity_error()  # the dropped layers and the new classifier are announced as warnings
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_hidden_layers=depth, num_labels=labels, local_files_only=True, trust_remote_code=False,
-        use_safetensors=True)
-
-
-def fine_tune(model, x, y, settings: dict, seed: int, teacher=None, distill_weight: float = 0.0) -> float:
-    """Train `model` (wrapped) on (x, y) for settings["steps"] steps; the seconds it took."""
-    import torch.nn.functional as F
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
-    steps, warmup = settings["steps"], settings["warmup_steps"]
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    batches = torch.Generator().manual_seed(seed)
-    model.train()
-    started = time.perf_counter()
-    for _ in range(steps):
-        index = torch.randint(len(y), (settings["batch_size"],), generator=batches)
-        logits = model(x[index])
-        loss = F.cross_entropy(logits, y[index])
-        if teacher is not None:
-            with torch.no_grad():
-                soft = teacher(x[index]).softmax(-1)
-            loss = (1 - distill_weight) * loss + distill_weight * F.kl_div(logits.log_softmax(-1), soft,
-                                                                           reduction="batchmean")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-    model.eval()
-    return time.perf_counter() - started
-
-
-def to_onnx(model, example, path: Path) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (torch.cat([example, example]),), dynamo=True, verbose=False,
-                                    input_names=["input"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},))
-    program.save(str(path))
-
-
-def int8(fp32: Path, out: Path, weights: str = "s8") -> None:
-    """The two lines a user writes: signed int8 weights (ONNX Runtime's default), or unsigned, which its
-    documentation suggests where the CPU lacks VNNI (signed weights there are slower and may saturate)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8)
-
-
-# ---- running and timing ---------------------------------------------------------------
-
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def test_accuracy(sess, x: np.ndarray, y: np.ndarray, batch: int = 64) -> float:
-    name = sess.get_inputs()[0].name
-    predicted = np.concatenate([sess.run(None, {name: x[i:i + batch]})[0].argmax(-1) for i in range(0, len(y), batch)])
-    return float((predicted == y).mean())
-
-
-def interleaved_latency(sessions: list, example: np.ndarray, rounds: int, repeats: int, seed: int) -> list[float]:
-    """Per session, the median over rounds of the median of `repeats` timed runs; each round visits every
-    session once in a random order, so drift of the machine falls on all alike."""
-    rng = np.random.default_rng(seed)
-    names = [s.get_inputs()[0].name for s in sessions]
-    for s, n in zip(sessions, names, strict=True):  # warm-up
-        for _ in range(3):
-            s.run(None, {n: example})
-    medians = [[] for _ in sessions]
-    for _ in range(rounds):
-        for i in rng.permutation(len(sessions)):
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                sessions[i].run(None, {names[i]: example})
-                times.append(time.perf_counter() - started)
-            medians[i].append(float(np.median(times)) * 1e3)
-    return [float(np.median(m)) for m in medians]
-
-
-# ---- comparing ------------------------------------------------------------------------
 
 def hypervolume(points: list[dict], reference_ms: float, unit_ms: float) -> float:
     """Area under the front's accuracy staircase from each model's latency to `reference_ms`, in units
@@ -254,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     from orchestrator.config import load_study_config
-    from predictors.measure import example_input
     from supernet.pretrained.importing import open_pretrained
     from supernet.tasks import load_task
 
@@ -271,28 +158,48 @@ def run(args) -> int:
     if steps < 1:
         raise BaselineError("--steps must be at least 1")
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"baselines_{config.study}.json"
-
     task = load_task(config.task.name, config.seed, config.task.options)
-    labels = len(task.labels)
-    x_train, y_train = task.split("train")
-    x_test, y_test = task.split("test")
-    pad = task.spec.style.pad_token_id if task.spec.style.pad_token_id is not None else 0
-    s = config.supernet
-    settings = {"steps": steps, "batch_size": s.batch_size, "lr": s.lr, "weight_decay": s.weight_decay,
-                "warmup_steps": s.warmup_steps}
     target = config.target.to_target()
     if target.device != "cpu":
         raise BaselineError(f"target {target.name}: the baselines run on ONNX Runtime on a CPU, not {target.device}")
-    threads = target.threads
+    s = config.supernet
     print(f"baselines of {config.study}: depths {depths} (distilled: {distilled}), {steps} steps each, "
           f"batch {s.batch_size}, lr {s.lr}; {len(exported)} exported models", flush=True)
-
-    built: list[dict] = []
-    seconds = 0.0
     # trained baselines are kept in the run's folder, named for what made them: a second comparison (after
     # another export) trains nothing again
     folder = Path(args.cache) if args.cache else run_dir / "baselines"
     folder.mkdir(parents=True, exist_ok=True)
+    built, seconds = train_baselines(config, task, model_path, layers, depths, distilled, steps, folder)
+    if args.train_only:
+        print(f"trained: {len(built)} baselines in {folder} ({seconds:.0f} s of training)")
+        return 0
+    everything = built + exported
+    measure_side_by_side(everything, task, target, args.rounds, args.repeats, config.seed)
+    full = next(m for m in built if m["name"].endswith("fp32"))
+    verdict = compare(built, exported, full)
+    pipeline_path = run_dir / "pipeline.json"
+    pipeline = json.loads(pipeline_path.read_text())["seconds"] if pipeline_path.is_file() else None
+    verdict.update(baseline_train_seconds=seconds, elastiq_seconds=pipeline,
+                   elastiq_total_seconds=sum(pipeline.values()) if pipeline else None)
+    print_comparison(everything, verdict, seconds, pipeline)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": args.config, "steps": steps, "threads": target.threads,
+                               "models": everything, "verdict": verdict}, indent=2, default=str))
+    print(f"written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+def train_baselines(config, task, model_path: Path, layers: int, depths: list[int], distilled: list[int],
+                    steps: int, folder: Path) -> tuple[list[dict], float]:
+    """Every baseline, trained (or found in `folder`) and written as fp32 and int8 ONNX: the entries to
+    measure, and the seconds their training took."""
+    labels = len(task.labels)
+    x_train, y_train = task.split("train")
+    x_test, _ = task.split("test")
+    pad = task.spec.style.pad_token_id if task.spec.style.pad_token_id is not None else 0
+    s = config.supernet
+    settings = {"steps": steps, "batch_size": s.batch_size, "lr": s.lr, "weight_decay": s.weight_decay,
+                "warmup_steps": s.warmup_steps}
     recipe = {"study": config.study, "model": str(model_path), "labels": task.labels, "seed": config.seed,
               "settings": settings, "distill_weight": s.distill_weight}
 
@@ -313,7 +220,8 @@ def run(args) -> int:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
         return model, took
 
-    teacher = None
+    built: list[dict] = []
+    seconds, teacher = 0.0, None
     for depth in sorted(set(depths) | {layers}, reverse=True):  # the full model first: it teaches
         for distill in ((False, True) if depth in distilled and depth != layers else (False,)):
             stem = named(depth, distill)
@@ -344,27 +252,27 @@ def run(args) -> int:
             if depth == layers:
                 built.append({"name": name + ", fp32", "path": fp32, "depth": depth, "distilled": False,
                               "train_seconds": 0.0})
-    if args.train_only:
-        print(f"trained: {len(built)} baselines in {folder} ({seconds:.0f} s of training)")
-        return 0
-    everything = built + exported
-    sessions = [session(m["path"], threads) for m in everything]
+    return built, seconds
+
+
+def measure_side_by_side(models: list[dict], task, target, rounds: int, repeats: int, seed: int) -> None:
+    """Each model's test accuracy, size and latency (interleaved rounds, the study's timing input), in place."""
+    from predictors.measure import example_input
+
+    sessions = [session(m["path"], target.threads) for m in models]
+    x_test, y_test = task.split("test")
     xt, yt = x_test.numpy(), y_test.numpy()
-    for m, sess in zip(everything, sessions, strict=True):
+    for m, sess in zip(models, sessions, strict=True):
         m["accuracy"] = test_accuracy(sess, xt, yt)
         m["size_mb"] = m["path"].stat().st_size / 1e6
-    batch_example = example_input(task.spec, target).numpy()  # the study's own timing input
-    latencies = interleaved_latency(sessions, batch_example, args.rounds, args.repeats, config.seed)
-    for m, latency in zip(everything, latencies, strict=True):
+    latencies = interleaved_latency(sessions, example_input(task.spec, target).numpy(), rounds, repeats, seed)
+    for m, latency in zip(models, latencies, strict=True):
         m["latency_ms"] = latency
         m["path"] = str(m["path"].relative_to(ROOT)) if m["path"].is_relative_to(ROOT) else m["path"].name
-    full = next(m for m in built if m["name"].endswith("fp32"))
-    verdict = compare(built, exported, full)
-    pipeline_path = run_dir / "pipeline.json"
-    pipeline = json.loads(pipeline_path.read_text())["seconds"] if pipeline_path.is_file() else None
-    verdict.update(baseline_train_seconds=seconds, elastiq_seconds=pipeline,
-                   elastiq_total_seconds=sum(pipeline.values()) if pipeline else None)
-    for m in everything:
+
+
+def print_comparison(models: list[dict], verdict: dict, seconds: float, pipeline: dict | None) -> None:
+    for m in models:
         print(f"{m['name']:<50} test {m['accuracy']:.4f}  {m['latency_ms']:6.2f} ms  {m['size_mb']:5.1f} MB")
     print(f"matched: {verdict['matched']} of {verdict['baselines']} baselines have an exported model at no more "
           f"latency within 1 point")
@@ -381,11 +289,6 @@ def run(args) -> int:
           f"{verdict['fastest_elastiq_at_full_accuracy']}" + (f": {speedup:.2f}x faster" if speedup else ""))
     print(f"wall time: baselines' training {seconds:.0f} s; elastiq's pipeline "
           + (f"{verdict['elastiq_total_seconds']:.0f} s {pipeline}" if pipeline else "(no pipeline.json)"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": args.config, "steps": steps, "threads": threads,
-                               "models": everything, "verdict": verdict}, indent=2, default=str))
-    print(f"written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from curve_calibration import current_run_curves, score  # a sibling script: bench/ is on sys.path
 
+from bench.curves import current_run_curves, score
 from orchestrator.cli import main
 from orchestrator.config import load_study_config
 from orchestrator.delivery.status import study_status

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.neural_network import MLPRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from bench.common import write_json
+from bench.hat_baseline import hat_mlp, layer_averaged
 from predictors.dataset import measure_archs, stratified_archs
 from predictors.features import latency_features
 from predictors.measure import Protocol, example_input, measure_many
@@ -37,23 +36,6 @@ from supernet.model import Subnet, Supernet
 from supernet.tasks import load_task
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def layer_averaged(space: SearchSpace, archs) -> np.ndarray:
-    """HAT's encoding: global choices plus per-layer choices averaged over layers."""
-    rows = []
-    for arch in archs:
-        n = arch.depth
-        rows.append([arch.embed_dim, n, sum(x.num_heads for x in arch.layers) / n,
-                     sum(x.mlp_dim for x in arch.layers) / n]
-                    + [sum(x.mixer == a for x in arch.layers) / n for a in space.mixers]
-                    + [sum(x.bits == b for x in arch.layers) / n for b in space.bit_widths])
-    return np.asarray(rows, dtype=float)
-
-
-def hat_mlp(seed: int):
-    return make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(400, 400, 400), max_iter=3000,
-                                                        random_state=seed))
 
 
 def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol,
@@ -95,6 +77,32 @@ def lookup_predict(table: dict, archs) -> np.ndarray:
                      for a in archs])
 
 
+def noise_floor(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol, x,
+                seed: int) -> dict:
+    """Ten random archs' artifacts, each measured 8 times with the protocol: how much a measurement repeats."""
+    rng = np.random.default_rng(seed)
+    probes = [target.deploy(supernet.extract(space.sample(rng)), x) for _ in range(10)]
+    repeats = [measure_many(probes, x, target, protocol, rng) for _ in range(8)]
+    medians = np.array([[m.median_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
+    return {"passes": protocol.passes,
+            "cv_of_repeated_measurements_pct": float(np.median(medians.std(axis=1, ddof=1) / medians.mean(axis=1))
+                                                     * 100),
+            "round_to_round_cv_pct": float(np.median([m.pass_cv for r in repeats for m in r]) * 100),
+            "within_burst_cv_pct": float(np.median([m.cv for r in repeats for m in r]) * 100)}
+
+
+def largest_int8_effect(supernet: Supernet, space: SearchSpace, target: HardwareTarget, protocol: Protocol, x,
+                        seed: int) -> dict:
+    """The largest arch all-int8 beside all-fp32, as the target's programs."""
+    largest = space.largest()
+    programs = [target.deploy(supernet.extract(Arch(largest.embed_dim, tuple(replace(layer, bits=bits)
+                                                                                 for layer in largest.layers))), x)
+                for bits in (8, 32)]
+    int8, fp32 = measure_many(programs, x, target, protocol, np.random.default_rng(seed))
+    return {"arch": "largest", "int8_ms": int8.median_ms, "fp32_ms": fp32.median_ms,
+            "ratio": int8.median_ms / fp32.median_ms}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default=str(ROOT / "configs/spaces/digits.yaml"))
@@ -116,16 +124,8 @@ def main() -> None:
     started = time.perf_counter()
 
     # 1. noise floor: ten models, each measured 8 times with the protocol the dataset uses
-    rng = np.random.default_rng(args.seed)
     x = example_input(task.spec, target)
-    probes = [target.deploy(supernet.extract(space.sample(rng)), x) for _ in range(10)]
-    repeats = [measure_many(probes, x, target, protocol, rng) for _ in range(8)]
-    medians = np.array([[m.median_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
-    noise = {"passes": args.passes,
-             "cv_of_repeated_measurements_pct": float(np.median(medians.std(axis=1, ddof=1) / medians.mean(axis=1))
-                                                      * 100),
-             "round_to_round_cv_pct": float(np.median([m.pass_cv for r in repeats for m in r]) * 100),
-             "within_burst_cv_pct": float(np.median([m.cv for r in repeats for m in r]) * 100)}
+    noise = noise_floor(supernet, space, target, protocol, x, args.seed)
     print("noise floor:", json.dumps(noise))
 
     # 2. the dataset, measured once for every method
@@ -171,21 +171,14 @@ def main() -> None:
               f"HAT-style MAPE {row['hat_mape']:.2f}%")
 
     # 4. the int8 effect the search relies on: the largest arch all-int8 beside all-fp32, as programs
-    largest = space.largest()
-    programs = [target.deploy(supernet.extract(Arch(largest.embed_dim, tuple(replace(layer, bits=bits)
-                                                                                 for layer in largest.layers))), x)
-                for bits in (8, 32)]
-    int8, fp32 = measure_many(programs, x, target, protocol, np.random.default_rng(args.seed))
-    int8_effect = {"arch": "largest", "int8_ms": int8.median_ms, "fp32_ms": fp32.median_ms,
-                   "ratio": int8.median_ms / fp32.median_ms}
+    int8_effect = largest_int8_effect(supernet, space, target, protocol, x, args.seed)
     print("int8 effect, largest arch:", json.dumps(int8_effect))
 
     summary = {"target": target.to_dict(), "archs_measured": len(archs), "train": len(train),
                "held_out": len(held_out), "flagged": flagged, "latency_range_ms": [float(y.min()), float(y.max())],
                "noise_floor": noise, "results": results, "sample_efficiency": efficiency, "int8_effect": int8_effect,
                "seconds": time.perf_counter() - started}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
+    write_json(out, summary)
     print(f"written {out}")
 
 

@@ -24,10 +24,7 @@ the medians are printed with the artifact's bytes, and written as JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +32,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from bench.common import timed, timing_arguments
 from predictors.runtimes import runtime_named
 from predictors.runtimes.onnx_lowering import onnx_lowered
 from predictors.runtimes.onnx_runtime import _export_graph, chain
@@ -111,33 +109,11 @@ def static_int8(artifact: bytes, calibration: np.ndarray) -> bytes:
     return model.SerializeToString()
 
 
-def timed(programs: dict, x: torch.Tensor, rounds: int, rng: np.random.Generator, calls: int = 5) -> dict:
-    """The median milliseconds of each program on `x`: `rounds` rounds in a seeded shuffled order, each
-    sample the mean of `calls` calls after a warm one (so that the machine's drift falls on all alike)."""
-    runners = {name: program.runner(x) for name, program in programs.items()}
-    times = {name: [] for name in programs}
-    order = list(programs)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for name in order:
-            runners[name]()  # warm
-            start = time.perf_counter()
-            for _ in range(calls):
-                runners[name]()
-            times[name].append((time.perf_counter() - start) / calls * 1e3)
-    return {name: float(np.median(values)) for name, values in times.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--out", default="bench/results/quantized_layers.json")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        print(f"elastiq: error: --rounds {args.rounds}: give at least 1", file=sys.stderr)
+    args = timing_arguments(__doc__.splitlines()[0], 30, "bench/results/quantized_layers.json", argv)
+    if args is None:
         return 2
-    runtime = runtime_named("onnxruntime")
-    rng = np.random.default_rng(0)
+    runtime, rng = runtime_named("onnxruntime"), np.random.default_rng(0)
     results = {}
     for name, (embed, heads, head_dim, mlp, tokens) in LAYERS.items():
         calibration = rng.standard_normal((64, tokens, embed)).astype(np.float32)

@@ -12,20 +12,20 @@ hypervolume alone.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import optuna
 
+from bench.common import print_and_write
 from orchestrator.config import load_study_config
 from orchestrator.delivery.status import study_status
 from orchestrator.execution.executors import LocalExecutor
 from orchestrator.execution.measuring import run_measure
 from orchestrator.search.driver import SearchDriver, front_and_hypervolume
 from orchestrator.search.objectives import Objectives
+from orchestrator.storage.optuna_private import SyntheticTrial, add_completed_trials
 from orchestrator.storage.study import interrupted
 from search_space.optuna_map import distributions, params_from_arch
 
@@ -43,47 +43,19 @@ class StopAtFirstEvaluation(LocalExecutor):
 
 
 def build(config, trials: int) -> None:
-    """Synthetic completed trials, inserted in bulk into Optuna's own tables (through its
-    SQLAlchemy models): adding 100,000 trials one by one through its API takes far longer."""
-    from optuna.distributions import distribution_to_json
-    from optuna.storages._rdb import models
-    from sqlalchemy import create_engine, func, insert, select
-
-    engine = create_engine(config.storage)
-    dists = distributions(config.space)
-    dist_json = {name: distribution_to_json(d) for name, d in dists.items()}
+    """Synthetic completed trials of random archs, inserted in bulk (adding 100,000 trials one by one through
+    Optuna's API takes far longer)."""
     rng = np.random.default_rng(1)
-    with engine.begin() as connection:
-        study_id = connection.execute(select(models.StudyModel.study_id).where(
-            models.StudyModel.study_name == config.study)).scalar_one()
-        have = connection.execute(select(func.count()).select_from(models.TrialModel).where(
-            models.TrialModel.study_id == study_id)).scalar_one()
-        next_id = (connection.execute(select(func.max(models.TrialModel.trial_id))).scalar() or 0) + 1
-        now = datetime.now()
-        for begin in range(have, trials, 5000):
-            rows = {"trials": [], "params": [], "values": [], "attrs": []}
-            for number in range(begin, min(begin + 5000, trials)):
-                trial_id = next_id + number - have
-                arch = config.space.sample(rng)
-                accuracy, latency = float(rng.uniform(0.5, 1.0)), float(rng.uniform(0.1, 3.0))
-                metrics = {"accuracy": accuracy, "latency_ms": latency, "params": 1e5, "bytes": 4e5, "macs": 1e6}
-                rows["trials"].append({"trial_id": trial_id, "number": number, "study_id": study_id,
-                                       "state": "COMPLETE", "datetime_start": now, "datetime_complete": now})
-                for name, value in params_from_arch(config.space, arch).items():
-                    rows["params"].append({"trial_id": trial_id, "param_name": name, "distribution_json":
-                                           dist_json[name], "param_value": dists[name].to_internal_repr(value)})
-                for objective, value in enumerate((accuracy, latency)):
-                    rows["values"].append({"trial_id": trial_id, "objective": objective, "value": value,
-                                           "value_type": "FINITE"})
-                attrs = {"arch": arch.to_json(), "arch_key": arch.key, "metrics": metrics,
-                         "feasible": latency <= 1.0, "latency_source": "predicted",
-                         "constraint_violations": [latency - 1.0]}
-                rows["attrs"] += [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                                  for k, v in attrs.items()]
-            for model, key in ((models.TrialModel, "trials"), (models.TrialParamModel, "params"),
-                               (models.TrialValueModel, "values"), (models.TrialUserAttributeModel, "attrs")):
-                connection.execute(insert(model), rows[key])
-    engine.dispose()
+
+    def synthetic(number: int) -> SyntheticTrial:
+        arch = config.space.sample(rng)
+        accuracy, latency = float(rng.uniform(0.5, 1.0)), float(rng.uniform(0.1, 3.0))
+        metrics = {"accuracy": accuracy, "latency_ms": latency, "params": 1e5, "bytes": 4e5, "macs": 1e6}
+        attrs = {"arch": arch.to_json(), "arch_key": arch.key, "metrics": metrics, "feasible": latency <= 1.0,
+                 "latency_source": "predicted", "constraint_violations": [latency - 1.0]}
+        return SyntheticTrial(params_from_arch(config.space, arch), (accuracy, latency), attrs)
+
+    add_completed_trials(config.storage, config.study, distributions(config.space), trials, synthetic)
 
 
 def time_to_first_evaluation(config) -> float:
@@ -132,10 +104,7 @@ def main() -> None:
     summary = {"trials": args.trials, "resume_to_first_evaluation_s": resume_s,
                "resume_after_crash_to_first_evaluation_s": crash_s, "status_s": status_s,
                "front_and_hypervolume_s": front_s, "pareto_size": front_size, "hypervolume": hypervolume}
-    print(json.dumps(summary, indent=2))
-    out = Path(args.out or ROOT / f"bench/results/resume_scale_{args.trials}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
+    print_and_write(args.out or ROOT / f"bench/results/resume_scale_{args.trials}.json", summary)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from bench.common import add_study_options
 from orchestrator.config import load_study_config
 from orchestrator.search.driver import SearchDriver
 from orchestrator.search.objectives import Objectives
@@ -36,9 +37,7 @@ STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/digits.yaml"))
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--storage", required=True, help="a database holding the target's latency dataset")
+    add_study_options(parser, "a database holding the target's latency dataset")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--evaluations", type=int, default=96)
     parser.add_argument("--batch", type=int, default=8)

@@ -27,7 +27,6 @@ The study database is copied first: the given one is not changed.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -36,12 +35,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy.engine import make_url
 
+from bench.common import add_study_options, print_and_write
 from orchestrator.config import load_study_config
 from orchestrator.search.driver import SearchDriver
 from orchestrator.storage.latency import StoredLatency, drift_probes, stored_latencies
 from orchestrator.storage.schema import connect
+from orchestrator.storage.study import sqlite_file
 from predictors.features import latency_features
 from predictors.measure import example_input, measure_beside_probes
 from predictors.models import LatencyPredictor
@@ -73,11 +73,26 @@ def _median_abs_pct(a: np.ndarray, b: np.ndarray) -> float | None:
     return _median_pct(np.abs(a / b - 1)) if a.size else None
 
 
+def measured_alone(config, task, checkpoint: str, archs: list, probes: list, seed: int) -> list[tuple]:
+    """The searched archs measured again right after the search, alone beside the drift probes, twice (the
+    second tells the noise floor): each time (scaled medians, raw medians, the probes' check)."""
+    target = config.target.to_target()
+    supernet = load_supernet(checkpoint, config.space, task)
+    inputs = example_input(task.spec, target)
+    alone = []
+    for repeat in range(2):  # the programs are built anew each time, as each measurement does
+        programs = [target.deploy(supernet.extract(a), inputs) for a in archs]
+        probe_programs = [target.deploy(supernet.extract(a), inputs) for a, _ in probes]
+        measured, check = measure_beside_probes(programs, probe_programs, [m for _, m in probes], inputs, target,
+                                                config.measure.to_protocol(), np.random.default_rng([seed, repeat]))
+        alone.append((np.array([m.median_ms for m in measured]), np.array([m.raw_median_ms for m in measured]),
+                      check))
+    return alone
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/digits.yaml"))
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--storage", required=True, help="a SQLite database holding the target's latency dataset")
+    add_study_options(parser, "a SQLite database holding the target's latency dataset")
     parser.add_argument("--evaluations", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0, help="the search's seed")
     parser.add_argument("--busy", type=int, default=0, help="processes spinning on the CPU during the search")
@@ -85,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     suffix = f"_busy{args.busy}" if args.busy else ""
     args.out = args.out or str(ROOT / f"bench/results/search_latency{suffix}.json")
-    source = Path(make_url(args.storage).database)
+    source = Path(sqlite_file(args.storage))
     with tempfile.TemporaryDirectory(prefix="elastiq-bench-") as scratch:
         copy = Path(scratch) / "study.db"
         shutil.copy(source, copy)
@@ -112,18 +127,7 @@ def main() -> None:
         refusals = sorted({t.user_attrs["latency_refused"] for t in trials if "latency_refused" in t.user_attrs})
 
         task = load_task(config.task.name, config.seed, config.task.options)
-        supernet = load_supernet(args.checkpoint, config.space, task)
-        inputs = example_input(task.spec, target)
-        archs = [r.arch for r in searched]
-        protocol = config.measure.to_protocol()
-        alone = []
-        for repeat in range(2):  # the programs are built anew each time, as each measurement does
-            programs = [target.deploy(supernet.extract(a), inputs) for a in archs]
-            probe_programs = [target.deploy(supernet.extract(a), inputs) for a, _ in probes]
-            measured, check = measure_beside_probes(programs, probe_programs, [m for _, m in probes], inputs, target,
-                                                    protocol, np.random.default_rng([args.seed, repeat]))
-            alone.append((np.array([m.median_ms for m in measured]), np.array([m.raw_median_ms for m in measured]),
-                          check))
+        alone = measured_alone(config, task, args.checkpoint, [r.arch for r in searched], probes, args.seed)
 
         search_scaled = np.array([r.measurement.median_ms for r in searched])
         search_raw = np.array([r.measurement.raw_median_ms for r in searched])
@@ -151,9 +155,7 @@ def main() -> None:
         "dataset_size": len(dataset), "dataset_cv_mape_pct": dataset_mape,
         "with_search_cv_mape_pct": with_search_mape, "cv_mape_ratio": with_search_mape / dataset_mape,
     }
-    print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    print_and_write(args.out, result)
 
 
 if __name__ == "__main__":

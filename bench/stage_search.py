@@ -39,14 +39,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from flexibert_search import (  # a sibling script: bench/ is on sys.path
+
+from bench.common import timed
+from bench.study_comparison import (
     TASKS,
     add_study_arguments,
     compare_studies,
+    print_comparison,
     study_arguments_problem,
 )
-from quantized_layers import timed  # a sibling script
-
 from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
 from search_space import Arch, ElastiqError, SearchSpace
@@ -174,26 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(task: str, runs: dict, summary: dict) -> None:
-    for label, run in runs.items():
-        print(f"{task} {label}: {run['evaluated']} evaluated in {run['seconds']:.0f} s, front of {len(run['front'])}, "
-              f"hypervolume b1 {summary[f'hypervolume_{label}_b1']:.4f}, b32 {summary[f'hypervolume_{label}_b32']:.4f}")
-        for p in run["front"]:
-            print(f"  {100 * p['accuracy']:6.2f}%  b1 {p['ms_b1']:7.3f} ms  b32 {p['ms_b32']:8.3f} ms  "
-                  f"{p['macs_b1'] / 1e6:7.3f} MMAC  tokens {p['tokens_per_layer']}  {p['mixers']}")
-    print(f"{task}: hypervolume staged / base: b1 {summary['hypervolume_ratio_b1']:.3f}, "
-          f"b32 {summary['hypervolume_ratio_b32']:.3f}")
-    for m in summary["matched_within_1_point"]:
-        print(f"  base {100 * m['accuracy']:.2f}% at {m['base_ms_b32']:.3f} ms b32 -> " + (
-            f"staged {100 * m['staged_accuracy']:.2f}% at {m['staged_ms_b32']:.3f} ms ({m['speedup_b32']:.2f}x)"
-            if m["staged_ms_b32"] else "none within 1 point"))
-    for c in summary["base_front_in_staged_supernet"]:
-        print(f"{task}: base front model of depth {c['depth']}: {100 * c['accuracy_base_supernet']:.2f}% in its "
-              f"supernet, {100 * c['accuracy_staged_supernet']:.2f}% in staged's")
-    _print_boundaries(task, summary["base_front_with_boundaries"])
-    worst = summary["staged_exactness"]
-    if worst:
-        print(f"{task}: staged front, supernet vs extracted at most {max(w['extracted'] for w in worst):.2e}, vs "
-              f"ONNX Runtime at most {max(w['onnxruntime'] for w in worst):.2e}")
+    print_comparison(task, runs, summary, "staged", lambda p: f"{p['macs_b1'] / 1e6:7.3f} MMAC  tokens "
+                                                              f"{p['tokens_per_layer']}  {p['mixers']}")
 
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
+from bench.common import write_json
 from orchestrator.config import load_study_config
 from search_space import Arch, LayerArch
 from supernet.model import Supernet
@@ -85,6 +86,42 @@ def _standalone(job) -> tuple[str, tuple[float, int, float, dict]]:
     return name, (holdout_of(splits, task), steps, seconds, splits)
 
 
+def trained_alone(args, archs: dict, steps: int, seed: int, overrides: dict) -> dict:
+    """Each arch trained alone (the random ones for `--standalone-steps`), `--jobs` at a time, or taken from
+    `--standalone-from` where the same arch trained as long: name -> (accuracy, steps, seconds, splits)."""
+    jobs = []
+    for i, (name, arch) in enumerate(archs.items()):
+        alone_steps = steps if name in ("largest", "smallest") else (args.standalone_steps or steps)
+        jobs.append((name, arch.to_json(), i, alone_steps, args.config, seed, overrides))
+    standalone = {}
+    if args.standalone_from:  # the same name, arch and steps: the same training
+        steps_of = {job[0]: job[3] for job in jobs}
+        for row in json.loads(Path(args.standalone_from).read_text())["rows"]:
+            name = row["name"]
+            if name in archs and row["arch"] == archs[name].to_dict() and row["standalone_steps"] == steps_of[name]:
+                standalone[name] = (row["standalone"], row["standalone_steps"], 0.0, row["standalone_splits"])
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        standalone |= dict(pool.imap_unordered(_standalone, [job for job in jobs if job[0] not in standalone]))
+    return standalone
+
+
+def random_subnets_ranking(rows: list[dict]) -> tuple[dict, dict]:
+    """The ranking on the random subnets alone, per split, as a search ranks on val (Kendall tau, overall and
+    within a depth), and how far val and test agree for each kind of training (the ranking's noise floor)."""
+    random_rows = [r for r in rows if r["name"].startswith("random")]
+    ranking = {}
+    for split in ("val", "test"):
+        a = [r["inherited_splits"][split] for r in random_rows]
+        b = [r["standalone_splits"][split] for r in random_rows]
+        within, pairs = within_depth_tau([r["depth"] for r in random_rows], a, b)
+        ranking[split] = {"kendall_tau": float(kendalltau(a, b).statistic), "within_depth_tau": float(within),
+                          "within_depth_pairs": pairs}
+    noise_floor = {kind: float(kendalltau([r[f"{kind}_splits"]["val"] for r in random_rows],
+                                          [r[f"{kind}_splits"]["test"] for r in random_rows]).statistic)
+                   for kind in ("standalone", "inherited")}
+    return ranking, noise_floor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs/digits.yaml"))
@@ -119,19 +156,7 @@ def main() -> None:
     # random subnets: attention types and bit widths drawn per layer, so both vary across the set
     archs.update({f"random{i:02d}": space.sample(rng) for i in range(args.subnets)})
 
-    jobs = []
-    for i, (name, arch) in enumerate(archs.items()):
-        steps = settings.steps if name in ("largest", "smallest") else (args.standalone_steps or settings.steps)
-        jobs.append((name, arch.to_json(), i, steps, args.config, config.seed, overrides))
-    standalone = {}
-    if args.standalone_from:  # the same name, arch and steps: the same training
-        steps_of = {job[0]: job[3] for job in jobs}
-        for row in json.loads(Path(args.standalone_from).read_text())["rows"]:
-            name = row["name"]
-            if name in archs and row["arch"] == archs[name].to_dict() and row["standalone_steps"] == steps_of[name]:
-                standalone[name] = (row["standalone"], row["standalone_steps"], 0.0, row["standalone_splits"])
-    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        standalone |= dict(pool.imap_unordered(_standalone, [job for job in jobs if job[0] not in standalone]))
+    standalone = trained_alone(args, archs, settings.steps, config.seed, overrides)
     rows = []
     for name, arch in archs.items():
         inherited_splits = split_accuracies(supernet, arch, task)
@@ -148,18 +173,7 @@ def main() -> None:
     standalone = np.array([r["standalone"] for r in rows])
     tau = kendalltau(inherited, standalone).statistic
     rho = spearmanr(inherited, standalone).statistic
-    # the ranking on the random subnets alone, per split, as a search ranks on val
-    random_rows = [r for r in rows if r["name"].startswith("random")]
-    ranking = {}
-    for split in ("val", "test"):
-        a = [r["inherited_splits"][split] for r in random_rows]
-        b = [r["standalone_splits"][split] for r in random_rows]
-        within, pairs = within_depth_tau([r["depth"] for r in random_rows], a, b)
-        ranking[split] = {"kendall_tau": float(kendalltau(a, b).statistic), "within_depth_tau": float(within),
-                          "within_depth_pairs": pairs}
-    noise_floor = {kind: float(kendalltau([r[f"{kind}_splits"]["val"] for r in random_rows],
-                                          [r[f"{kind}_splits"]["test"] for r in random_rows]).statistic)
-                   for kind in ("standalone", "inherited")}
+    ranking, noise_floor = random_subnets_ranking(rows)
     quant = []
     for name, arch in list(archs.items())[:8]:
         fp32 = holdout_accuracy(supernet, with_bits(arch, 32), task)
@@ -178,8 +192,7 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     out = Path(args.out or ROOT / "bench/results" / ("supernet_quality.json" if config.task.name == "digits"
                                                       else f"supernet_quality_{config.task.name}.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "rows": rows, "quantization": quant}, indent=2))
+    write_json(out, {"summary": summary, "rows": rows, "quantization": quant})
 
 
 if __name__ == "__main__":

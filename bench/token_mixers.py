@@ -17,7 +17,6 @@ softmax's (1) or to the matrix form's (2).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from quantized_layers import timed  # a sibling script: bench/ is on sys.path
 
+from bench.common import timed, timing_arguments
 from predictors.runtimes import runtime_named
 from predictors.runtimes.onnx_lowering import onnx_lowered
 from predictors.runtimes.onnx_runtime import _export_graph, chain
@@ -86,15 +85,10 @@ def fourier_dft(tokens: int) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--out", default="bench/results/token_mixers.json")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        print(f"elastiq: error: --rounds {args.rounds}: give at least 1", file=sys.stderr)
+    args = timing_arguments(__doc__.splitlines()[0], 15, "bench/results/token_mixers.json", argv)
+    if args is None:
         return 2
-    runtime = runtime_named("onnxruntime")
-    rng = np.random.default_rng(0)
+    runtime, rng = runtime_named("onnxruntime"), np.random.default_rng(0)
     layers, fourier = [], []
     for tokens in TOKENS:
         programs = {mixer: runtime.load(layer_artifact(mixer, tokens), "cpu", 1) for mixer in MIXERS}

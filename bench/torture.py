@@ -72,13 +72,9 @@ def arm(phase: str, occurrence: int, pause_in: str | None = None) -> None:
 
         executors.evaluate_arch = evaluate_then_maybe_die
     elif phase == "write":
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
+        from orchestrator.storage.schema import after_every_write
 
-        @event.listens_for(Engine, "after_cursor_execute")
-        def _written(conn, cursor, statement, *args) -> None:
-            if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
-                tick()  # the statement ran; its transaction is still open
+        after_every_write(tick)  # the statement ran; its transaction is still open
     elif phase == "step":
         from torch.optim.optimizer import register_optimizer_step_pre_hook
 

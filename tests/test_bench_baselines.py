@@ -4,16 +4,8 @@ import sys
 
 import pytest
 
+from bench import baselines, debian_packages, minilm_example, pipeline, quantized_layers, quantized_search
 from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-
-import baselines  # noqa: E402
-import debian_packages  # noqa: E402
-import minilm_example  # noqa: E402
-import pipeline  # noqa: E402
-import quantized_layers  # noqa: E402
-import quantized_search  # noqa: E402
 
 
 def _stanza(name, section, description):

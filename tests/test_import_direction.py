@@ -1,5 +1,6 @@
-"""Imports point one way: down DESIGN.md's package table, down the order of `orchestrator/`'s
-rooms (stated in its docstring), and never in a circle between any two modules."""
+"""Imports point one way: down DESIGN.md's package table (and `bench/` above it all), down the order of
+`orchestrator/`'s rooms (stated in its docstring), and never in a circle between any two modules; a
+benchmark script imports shared bench modules, never another script."""
 
 import ast
 import re
@@ -11,12 +12,13 @@ from pathlib import Path
 import orchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["search_space", "supernet", "predictors", "orchestrator"]
+PACKAGES = ["search_space", "supernet", "predictors", "orchestrator", "bench"]
 ALLOWED = {
     "search_space": set(),
     "supernet": {"search_space"},
     "predictors": {"search_space", "supernet"},
     "orchestrator": {"search_space", "supernet", "predictors"},
+    "bench": {"search_space", "supernet", "predictors", "orchestrator"},  # the product never imports bench
 }
 # orchestrator's rooms, highest first: a room imports only rooms after it (and itself)
 ROOMS = [["cli"], ["delivery"], ["finetune"], ["search"], ["execution"], ["storage"], ["config", "errors"]]
@@ -130,6 +132,30 @@ def test_no_module_imports_itself_through_a_circle():
     assert import_cycles(module_graph(ROOT)) == []
 
 
+def scripts_imported_by_bench(root: Path) -> list[str]:
+    """Bench modules that import a benchmark script (a module with a `__main__` block) instead of a shared one."""
+    graph = module_graph(root)
+    paths = {module_name(root, p): p for p in (root / "bench").rglob("*.py")}
+    scripts = {name for name, path in paths.items() if "__main__" in path.read_text()}
+    return sorted(f"{source} imports {target}" for source, targets in graph.items() if source.startswith("bench")
+                  for target in targets & scripts)
+
+
+def test_benchmark_scripts_share_modules_not_each_other():
+    assert scripts_imported_by_bench(ROOT) == []
+    assert (ROOT / "bench" / "common.py").exists()
+
+
+def test_a_script_importing_a_script_is_caught(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "__init__.py").write_text("")
+    (tmp_path / "bench" / "one.py").write_text("if __name__ == '__main__':\n    pass\n")
+    (tmp_path / "bench" / "two.py").write_text("from bench import one\n")
+    for package in PACKAGES[:-1]:
+        (tmp_path / package).mkdir()
+    assert scripts_imported_by_bench(tmp_path) == ["bench.two imports bench.one"]
+
+
 def test_orchestrators_rooms_import_downward_in_the_order_its_docstring_states():
     order = " → ".join(", ".join(rooms) for rooms in ROOMS)
     assert order in orchestrator.__doc__
@@ -142,7 +168,7 @@ def test_orchestrators_rooms_import_downward_in_the_order_its_docstring_states()
 
 def test_a_deliberate_circle_and_an_upward_import_are_caught(tmp_path):
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.json"))
     with (tmp_path / "search_space" / "arch.py").open("a") as f:
         f.write("\n\ndef _space():\n    from search_space.space import SearchSpace  # back up: a circle\n"
                 "    return SearchSpace\n")
@@ -170,14 +196,14 @@ def test_a_relative_import_is_followed(tmp_path):
 def test_optunas_private_api_is_used_in_one_module_only():
     allowed = ROOT / "orchestrator" / "storage" / "optuna_private.py"
     users = [f"{p.relative_to(ROOT)}: {line.strip()}"
-             for package in [*PACKAGES, "bench", "tests"] for p in (ROOT / package).rglob("*.py") if p != allowed
+             for package in [*PACKAGES, "tests"] for p in (ROOT / package).rglob("*.py") if p != allowed
              for line in p.read_text().splitlines() if PRIVATE_OPTUNA.search(line) and "PRIVATE_OPTUNA" not in line]
     assert users == []
     assert PRIVATE_OPTUNA.search(allowed.read_text())
 
 
 def modules_importing(root: Path, library: str) -> list[str]:
-    """The product modules whose code imports `library` (at any depth of the module)."""
+    """The modules (product and bench) whose code imports `library` (at any depth of the module)."""
     found = []
     for package in PACKAGES:
         for path in (root / package).rglob("*.py"):
@@ -199,7 +225,7 @@ def test_every_sql_statement_lives_in_the_storage_room():
 
 def test_an_sql_import_outside_storage_is_caught(tmp_path):
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.json"))
     with (tmp_path / "orchestrator" / "delivery" / "status.py").open("a") as f:
         f.write("\n\ndef _rows(engine):\n    from sqlalchemy.orm import Session  # a query outside storage\n"
                 "    return Session(engine)\n")

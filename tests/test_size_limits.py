@@ -1,11 +1,11 @@
-"""The product's modules stay readable: none over 400 lines, no function over 80 (bench/ scripts and tests
-are not the product)."""
+"""The product's modules and the benchmarks stay readable: none over 400 lines, no function over 80 (tests
+are not held to it)."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["search_space", "supernet", "predictors", "orchestrator"]
+PACKAGES = ["search_space", "supernet", "predictors", "orchestrator", "bench"]
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
 
 

@@ -80,6 +80,13 @@ def add_candidates(engine: Engine, study: str, key: str, candidates: list[tuple[
                                                  metrics=dumps(metrics)))
 
 
+def run_keys(engine: Engine, study: str) -> set[str]:
+    """The keys of every fine-tuning run the study's candidates were recorded under."""
+    with Session(engine) as session:
+        return set(session.scalars(select(FinetuneCandidateRow.run_key).where(FinetuneCandidateRow.study == study)
+                                   .distinct()))
+
+
 def load_run(engine: Engine, study: str, key: str) -> dict[str, CandidateRecord]:
     with Session(engine) as session:
         found = {row.arch_key: CandidateRecord(row.arch_key, row.trial, json.loads(row.metrics), row.ended)

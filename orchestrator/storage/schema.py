@@ -305,3 +305,13 @@ def database_failure(exc: BaseException) -> str | None:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def after_every_write(callback) -> None:
+    """Call `callback()` after every INSERT, UPDATE or DELETE any engine of this process runs, its transaction
+    still open: where a crash test stops a process at a point of its progress."""
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def _written(conn, cursor, statement, *args) -> None:
+        if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            callback()

@@ -40,6 +40,14 @@ class StudyMismatch(InputError):
     """A study config that disagrees with the stored study."""
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite database URL; None for another database or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return parsed.database
+    return None
+
+
 def database_exists(url: str) -> bool:
     """False for a SQLite file that is not there (so a read does not create it)."""
     try:

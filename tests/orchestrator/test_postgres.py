@@ -2,7 +2,6 @@
 ELASTIQ_TEST_POSTGRES; without it these tests are skipped)."""
 
 import os
-import sys
 import time
 import uuid
 
@@ -123,10 +122,8 @@ def test_postgres_restarted_mid_transaction_completes_or_stops_with_one_line_and
     `elastiq resume` completes it; either way the study equals an uninterrupted run's."""
     import subprocess
 
+    from bench.torture import elastiq_command
     from tests.conftest import ROOT
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from torture import elastiq_command
 
     url = private_postgres.url
     study_name = f"pg-restart-{write}"

@@ -14,7 +14,6 @@ from PIL import Image
 from orchestrator.cli import main
 from orchestrator.delivery.export import verify_export
 from supernet.tasks import TaskError, load_task
-from tests.conftest import ROOT
 from tests.supernet.pretrained_models import WORDS, save_text_model, save_vit_model
 
 
@@ -117,8 +116,7 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
     run = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
     assert len(run.stdout.split()) == 2 and set(run.stdout.split()) <= {"neg", "pos"}
     # what a user ships without elastiq, beside the export: trained first (no export needed), then compared
-    sys.path.insert(0, str(ROOT / "bench"))
-    import baselines
+    from bench import baselines
 
     common = ["--config", str(config), "--run", str(tmp_path), "--depths", "1", "--steps", "2",
               "--cache", str(tmp_path / "baselines")]

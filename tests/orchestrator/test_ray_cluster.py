@@ -2,21 +2,18 @@
 things run, and what happens when a node is stopped midway. The moments are progress (every
 worker holds a job; a measurement is under way), not seconds."""
 
-import sys
 
 import optuna
 import pytest
 
+from bench.ray_cluster import search_losing_a_node, search_losing_the_target, search_on_cluster
 from orchestrator.cli import main
-from tests.conftest import ROOT
 from tests.orchestrator.conftest import write_config
 
 # pytest's 300 s timeout only ends hangs; these take up to 90 s pinned to one core here, so a machine
 # 3x slower (and drifting) would cross it: they get three times that margin
 pytestmark = pytest.mark.timeout(900)
 
-sys.path.insert(0, str(ROOT / "bench"))
-from ray_cluster import search_losing_a_node, search_losing_the_target, search_on_cluster  # noqa: E402
 
 
 def cluster_config(trained, tmp_path, name, **changes):

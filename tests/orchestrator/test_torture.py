@@ -3,16 +3,12 @@ SIGKILL five times, supernet training three times, at seeded kill points that co
 (the n-th arch evaluated, the n-th database write, the n-th optimizer step or checkpoint
 file), so the verdict is the same on a fast or a slow machine."""
 
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from bench.torture import torture_search, torture_training
 from tests.orchestrator.conftest import write_config
-
-sys.path.insert(0, str(ROOT / "bench"))
-from torture import torture_search, torture_training  # noqa: E402
 
 
 @pytest.mark.slow

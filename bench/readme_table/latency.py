@@ -1,0 +1,133 @@
+"""The README table's rows of latency: runtimes, the latency predictor, measuring inside a search, export honesty,
+quantized layers, token mixers: one function per results file."""
+
+from __future__ import annotations
+
+from bench.readme_table.common import PY, RESULTS, Row, load, n
+
+
+def runtimes() -> list[Row]:
+    """Rows of `bench/results/runtimes*.json`."""
+    table: list[Row] = []
+    if (r := load("runtimes.json")) is not None:
+        others = [x for x in r["runtimes"] if x != "onnxruntime"]
+        for batch, summary in r["summary"].items():
+            table.append([f"runtimes side by side, {r['archs']} digits archs (smallest, largest, random), {batch}, "
+                          f"1 thread: latency over ONNX Runtime int8 (the default), median",
+                          f"fastest: **{summary['fastest']}**",
+                          "; ".join(f"{x} {summary[f'{x}_over_onnxruntime_median']:.2f}x" for x in others),
+                          "the default is the fastest", f"`{PY} bench/runtimes.py`"])
+        builds = r["build_seconds"].items()
+        table.append(["runtimes: build time of one artifact, median (max)",
+                      "; ".join(f"{x} {b['median_s']:.2f} s ({b['max_s']:.1f} s)" for x, b in builds),
+                      "", "", "same run"])
+    return table
+
+
+def latency_predictor() -> list[Row]:
+    """Rows of `bench/results/latency_predictor*.json`."""
+    table: list[Row] = []
+    for name in sorted(p.name for p in RESULTS.glob("latency_predictor_*.json")):
+        r = load(name)
+        res = r["results"]
+        low, high = r["latency_range_ms"]
+        runtime = r["target"].get("runtime") or "TorchScript + torch.ao int8 (before runtimes; not re-measured)"
+        table.append([f"latency predictor, target {r['target']['name']} on {runtime} ({low:.2f}-{high:.2f} ms), "
+                      f"{r['held_out']} held-out of {r['archs_measured']} measured",
+                      f"MAPE **{res['elastiq']['mape']:.2f}%**, tau **{res['elastiq']['kendall_tau']:.3f}**",
+                      f"OFA lookup table {res['ofa_lookup_table']['mape']:.2f}% / "
+                      f"{res['ofa_lookup_table']['kendall_tau']:.3f}; HAT layer-averaged MLP "
+                      f"{res['hat_mlp_layer_averaged']['mape']:.2f}% / "
+                      f"{res['hat_mlp_layer_averaged']['kendall_tau']:.3f}; noise floor CV "
+                      f"{r['noise_floor']['cv_of_repeated_measurements_pct']:.0f}%",
+                      "MAPE <= 5%, tau >= 0.95", f"`{PY} bench/latency_predictor.py`"])
+        if "int8_effect" in r:
+            e = r["int8_effect"]
+            table.append([f"int8 effect on latency, largest arch, target {r['target']['name']}: all-int8 / all-fp32",
+                          f"**{e['ratio']:.2f}**", f"{e['int8_ms']:.2f} / {e['fp32_ms']:.2f} ms", "", "same run"])
+    return table
+
+
+def search_latency() -> list[Row]:
+    """Rows of `bench/results/search_latency*.json`."""
+    table: list[Row] = []
+    for name in sorted(p.name for p in RESULTS.glob("search_latency*.json")):
+        r = load(name)
+        spinning = f"{r.get('busy')} process{'es' if r.get('busy', 0) > 1 else ''}"
+        busy = f", {spinning} spinning on the CPU beside it" if r.get("busy") else ""
+        command = f"`{PY} bench/search_latency.py --checkpoint CKPT --storage URL" + \
+            (f" --busy {r['busy']}`" if r.get("busy") else "`")
+        measured, refused = r["measured_in_search"], r["refused_in_search"]
+        if measured:
+            stored = (f"**{r['search_vs_alone_median_abs_pct']:.1f}%** (signed median "
+                      f"{r['search_vs_alone_median_signed_pct']:+.1f}%)")
+            raw = f"raw, before the drift probes' correction: {r['raw_search_vs_alone_median_abs_pct']:.1f}%; "
+        else:
+            stored, raw = "none stored: **every batch refused**", ""
+        table.append([f"latency measured inside a Ray search ({r['workers']} workers on this machine{busy}) vs the "
+                      f"same archs measured alone right after: median abs difference",
+                      stored, f"noise floor (the same archs measured alone twice) "
+                      f"{r['noise_floor_median_abs_pct']:.1f}%; {raw}{measured} archs stored, {refused} refused",
+                      "within the noise floor", command])
+        table.append([f"latency predictor after that search{busy and ' (busy)'} added its measurements to the "
+                      f"target's dataset: CV MAPE", f"**{r['with_search_cv_mape_pct']:.1f}%** "
+                      f"(**{r['cv_mape_ratio']:.2f}x**)", f"on the dataset alone ({r['dataset_size']} archs measured "
+                      f"alone): {r['dataset_cv_mape_pct']:.1f}%", "<= 1.5x", "same run"])
+    return table
+
+
+def export_honesty() -> list[Row]:
+    """Rows of `bench/results/export_honesty*.json`."""
+    table: list[Row] = []
+    if (r := load("export_honesty.json")) is not None:
+        table.append([f"exported {r['size'].get('runtime', 'TorchScript')} artifact size, largest arch "
+                      "all-int8 / all-fp32", f"**{r['size']['ratio']:.2f}**",
+                      f"{r['size']['int8_bytes']:,} / {r['size']['fp32_bytes']:,} bytes", "",
+                      f"`{PY} bench/export_honesty.py`"])
+        table.append([f"latency honesty over the demo's exported fronts ({r['models']} models): median "
+                      "abs(predicted - re-measured) / re-measured",
+                      f"**{n(r['latency_median_abs_error_pct'], 1)}%**",
+                      f"corrected for the machine's drift since the dataset: "
+                      f"{n(r['latency_median_abs_error_drift_corrected_pct'], 1)}%", "", "same run"])
+        table.append(["constraint honesty: exported models meeting the latency bound when re-measured",
+                      f"**{100 * r['meets_latency_bound_share']:.0f}%**", "", ">= 95%", "same run"])
+    return table
+
+
+def quantized_layers() -> list[Row]:
+    """Rows of `bench/results/quantized_layers*.json`."""
+    table: list[Row] = []
+    if (r := load("quantized_layers.json")) is not None:
+        for layer, size in (("minilm", "MiniLM's size (384 wide, 12 heads, MLP 1536, 32 tokens)"),
+                            ("digits", "the digits space's widest (128 wide, 8 heads, MLP 512, 16 tokens)")):
+            for batch in (1, 32):
+                forms = {v["form"]: v for v in r.values() if v["layer"] == layer and v["batch"] == batch}
+                if "32" not in forms:
+                    continue
+                fp32 = forms["32"]
+                ratios = ", ".join(f"{form} {v['ms'] / fp32['ms']:.2f}x ({v['bytes'] / fp32['bytes']:.2f}x bytes)"
+                                   for form, v in forms.items() if form != "32")
+                table.append([f"one encoder layer of {size}, ONNX Runtime, b{batch}, 1 thread: latency and bytes over "
+                              f"fp32 ({fp32['ms']:.3f} ms, {fp32['bytes']:,} bytes), medians of interleaved rounds",
+                              ratios, "", "", f"`{PY} bench/quantized_layers.py`"])
+    return table
+
+
+def token_mixers() -> list[Row]:
+    """Rows of `bench/results/token_mixers*.json`."""
+    table: list[Row] = []
+    if (r := load("token_mixers.json")) is not None:
+        spec = r["layer"]
+        for batch in (1, 32):
+            for tokens in sorted({v["tokens"] for v in r["layers"]}):
+                at = {v["mixer"]: v for v in r["layers"] if v["batch"] == batch and v["tokens"] == tokens}
+                others = ", ".join(f"{m} {v['vs_softmax']:.2f}x" for m, v in at.items() if m != "softmax")
+                table.append([f"one encoder layer per token mixer ({spec['embed']} wide, {spec['heads']} heads of "
+                              f"{spec['head_dim']}, MLP {spec['mlp']}, fp32), ONNX Runtime, {tokens} tokens, b{batch}, "
+                              f"1 thread: latency over softmax's ({at['softmax']['ms']:.3f} ms), medians of "
+                              "interleaved rounds", others, "", "", f"`{PY} bench/token_mixers.py`"])
+        forms = ", ".join(f"{v['tokens']} tokens b{v['batch']} {v['dft_over_matmul']:.1f}x"
+                          for v in r["fourier_forms"])
+        table.append(["the Fourier mixing alone (128 features): ONNX Runtime's `DFT` operator over the matrix "
+                      "product elastiq ships", forms, "", "ship the faster", "same run"])
+    return table
