@@ -30,7 +30,7 @@ from search_space import Arch, SearchSpace
 from supernet.mixers import MixerShape, mixer_of, projection_shapes
 from supernet.quant import BYTE_BITS, DEFAULT_BLOCK_SIZE, FULL_PRECISION
 from supernet.task_spec import TaskSpec, position_rows, unpadded_tokens
-from supernet.token_reduction import input_layout, layer_layouts
+from supernet.token_reduction import boundary_costs, input_layout, layer_layouts
 
 
 def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
@@ -100,19 +100,15 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
     layouts = [input_layout(sized), *layer_layouts(sized, arch)]
     for index, layer in enumerate(arch.layers):
         breakdown: dict[str, float] = {}
-        factor = arch.reduction_of(index)
-        if factor > 1 or not costs.stages:
+        if layouts[index + 1] != layouts[index] or not costs.stages:  # a stage starts where its tokens change
             costs.stages.append({"first_layer": index, "tokens": layouts[index + 1].tokens, "macs": 0,
                                  "weight_bytes": 0})
-        if factor > 1:  # a stage boundary: its tokens' norm and pooling, and the projection of each window
-            window, merged = layouts[index].window(factor), layouts[index + 1].tokens - layouts[index].kept_first
-            add("norm", 2 * e, 2 * merged * window * e, 4 * 2 * e, breakdown)
-            add("reduction", 0, merged * window * e, 0, breakdown)
-            costs.by_op["calls:reduction"] += 1
-            add("linear@32", window * e * e + e, merged * window * e * e, _linear_bytes(window * e, e, 32), breakdown)
-            costs.by_op["calls:linear@32"] += 1
-        if arch.has_reductions and layouts[index + 1].tokens != layouts[0].tokens:
-            tokens = layouts[index + 1].tokens  # the stage's own; before any reduction, the input's as always
+        for op, params, macs, nbytes, call in boundary_costs(arch, index, layouts, e):
+            add(op, params, macs, nbytes, breakdown)
+            if call:
+                costs.by_op[f"calls:{op}"] += 1
+        if layouts[index + 1].tokens != layouts[0].tokens:
+            tokens = layouts[index + 1].tokens  # the stage's own; before any boundary, the input's as always
         previous, e = e, arch.width_of(index)
         if e != previous:  # the fp32 projection that joins layers of different widths
             add("linear@32", previous * e + e, tokens * previous * e, _linear_bytes(previous, e, 32), breakdown)

@@ -110,10 +110,10 @@ class ElasticMixer(nn.Module):
     head dim), and the extra weights the offered mixers ask for (a `conv<k>`'s kernel). What each mixer
     computes, and the static module it becomes, is its definition's (`supernet.mixers`)."""
 
-    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, window: int, mixers: tuple[str, ...],
+    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, local_window: int, mixers: tuple[str, ...],
                  block_size: int = DEFAULT_BLOCK_SIZE):
         super().__init__()
-        self.head_dim, self.window = head_dim, window
+        self.head_dim, self.local_window = head_dim, local_window
         inner = max_heads * head_dim
         self.query = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.key = ElasticLinear(embed_dim, inner, block_size=block_size)
@@ -153,14 +153,14 @@ class ElasticBlock(nn.Module):
     """One encoder layer. With `join` (a space with layer widths, every layer after the first), a
     projection from the previous layer's width to this one's, used where they differ."""
 
-    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, max_hidden: int, window: int,
+    def __init__(self, embed_dim: int, max_heads: int, head_dim: int, max_hidden: int, local_window: int,
                  mixers: tuple[str, ...], style: ModelStyle = ModelStyle(),
                  block_size: int = DEFAULT_BLOCK_SIZE, join: bool = False):
         super().__init__()
         self.join = ElasticLinear(embed_dim, embed_dim) if join else None
         self.norm_first = style.norm_first
         self.norm1 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
-        self.attention = ElasticMixer(embed_dim, max_heads, head_dim, window, mixers, block_size)
+        self.attention = ElasticMixer(embed_dim, max_heads, head_dim, local_window, mixers, block_size)
         self.norm2 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
         self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size)
 
@@ -266,7 +266,8 @@ class Supernet(nn.Module):
             for i in range(space.max_depth))
         # a stage boundary's reductions, before each layer that may start a stage (ViT-ResNAS)
         self.reductions = nn.ModuleDict({
-            str(i): ElasticReduction(embed_dim, space.layers[i].reduce, input_layout(task).window, task.style.norm_eps)
+            str(i): ElasticReduction(embed_dim, space.layers[i].reduce, input_layout(task).group_size,
+                                     task.style.norm_eps)
             for i in range(space.max_depth) if max(space.layers[i].reduce or (1,)) > 1})
         self.head = ElasticHead(embed_dim, task.num_classes, task.style)  # the deepest arch's, or every arch's
         # with a head per depth, the shallower depths' (an arch of depth k reads its k-th layer's output)

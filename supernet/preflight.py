@@ -34,7 +34,7 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
         count += (e * e + e) if space.has_layer_widths and i > 0 else 0  # the join from the previous layer
         count += e * hidden + hidden + hidden * e + e  # the MLP
         factors = [f for f in space.layers[i].reduce or () if f > 1]  # a stage boundary: a norm, a projection each
-        count += (2 * e + sum(e * input_layout(task).window(f) * e + e for f in factors)) if factors else 0
+        count += (2 * e + sum(e * input_layout(task).group_size(f) * e + e for f in factors)) if factors else 0
     head = (2 * e if style.final_norm else 0) + (e * e + e if style.pooler else 0) + e * task.num_classes \
         + task.num_classes
     heads = 1 + (sum(1 for depth in space.depths if depth < space.max_depth) if space.depth_heads else 0)

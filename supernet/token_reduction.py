@@ -1,15 +1,19 @@
 """ViT-ResNAS's residual spatial reduction: a stage boundary, after which the layers see fewer tokens.
 
-Before a layer whose arch reduces by `factor`, the tokens are merged in windows (`factor` consecutive
-tokens of a sequence, or `factor` x `factor` patches of a patch grid), each window becoming one token:
+Before a layer whose arch reduces by `factor`, the tokens are merged in groups (`factor` consecutive
+tokens of a sequence, or `factor` x `factor` patches of a patch grid), each group becoming one token:
 the mean of its tokens (the residual path, without weights) plus a learned projection of its tokens side
 by side after a LayerNorm (a strided convolution's worth). The projection starts at zero, so that a new
 boundary begins as plain pooling: a pretrained model's later layers first see averages of what they saw.
 
 A [CLS] token (the style's learned one, or the first token of a text model that pools it) stays apart,
-never merged. A padded text's mask is pooled with its tokens: a window's mean is over its real tokens,
-and a window of padding alone is padding. A sequence that the factor does not divide ends in a shorter
-window; a patch grid must be divisible (a window across the image's edge would join unrelated patches).
+never merged. A padded text's mask is pooled with its tokens: a group's mean is over its real tokens,
+and a group of padding alone is padding. A sequence that the factor does not divide ends in a shorter
+group; a patch grid must be divisible (a group across the image's edge would join unrelated patches).
+
+Words: a *stage boundary* is where tokens are merged, before the layer whose `reduce` gene gives its
+*factor*; a *group* is the tokens merged into one (`factor` of a sequence, `factor` x `factor` of a grid),
+its *group size* their count. (`window` means local attention's reach, and only that.)
 
 The same function serves the supernet (weights sliced from the largest, one set per factor) and the
 extracted model (`Reduction`).
@@ -35,7 +39,7 @@ class TokenLayout:
     kept_first: int  # 1 where a [CLS] token stays apart from the merging, else 0
     grid: tuple[int, int] | None = None
 
-    def window(self, factor: int) -> int:
+    def group_size(self, factor: int) -> int:
         """Tokens merged into one by a reduction of `factor`."""
         return factor if self.grid is None else factor * factor
 
@@ -73,14 +77,14 @@ def layer_layouts(task: TaskSpec, arch: Arch) -> list[TokenLayout]:
     return layouts
 
 
-def _windows(x: Tensor, layout: TokenLayout, factor: int) -> Tensor:
-    """(batch, tokens, d) -> (batch, windows, window, d): the tokens after the kept one, window by window.
+def _groups(x: Tensor, layout: TokenLayout, factor: int) -> Tensor:
+    """(batch, tokens, d) -> (batch, groups, group, d): the tokens after the kept one, group by group.
     """
     body = x[:, layout.kept_first:]
     batch, tokens = body.shape[:2]
     if layout.grid is None:
         pad = -tokens % factor
-        if pad:  # the last window is shorter: zeros, counted as padding
+        if pad:  # the last group is shorter: zeros, counted as padding
             body = F.pad(body, (0, 0, 0, pad))
         return body.reshape(batch, (tokens + pad) // factor, factor, -1)
     rows, cols = layout.grid
@@ -89,26 +93,26 @@ def _windows(x: Tensor, layout: TokenLayout, factor: int) -> Tensor:
 
 
 def _real(x: Tensor, mask: Tensor | None, layout: TokenLayout, factor: int) -> Tensor | None:
-    """(batch or 1, windows, window, 1): 1 at real tokens; None where every window is whole and real."""
+    """(batch or 1, groups, group, 1): 1 at real tokens; None where every group is whole and real."""
     if mask is None:
         if layout.grid is not None or (layout.tokens - layout.kept_first) % factor == 0:
             return None
         ones = torch.ones(1, layout.tokens, 1, dtype=x.dtype, device=x.device)
-        return _windows(ones, layout, factor)
-    return _windows(mask[..., None].to(x.dtype), layout, factor)
+        return _groups(ones, layout, factor)
+    return _groups(mask[..., None].to(x.dtype), layout, factor)
 
 
 def reduce_tokens(x: Tensor, mask: Tensor | None, layout: TokenLayout, factor: int, norm_weight: Tensor,
                   norm_bias: Tensor, eps: float, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Tokens x (batch, tokens, d) merged window by window: the mean of each window's real tokens plus the
-    projection `weight` (d, window * d) of its normalized tokens; and the mask, pooled."""
-    windows = _windows(x, layout, factor)
+    """Tokens x (batch, tokens, d) merged group by group: the mean of each group's real tokens plus the
+    projection `weight` (d, group * d) of its normalized tokens; and the mask, pooled."""
+    groups = _groups(x, layout, factor)
     real = _real(x, mask, layout, factor)
-    normed = F.layer_norm(windows, (x.shape[-1],), norm_weight, norm_bias, eps)
+    normed = F.layer_norm(groups, (x.shape[-1],), norm_weight, norm_bias, eps)
     if real is None:
-        pooled = windows.mean(dim=2)
+        pooled = groups.mean(dim=2)
     else:
-        pooled = (windows * real).sum(dim=2) / real.sum(dim=2).clamp_min(1.0)
+        pooled = (groups * real).sum(dim=2) / real.sum(dim=2).clamp_min(1.0)
         normed = normed * real
     merged = pooled + F.linear(normed.reshape(*normed.shape[:2], -1), weight, bias)
     kept = x[:, :layout.kept_first]
@@ -120,9 +124,9 @@ def reduce_tokens(x: Tensor, mask: Tensor | None, layout: TokenLayout, factor: i
 
 
 class Reduction(nn.Module):
-    """The static reduction of one stage boundary: a LayerNorm and the projection of a window's tokens."""
+    """The static reduction of one stage boundary: a LayerNorm and the projection of a group's tokens."""
 
-    # its graph holds these (the windows' reshapes; the exporter fixes even the width)
+    # its graph holds these (the groups' reshapes; the exporter fixes even the width)
     graph_settings = ("factor", "grid", "kept_first", "merged_width")
 
     def __init__(self, norm: nn.LayerNorm, projection: nn.Linear, layout: TokenLayout, factor: int):
@@ -138,15 +142,16 @@ class Reduction(nn.Module):
 
 
 class ElasticReduction(nn.Module):
-    """A boundary's reductions in the supernet: one LayerNorm, and for each factor a (width, window, width)
+    """A boundary's reductions in the supernet: one LayerNorm, and for each factor a (width, group, width)
     projection and its bias, zero at start, sliced to the active width."""
 
-    def __init__(self, width: int, factors: tuple[int, ...], window, eps: float = 1e-5):
-        """`window(factor)`: the tokens a reduction by `factor` merges (`TokenLayout.window`)."""
+    def __init__(self, width: int, factors: tuple[int, ...], group_size, eps: float = 1e-5):
+        """`group_size(factor)`: the tokens a reduction by `factor` merges into one (`TokenLayout.group_size`)."""
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=eps)
         merging = [f for f in factors if f > 1]
-        self.weight = nn.ParameterDict({str(f): nn.Parameter(torch.zeros(width, window(f), width)) for f in merging})
+        self.weight = nn.ParameterDict({str(f): nn.Parameter(torch.zeros(width, group_size(f), width))
+                                        for f in merging})
         self.bias = nn.ParameterDict({str(f): nn.Parameter(torch.zeros(width)) for f in merging})
 
     def _sliced(self, width: int, factor: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -165,3 +170,18 @@ class ElasticReduction(nn.Module):
         projection = nn.Linear(weight.shape[1], width)
         projection.weight, projection.bias = nn.Parameter(weight), nn.Parameter(bias)
         return Reduction(norm, projection, layout, factor)
+
+
+def boundary_costs(arch: Arch, index: int, layouts: list[TokenLayout],
+                   width: int) -> list[tuple[str, int, int, int, bool]]:
+    """What the stage boundary before layer `index` costs, per operation (none where it starts no stage):
+    (operation, parameters, MACs of one sample, bytes as the artifact stores them: fp32, whether it is a call
+    of its own for the latency features). `layouts`: the input's, then each layer's."""
+    factor = arch.reduction_of(index)
+    if factor == 1:
+        return []
+    size, merged = layouts[index].group_size(factor), layouts[index + 1].tokens - layouts[index].kept_first
+    return [("norm", 2 * width, 2 * merged * size * width, 4 * 2 * width, False),  # its tokens' norm,
+            ("reduction", 0, merged * size * width, 0, True),  # their pooling,
+            ("linear@32", size * width * width + width, merged * size * width * width,  # the projection of a group
+             4 * size * width * width + 4 * width, True)]

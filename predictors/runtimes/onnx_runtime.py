@@ -29,10 +29,8 @@ from torch import Tensor, nn
 
 from predictors.runtimes.base import Program, Runtime, register
 from predictors.runtimes.onnx_lowering import int8_kernel_saturates, int8_weight_type, onnx_lowered
-from search_space import LayerArch
+from supernet.parts import part_keys, probe_part
 from supernet.subnet import graph_settings
-from supernet.task_spec import unpadded_tokens
-from supernet.token_reduction import input_layout, layer_layouts
 
 INPUT, OUTPUT, MASK = "input", "logits", "mask"
 GRAPH_FORMAT = 6  # raise when the export forms or the part graphs change: cached graphs are then not reused
@@ -280,12 +278,7 @@ class _GraphBytes:
     def __call__(self, space, task, arch) -> int:
         with self._lock:
             scope = (space.hash, task)
-            keys, layouts = [("stem",)], [input_layout(task), *layer_layouts(task, arch)]
-            for i, layer in enumerate(arch.layers):
-                if arch.reduction_of(i) > 1:
-                    keys.append(("reduce", arch.reduction_of(i), layouts[i]))
-                keys.append(("block", layer.mixer, layer.bits))
-            keys.append(("head", str(arch.depth) in self._probe(space, task).exits))
+            keys = part_keys(self._probe(space, task), arch)
             total = 0
             for i, key in enumerate(keys):
                 size, names = self._size(space, task, scope, key)
@@ -320,21 +313,8 @@ class _GraphBytes:
         with torch.no_grad():
             if key[0] == "stem":
                 part, inputs = (StemWithMask(stem) if masked else stem), (x,)
-            elif key[0] == "reduce":
-                _, factor, layout = key
-                index = next(i for i, c in enumerate(space.layers) if factor in (c.reduce or ()))
-                part = probe.reductions[str(index)].get_active_subnet(width, layout, factor)
-                inputs = (torch.zeros(1, layout.tokens, width),) + ((torch.ones(1, layout.tokens, dtype=torch.bool),)
-                                                                    if masked else ())
-            elif key[0] == "block":
-                index = next(i for i, c in enumerate(space.layers) if key[1] in c.mixer and key[2] in c.bits)
-                choices = space.layers[index]
-                layer = LayerArch(min(choices.num_heads), min(choices.mlp_dims(width)), key[1], key[2])
-                part = probe.blocks[index].get_active_subnet(width, layer, tokens=unpadded_tokens(probe.task))
-                inputs = hidden
             else:
-                depth = next((d for d in space.depths if str(d) in probe.exits), None) if key[1] else space.max_depth
-                part, inputs = probe.head_of(depth).get_active_subnet(width), hidden
+                part, inputs = probe_part(probe, space, key, width, hidden)
             lowered = onnx_lowered(part)
             graph = OnnxRuntime._parts.graph(lowered, inputs, _structure(part, inputs[0], key[0] == "stem", masked))
             weights = {name: tensor.detach().numpy() for name, tensor in lowered.state_dict().items()}

@@ -156,8 +156,8 @@ class HeadAttention(Mixer):
         self.kind = self.grammar = self.kernel.name
 
     def mix(self, layer, project, name, num_heads, mask):
-        return mix_heads(project("query"), project("key"), project("value"), _kernel(name, layer.window), num_heads,
-                         mask)
+        kernel = _kernel(name, layer.local_window)
+        return mix_heads(project("query"), project("key"), project("value"), kernel, num_heads, mask)
 
     def extract(self, layer, width, name, num_heads, bits, tokens):
         inner = num_heads * layer.head_dim
@@ -165,7 +165,7 @@ class HeadAttention(Mixer):
                          key=layer.key.get_active_subnet(width, inner, bits),
                          value=layer.value.get_active_subnet(width, inner, bits),
                          out=layer.out.get_active_subnet(inner, width, bits),
-                         kernel=make_kernel(name, layer.window), num_heads=num_heads)
+                         kernel=make_kernel(name, layer.local_window), num_heads=num_heads)
 
     def macs(self, name: str, shape: MixerShape) -> int:
         return 2 * shape.tokens * shape.tokens * shape.inner  # scores and their weighted sum
