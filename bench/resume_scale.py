@@ -23,7 +23,8 @@ from orchestrator.config import load_study_config
 from orchestrator.delivery.status import study_status
 from orchestrator.execution.executors import LocalExecutor
 from orchestrator.execution.measuring import run_measure
-from orchestrator.search.driver import SearchDriver, front_and_hypervolume
+from orchestrator.search.driver import SearchDriver
+from orchestrator.search.front import front_and_hypervolume
 from orchestrator.search.objectives import Objectives
 from orchestrator.storage.optuna_private import SyntheticTrial, add_completed_trials
 from orchestrator.storage.study import interrupted

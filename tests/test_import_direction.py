@@ -173,14 +173,14 @@ def test_a_deliberate_circle_and_an_upward_import_are_caught(tmp_path):
         f.write("\n\ndef _space():\n    from search_space.space import SearchSpace  # back up: a circle\n"
                 "    return SearchSpace\n")
     with (tmp_path / "orchestrator" / "storage" / "lease.py").open("a") as f:
-        f.write("\nfrom orchestrator.delivery import status  # noqa: E402\n")
+        f.write("\nfrom orchestrator.search import driver  # noqa: E402\n")
     graph = module_graph(tmp_path)
     cycles = import_cycles(graph)
     assert any({"search_space.arch", "search_space.space"} <= set(group) for group in cycles), cycles
     assert any("orchestrator.storage.lease" in group for group in cycles), cycles
     assert rooms_imported_upward(graph) == [  # the room's package is entered, then the module runs
-        "orchestrator.storage.lease (room storage) imports orchestrator.delivery (room delivery)",
-        "orchestrator.storage.lease (room storage) imports orchestrator.delivery.status (room delivery)"]
+        "orchestrator.storage.lease (room storage) imports orchestrator.search (room search)",
+        "orchestrator.storage.lease (room storage) imports orchestrator.search.driver (room search)"]
 
 
 def test_a_relative_import_is_followed(tmp_path):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.finetune.results import finetuned_run, front_summary, study_reference, with_finetuned
-from orchestrator.search.driver import front_and_hypervolume
+from orchestrator.search.front import front_and_hypervolume
 from orchestrator.search.objectives import Objectives
 from orchestrator.storage.history import hypervolume_history
 from orchestrator.storage.schema import connect, masked

@@ -29,9 +29,9 @@ from orchestrator.config import StudyConfig
 from orchestrator.execution.evaluation import EvalJob
 from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor
 from orchestrator.execution.measuring import beside_probes, measure_and_store
+from orchestrator.search.front import front_and_hypervolume
 from orchestrator.search.latency_model import fit_latency_predictor
 from orchestrator.search.objectives import Objectives
-from orchestrator.search.pareto import hypervolume, pareto_front
 from orchestrator.search.preflight import check_before_search
 from orchestrator.search.strategies import SearchContext, ask_fixed, make_strategy
 from orchestrator.storage.batches import close_batch, drop_batch, last_batch, open_batch
@@ -42,14 +42,11 @@ from orchestrator.storage.lease import Lease
 from orchestrator.storage.optuna_private import set_constraint, trial_id
 from orchestrator.storage.schema import connect
 from orchestrator.storage.study import (
-    REFERENCE_ATTR,
-    ObjectiveTable,
     completed_count,
     completed_keys,
     create_study,
     evaluations_with_values,
     interrupted,
-    objective_table,
     record_budget,
 )
 from orchestrator.storage.supernets import register_supernet
@@ -340,14 +337,3 @@ class SearchDriver:
         hv, size = front_and_hypervolume(study, self.objectives)
         record_hypervolume(engine, study.study_name, done, hv, size)
         return hv, size
-
-
-def front_and_hypervolume(study: optuna.Study, objectives: Objectives,
-                          table: ObjectiveTable | None = None) -> tuple[float, int]:
-    """Hypervolume and size of the feasible front, from the objective values alone."""
-    table = table or objective_table(study, len(objectives.metrics))
-    values = table.values[table.feasible] * objectives.signs
-    if len(values) == 0:
-        return 0.0, 0
-    reference = np.asarray(study.user_attrs[REFERENCE_ATTR]) * objectives.signs
-    return hypervolume(values, reference), len(pareto_front(values))

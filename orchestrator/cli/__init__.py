@@ -1,4 +1,4 @@
-"""The `elastiq` command line: the product surface.
+"""The `elastiq` command line: the product surface (`space`: the space commands, in a module of their own).
 
 Bad input of any kind prints one line on stderr and exits with status 2.
 """
@@ -6,16 +6,14 @@ Bad input of any kind prints one line on stderr and exits with status 2.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
 import click
-import numpy as np
 import yaml
 
-import supernet  # noqa: F401 - registers the token mixers, whose names a space declares
-from search_space import SAMPLE_MODES, ElastiqError, InputError, SearchSpace
+from orchestrator.cli.space import space
+from search_space import ElastiqError
 
 USAGE_ERROR = 2
 
@@ -45,89 +43,7 @@ def cli() -> None:
     """elastiq: hardware-aware neural architecture search for transformers."""
 
 
-@cli.group()
-def space() -> None:
-    """Inspect a search space."""
-
-
-@space.command("check")
-@click.argument("space_path", type=click.Path(dir_okay=False))
-def space_check(space_path: str) -> None:
-    """Validate SPACE_PATH and print a summary with its cardinality."""
-    click.echo(SearchSpace.from_yaml(space_path).summary())
-
-
-@space.command("sample")
-@click.argument("space_path", type=click.Path(dir_okay=False))
-@click.option("-n", "count", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--mode", default="depth_uniform", show_default=True, type=click.Choice(SAMPLE_MODES))
-def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
-    """Print COUNT random architectures of SPACE_PATH as JSON lines, each as soon as it is drawn."""
-    search_space = SearchSpace.from_yaml(space_path)
-    rng = np.random.default_rng(seed)
-    try:
-        for _ in range(count):
-            click.echo(search_space.sample(rng, mode).to_json())
-            sys.stdout.flush()  # a reader sees each line at once, whatever N is
-    except BrokenPipeError:  # the reader has what it wanted (`| head -3`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-@space.command("from-model")
-@click.argument("model_path", type=click.Path(file_okay=False))
-@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="The space YAML to write (not overwritten).")
-@click.option("--mixers", "--attention", "mixers", default="softmax", show_default=True,
-              metavar="softmax[,linear][,local][,fourier][,conv<k>][,none]",
-              help="Token mixers to offer. The model learned softmax alone; at the short sequences of most "
-                   "classification tasks the others save little and their training takes from the shared weights.")
-@click.option("--reduce", "reduce", default=None, metavar="LAYER[,LAYER...]:FACTOR[,FACTOR...]",
-              help="Stage boundaries the search may put before these layers, merging tokens by these factors "
-                   "(1: no boundary), e.g. 2,4:1,2. Omit 1 to force a boundary (the model is then no arch).")
-def space_from_model(model_path: str, out_path: str, mixers: str, reduce: str | None) -> None:
-    """Write a space whose largest arch is the pretrained model at MODEL_PATH (its depth, heads, MLP
-    size, hidden size; the softmax mixer, full precision), with smaller choices: every depth from one
-    layer (the first layers kept), heads and MLP sizes down to a quarter, int8 layers; with --reduce,
-    stage boundaries (the new projections start as pooling and train with the sandwich rule)."""
-    from pathlib import Path
-
-    from search_space.registry import known_mixers, mixer_name
-    from supernet.checkpoint import atomic_write
-    from supernet.pretrained.importing import model_space, open_pretrained
-
-    out = Path(out_path)
-    if out.exists():
-        raise InputError(f"{out}: already exists; give another path or remove it")
-    names = tuple(dict.fromkeys(k.strip() for k in mixers.split(",") if k.strip()))
-    unknown = [k for k in names if mixer_name(k) is None or mixer_name(k).check(k) is not None]
-    if unknown or not names or names[0] != "softmax":
-        raise InputError(f"--mixers {mixers!r}: give softmax first, then any of {known_mixers()}")
-    boundaries = _reduce_option(reduce) if reduce is not None else None
-    model = open_pretrained(model_path)
-    data = model_space(model, mixers=names)
-    if boundaries is not None:
-        data["per_layer"] = [{"layers": boundaries[0], "reduce": boundaries[1]}]
-    space = SearchSpace.from_dict(data)  # what is written is a valid space
-    header = (f"# written by `elastiq space from-model` from {model_path} ({model.family.name}): the largest arch\n"
-              f"# (first mixer, widest, deepest, full precision) is the model itself"
-              + (", its embedding tables\n# stored int8 (quantize_embeddings: false keeps them fp32)\n"
-                 if data["quantize_embeddings"] else "\n"))
-    atomic_write(out, lambda f: f.write((header + yaml.safe_dump(data, sort_keys=False)).encode()))
-    click.echo(space.summary())
-    click.echo(f"written to {out}")
-
-
-def _reduce_option(text: str) -> tuple[list[int], list[int]]:
-    """`--reduce 2,4:1,2` -> ([2, 4], [1, 2])."""
-    layers, sep, factors = text.partition(":")
-    try:
-        parsed = ([int(v) for v in layers.split(",")], [int(v) for v in factors.split(",")])
-    except ValueError:
-        parsed = None
-    if not sep or parsed is None:
-        raise InputError(f"--reduce {text!r}: give layer indices, a colon, then factors, e.g. 2,4:1,2")
-    return parsed
+cli.add_command(space)
 
 
 @cli.group()
