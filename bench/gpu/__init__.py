@@ -1,1 +1,1 @@
-"""`make gpu-check`'s sections, a module per concept (`bench/gpu_check.py` runs them)."""
+"""`make gpu-check`'s sections, a module per concept (`bench/gpu/check.py` runs them)."""

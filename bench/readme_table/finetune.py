@@ -15,7 +15,8 @@ def finetune_stage() -> list[Row]:
         st = r["settings"]
         f = st["finetune"]
         cost = {"latency_ms": "latency", "macs": "MACs", "params": "parameters"}[st.get("cost", "latency_ms")]
-        command = (f"`{PY} bench/finetune_stage.py --config configs/mnist1d.yaml --checkpoint CKPT --storage URL"
+        command = (f"`{PY} bench/finetune/finetune_stage.py --config configs/mnist1d.yaml --checkpoint CKPT "
+                   "--storage URL"
                    f"{' --cost ' + st['cost'] if st.get('cost', 'latency_ms') != 'latency_ms' else ''}`")
         if (runs := r.get("schedulers")) is not None:
             full = runs["full"]
@@ -55,7 +56,7 @@ def curve_calibration() -> list[Row]:
     if (r := load("curve_calibration.json")) is not None:
         sets = ", ".join(f"{name.partition('@')[0]} ({v['curves']} curves of {'/'.join(map(str, v['rungs']))} "
                          f"rungs)" for name, v in r["sets"].items())
-        command = f"`{PY} bench/curve_calibration.py " + " ".join(f"--run {u} {n}" for u, n in r["runs"]) + "`"
+        command = f"`{PY} bench/finetune/curve_calibration.py " + " ".join(f"--run {u} {n}" for u, n in r["runs"]) + "`"
         for variant, label in (("pfn+start", "the PFN, from the inherited accuracy and the rungs (what `lc` uses)"),
                                ("families", "the parametric families, from the rungs (what `lc` used before)")):
             v = r["all"][variant]

@@ -16,7 +16,7 @@ def runtimes() -> list[Row]:
                           f"1 thread: latency over ONNX Runtime int8 (the default), median",
                           f"fastest: **{summary['fastest']}**",
                           "; ".join(f"{x} {summary[f'{x}_over_onnxruntime_median']:.2f}x" for x in others),
-                          "the default is the fastest", f"`{PY} bench/runtimes.py`"])
+                          "the default is the fastest", f"`{PY} bench/latency/runtimes.py`"])
         builds = r["build_seconds"].items()
         table.append(["runtimes: build time of one artifact, median (max)",
                       "; ".join(f"{x} {b['median_s']:.2f} s ({b['max_s']:.1f} s)" for x, b in builds),
@@ -40,7 +40,7 @@ def latency_predictor() -> list[Row]:
                       f"{res['hat_mlp_layer_averaged']['mape']:.2f}% / "
                       f"{res['hat_mlp_layer_averaged']['kendall_tau']:.3f}; noise floor CV "
                       f"{r['noise_floor']['cv_of_repeated_measurements_pct']:.0f}%",
-                      "MAPE <= 5%, tau >= 0.95", f"`{PY} bench/latency_predictor.py`"])
+                      "MAPE <= 5%, tau >= 0.95", f"`{PY} bench/latency/latency_predictor.py`"])
         if "int8_effect" in r:
             e = r["int8_effect"]
             table.append([f"int8 effect on latency, largest arch, target {r['target']['name']}: all-int8 / all-fp32",
@@ -55,7 +55,7 @@ def search_latency() -> list[Row]:
         r = load(name)
         spinning = f"{r.get('busy')} process{'es' if r.get('busy', 0) > 1 else ''}"
         busy = f", {spinning} spinning on the CPU beside it" if r.get("busy") else ""
-        command = f"`{PY} bench/search_latency.py --checkpoint CKPT --storage URL" + \
+        command = f"`{PY} bench/latency/search_latency.py --checkpoint CKPT --storage URL" + \
             (f" --busy {r['busy']}`" if r.get("busy") else "`")
         measured, refused = r["measured_in_search"], r["refused_in_search"]
         if measured:
@@ -83,7 +83,7 @@ def export_honesty() -> list[Row]:
         table.append([f"exported {r['size'].get('runtime', 'TorchScript')} artifact size, largest arch "
                       "all-int8 / all-fp32", f"**{r['size']['ratio']:.2f}**",
                       f"{r['size']['int8_bytes']:,} / {r['size']['fp32_bytes']:,} bytes", "",
-                      f"`{PY} bench/export_honesty.py`"])
+                      f"`{PY} bench/latency/export_honesty.py`"])
         table.append([f"latency honesty over the demo's exported fronts ({r['models']} models): median "
                       "abs(predicted - re-measured) / re-measured",
                       f"**{n(r['latency_median_abs_error_pct'], 1)}%**",
@@ -109,7 +109,7 @@ def quantized_layers() -> list[Row]:
                                    for form, v in forms.items() if form != "32")
                 table.append([f"one encoder layer of {size}, ONNX Runtime, b{batch}, 1 thread: latency and bytes over "
                               f"fp32 ({fp32['ms']:.3f} ms, {fp32['bytes']:,} bytes), medians of interleaved rounds",
-                              ratios, "", "", f"`{PY} bench/quantized_layers.py`"])
+                              ratios, "", "", f"`{PY} bench/latency/quantized_layers.py`"])
     return table
 
 
@@ -125,7 +125,7 @@ def token_mixers() -> list[Row]:
                 table.append([f"one encoder layer per token mixer ({spec['embed']} wide, {spec['heads']} heads of "
                               f"{spec['head_dim']}, MLP {spec['mlp']}, fp32), ONNX Runtime, {tokens} tokens, b{batch}, "
                               f"1 thread: latency over softmax's ({at['softmax']['ms']:.3f} ms), medians of "
-                              "interleaved rounds", others, "", "", f"`{PY} bench/token_mixers.py`"])
+                              "interleaved rounds", others, "", "", f"`{PY} bench/latency/token_mixers.py`"])
         forms = ", ".join(f"{v['tokens']} tokens b{v['batch']} {v['dft_over_matmul']:.1f}x"
                           for v in r["fourier_forms"])
         table.append(["the Fourier mixing alone (128 features): ONNX Runtime's `DFT` operator over the matrix "

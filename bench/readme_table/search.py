@@ -27,7 +27,7 @@ def accuracy_predictor() -> list[Row]:
                       f"as the search fits it {res['elastiq_as_searched']['kendall_tau']:.2f}; layer-averaged "
                       f"encoding {res['layer_averaged']['kendall_tau']:.2f}; val and test accuracy of the same archs "
                       f"agree at {r['val_vs_test_kendall_tau']:.2f}", ">= 0.8",
-                      f"`{PY} bench/accuracy_predictor.py --config {config}`"])
+                      f"`{PY} bench/search/accuracy_predictor.py --config {config}`"])
     return table
 
 
@@ -61,7 +61,8 @@ def search_efficiency() -> list[Row]:
                       f"{budget} per run, {r['seeds']} seeds (median)",
                       f"evolutionary **{median('evolutionary')}**", "; ".join(others),
                       ">= 3x fewer than NSGA-II, >= 2x fewer than random",
-                      f"`{PY} bench/search_efficiency.py{config} --checkpoint CKPT --storage URL --seeds {r['seeds']}"
+                      f"`{PY} bench/search/search_efficiency.py{config} --checkpoint CKPT --storage URL "
+                      f"--seeds {r['seeds']}"
                       f"{strategies}`"])
     return table
 
@@ -77,7 +78,7 @@ def orchestration_overhead() -> list[Row]:
                       f"Ray Tune 1 worker {median['ray_tune_1']:.1f} s: **{r['ratio_ray1_over_local']:.2f}x** local; "
                       f"2 workers {median['ray_tune_2']:.1f} s: **{r['speedup_ray2_over_local']:.2f}x** speed-up",
                       f"local executor {median['local_beside_1']:.1f} s and {median['local_beside_2']:.1f} s",
-                      "<= 1.2x; >= 1.6x", f"`{PY} bench/orchestration_overhead.py --checkpoint CKPT`"])
+                      "<= 1.2x; >= 1.6x", f"`{PY} bench/search/orchestration_overhead.py --checkpoint CKPT`"])
     return table
 
 
@@ -93,7 +94,7 @@ def resume_scale() -> list[Row]:
                       f"crash: {r['resume_after_crash_to_first_evaluation_s']:.1f} s); status "
                       f"**{r['status_s']:.1f} s**; front and hypervolume {r['front_and_hypervolume_s']:.1f} s", "",
                       "resume <= 5 s; status and front <= 2 s",
-                      f"`{PY} bench/resume_scale.py --checkpoint CKPT --trials {r['trials']}`"])
+                      f"`{PY} bench/search/resume_scale.py --checkpoint CKPT --trials {r['trials']}`"])
     return table
 
 
@@ -109,7 +110,7 @@ def flexibert_search() -> list[Row]:
         widened = sum(len(set(p["widths"])) > 1 for p in flexi)
         matched = [m for m in t["matched_within_1_point"] if m["speedup_b32"]]
         best = max((m["speedup_b32"] for m in matched), default=None)
-        command = (f"`{PY} bench/flexibert_search.py --tasks {task} --steps {r['steps']} --batch-size "
+        command = (f"`{PY} bench/search/flexibert_search.py --tasks {task} --steps {r['steps']} --batch-size "
                    f"{r['batch_size']} --evaluations {r['evaluations']} --dir runs/bench/flexibert-search-{task} "
                    f"--out bench/results/flexibert_search_{task}.json`")
         crossed = t.get("base_front_in_flexi_supernet", [])
@@ -167,7 +168,7 @@ def stage_search() -> list[Row]:
                              f"vs ONNX Runtime {max(e['onnxruntime'] for e in exact):.0e}" if exact else "")
                           + boundaries(t.get("base_front_with_boundaries", [])),
                           "1.5x faster at b32 within 1 point, on one task",
-                          f"`{PY} bench/stage_search.py --tasks {','.join(r['tasks'])} --steps {r['steps']} "
+                          f"`{PY} bench/search/stage_search.py --tasks {','.join(r['tasks'])} --steps {r['steps']} "
                           f"--batch-size {r['batch_size']} --evaluations {r['evaluations']} --dir runs/bench/"
                           f"{name.removesuffix('.json').replace('_', '-')} --out bench/results/{name}`"])
     return table
@@ -190,7 +191,7 @@ def quantized_search() -> list[Row]:
                       f"fronts of {len(with_4['front'])} and {len(without_4['front'])}; smallest model "
                       f"{smallest(with_4):,} vs {smallest(without_4):,} bytes; best accuracy "
                       f"{100 * best(with_4):.1f}% vs {100 * best(without_4):.1f}%", "",
-                      f"`{PY} bench/quantized_search.py`"])
+                      f"`{PY} bench/search/quantized_search.py`"])
     return table
 
 
@@ -202,5 +203,5 @@ def torture() -> list[Row]:
         table.append([f"crash torture: driver killed with SIGKILL {s['kills']} times at seeded points of its progress",
                       f"{s['complete']}/{s['budget']} evaluations, {s['archs_evaluated_twice']} evaluated twice, "
                       f"{s['running_left']} left RUNNING, same as uninterrupted: **{s['same_as_uninterrupted']}**",
-                      "", "nothing lost", f"`{PY} bench/torture.py --config STUDY.yaml`"])
+                      "", "nothing lost", f"`{PY} bench/search/torture.py --config STUDY.yaml`"])
     return table

@@ -15,7 +15,7 @@ def slicing_overhead() -> list[Row]:
         table.append(["slicing overhead: largest arch run in the supernet / its extracted model, 1 thread",
                       f"**{ratio('largest', 1):.2f}** (batch 1), **{ratio('largest', 32):.2f}** (batch 32)",
                       f"smallest arch: {ratio('smallest', 1):.2f} / {ratio('smallest', 32):.2f}", "<= 1.10",
-                      f"`{PY} bench/slicing_overhead.py`"])
+                      f"`{PY} bench/supernet/slicing_overhead.py`"])
     return table
 
 
@@ -27,7 +27,7 @@ def supernet_quality() -> list[Row]:
         table.append([f"supernet quality on digits: inherited vs trained alone, {s['steps']} steps",
                       f"largest **{s['largest_gap_points']:.1f}** points behind, smallest "
                       f"**{s['smallest_gap_points']:.1f}**", "the same archs trained alone", "within 2 points",
-                      f"`{PY} bench/supernet_quality.py --standalone-steps 1000 --jobs 2`"])
+                      f"`{PY} bench/supernet/supernet_quality.py --standalone-steps 1000 --jobs 2`"])
         table.append([f"ranking fidelity, {s['subnets']} archs", f"Kendall tau **{s['kendall_tau']:.2f}**",
                       f"Spearman {s['spearman']:.2f}", ">= 0.6", "same run"])
         table.append(["all-int8 vs fp32, same weights, no retraining",
@@ -43,7 +43,8 @@ def supernet_quality_mnist1d() -> list[Row]:
         s = load(name)["summary"]
         val, test = s["random_subnets_ranking"]["val"], s["random_subnets_ranking"]["test"]
         floor = s["val_vs_test_kendall_tau"]
-        command = (f"`{PY} bench/supernet_quality.py --config configs/mnist1d.yaml --steps {s['steps']} --subnets "
+        command = (f"`{PY} bench/supernet/supernet_quality.py --config configs/mnist1d.yaml --steps {s['steps']} "
+                   "--subnets "
                    f"{s['subnets'] - 2} --standalone-steps {s['standalone_steps_random']} --jobs 2"
                    + ("" if name == "supernet_quality_mnist1d.json" else f" --out bench/results/{name}") + "`")
         table.append([f"supernet quality on MNIST-1D: inherited vs trained alone, {s['steps']} steps (val and test)",
@@ -77,7 +78,7 @@ def supernet_recipe() -> list[Row]:
             alone = " / ".join(f"{row['largest']['alone_mean']:.1f}" for row in rows_)
             changes = ", ".join(f"{k}: {v}" for k, v in r["recipes"][recipe].items()) or "as configured"
             steps = ",".join(str(row["steps"]) for row in rows_)
-            command = (f"`{PY} bench/supernet_recipe.py --config {r['config']} --steps {steps} --seeds "
+            command = (f"`{PY} bench/supernet/supernet_recipe.py --config {r['config']} --steps {steps} --seeds "
                        f"{rows_[0]['largest']['seeds']} --recipes {recipe} --jobs 2`")
             table.append([f"supernet recipe `{recipe}` on {task} ({changes}), "
                           f"{budgets} steps, {rows_[0]['largest']['seeds']} seeds: points behind the same arch "
@@ -91,7 +92,7 @@ def distributed_training() -> list[Row]:
     """Rows of `bench/results/distributed_training*.json`."""
     table: list[Row] = []
     if (r := load("distributed_training.json")) is not None:
-        command = f"`{PY} bench/distributed_training.py --steps {r['steps']}`"
+        command = f"`{PY} bench/supernet/distributed_training.py --steps {r['steps']}`"
         runs = r["distributed"]
         pct = lambda accuracy: " / ".join(f"{100 * accuracy[k]:.1f}" for k in ("largest", "smallest", "random_mean"))  # noqa: E731
         int8, fp32 = runs["int8"], runs["fp32"]
@@ -109,7 +110,8 @@ def distributed_training() -> list[Row]:
             table.append([f"the same throughput, medians of {t['rounds']} alternating rounds of {t['steps']} steps",
                           f"**{t['ratio']:.2f}x** ({m['two_workers']:.0f} / {m['one_process']:.0f} samples/s)",
                           f"each worker with its own shard's ranges: {t['ratio_own_ranges']:.2f}x", ">= 0.9x",
-                          f"`{PY} bench/distributed_training.py --steps {t['steps']} --parts throughput --rounds "
+                          f"`{PY} bench/supernet/distributed_training.py --steps {t['steps']} --parts throughput "
+                          "--rounds "
                           f"{t['rounds']}`"])
         for name, label in (("int8", "the space's int8 policies"), ("fp32", "float32 only")):
             run = runs[name]

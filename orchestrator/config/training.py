@@ -38,7 +38,7 @@ class SupernetConfig(Section):
     # sampling): fewer, larger kernel launches, fewer samples per student
     archs_per_pass: int = Field(TrainSettings.archs_per_pass, gt=0, le=64)
     # false: every student learns from the labels. In-place distillation through random
-    # students pulled the largest arch down by 40 points on MNIST-1D (bench/supernet_recipe.py)
+    # students pulled the largest arch down by 40 points on MNIST-1D (bench/supernet/supernet_recipe.py)
     distill: bool = TrainSettings.distill
     # the students learn from the labels alone for `distill_start` steps, then from
     # (1 - distill_weight) x labels + distill_weight x the largest arch's soft predictions

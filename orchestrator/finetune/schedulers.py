@@ -136,7 +136,8 @@ def curve_extrapolator(curve_model: str, weights: str | None = None, samples: in
     """The `lc` scheduler's extrapolator (the PFN's weights loaded and checked here, once)."""
     if curve_model == "families":
         # a curve's noise is its own residual spread: its rungs are scored on the same validation examples, so
-        # their errors are correlated and the binomial spread of one score overstates it (bench/finetune_stage.py)
+        # their errors are correlated and the binomial spread of one score overstates it
+        # (bench/finetune/finetune_stage.py)
         return CurveExtrapolator(samples=samples)
     loaded_pfn(weights)
     return PFNExtrapolator(weights, samples=samples)

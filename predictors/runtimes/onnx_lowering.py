@@ -16,7 +16,7 @@ the kernel's default (the middle code), and `accuracy_level` 4: the kernel
 quantizes each block of an input row to int8 on its own scale, which the fake
 quantizer simulates. Level 4 was chosen by measurement: on one layer of
 MiniLM's size at batch 1 it is 25-30% faster than level 0 (fp32 activations);
-at batch 32 it is 20% slower (`bench/quantized_layers.py`).
+at batch 32 it is 20% slower (`bench/latency/quantized_layers.py`).
 
 Embedding tables the space quantizes are stored as int8 with one fp32 scale
 per row: a lookup gathers the codes and their rows' scales.

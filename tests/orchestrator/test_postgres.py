@@ -122,7 +122,7 @@ def test_postgres_restarted_mid_transaction_completes_or_stops_with_one_line_and
     `elastiq resume` completes it; either way the study equals an uninterrupted run's."""
     import subprocess
 
-    from bench.torture import elastiq_command
+    from bench.search.torture import elastiq_command
     from tests.conftest import ROOT
 
     url = private_postgres.url

@@ -116,7 +116,7 @@ def test_the_whole_chain_on_a_pretrained_encoder(user_files, tmp_path, capsys):
     run = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
     assert len(run.stdout.split()) == 2 and set(run.stdout.split()) <= {"neg", "pos"}
     # what a user ships without elastiq, beside the export: trained first (no export needed), then compared
-    from bench import baselines
+    from bench.examples import baselines
 
     common = ["--config", str(config), "--run", str(tmp_path), "--depths", "1", "--steps", "2",
               "--cache", str(tmp_path / "baselines")]

@@ -1,4 +1,4 @@
-"""Searches on a real two-node Ray cluster (started and stopped by `bench/ray_cluster.py`): where
+"""Searches on a real two-node Ray cluster (started and stopped by `bench/search/ray_cluster.py`): where
 things run, and what happens when a node is stopped midway. The moments are progress (every
 worker holds a job; a measurement is under way), not seconds."""
 
@@ -6,7 +6,7 @@ worker holds a job; a measurement is under way), not seconds."""
 import optuna
 import pytest
 
-from bench.ray_cluster import search_losing_a_node, search_losing_the_target, search_on_cluster
+from bench.search.ray_cluster import search_losing_a_node, search_losing_the_target, search_on_cluster
 from orchestrator.cli import main
 from tests.orchestrator.conftest import write_config
 

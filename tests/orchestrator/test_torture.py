@@ -1,4 +1,4 @@
-"""The crash torture of `bench/torture.py`, in a short form: the search driver killed with
+"""The crash torture of `bench/search/torture.py`, in a short form: the search driver killed with
 SIGKILL five times, supernet training three times, at seeded kill points that count progress
 (the n-th arch evaluated, the n-th database write, the n-th optimizer step or checkpoint
 file), so the verdict is the same on a fast or a slow machine."""
@@ -7,7 +7,7 @@ file), so the verdict is the same on a fast or a slow machine."""
 import numpy as np
 import pytest
 
-from bench.torture import torture_search, torture_training
+from bench.search.torture import torture_search, torture_training
 from tests.orchestrator.conftest import write_config
 
 

@@ -1,0 +1,101 @@
+"""Measure 1 of the pretrained import: the largest arch of an imported supernet against the Hugging
+Face model, max |logit difference| on padded batches of uneven lengths, per family (tiny models built
+from a config) and for all-MiniLM-L6-v2 (its pooler output: it has no classifier), where
+`make example-minilm` has extracted it.
+
+    python bench/supernet/pretrained_exactness.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from predictors.runtimes import runtime_named  # noqa: E402
+from supernet.pretrained.importing import full_supernet, open_pretrained  # noqa: E402
+from supernet.task_spec import TaskSpec  # noqa: E402
+from supernet.tasks.user_data import patches  # noqa: E402
+from tests.supernet.pretrained_models import hf_model, save_text_model, save_vit_model, tiny_tokenizer  # noqa: E402
+
+TEXTS = ["the cat sat on the mat", "a dog", "very very big red dog ran fast on the mat", "good"]
+
+
+def _differences(supernet, x, expected) -> dict:
+    largest = supernet.space.largest()
+    static = supernet.extract(largest).eval()
+    with torch.no_grad():
+        program = runtime_named("onnxruntime").deploy(static, x)
+        return {"supernet": float((supernet(x, largest) - expected).abs().max()),
+                "extracted": float((static(x) - expected).abs().max()),
+                "onnxruntime": float((program(x) - expected).abs().max())}
+
+
+def text_family(family: str, folder: Path) -> dict:
+    save_text_model(folder, family)
+    model = open_pretrained(folder)
+    tokenizer = tiny_tokenizer(pad_first=family == "bert")[0]
+    encoded = tokenizer(TEXTS, padding="max_length", max_length=16, return_tensors="pt", return_token_type_ids=True)
+    spec = TaskSpec("text", model.config.vocab_size, 16, 3, style=model.family.style(model.config))
+    supernet, _ = full_supernet(model, spec, seed=0)
+    x = torch.stack([encoded["input_ids"], encoded["token_type_ids"]], dim=-1)
+    with torch.no_grad():
+        expected = hf_model(folder)(**encoded).logits
+    return _differences(supernet, x, expected)
+
+
+def vit(folder: Path) -> dict:
+    save_vit_model(folder)
+    model = open_pretrained(folder)
+    spec = TaskSpec("features", 48, 16, 3, style=model.family.style(model.config))
+    supernet, _ = full_supernet(model, spec, seed=0)
+    pixels = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = hf_model(folder)(pixel_values=pixels).logits
+    return _differences(supernet, patches(pixels, 4), expected)
+
+
+def minilm(folder: Path) -> dict | None:
+    if not (folder / "model.safetensors").exists():
+        return None
+    from transformers import AutoModel, AutoTokenizer
+
+    model = open_pretrained(folder)
+    hidden = model.dims.hidden
+    spec = TaskSpec("text", model.config.vocab_size, 32, hidden, style=model.family.style(model.config))
+    supernet, _ = full_supernet(model, spec, seed=0)
+    with torch.no_grad():  # an identity classifier: the logits are the pooler's output
+        supernet.head.classifier.weight.copy_(torch.eye(hidden))
+        supernet.head.classifier.bias.zero_()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    encoded = tokenizer(["ls - list directory contents", "open, openat, creat - open and possibly create a file",
+                         "printf"], padding="max_length", max_length=32, return_tensors="pt",
+                        return_token_type_ids=True)
+    with torch.no_grad():
+        expected = AutoModel.from_pretrained(str(folder)).eval()(**encoded).pooler_output
+    x = torch.stack([encoded["input_ids"], encoded["token_type_ids"]], dim=-1)
+    return _differences(supernet, x, expected)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {"bert (tiny)": text_family("bert", Path(tmp) / "bert"),
+                   "roberta (tiny)": text_family("roberta", Path(tmp) / "roberta"),
+                   "vit (tiny)": vit(Path(tmp) / "vit"),
+                   "all-MiniLM-L6-v2 (pooler output)": minilm(ROOT / "runs" / "minilm" / "model")}
+    for name, result in results.items():
+        print(f"{name}: " + ("not extracted (make example-minilm)" if result is None else
+                             ", ".join(f"{k} {v:.2e}" for k, v in result.items())))
+    out = ROOT / "bench" / "results" / "pretrained_exactness.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
