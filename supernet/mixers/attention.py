@@ -119,14 +119,16 @@ def mix_heads(q: Tensor, k: Tensor, v: Tensor, kernel: AttentionKernel, num_head
 class Attention(nn.Module):
     """The static attention sublayer."""
 
-    graph_settings = ("num_heads",)  # the reshapes to heads hold them
+    # the reshapes to heads hold both (the exporter writes the head's width as a constant: a graph cached for
+    # one head_dim failed on another's weights)
+    graph_settings = ("num_heads", "head_dim")
 
     def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear, out: nn.Linear,
                  kernel: AttentionKernel, num_heads: int):
         super().__init__()
         self.query, self.key, self.value, self.out = query, key, value, out
         self.kernel = kernel
-        self.num_heads = num_heads
+        self.num_heads, self.head_dim = num_heads, query.out_features // num_heads
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.out(mix_heads(self.query(x), self.key(x), self.value(x), self.kernel, self.num_heads, mask))

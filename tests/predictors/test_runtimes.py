@@ -76,6 +76,18 @@ def test_one_graph_per_structure_serves_every_width(digits_space, digits_superne
     assert graphs[-1] == graphs[0]  # the first build exported every part graph the others use
 
 
+def test_a_head_width_of_its_own_gets_a_graph_of_its_own(digits_space):
+    """The exporter writes a head's width into the reshapes to heads: two spaces alike but for head_dim share
+    no part graph (a graph cached for one failed on the other's weights)."""
+    from search_space import SearchSpace
+
+    runtime, x = OnnxRuntime(), torch.randn(2, 16, 4, generator=torch.Generator().manual_seed(0))
+    for head_dim in (8, 16):
+        space = SearchSpace.from_dict({"head_dim": head_dim, "embed_dim": [32], "depth": [1],
+                                       "layer": {"num_heads": [2], "mlp_dim": [32], "mixer": ["softmax"], "bits": [32]}})
+        runtime.deploy(Supernet(space, FEATURES, seed=0).eval().extract(space.largest()), x)  # checked on build
+
+
 def test_token_inputs_build_too(digits_space):
     supernet = Supernet(digits_space, TOKENS, seed=0).eval()
     x = torch.randint(TOKENS.input_dim, (3, TOKENS.seq_len), generator=torch.Generator().manual_seed(0))
