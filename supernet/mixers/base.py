@@ -1,4 +1,4 @@
-"""A token mixer's definition: everything one choice of a layer's `attention` gene is, in one class.
+"""A token mixer's definition: everything one choice of a layer's `mixer` gene is, in one class.
 
 A definition says which names are its own and how they are checked (`search_space.registry` asks it),
 what the elastic layer computes with it (`forward`, and `mix` for the multi-arch pass), which static
