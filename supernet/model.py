@@ -119,9 +119,10 @@ class ElasticMixer(nn.Module):
         self.key = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.value = ElasticLinear(embed_dim, inner, block_size=block_size)
         self.out = ElasticLinear(inner, embed_dim, block_size=block_size)
-        self.definitions = tuple(offered(mixers))
+        by_definition = offered(mixers)
+        self.definitions = tuple(by_definition)
         # only what an offered mixer asks for: a space without it keeps its checkpoints' keys
-        for definition, names in offered(mixers).items():
+        for definition, names in by_definition.items():
             for name, shape in definition.weight_shapes(names, inner).items():
                 self.register_parameter(name, nn.Parameter(torch.zeros(shape)))
 
