@@ -19,6 +19,7 @@ from tqdm import tqdm
 from predictors.measure import Protocol, example_input, measure_many
 from predictors.target import HardwareTarget
 from search_space import Arch, LayerArch, SearchSpace
+from search_space.sampling import draw_genes
 from supernet.model import Supernet
 
 
@@ -46,11 +47,9 @@ def stratified_archs(space: SearchSpace, count: int, rng: np.random.Generator, l
             mlp_dim = int(dims[rng.integers(len(dims))])
             mixer = pick(choices.mixer, leaning)
             layer_bits = int(pick(choices.bits, bits))
-            # a layer without stage choices draws nothing: a space without them keeps its archs
-            reduce = None if choices.reduce is None else int(choices.reduce[rng.integers(len(choices.reduce))])
             layers.append(LayerArch(num_heads=choices.heads_of(mixer, heads), mlp_dim=mlp_dim,
                                     mixer=mixer, bits=layer_bits, width=None if choices.width is None else width,
-                                    reduce=reduce))
+                                    **draw_genes(choices, rng)))
         arch = space.validate(Arch(int(embed_dim), tuple(layers)))
         if arch.key not in seen:  # nothing is measured twice
             seen.add(arch.key)

@@ -15,13 +15,14 @@ from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
 from supernet.quant import FULL_PRECISION
 from supernet.task_spec import TaskSpec
+from supernet.token_reduction import boundary_operations
 
 
 def latency_feature_names(space: SearchSpace) -> list[str]:
     bits = sorted({min(b, FULL_PRECISION) for b in space.bit_widths}, reverse=True)
     names = [f"linear@{b}" for b in bits] + [f"calls:linear@{b}" for b in bits]
     names += [f"mixing:{a}" for a in space.mixers] + [f"calls:mixing:{a}" for a in space.mixers]
-    names += ["reduction", "calls:reduction"] if space.has_reductions else []  # stage boundaries' pooling
+    names += [name for op in boundary_operations(space) for name in (op, f"calls:{op}")]
     return names + ["norm", "activation", "position", "depth", "embed_dim"]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_space.errors import SpaceError
+from search_space.layer_genes import GENE_KEYS
 
 
 @dataclass(frozen=True, order=True)
@@ -22,18 +23,16 @@ class LayerArch:
     mlp_dim: int
     mixer: str  # the token mixer (`supernet.mixers`): softmax, linear, local, fourier, conv<k>, none
     bits: int
-    # the layer's own hidden size, where its space gives it width choices; None: the arch's embed_dim
+    # the layer genes (`search_space.layer_genes`), where its space gives the layer choices for them:
+    # its own hidden size (None: the arch's embed_dim), the factor a stage boundary before it merges its
+    # tokens by (None or 1: no boundary)
     width: int | None = None
-    # the factor its tokens are reduced by before it (a stage boundary: ViT-ResNAS), where its space gives
-    # it reduction choices; None or 1: none
     reduce: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {"num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "mixer": self.mixer, "bits": self.bits}
-        if self.width is not None:  # only then: an arch of a space without layer widths keeps its key
-            data["width"] = self.width
-        if self.reduce is not None:  # likewise for spaces without stages
-            data["reduce"] = self.reduce
+        # a gene only where given: an arch of a space without it keeps its key
+        data.update({key: getattr(self, key) for key in GENE_KEYS if getattr(self, key) is not None})
         return data
 
 
@@ -41,7 +40,6 @@ _LAYER_FIELDS = ("num_heads", "mlp_dim", "mixer", "bits")
 # the field's name before it held every token mixer: still read, and still what an arch's key hashes, so
 # that an arch keeps the key its evaluations and latencies are stored under
 FORMER_NAMES = {"mixer": "attention"}
-_OPTIONAL_LAYER_FIELDS = ("width", "reduce")
 
 
 @dataclass(frozen=True)
@@ -61,14 +59,6 @@ class Arch:
     @property
     def widths(self) -> tuple[int, ...]:
         return tuple(self.width_of(i) for i in range(self.depth))
-
-    def reduction_of(self, index: int) -> int:
-        """The factor layer `index`'s input tokens are reduced by (1: none)."""
-        return self.layers[index].reduce or 1
-
-    @property
-    def has_reductions(self) -> bool:
-        return any(self.reduction_of(i) > 1 for i in range(self.depth))
 
     @property
     def out_width(self) -> int:
@@ -104,7 +94,7 @@ class Arch:
             if not isinstance(layer, dict):
                 raise SpaceError(f"{where}: expected a mapping")
             layer = current_names(layer, where)
-            unknown = set(layer) - set(_LAYER_FIELDS) - set(_OPTIONAL_LAYER_FIELDS)
+            unknown = set(layer) - set(_LAYER_FIELDS) - set(GENE_KEYS)
             if unknown:
                 raise SpaceError(f"{where}: unknown field(s) {sorted(map(str, unknown))}")
             missing = [f for f in _LAYER_FIELDS if f not in layer]
@@ -115,9 +105,7 @@ class Arch:
                 mlp_dim=_int(layer["mlp_dim"], f"{where}.mlp_dim"),
                 mixer=_str(layer["mixer"], f"{where}.mixer"),
                 bits=_int(layer["bits"], f"{where}.bits"),
-                width=_int(layer["width"], f"{where}.width") if "width" in layer else None,
-                reduce=_int(layer["reduce"], f"{where}.reduce") if "reduce" in layer else None,
-            ))
+                **{key: _int(layer[key], f"{where}.{key}") for key in GENE_KEYS if key in layer}))
         return cls(embed_dim=_int(data["embed_dim"], "arch.embed_dim"), layers=tuple(layers))
 
     @classmethod

@@ -1,13 +1,15 @@
 """One layer slot's choices: heads, MLP width (as ratios of the layer's width or absolute sizes),
-token mixers, bit widths, and where the space gives them, its own hidden size and the
-factors its input tokens may be reduced by (a stage boundary before it)."""
+token mixers, bit widths, and where the space gives them, its layer genes' (`search_space.layer_genes`):
+its own hidden size, the factors a stage boundary before it may merge its tokens by."""
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from search_space.layer_genes import LAYER_GENES, arch_values
 from search_space.registry import has_heads
 
 
@@ -18,8 +20,9 @@ class LayerChoices:
     bits: tuple[int, ...]
     mlp_dim: tuple[int, ...] | None = None
     mlp_ratio: tuple[float, ...] | None = None
-    width: tuple[int, ...] | None = None  # the layer's own hidden sizes; None: it runs at the arch's embed_dim
-    reduce: tuple[int, ...] | None = None  # token reduction factors before the layer (1: none); None: no boundary
+    # the layer genes' choices; None where the layer has none (it runs at the arch's embed_dim; no boundary)
+    width: tuple[int, ...] | None = None
+    reduce: tuple[int, ...] | None = None
 
     @property
     def mlp_key(self) -> str:
@@ -51,9 +54,9 @@ class LayerChoices:
         """The hidden sizes this layer may run at in an arch of `embed_dim`."""
         return (embed_dim,) if self.width is None else self.width
 
-    def reductions(self) -> tuple[int | None, ...]:
-        """The values an arch may write for this layer's reduction: its factors, or None without them."""
-        return (None,) if self.reduce is None else self.reduce
+    def gene_values(self, key: str) -> tuple[int | None, ...]:
+        """The values an arch may write for layer gene `key`: its choices, or None alone without them."""
+        return arch_values(getattr(self, key))
 
     def heads_of(self, mixer: str, num_heads: int) -> int:
         """`num_heads` as an arch writes it: a layer whose mixer has no heads (`fourier`, `none`) writes the
@@ -66,14 +69,13 @@ class LayerChoices:
                 for h in (self.num_heads if has_heads(a) else self.num_heads[:1])]
 
     def options(self, embed_dim: int) -> int:
-        per_width = len(self.mixer_options()) * len(self.bits) * len(self.reductions())
+        per_width = len(self.mixer_options()) * len(self.bits) * math.prod(
+            len(self.gene_values(gene.key)) for gene in LAYER_GENES if gene.independent)
         return sum(per_width * len(self.mlp_dims(w)) for w in self.widths(embed_dim))
 
     def to_dict(self) -> dict[str, Any]:
         data = {"num_heads": list(self.num_heads), self.mlp_key: list(self.mlp_options),
                 "mixer": list(self.mixer), "bits": list(self.bits)}
-        if self.width is not None:  # only then: a space without layer widths keeps its hash
-            data["width"] = list(self.width)
-        if self.reduce is not None:  # likewise for a space without stages
-            data["reduce"] = list(self.reduce)
+        # a gene only where given: a space without it keeps its hash
+        data.update({g.key: list(getattr(self, g.key)) for g in LAYER_GENES if getattr(self, g.key) is not None})
         return data

@@ -12,6 +12,7 @@ from typing import Any
 
 from search_space.arch import FORMER_NAMES, Arch, LayerArch
 from search_space.errors import SpaceError
+from search_space.layer_genes import LAYER_GENES, WIDTH
 from search_space.space import SearchSpace
 
 # a field's parameter name: the one studies in databases hold (`layer{i}.attention` for the mixer: Optuna's
@@ -26,10 +27,8 @@ def _param_choices(space: SearchSpace) -> dict[str, tuple]:
         choices[f"layer{i}.{layer.mlp_key}"] = layer.mlp_options
         choices[f"layer{i}.{PARAM_NAMES['mixer']}"] = layer.mixer
         choices[f"layer{i}.bits"] = layer.bits
-        if layer.width is not None:
-            choices[f"layer{i}.width"] = layer.width
-        if layer.reduce is not None:
-            choices[f"layer{i}.reduce"] = layer.reduce
+        choices.update({f"layer{i}.{g.key}": getattr(layer, g.key) for g in LAYER_GENES
+                        if getattr(layer, g.key) is not None})
     return choices
 
 
@@ -58,8 +57,8 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
     for i in range(depth):
         layer = space.layers[i]
         values = {}
-        for field in (("num_heads", layer.mlp_key, PARAM_NAMES["mixer"], "bits") + (("width",) if layer.width else ())
-                      + (("reduce",) if layer.reduce else ())):
+        genes = tuple(g.key for g in LAYER_GENES if getattr(layer, g.key) is not None)
+        for field in ("num_heads", layer.mlp_key, PARAM_NAMES["mixer"], "bits", *genes):
             name = f"layer{i}.{field}"
             if name not in params:
                 raise SpaceError(f"params: missing '{name}'")
@@ -67,12 +66,10 @@ def arch_from_params(space: SearchSpace, params: dict[str, Any]) -> Arch:
                 raise SpaceError(f"params.{name}: {params[name]!r} not in {list(choices[name])}")
             values[field] = params[name]
         option = layer.mlp_options.index(values[layer.mlp_key])
-        width = values.get("width")
         mixer = values[PARAM_NAMES["mixer"]]
         layers.append(LayerArch(num_heads=layer.heads_of(mixer, values["num_heads"]),
-                                mlp_dim=layer.mlp_hidden(option, width or embed_dim),
-                                mixer=mixer, bits=values["bits"], width=width,
-                                reduce=values.get("reduce")))
+                                mlp_dim=layer.mlp_hidden(option, values.get(WIDTH.key) or embed_dim),
+                                mixer=mixer, bits=values["bits"], **{key: values[key] for key in genes}))
     return space.validate(Arch(embed_dim=embed_dim, layers=tuple(layers)))
 
 
@@ -80,11 +77,8 @@ def params_from_arch(space: SearchSpace, arch: Arch) -> dict[str, Any]:
     """Params of every slot; inactive slots take each choice's first value."""
     genes = space.genome(arch)
     names = ["embed_dim", "depth"]
-    for i, layer in enumerate(space.layers):  # the genome's order; a layer without widths has a width gene of 0
+    for i, layer in enumerate(space.layers):  # the genome's order; a layer without a gene's choices has it at 0
         names += [f"layer{i}.{field}" for field in ("num_heads", layer.mlp_key, PARAM_NAMES["mixer"], "bits")]
-        if space.has_layer_widths:
-            names.append(f"layer{i}.width" if layer.width is not None else "")
-        if space.has_reductions:
-            names.append(f"layer{i}.reduce" if layer.reduce is not None else "")
+        names += [f"layer{i}.{g.key}" if getattr(layer, g.key) is not None else "" for g in space.genes]
     choices = _param_choices(space)
     return {name: choices[name][int(gene)] for name, gene in zip(names, genes, strict=True) if name}

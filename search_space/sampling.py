@@ -14,6 +14,7 @@ import numpy as np
 from search_space.arch import Arch, LayerArch
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
+from search_space.layer_genes import LAYER_GENES, WIDTH
 from search_space.registry import has_heads
 
 SAMPLE_MODES = ("depth_uniform", "arch_uniform")
@@ -64,12 +65,21 @@ def sample(space: GeneSpace, rng: np.random.Generator, mode: str = "depth_unifor
                 mlp_dim = dims[rng.integers(len(dims))]
                 mixer = choices.mixer[rng.integers(len(choices.mixer))]
             bits = choices.bits[rng.integers(len(choices.bits))]
-            # a layer without reduction choices draws nothing: a space without stages keeps its random stream
-            reduce = None if choices.reduce is None else choices.reduce[rng.integers(len(choices.reduce))]
-            layers.append(LayerArch(num_heads=num_heads, mlp_dim=mlp_dim, mixer=mixer, bits=bits,
-                                    width=None if choices.width is None else width, reduce=reduce))
+            genes = {WIDTH.key: None if choices.width is None else width, **draw_genes(choices, rng)}
+            layers.append(LayerArch(num_heads=num_heads, mlp_dim=mlp_dim, mixer=mixer, bits=bits, **genes))
         return Arch(embed_dim=embed_dim, layers=tuple(layers))
     raise SpaceError(f"sample mode {mode!r} unknown; choose one of {list(SAMPLE_MODES)}")
+
+
+def draw_genes(choices: LayerChoices, rng: np.random.Generator) -> dict[str, int | None]:
+    """A value of each independent layer gene the layer has choices for, uniformly; a gene without choices
+    draws nothing, so that a space without it keeps its random stream."""
+    drawn = {}
+    for gene in LAYER_GENES:
+        values = getattr(choices, gene.key)
+        if gene.independent:
+            drawn[gene.key] = None if values is None else values[rng.integers(len(values))]
+    return drawn
 
 
 def largest(space: GeneSpace) -> Arch:
@@ -88,9 +98,9 @@ def smallest(space: GeneSpace) -> Arch:
 def _extreme(space: GeneSpace, embed_dim: int, depth: int, pick) -> Arch:
     layers = tuple(
         LayerArch(num_heads=c.heads_of(c.mixer[0], pick(c.num_heads)),
-                  mlp_dim=pick(c.mlp_dims(pick(c.widths(embed_dim)))),
-                  mixer=c.mixer[0], bits=max(c.bits), width=None if c.width is None else pick(c.width),
-                  reduce=None if c.reduce is None else (max if pick is min else min)(c.reduce))
+                  mlp_dim=pick(c.mlp_dims(pick(c.widths(embed_dim)))), mixer=c.mixer[0], bits=max(c.bits),
+                  **{g.key: None if getattr(c, g.key) is None else g.extreme(getattr(c, g.key), pick is max)
+                     for g in LAYER_GENES})
         for c in space.layers[:depth])
     return Arch(embed_dim=embed_dim, layers=layers)
 

@@ -24,22 +24,23 @@
                             # 2 by 2 (a sequence) or 2x2 (a patch grid); 1: no boundary
 
 Internally an architecture is also a *genome*: one choice index per decision
-(embed dim, depth, then four per layer slot up to the maximum depth, one more in
-a space with layer widths and one more in a space with stages). Genes of
+(embed dim, depth, then four per layer slot up to the maximum depth, and one
+more per layer gene that some layer of the space has choices for). Genes of
 inactive slots are kept so that mutation and crossover can bring them back.
 
-A layer with `width` choices runs at its own hidden size; where consecutive
-layers' widths differ, a projection joins them. Layer 0 always runs at the
-arch's `embed_dim` (the stem feeds it directly), so a `width` given to every
-layer applies from layer 1 on; the head reads the last layer's width.
-
-A layer with `reduce` choices may start a stage: before it, its input tokens
-are merged in windows of the factor (`supernet.token_reduction`), so that it and
-the layers after it cost a fraction of the first ones; likewise from layer 1 on.
+The layer genes (`search_space.layer_genes`, one module each) are choices a
+space gives some layers and not others; given to every layer, they apply from
+layer 1 on, since the stem feeds layer 0:
+- `width`: the layer runs at its own hidden size; where consecutive layers'
+  widths differ, a projection joins them; the head reads the last layer's width.
+- `reduce`: a stage boundary before the layer: its input tokens are merged in
+  groups of the factor (`supernet.token_reduction`), so that it and the layers
+  after it cost a fraction of the first ones.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -53,11 +54,12 @@ from search_space import sampling
 from search_space.arch import Arch, LayerArch, former_names
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
+from search_space.layer_genes import LAYER_GENES, WIDTH, LayerGene
 from search_space.registry import DEFAULT_QUANT_BLOCK_SIZE
 from search_space.space_reading import space_fields
 from search_space.yaml_input import read_yaml
 
-GENES_PER_LAYER = 4  # num_heads, mlp, mixer, bits; then the width and the reduction, in spaces with them
+GENES_PER_LAYER = 4  # num_heads, mlp, mixer, bits; then each layer gene some layer of the space has
 
 
 @dataclass(frozen=True)
@@ -132,19 +134,28 @@ class SearchSpace:
         choices = self.layers[layer]
         return max(max(choices.mlp_dims(w)) for e in self.embed_dims for w in choices.widths(e))
 
+    def has_gene(self, key: str) -> bool:
+        """Whether some layer has choices for layer gene `key` (`search_space.layer_genes`)."""
+        return any(getattr(layer, key) is not None for layer in self.layers)
+
+    @functools.cached_property  # frozen: its layers never change
+    def genes(self) -> tuple[LayerGene, ...]:
+        """The layer genes some layer has choices for, in genome order."""
+        return tuple(gene for gene in LAYER_GENES if self.has_gene(gene.key))
+
     @property
     def has_layer_widths(self) -> bool:
         """Whether some layer has a hidden size of its own (then projections may join layers)."""
-        return any(layer.width is not None for layer in self.layers)
+        return self.has_gene(WIDTH.key)
 
     @property
-    def has_reductions(self) -> bool:
-        """Whether some layer may start a stage (its tokens reduced before it)."""
-        return any(layer.reduce is not None for layer in self.layers)
+    def padded_multi_arch(self) -> bool:
+        """Whether its archs can share one padded multi-arch pass (`supernet.training.multi_arch`)."""
+        return all(gene.padded for gene in self.genes)
 
     @property
     def genes_per_layer(self) -> int:
-        return GENES_PER_LAYER + int(self.has_layer_widths) + int(self.has_reductions)
+        return GENES_PER_LAYER + len(self.genes)
 
     @property
     def mixers(self) -> tuple[str, ...]:
@@ -177,15 +188,11 @@ class SearchSpace:
             raise SpaceError(f"arch depth {arch.depth} (number of layers) not in {list(self.depths)}")
         for i, layer in enumerate(arch.layers):
             choices = self.layers[i]
-            if choices.width is None and layer.width is not None:
-                raise SpaceError(f"arch.layers[{i}].width: {layer.width!r}, but this layer of the space has no "
-                                 f"width of its own (it runs at embed_dim)")
-            if choices.width is not None and layer.width not in choices.width:
-                raise SpaceError(f"arch.layers[{i}].width: {layer.width!r} not in {list(choices.width)}")
-            if layer.reduce not in choices.reductions():
-                raise SpaceError(f"arch.layers[{i}].reduce: {layer.reduce!r}, but " + (
-                    "this layer of the space starts no stage" if choices.reduce is None
-                    else f"it is not in {list(choices.reduce)}"))
+            for gene in LAYER_GENES:
+                value, values = getattr(layer, gene.key), getattr(choices, gene.key)
+                if value not in choices.gene_values(gene.key):
+                    raise SpaceError(f"arch.layers[{i}].{gene.key}: {value!r}" + (
+                        f", but {gene.absent}" if values is None else f" not in {list(values)}"))
             if layer.num_heads != choices.heads_of(layer.mixer, layer.num_heads):
                 raise SpaceError(f"arch.layers[{i}].num_heads: {layer.num_heads}, but a {layer.mixer} layer has no "
                                  f"heads; "
@@ -208,13 +215,9 @@ class SearchSpace:
     # ---- genome ------------------------------------------------------
     def gene_sizes(self) -> np.ndarray:
         sizes = [len(self.embed_dims), len(self.depths)]
-        widths, reductions = self.has_layer_widths, self.has_reductions
         for layer in self.layers:
             sizes += [len(layer.num_heads), len(layer.mlp_options), len(layer.mixer), len(layer.bits)]
-            if widths:
-                sizes.append(len(layer.width or (None,)))
-            if reductions:
-                sizes.append(len(layer.reductions()))
+            sizes += [len(layer.gene_values(gene.key)) for gene in self.genes]
         return np.asarray(sizes, dtype=np.int64)
 
     def decode(self, genes: Sequence[int]) -> Arch:
@@ -226,12 +229,11 @@ class SearchSpace:
         for i in range(depth):
             choices = self.layers[i]
             h, m, a, b, *rest = genes[2 + per * i: 2 + per * (i + 1)]
-            width = None if choices.width is None else choices.width[rest[0]]
-            reduce = choices.reductions()[rest[-1]] if self.has_reductions else None
+            values = {gene.key: choices.gene_values(gene.key)[g] for gene, g in zip(self.genes, rest, strict=True)}
             mixer = choices.mixer[a]
             layers.append(LayerArch(num_heads=choices.heads_of(mixer, choices.num_heads[h]),
-                                    mlp_dim=choices.mlp_hidden(m, width or embed_dim),
-                                    mixer=mixer, bits=choices.bits[b], width=width, reduce=reduce))
+                                    mlp_dim=choices.mlp_hidden(m, values.get(WIDTH.key) or embed_dim),
+                                    mixer=mixer, bits=choices.bits[b], **values))
         return Arch(embed_dim=embed_dim, layers=tuple(layers))
 
     def genome(self, arch: Arch, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -247,10 +249,8 @@ class SearchSpace:
             genes[2 + per * i: 2 + per * i + GENES_PER_LAYER] = [
                 choices.num_heads.index(layer.num_heads), choices.mlp_index(layer.mlp_dim, arch.width_of(i)),
                 choices.mixer.index(layer.mixer), choices.bits.index(layer.bits)]
-            if choices.width is not None:
-                genes[2 + per * i + GENES_PER_LAYER] = choices.width.index(layer.width)
-            if self.has_reductions:
-                genes[2 + per * (i + 1) - 1] = choices.reductions().index(layer.reduce)
+            for k, gene in enumerate(self.genes):
+                genes[2 + per * i + GENES_PER_LAYER + k] = choices.gene_values(gene.key).index(getattr(layer, gene.key))
         return genes
 
     # ---- sampling and variation (see search_space.sampling) -----------
@@ -286,7 +286,7 @@ class SearchSpace:
             span = f"{indices[0]}" if len(indices) == 1 else f"{indices[0]}-{indices[-1]}"
             lines.append(f"  layers {span}: heads {list(layer.num_heads)}, {layer.mlp_key} {list(layer.mlp_options)}, "
                          f"mixer {list(layer.mixer)}, bits {list(layer.bits)}"
-                         + ("" if layer.width is None else f", width {list(layer.width)}")
-                         + ("" if layer.reduce is None else f", reduce {list(layer.reduce)}"))
+                         + "".join(f", {g.key} {list(getattr(layer, g.key))}" for g in LAYER_GENES
+                                   if getattr(layer, g.key) is not None))
         lines.append(f"  cardinality {self.cardinality():,}")
         return "\n".join(lines)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from search_space.arch import current_names
+from search_space.choice_lists import choices, int_choices, positive_int
 from search_space.errors import SpaceError
 from search_space.layer_choices import LayerChoices
+from search_space.layer_genes import GENE_KEYS, LAYER_GENES
 from search_space.registry import (
     DEFAULT_QUANT_BLOCK_SIZE,
     MIN_QUANT_BLOCK_SIZE,
@@ -18,10 +20,9 @@ from search_space.registry import (
 
 MAX_DEPTH = 10_000  # layers: far beyond any transformer, and what a per-layer table can hold
 MAX_MLP_RATIO = 1000.0
-MAX_REDUCTION = 1 << 16  # tokens merged into one: beyond any sequence a model reads
 _TOP_KEYS = {"name", "head_dim", "local_window", "depth_heads", "embed_dim", "depth", "layer", "per_layer", "layers",
              "quantize_embeddings", "quant_block_size"}
-_LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "mixer", "bits", "width", "reduce"}
+_LAYER_KEYS = {"num_heads", "mlp_ratio", "mlp_dim", "mixer", "bits", *GENE_KEYS}
 
 
 def space_fields(data: Any) -> dict[str, Any]:
@@ -39,13 +40,13 @@ def space_fields(data: Any) -> dict[str, Any]:
     name = data.get("name", "space")
     if not isinstance(name, str) or not name:
         raise SpaceError("space.name: expected a non-empty string")
-    head_dim = _positive_int(data.get("head_dim", 16), "space.head_dim")
-    local_window = _positive_int(data.get("local_window", 4), "space.local_window")
+    head_dim = positive_int(data.get("head_dim", 16), "space.head_dim")
+    local_window = positive_int(data.get("local_window", 4), "space.local_window")
     depth_heads = data.get("depth_heads", False)
     if not isinstance(depth_heads, bool):
         raise SpaceError(f"space.depth_heads: expected true or false, got {depth_heads!r}")
-    embed_dims = _int_choices(data["embed_dim"], "space.embed_dim")
-    depths = _int_choices(data["depth"], "space.depth")
+    embed_dims = int_choices(data["embed_dim"], "space.embed_dim")
+    depths = int_choices(data["depth"], "space.depth")
     max_depth = max(depths)
     if max_depth > MAX_DEPTH:
         raise SpaceError(f"space.depth: {max_depth} layers; elastiq supports up to {MAX_DEPTH:,}")
@@ -61,17 +62,14 @@ def space_fields(data: Any) -> dict[str, Any]:
     quantize_embeddings = data.get("quantize_embeddings", quantized)
     if not isinstance(quantize_embeddings, bool):
         raise SpaceError(f"space.quantize_embeddings: expected true or false, got {quantize_embeddings!r}")
-    block = _positive_int(data.get("quant_block_size", DEFAULT_QUANT_BLOCK_SIZE), "space.quant_block_size")
+    block = positive_int(data.get("quant_block_size", DEFAULT_QUANT_BLOCK_SIZE), "space.quant_block_size")
     if block < MIN_QUANT_BLOCK_SIZE or block & (block - 1):
         raise SpaceError(f"space.quant_block_size: {block} is not a power of two of at least "
                          f"{MIN_QUANT_BLOCK_SIZE}")
     _check_blocks(layers, embed_dims, head_dim, block)
-    if "width" in base and max_depth == 1:
-        raise SpaceError("space.layer.width: a space of one layer has no layer after the first to widen; "
-                         "its width is embed_dim")
-    if "reduce" in base and max_depth == 1:
-        raise SpaceError("space.layer.reduce: a space of one layer has no layer after the first to put a stage "
-                         "boundary before")
+    for gene in LAYER_GENES:
+        if gene.key in base and max_depth == 1:
+            raise SpaceError(f"space.layer.{gene.key}: {gene.one_layer}")
     return {"name": name, "head_dim": head_dim, "local_window": local_window, "embed_dims": embed_dims,
             "depths": depths, "layers": layers, "depth_heads": depth_heads, "quantize_embeddings": quantize_embeddings,
             "quant_block_size": block}
@@ -91,24 +89,23 @@ def _per_layer_specs(base: dict, overrides: Any, max_depth: int) -> list[dict[st
             raise SpaceError(f"{where}.layers: expected a non-empty list of layer indices")
         body = current_names({k: v for k, v in override.items() if k != "layers"}, where)
         _check_layer_keys(body, where, require_all=False)
+        genes = [gene for gene in LAYER_GENES if gene.key in body]
         for index in indices:
-            if isinstance(index, int) and not isinstance(index, bool) and index >= max_depth and "reduce" in body:
-                raise SpaceError(f"{where}: a stage boundary before layer {index} is beyond the depth (the deepest "
-                                 f"arch has {max_depth} layers, indices 0 to {max_depth - 1})")
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < max_depth:
+            is_index = isinstance(index, int) and not isinstance(index, bool)
+            beyond = [gene.beyond_depth(where, index, max_depth) for gene in genes if is_index and index >= max_depth]
+            if any(beyond):
+                raise SpaceError(next(message for message in beyond if message))
+            if not is_index or not 0 <= index < max_depth:
                 raise SpaceError(f"{where}.layers: {index!r} is not a layer index in [0, {max_depth - 1}]")
-            if index == 0 and "width" in body:
-                raise SpaceError(f"{where}: layer 0 runs at embed_dim (the stem feeds it); give its widths there")
-            if index == 0 and "reduce" in body:
-                raise SpaceError(f"{where}: layer 0 reads the stem's tokens; a stage boundary (reduce) goes before "
-                                 f"a later layer")
+            if index == 0 and genes:
+                raise SpaceError(f"{where}: {genes[0].first_layer}")
             if "mlp_ratio" in body or "mlp_dim" in body:
                 per_layer[index].pop("mlp_ratio", None)
                 per_layer[index].pop("mlp_dim", None)
             per_layer[index].update(body)
 
-    per_layer[0].pop("width", None)  # a width for every layer: layer 0's is embed_dim
-    per_layer[0].pop("reduce", None)  # a boundary before every layer: layer 0 reads the stem's tokens
+    for gene in LAYER_GENES:  # a gene given to every layer applies from layer 1 on (the stem feeds layer 0)
+        per_layer[0].pop(gene.key, None)
     return per_layer
 
 
@@ -137,7 +134,7 @@ def _check_layer_keys(spec: dict, where: str, require_all: bool) -> None:
 
 
 def _layer_choices(spec: dict, where: str, max_width: int) -> LayerChoices:
-    mixer = _choices(spec["mixer"], f"{where}.mixer")
+    mixer = choices(spec["mixer"], f"{where}.mixer")
     for name in mixer:
         definition = mixer_name(name)
         if definition is None:
@@ -145,34 +142,21 @@ def _layer_choices(spec: dict, where: str, max_width: int) -> LayerChoices:
         problem = definition.check(name)
         if problem is not None:
             raise SpaceError(f"{where}.mixer: {problem}")
-    width = None
-    if "width" in spec:
-        width = _int_choices(spec["width"], f"{where}.width", positive=False)
-        for w in width:
-            if not 1 <= w <= max_width:
-                raise SpaceError(f"{where}.width: {w} is outside the embedding's range [1, {max_width}] (the "
-                                 f"largest embed_dim, which the supernet's weights span)")
-    reduce = None
-    if "reduce" in spec:
-        reduce = _int_choices(spec["reduce"], f"{where}.reduce")
-        for factor in reduce:
-            if factor > MAX_REDUCTION:
-                raise SpaceError(f"{where}.reduce: a factor of {factor} merges more tokens than any sequence holds "
-                                 f"(at most {MAX_REDUCTION:,})")
-    bits = _int_choices(spec["bits"], f"{where}.bits", positive=False)
+    genes = {g.key: g.read(spec[g.key], f"{where}.{g.key}", max_width) for g in LAYER_GENES if g.key in spec}
+    bits = int_choices(spec["bits"], f"{where}.bits", positive=False)
     for b in bits:
         if b not in SUPPORTED_BITS:
             raise SpaceError(f"{where}.bits: unsupported bit width {b}; supported: {list(SUPPORTED_BITS)}")
-    num_heads = _int_choices(spec["num_heads"], f"{where}.num_heads")
+    num_heads = int_choices(spec["num_heads"], f"{where}.num_heads")
     if "mlp_ratio" in spec:
-        ratios = _choices(spec["mlp_ratio"], f"{where}.mlp_ratio")
+        ratios = choices(spec["mlp_ratio"], f"{where}.mlp_ratio")
         for r in ratios:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= MAX_MLP_RATIO:
                 raise SpaceError(f"{where}.mlp_ratio: {r!r} is not a ratio in (0, {MAX_MLP_RATIO:g}]")
-        return LayerChoices(num_heads=num_heads, mixer=mixer, bits=bits,
-                            mlp_ratio=tuple(float(r) for r in ratios), width=width, reduce=reduce)
+        return LayerChoices(num_heads=num_heads, mixer=mixer, bits=bits, mlp_ratio=tuple(float(r) for r in ratios),
+                            **genes)
     return LayerChoices(num_heads=num_heads, mixer=mixer, bits=bits,
-                        mlp_dim=_int_choices(spec["mlp_dim"], f"{where}.mlp_dim"), width=width, reduce=reduce)
+                        mlp_dim=int_choices(spec["mlp_dim"], f"{where}.mlp_dim"), **genes)
 
 
 def _check_blocks(layers: tuple[LayerChoices, ...], embed_dims: tuple[int, ...], head_dim: int, block: int) -> None:
@@ -191,37 +175,3 @@ def _check_blocks(layers: tuple[LayerChoices, ...], embed_dims: tuple[int, ...],
             if width % block:
                 raise SpaceError(f"space.layer[{i}]: a {low[0]}-bit layer quantizes its weights in blocks of "
                                  f"quant_block_size {block} inputs, and {what} {width} is not a multiple of it")
-
-
-def _choices(values: Any, where: str) -> tuple:
-    if not isinstance(values, list):
-        values = [values]
-    if not values:
-        raise SpaceError(f"{where}: empty choice list")
-    for value in values:
-        if not isinstance(value, (int, float, str)):  # bool is an int: refused by the typed checks after
-            raise SpaceError(f"{where}: {_short(value)} is not a number or a name; expected a list of choices")
-    if len(set(values)) != len(values):
-        raise SpaceError(f"{where}: duplicate choices in {values}")
-    return tuple(values)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _int_choices(values: Any, where: str, positive: bool = True) -> tuple[int, ...]:
-    values = _choices(values, where)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SpaceError(f"{where}: {v!r} is not an integer")
-        if positive and v <= 0:
-            raise SpaceError(f"{where}: {v} is not a positive size")
-    return values
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpaceError(f"{where}: expected a positive integer, got {value!r}")
-    return value

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_space import Arch, LayerArch, SearchSpace
+from search_space.layer_genes import factor_of
 from supernet.mixers import mixer_of, offered
 from supernet.preflight import ensure_fits_in_memory
 from supernet.quant import (
@@ -46,7 +47,7 @@ from supernet.subnet import (
     residual,
 )
 from supernet.task_spec import ModelStyle, TaskSpec, position_rows, unpadded_tokens
-from supernet.token_reduction import ElasticReduction, input_layout, layer_layouts
+from supernet.token_reduction import elastic_boundaries, input_layout, layer_layouts
 
 
 def _copy(src: Tensor) -> nn.Parameter:
@@ -266,10 +267,7 @@ class Supernet(nn.Module):
                          join=space.has_layer_widths and i > 0)
             for i in range(space.max_depth))
         # a stage boundary's reductions, before each layer that may start a stage (ViT-ResNAS)
-        self.reductions = nn.ModuleDict({
-            str(i): ElasticReduction(embed_dim, space.layers[i].reduce, input_layout(task).group_size,
-                                     task.style.norm_eps)
-            for i in range(space.max_depth) if max(space.layers[i].reduce or (1,)) > 1})
+        self.reductions = elastic_boundaries(space, task, embed_dim)
         self.head = ElasticHead(embed_dim, task.num_classes, task.style)  # the deepest arch's, or every arch's
         # with a head per depth, the shallower depths' (an arch of depth k reads its k-th layer's output)
         # pool the mean over real tokens: after a few layers the [CLS] token has seen little of the input
@@ -290,7 +288,7 @@ class Supernet(nn.Module):
         h = self.stem(x, arch.embed_dim)
         layout = input_layout(self.task)
         for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False)):
-            factor = arch.reduction_of(i)
+            factor = factor_of(arch, i)
             if factor > 1:
                 h, mask = self.reductions[str(i)](h, mask, layout, factor)
                 layout = layout.reduced(factor)
@@ -326,8 +324,8 @@ class Supernet(nn.Module):
                  for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False))],
                 self.head_of(arch.depth).get_active_subnet(arch.out_width),
                 arch_json=arch.to_json(),
-                reductions={i: self.reductions[str(i)].get_active_subnet(into[i], layouts[i], arch.reduction_of(i))
-                            for i in range(arch.depth) if arch.reduction_of(i) > 1})
+                reductions={i: self.reductions[str(i)].get_active_subnet(into[i], layouts[i], factor_of(arch, i))
+                            for i in range(arch.depth) if factor_of(arch, i) > 1})
         return subnet.train(self.training)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from search_space import Arch, LayerArch, SearchSpace
+from search_space.layer_genes import BOUNDARY, factor_of
 from supernet.task_spec import unpadded_tokens
 from supernet.token_reduction import input_layout, layer_layouts
 
@@ -20,7 +21,7 @@ def part_keys(supernet, arch: Arch) -> list[tuple]:
     keys, layouts = [("stem",)], [input_layout(task), *layer_layouts(task, arch)]
     for i, layer in enumerate(arch.layers):
         if layouts[i + 1] != layouts[i]:  # a stage boundary: its reduction holds its factor and the layout it meets
-            keys.append(("reduction", arch.reduction_of(i), layouts[i]))
+            keys.append(("reduction", factor_of(arch, i), layouts[i]))
         keys.append(("block", layer.mixer, layer.bits))
     keys.append(("head", str(arch.depth) in supernet.exits))
     return keys
@@ -33,7 +34,7 @@ def probe_part(supernet, space: SearchSpace, key: tuple, width: int, hidden: tup
     kind = key[0]
     if kind == "reduction":
         _, factor, layout = key
-        index = next(i for i, c in enumerate(space.layers) if factor in (c.reduce or ()))
+        index = next(i for i, c in enumerate(space.layers) if factor in c.gene_values(BOUNDARY.key))
         part = supernet.reductions[str(index)].get_active_subnet(width, layout, factor)
         mask = (torch.ones(1, layout.tokens, dtype=torch.bool),) if len(hidden) > 1 else ()
         return part, (torch.zeros(1, layout.tokens, width), *mask)

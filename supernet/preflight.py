@@ -13,7 +13,7 @@ from search_space import InputError, SearchSpace
 from supernet.device import available_memory
 from supernet.mixers import mixer_of, offered
 from supernet.task_spec import TaskSpec, position_rows, sequence_tokens
-from supernet.token_reduction import input_layout
+from supernet.token_reduction import boundary_parameter_count, check_boundaries
 
 
 class SupernetTooLarge(InputError):
@@ -33,8 +33,7 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
                      for shape in d.weight_shapes(names, inner).values())
         count += (e * e + e) if space.has_layer_widths and i > 0 else 0  # the join from the previous layer
         count += e * hidden + hidden + hidden * e + e  # the MLP
-        factors = [f for f in space.layers[i].reduce or () if f > 1]  # a stage boundary: a norm, a projection each
-        count += (2 * e + sum(e * input_layout(task).group_size(f) * e + e for f in factors)) if factors else 0
+        count += boundary_parameter_count(space, task, i, e)
     head = (2 * e if style.final_norm else 0) + (e * e + e if style.pooler else 0) + e * task.num_classes \
         + task.num_classes
     heads = 1 + (sum(1 for depth in space.depths if depth < space.max_depth) if space.depth_heads else 0)
@@ -43,20 +42,8 @@ def supernet_parameter_count(space: SearchSpace, task: TaskSpec) -> int:
 
 def check_space_fits_task(space: SearchSpace, task: TaskSpec) -> None:
     """Refuse a space the task's inputs cannot run: a convolution kernel longer than the sequence, or a
-    reduction that some arch would make where it leaves no token or does not divide the patch grid."""
-    first = input_layout(task)
-    layouts = {first}  # the token layouts some arch may feed each layer
-    for i, layer in enumerate(space.layers):
-        reached = set()
-        for layout in sorted(layouts, key=lambda t: t.tokens):
-            for factor in layer.reductions():
-                try:
-                    reached.add(layout.reduced(factor or 1))
-                except InputError as exc:
-                    before = "" if layout == first else " after the reductions an arch may make before it"
-                    raise InputError(f"space {space.name!r}: layer {i}'s stage boundary (reduce {factor}){before}: "
-                                     f"{exc}") from None
-        layouts = reached
+    stage boundary that some arch would put where it leaves no token or does not divide the patch grid."""
+    check_boundaries(space, task)
     tokens = sequence_tokens(task)
     for i, layer in enumerate(space.layers):
         for name in layer.mixer:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space import Arch, InputError
+from search_space import Arch, InputError, SearchSpace
+from search_space.layer_genes import BOUNDARY, factor_of
 from supernet.task_spec import TaskSpec, sequence_tokens
 
 
@@ -72,7 +73,7 @@ def layer_layouts(task: TaskSpec, arch: Arch) -> list[TokenLayout]:
     """The tokens each layer of `arch` sees, after the reduction before it."""
     layout, layouts = input_layout(task), []
     for i in range(arch.depth):
-        layout = layout.reduced(arch.reduction_of(i))
+        layout = layout.reduced(factor_of(arch, i))
         layouts.append(layout)
     return layouts
 
@@ -172,12 +173,50 @@ class ElasticReduction(nn.Module):
         return Reduction(norm, projection, layout, factor)
 
 
+def elastic_boundaries(space: SearchSpace, task: TaskSpec, width: int) -> nn.ModuleDict:
+    """The supernet's boundaries, by the index of the layer each comes before (where some factor merges)."""
+    factors = [getattr(layer, BOUNDARY.key) or (1,) for layer in space.layers]
+    return nn.ModuleDict({str(i): ElasticReduction(width, f, input_layout(task).group_size, task.style.norm_eps)
+                          for i, f in enumerate(factors) if max(f) > 1})
+
+
+def boundary_parameter_count(space: SearchSpace, task: TaskSpec, index: int, width: int) -> int:
+    """The supernet's parameters for the boundary before layer `index`: a norm, and a projection per factor."""
+    factors = [f for f in getattr(space.layers[index], BOUNDARY.key) or () if f > 1]
+    if not factors:
+        return 0
+    return 2 * width + sum(width * input_layout(task).group_size(f) * width + width for f in factors)
+
+
+def check_boundaries(space: SearchSpace, task: TaskSpec) -> None:
+    """Refuse a boundary that some arch would put where it leaves no token or does not divide the grid."""
+    first = input_layout(task)
+    layouts = {first}  # the token layouts some arch may feed each layer
+    for i, layer in enumerate(space.layers):
+        reached = set()
+        for layout in sorted(layouts, key=lambda t: t.tokens):
+            for factor in layer.gene_values(BOUNDARY.key):
+                try:
+                    reached.add(layout.reduced(factor or 1))
+                except InputError as exc:
+                    before = "" if layout == first else " after the boundaries an arch may put before it"
+                    raise InputError(f"space {space.name!r}: layer {i}'s stage boundary (reduce {factor}){before}: "
+                                     f"{exc}") from None
+        layouts = reached
+
+
+def boundary_operations(space: SearchSpace) -> list[str]:
+    """The operations of `boundary_costs` that are a boundary's alone (its pooling), where the space has
+    boundaries: the latency features give each its own MACs and calls."""
+    return ["reduction"] if space.has_gene(BOUNDARY.key) else []
+
+
 def boundary_costs(arch: Arch, index: int, layouts: list[TokenLayout],
                    width: int) -> list[tuple[str, int, int, int, bool]]:
     """What the stage boundary before layer `index` costs, per operation (none where it starts no stage):
     (operation, parameters, MACs of one sample, bytes as the artifact stores them: fp32, whether it is a call
     of its own for the latency features). `layouts`: the input's, then each layer's."""
-    factor = arch.reduction_of(index)
+    factor = factor_of(arch, index)
     if factor == 1:
         return []
     size, merged = layouts[index].group_size(factor), layouts[index + 1].tokens - layouts[index].kept_first

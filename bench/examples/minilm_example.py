@@ -101,7 +101,7 @@ def importance(steps: int, subnets: int) -> None:
     from orchestrator.config import load_study_config
     from orchestrator.execution.training import imported_supernet
     from supernet.tasks import load_task
-    from supernet.train import TrainSettings, evaluate, train_supernet
+    from supernet.training.train import TrainSettings, evaluate, train_supernet
 
     results = {}
     for ordered in (True, False):
@@ -142,7 +142,7 @@ def compare() -> None:
     from predictors.measure import Protocol, example_input, measure_many
     from supernet.checkpoint import load_checkpoint
     from supernet.tasks import load_task
-    from supernet.train import evaluate, load_supernet
+    from supernet.training.train import evaluate, load_supernet
 
     config = load_study_config(CONFIG)
     task = load_task(config.task.name, config.seed, config.task.options)
@@ -181,7 +181,7 @@ def depths(config_path: Path) -> None:
     from search_space import Arch, LayerArch
     from supernet.checkpoint import load_checkpoint
     from supernet.tasks import load_task
-    from supernet.train import evaluate, load_supernet
+    from supernet.training.train import evaluate, load_supernet
 
     config = load_study_config(config_path)
     space = config.space

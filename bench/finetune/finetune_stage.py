@@ -43,7 +43,7 @@ from orchestrator.finetune.stage import FinetuneStage
 from search_space import Arch
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import TrainSettings, evaluate, train_standalone
+from supernet.training.train import TrainSettings, evaluate, train_standalone
 
 ROOT = Path(__file__).resolve().parents[2]
 # each a run of its own (its settings are in its key): the lc runs differ in what extrapolates the curves

@@ -65,7 +65,7 @@ def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | Non
     return figures
 
 def aoti_digits(ctx: Context) -> dict[str, Any]:
-    from supernet.train import load_supernet
+    from supernet.training.train import load_supernet
 
     space, task, checkpoint = digits_checkpoint(ctx)
     return aot_inductor_figures(ctx, load_supernet(checkpoint, space, task), space, task, None,

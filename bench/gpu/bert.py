@@ -48,7 +48,7 @@ def bert_base_supernet(ctx: Context) -> dict[str, Any]:
     from transformers import BertConfig, BertForSequenceClassification
 
     from supernet.pretrained.importing import import_pretrained
-    from supernet.train import TrainSettings, evaluate, train_supernet
+    from supernet.training.train import TrainSettings, evaluate, train_supernet
 
     sizes = ctx.sizes
     torch.manual_seed(SEED)
@@ -111,7 +111,7 @@ def bert_space_and_task(ctx: Context):
 
 def bert_from_checkpoint(ctx: Context):
     """The BERT-sized supernet (on the CPU) of the checkpoint `bert_base_supernet` wrote after its warm-up."""
-    from supernet.train import load_supernet
+    from supernet.training.train import load_supernet
 
     _, space, task = bert_space_and_task(ctx)
     checkpoint = ctx.scratch / "bert-supernet.pt"
@@ -122,8 +122,8 @@ def finetune_trainer(ctx: Context) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from supernet.finetune import Finetuner, FinetuneSettings
-    from supernet.train import evaluate
+    from supernet.training.finetune import Finetuner, FinetuneSettings
+    from supernet.training.train import evaluate
 
     space, task, supernet = bert_from_checkpoint(ctx)
     supernet = supernet.to(ctx.device)

@@ -90,7 +90,7 @@ def same_outputs_on_the_cpu(on_device, checkpoint: Path, space, task, archs, x) 
     """The checkpoint loaded on the CPU against the model it was written from, arch by arch."""
     import torch
 
-    from supernet.train import load_supernet
+    from supernet.training.train import load_supernet
 
     on_cpu = load_supernet(checkpoint, space, task)
     require(next(on_cpu.parameters()).device.type == "cpu", "the checkpoint did not load on the CPU")

@@ -31,7 +31,7 @@ def digits_supernet(ctx: Context) -> dict[str, Any]:
     from supernet.device import MixedPrecision
     from supernet.model import Supernet
     from supernet.tasks import load_task
-    from supernet.train import TrainSettings, evaluate, train_supernet
+    from supernet.training.train import TrainSettings, evaluate, train_supernet
 
     sizes = ctx.sizes
     task = load_task("digits", SEED)

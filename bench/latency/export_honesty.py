@@ -25,7 +25,7 @@ from orchestrator.delivery.export import verify_export
 from predictors.runtimes import runtime_named
 from search_space import Arch, SearchSpace
 from supernet.tasks import load_task
-from supernet.train import load_supernet
+from supernet.training.train import load_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,7 @@ from predictors.target import HardwareTarget
 from search_space import SearchSpace
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import load_supernet
+from supernet.training.train import load_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 

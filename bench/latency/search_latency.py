@@ -46,7 +46,7 @@ from predictors.features import latency_features
 from predictors.measure import example_input, measure_beside_probes
 from predictors.models import LatencyPredictor
 from supernet.tasks import load_task
-from supernet.train import load_supernet
+from supernet.training.train import load_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -35,7 +35,7 @@ from predictors.models import AccuracyPredictor
 from search_space import encode_many
 from supernet.checkpoint import read_record
 from supernet.tasks import load_task
-from supernet.train import evaluate, load_supernet
+from supernet.training.train import evaluate, load_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -50,7 +50,7 @@ from bench.search.study_comparison import (
 )
 from search_space import Arch, ElastiqError, SearchSpace
 from supernet.tasks import load_task
-from supernet.train import evaluate, load_supernet
+from supernet.training.train import evaluate, load_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_MIXERS = ["fourier", "conv3", "conv7"]

@@ -52,7 +52,7 @@ from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
 from search_space import Arch, ElastiqError, SearchSpace
 from supernet.tasks import load_task
-from supernet.train import evaluate, load_supernet
+from supernet.training.train import evaluate, load_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = {"digits": "digits.yaml", "mnist1d": "mnist1d.yaml", "listops": "mnist1d.yaml"}

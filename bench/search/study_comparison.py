@@ -24,7 +24,7 @@ from predictors.runtimes import runtime_named
 from search_space import SearchSpace
 from supernet.tasks import load_task
 from supernet.token_reduction import layer_layouts
-from supernet.train import load_supernet
+from supernet.training.train import load_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = {"digits": {"patch": 2}, "mnist1d": {"num_samples": 8000, "patch": 4},

@@ -33,10 +33,17 @@ import torch
 from orchestrator.config import load_study_config
 from orchestrator.execution.executors import start_ray
 from search_space import SearchSpace
-from supernet.distributed import WorkerGroup, train_on_ray
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import SandwichStep, TrainSettings, evaluate, load_supernet, random_quantization, train_supernet
+from supernet.training.distributed import WorkerGroup, train_on_ray
+from supernet.training.train import (
+    SandwichStep,
+    TrainSettings,
+    evaluate,
+    load_supernet,
+    random_quantization,
+    train_supernet,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -37,7 +37,7 @@ from orchestrator.config import load_study_config
 from search_space import Arch, LayerArch
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import evaluate, train_standalone, train_supernet
+from supernet.training.train import evaluate, train_standalone, train_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,7 @@ import torch
 from orchestrator.config import load_study_config
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import evaluate, train_standalone, train_supernet
+from supernet.training.train import evaluate, train_standalone, train_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
 

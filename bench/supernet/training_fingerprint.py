@@ -41,10 +41,10 @@ def weights_sha256(model: torch.nn.Module) -> str:
 def fingerprints(steps: int) -> dict[str, str]:
     from orchestrator.execution.evaluation import static_model
     from search_space import SearchSpace
-    from supernet.finetune import Finetuner, FinetuneSettings
     from supernet.model import Supernet
     from supernet.tasks import load_task
-    from supernet.train import TrainSettings, train_standalone, train_supernet
+    from supernet.training.finetune import Finetuner, FinetuneSettings
+    from supernet.training.train import TrainSettings, train_standalone, train_supernet
 
     torch.set_num_threads(1)
     space, task = SearchSpace.from_yaml(SPACE), load_task("digits", 0)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.config.base import Section
-from supernet.finetune import FinetuneSettings
+from supernet.training.finetune import FinetuneSettings
 
 METRICS = ("accuracy", "latency_ms", "params", "bytes", "macs")
 STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")

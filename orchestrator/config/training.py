@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from orchestrator.config.base import Section
-from supernet.train import TrainSettings
+from supernet.training.train import TrainSettings
 
 
 class TaskConfig(Section):

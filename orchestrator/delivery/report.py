@@ -24,6 +24,7 @@ from orchestrator.search.pareto import pareto_front
 from orchestrator.storage.history import exports_of, hypervolume_history
 from orchestrator.storage.schema import connect
 from orchestrator.storage.study import Evaluation, evaluations, require_study, stored_config
+from search_space.layer_genes import factor_of, has_boundaries
 
 SUMMARY = "summary.md"
 UNITS = {"latency_ms": "latency (ms)", "params": "parameters", "bytes": "model size (bytes)", "macs": "MACs",
@@ -200,7 +201,7 @@ def _study_section(view: StudyView) -> list[str]:
         return lines + ["No feasible evaluation: the front is empty.", ""]
     metrics = list(view.objectives.metrics) + [m for m in ("params", "bytes") if m not in view.objectives.metrics]
     widths = any(layer.width is not None for e in view.front for layer in e.arch.layers)  # a heterogeneous space
-    stages = any(e.arch.has_reductions for e in view.front)  # a space with stage boundaries
+    stages = any(has_boundaries(e.arch) for e in view.front)  # a space with stage boundaries
     lines += ["| trial | " + " | ".join(UNITS.get(m, m) for m in metrics) + " | latency source | bits per layer | "
               "mixer |" + (" width per layer |" if widths else "") + (" stages: layers, tokens, MACs |" if stages
                                                                            else ""),
@@ -223,7 +224,7 @@ def _study_section(view: StudyView) -> list[str]:
 
 def _stages(e) -> str:
     """An arch's stages: the layers of each, the tokens they see and their MACs (from its evaluation)."""
-    starts = [0] + [i for i in range(e.arch.depth) if e.arch.reduction_of(i) > 1] + [e.arch.depth]
+    starts = [0] + [i for i in range(e.arch.depth) if factor_of(e.arch, i) > 1] + [e.arch.depth]
     cells = []
     for k, (first, end) in enumerate(zip(starts, starts[1:], strict=False)):
         tokens, macs = e.metrics.get(f"stage{k}_tokens"), e.metrics.get(f"stage{k}_macs")

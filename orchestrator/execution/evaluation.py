@@ -25,10 +25,11 @@ from predictors.cost import arch_costs
 from predictors.measure import LatencyMeasurement, Protocol, example_input, measure_beside_probes
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
+from search_space.layer_genes import has_boundaries
 from supernet.device import resolve_device
-from supernet.finetune import Finetuner, FinetuneSettings
 from supernet.tasks import load_task
-from supernet.train import evaluate, load_supernet
+from supernet.training.finetune import Finetuner, FinetuneSettings
+from supernet.training.train import evaluate, load_supernet
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
     target = job.target
     costs = arch_costs(space, task.spec, arch, target.batch_size, target.seq_len)
     stages = {}  # an arch with stage boundaries: each stage's tokens and MACs, for the report
-    for k, stage in enumerate(costs.stages if arch.has_reductions else ()):
+    for k, stage in enumerate(costs.stages if has_boundaries(arch) else ()):
         stages.update({f"stage{k}_tokens": stage["tokens"], f"stage{k}_macs": stage["macs"]})
     return {"accuracy": accuracy, "params": costs.params, "bytes": costs.bytes, "macs": costs.macs, **stages,
             "eval_seconds": time.perf_counter() - started}

@@ -24,7 +24,7 @@ from predictors.measure import DriftCheck, LatencyMeasurement
 from search_space import Arch
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import load_supernet
+from supernet.training.train import load_supernet
 
 log = logging.getLogger("elastiq.measure")
 

@@ -20,7 +20,7 @@ from supernet.model import Supernet
 from supernet.preflight import ensure_fits_in_memory
 from supernet.pretrained.importing import ImportReport, import_pretrained, open_pretrained
 from supernet.tasks import Task, load_task
-from supernet.train import evaluate, load_resumable, load_supernet, train_supernet
+from supernet.training.train import evaluate, load_resumable, load_supernet, train_supernet
 
 log = logging.getLogger("elastiq")
 
@@ -93,7 +93,7 @@ def train_on_cluster(config: StudyConfig) -> str:
     import ray
 
     from orchestrator.execution.executors import require_resources, start_ray
-    from supernet.distributed import WorkerGroup, train_on_ray
+    from supernet.training.distributed import WorkerGroup, train_on_ray
 
     workers, cpus = config.supernet.workers, config.ray.cpus_per_worker
     started = start_ray(config.ray.address, num_cpus=os.cpu_count() or 1)
@@ -161,7 +161,7 @@ def describe_arch_accuracy(config: StudyConfig, arch_text: str, split: str) -> s
     """`elastiq evaluate`: one arch's accuracy with inherited weights, and where they come from."""
     from search_space import Arch
     from supernet.checkpoint import CheckpointError
-    from supernet.train import load_supernet
+    from supernet.training.train import load_supernet
 
     space = config.space
     if arch_text in ("largest", "smallest"):

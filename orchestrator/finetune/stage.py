@@ -50,7 +50,7 @@ from orchestrator.storage.supernets import supernet_checkpoint
 from supernet.checkpoint import load_checkpoint
 from supernet.device import resolve_device
 from supernet.tasks import load_task
-from supernet.train import check_layout
+from supernet.training.train import check_layout
 
 log = logging.getLogger("elastiq.finetune")
 

@@ -26,8 +26,8 @@ from orchestrator.execution.evaluation import _loaded, threads_given
 from search_space import Arch
 from supernet.checkpoint import load_checkpoint, sha256_file, write_state
 from supernet.device import resolve_device
-from supernet.finetune import Finetuner, FinetuneSettings
-from supernet.train import evaluate
+from supernet.training.finetune import Finetuner, FinetuneSettings
+from supernet.training.train import evaluate
 
 log = logging.getLogger("elastiq.finetune")
 

@@ -72,7 +72,7 @@ def digits_dying_in_training(seed: int = 0, marker: str = "", at_step: int = 0, 
         (Path(loads) / f"load-{os.getpid()}").write_text(str(rank))
         if rank == 1 and not Path(marker).exists():
             Path(marker).write_text(str(os.getpid()))
-            import supernet.train as train
+            import supernet.training.train as train
 
             original = train.sandwich_loss
 

@@ -11,7 +11,7 @@ import yaml
 from orchestrator.cli import main
 from search_space import SearchSpace
 from supernet.tasks import load_task
-from supernet.train import evaluate, load_supernet
+from supernet.training.train import evaluate, load_supernet
 from tests.conftest import CONFIGS
 
 # The workers compute what one process computes but for the order of float sums (the all-reduce
@@ -119,8 +119,8 @@ def test_a_batch_that_does_not_split_over_the_workers_is_refused(tmp_path, capsy
 def test_a_group_that_fails_on_every_retry_says_why_in_one_line():
     from ray.train import WorkerGroupError
 
-    from supernet.distributed import _first_worker_error
-    from supernet.train import TrainingDiverged
+    from supernet.training.distributed import _first_worker_error
+    from supernet.training.train import TrainingDiverged
 
     cause, text = _first_worker_error(WorkerGroupError("failed", {1: RuntimeError("Traceback\n  ...\nboom"),
                                                                   3: ValueError("later")}))

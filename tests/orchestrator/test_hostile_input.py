@@ -241,7 +241,7 @@ def test_a_diverging_learning_rate_fails_cleanly_and_stays_resumable(arena, caps
 
         from orchestrator.config import load_study_config
         from supernet.tasks import load_task
-        from supernet.train import evaluate, load_supernet
+        from supernet.training.train import evaluate, load_supernet
 
         config = load_study_config(bad)
         task = load_task("digits", 3)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from search_space import Arch, LayerArch, SearchSpace, SpaceError
+from search_space.layer_genes import factor_of, has_boundaries
 from tests.conftest import CONFIGS
 
 
@@ -19,7 +20,7 @@ def enumerate_archs(space: SearchSpace) -> set[str]:
                 c = space.layers[i]
                 per_layer.append([LayerArch(c.heads_of(a, h), m, a, b, None if c.width is None else w, r)
                                   for w in c.widths(embed_dim) for h in c.num_heads for m in c.mlp_dims(w)
-                                  for a in c.mixer for b in c.bits for r in c.reductions()])
+                                  for a in c.mixer for b in c.bits for r in c.gene_values("reduce")])
             for layers in itertools.product(*per_layer):
                 keys.add(Arch(embed_dim, tuple(layers)).key)
     return keys
@@ -69,8 +70,8 @@ def test_stage_boundaries_are_choices_of_their_own():
     assert space.smallest().depth == 1
     staged = Arch(16, (LayerArch(1, 16, "softmax", 32), LayerArch(1, 16, "conv3", 32, reduce=4)))
     assert space.decode(space.genome(staged)) == staged and '"reduce":4' in staged.to_json()
-    assert staged.reduction_of(0) == 1 and staged.reduction_of(1) == 4 and staged.has_reductions
-    with pytest.raises(SpaceError, match=r"arch.layers\[1\].reduce: 3, but it is not in \[1, 2, 4\]"):
+    assert factor_of(staged, 0) == 1 and factor_of(staged, 1) == 4 and has_boundaries(staged)
+    with pytest.raises(SpaceError, match=r"arch.layers\[1\].reduce: 3 not in \[1, 2, 4\]"):
         space.validate(Arch(16, (staged.layers[0], LayerArch(1, 16, "conv3", 32, reduce=3))))
     with pytest.raises(SpaceError, match=r"arch.layers\[0\].reduce: 2, but this layer of the space starts no stage"):
         space.validate(Arch(16, (LayerArch(1, 16, "softmax", 32, reduce=2),)))

@@ -11,9 +11,9 @@ from orchestrator.execution.evaluation import EvalJob, evaluate_arch
 from supernet.checkpoint import read_record
 from supernet.device import DeviceError, MixedPrecision, resolve_device, to_cpu
 from supernet.model import Supernet
-from supernet.multi_arch import forward_parts
 from supernet.tasks import load_task
-from supernet.train import TrainSettings, evaluate, load_supernet, train_standalone, train_supernet
+from supernet.training.multi_arch import forward_parts
+from supernet.training.train import TrainSettings, evaluate, load_supernet, train_standalone, train_supernet
 
 SETTINGS = TrainSettings(steps=20, batch_size=32, warmup_steps=2, sandwich_random=1, lr=0.01, checkpoint_every=10)
 

@@ -13,8 +13,8 @@ from search_space import Arch, LayerArch, SearchSpace
 from supernet.mixers.conv import centre
 from supernet.mixers.fourier import feature_dft, fourier_mix
 from supernet.model import Supernet
-from supernet.multi_arch import forward_parts
 from supernet.task_spec import ModelStyle, TaskSpec
+from supernet.training.multi_arch import forward_parts
 
 MIXERS = ["softmax", "linear", "fourier", "conv3", "conv5"]
 SPACE = SearchSpace.from_dict({"name": "flexi", "head_dim": 8, "embed_dim": [16, 32], "depth": [1, 2, 3],

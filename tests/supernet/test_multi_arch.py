@@ -8,11 +8,11 @@ import torch.nn.functional as F
 
 from search_space import SearchSpace
 from supernet.model import Supernet
-from supernet.multi_arch import forward_parts
 from supernet.pretrained.importing import model_space, open_pretrained
 from supernet.task_spec import TaskSpec
 from supernet.tasks import load_task
-from supernet.train import TrainSettings, sandwich_loss
+from supernet.training.multi_arch import forward_parts
+from supernet.training.train import TrainSettings, sandwich_loss
 from tests.supernet.pretrained_models import save_text_model, tiny_tokenizer
 
 

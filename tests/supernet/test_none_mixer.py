@@ -10,8 +10,8 @@ from predictors.runtimes import runtime_named
 from search_space import Arch, LayerArch, SearchSpace
 from search_space.optuna_map import arch_from_params, params_from_arch
 from supernet.model import Supernet
-from supernet.multi_arch import forward_parts
 from supernet.task_spec import ModelStyle, TaskSpec
+from supernet.training.multi_arch import forward_parts
 
 SPACE = SearchSpace.from_dict({"name": "skip", "head_dim": 8, "embed_dim": [16], "depth": [1, 2, 3],
                                "layer": {"num_heads": [1, 2], "mlp_dim": [16, 32], "attention": ["softmax", "none"],

@@ -267,7 +267,7 @@ def test_training_from_a_pretrained_teacher_resumes_to_the_same_weights(tmp_path
     """The frozen teacher is kept in the checkpoint: stopping after the teacher's phase and going on
     ends where one uninterrupted run ends."""
     from supernet.tasks import Task
-    from supernet.train import TrainSettings, train_supernet
+    from supernet.training.train import TrainSettings, train_supernet
 
     folder = save_text_model(tmp_path / "bert", with_head=False)
     model = open_pretrained(folder)
@@ -286,7 +286,7 @@ def test_training_from_a_pretrained_teacher_resumes_to_the_same_weights(tmp_path
                              teacher="pretrained", teacher_steps=4, checkpoint_every=6)
     whole, _ = import_pretrained(model, space, spec, seed=0, calibration=x[:16])
     train_supernet(whole, task, settings, seed=0, checkpoint=tmp_path / "whole.pt", progress=False)
-    import supernet.train as train_module
+    import supernet.training.train as train_module
 
     save = train_module.save_checkpoint
 

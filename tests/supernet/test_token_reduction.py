@@ -9,10 +9,11 @@ import torch
 from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
 from search_space import Arch, InputError, LayerArch, SearchSpace
+from search_space.layer_genes import factor_of
 from supernet.model import Supernet
 from supernet.task_spec import ModelStyle, TaskSpec
 from supernet.token_reduction import TokenLayout, input_layout, layer_layouts, reduce_tokens
-from supernet.train import TrainSettings, sandwich_loss
+from supernet.training.train import TrainSettings, sandwich_loss
 
 SPACE = SearchSpace.from_dict({"name": "stages", "head_dim": 8, "local_window": 2, "embed_dim": [16, 32],
                                "depth": [1, 2, 3], "layer": {"num_heads": [1, 2], "mlp_ratio": [1, 2],
@@ -73,7 +74,7 @@ def _staged(rng: np.random.Generator, bits: int) -> list[Arch]:
     archs, wanted = [], [(2, None), (1, 3), (2, 3)]
     while wanted:
         arch = SPACE.sample(rng)
-        factors = (arch.reduction_of(1) if arch.depth > 1 else 1, arch.reduction_of(2) if arch.depth > 2 else None)
+        factors = (factor_of(arch, 1) if arch.depth > 1 else 1, factor_of(arch, 2) if arch.depth > 2 else None)
         if (factors[0], factors[1] if arch.depth > 2 else None) in wanted[:1]:
             wanted.pop(0)
             archs.append(SPACE.validate(Arch(arch.embed_dim, tuple(

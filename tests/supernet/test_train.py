@@ -8,7 +8,7 @@ from search_space import Arch, SearchSpace
 from supernet.checkpoint import CheckpointError, load_checkpoint, record_path
 from supernet.model import Supernet
 from supernet.tasks import load_task
-from supernet.train import (
+from supernet.training.train import (
     TrainingDiverged,
     TrainSettings,
     distill_weight,
@@ -53,7 +53,7 @@ def test_interrupted_training_resumes_exactly(tiny_space, digits, tmp_path, monk
     straight = fresh(tiny_space, digits)
     train_supernet(straight, digits, SETTINGS, seed=5, checkpoint=tmp_path / "a.pt", progress=False)
 
-    import supernet.train as train_module
+    import supernet.training.train as train_module
 
     saves = []
 
@@ -290,7 +290,7 @@ def test_with_a_head_per_depth_the_largest_pass_teaches_every_depth(tiny_space, 
 def test_a_fine_tuning_state_saved_before_the_shared_loop_still_restores(tiny_space, digits):
     import copy
 
-    from supernet.finetune import Finetuner, FinetuneSettings
+    from supernet.training.finetune import Finetuner, FinetuneSettings
 
     supernet, settings = fresh(tiny_space, digits), FinetuneSettings(steps=8, batch_size=16)
     straight = Finetuner(supernet.extract(tiny_space.smallest()), digits, settings, seed=1)

@@ -36,7 +36,7 @@ from orchestrator.storage.study import SUPERNET_ATTR, evaluations, require_study
 from orchestrator.storage.supernets import supernet_checkpoint
 from supernet.checkpoint import sha256_file
 from supernet.tasks import load_task
-from supernet.train import load_supernet
+from supernet.training.train import load_supernet
 
 __all__ = ["MANIFEST", "ExportError", "ExportedModel", "Selection", "accuracy_floor", "export_study", "front",
            "front_tolerance", "verify_export"]

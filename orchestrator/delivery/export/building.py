@@ -30,7 +30,7 @@ from predictors.runtimes import Program
 from predictors.runtimes.base import check_agreement, full_precision
 from predictors.target import HardwareTarget
 from supernet.checkpoint import sha256_file
-from supernet.train import evaluate
+from supernet.training.train import evaluate
 
 EXPORTED_PROGRAM = "model.pt2"  # torch.export of the evaluated model, beside the runtime's artifact
 QUANTIZED_TOLERANCE = 0.01  # one accuracy point

@@ -79,8 +79,9 @@ class _Pass:
 
 def forward_parts(model: Supernet, x: Tensor, archs: list[Arch]) -> Tensor:
     """Logits of `x`, its i-th equal part computed by `archs[i]`, in one pass."""
-    if any(a.has_reductions for a in archs):  # merged tokens are not padded: train.sandwich_loss passes each alone
-        raise ValueError("archs with stage boundaries run one pass each, not in one multi-arch pass")
+    if not model.space.padded_multi_arch:  # joins between widths, merged tokens: train.sandwich_loss passes each alone
+        raise ValueError(f"archs of a space with {', '.join(g.key for g in model.space.genes)} choices run one pass "
+                         f"each, not in one multi-arch pass")
     device, task = x.device, model.task
     run = _Pass(archs, x.shape[0], device)
     mask = padding_mask(x, task.input_kind, task.style)

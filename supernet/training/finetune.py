@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from supernet.tasks import Task
-from supernet.training_loop import TrainingLoop, warmup_cosine
+from supernet.training.loop import TrainingLoop, warmup_cosine
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from search_space import InputError, RunFailed
 from supernet.model import Supernet
 from supernet.quant import shared_activation_ranges
 from supernet.tasks import Task
-from supernet.train import SandwichStep, TrainSettings, train_supernet
-from supernet.training_loop import World
+from supernet.training.loop import World
+from supernet.training.train import SandwichStep, TrainSettings, train_supernet
 
 
 class DistributedTrainingFailed(RunFailed):

@@ -38,9 +38,9 @@ from search_space import Arch
 from supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from supernet.device import to_cpu
 from supernet.model import Supernet
-from supernet.multi_arch import forward_parts
 from supernet.tasks import Task
-from supernet.training_loop import TrainingDiverged, TrainingLoop, World, warmup_cosine
+from supernet.training.loop import TrainingDiverged, TrainingLoop, World, warmup_cosine
+from supernet.training.multi_arch import forward_parts
 
 __all__ = ["TrainSettings", "TrainResult", "TrainingDiverged", "World", "train_supernet", "train_standalone",
            "evaluate", "load_supernet", "load_resumable", "lr_schedule", "lr_phases"]
@@ -123,8 +123,8 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
         group = students[first:first + settings.archs_per_pass]
         if len(group) == 1:
             parts = [(model(x, group[0]), slice(None))]
-        elif model.space.has_layer_widths or model.space.has_reductions:  # joins between widths and merged tokens
-            # are not padded (multi_arch): each arch its own pass
+        elif not model.space.padded_multi_arch:  # joins between widths, merged tokens (multi_arch): each arch
+            # its own pass
             part = len(y) // len(group)
             rows = [slice(i * part, (i + 1) * part) for i in range(len(group))]
             parts = [(model(x[r], arch), r) for arch, r in zip(group, rows, strict=True)]
