@@ -64,7 +64,7 @@ def importance(supernet: Supernet, calibration: Tensor, batch_size: int = 64) ->
     finally:
         for handle in handles:
             handle.remove()
-        supernet.training.train(was_training)
+        supernet.train(was_training)
     return heads, neurons  # sums over the same tokens for every unit of a layer: their order is the mean's
 
 
