@@ -32,7 +32,6 @@ Its runs go to `--dir` (runs/bench/flexibert-search), which must not exist yet: 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -43,12 +42,13 @@ import yaml
 from bench.search.study_comparison import (
     TASKS,
     add_study_arguments,
+    add_to_earlier_run,
     compare_studies,
     print_comparison,
     print_cross,
     study_arguments_problem,
 )
-from search_space import Arch, ElastiqError, SearchSpace
+from search_space import Arch, SearchSpace
 from supernet.tasks import load_task
 from supernet.training.train import evaluate, load_supernet
 
@@ -89,18 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(args.dir)
     if args.cross_from:
-        path = Path(args.cross_from)
-        try:
-            results = json.loads(path.read_text())
-            for task, t in results["tasks"].items():
-                t["base_front_in_flexi_supernet"] = in_flexi_supernet(task, base / task, t["runs"]["base"]["front"],
-                                                                      args.seed)
-                print_cross(task, t["base_front_in_flexi_supernet"], "flexi")
-        except (OSError, ValueError, KeyError, TypeError, ElastiqError) as exc:
-            print(f"elastiq: error: --cross-from {path} with --dir {base}: {exc}".splitlines()[0], file=sys.stderr)
-            return 2
-        path.write_text(json.dumps(results, indent=1) + "\n")
-        return 0
+        return add_to_earlier_run("--cross-from", Path(args.cross_from), base, "base_front_in_flexi_supernet",
+                                  lambda task, t: in_flexi_supernet(task, base / task, t["runs"]["base"]["front"],
+                                                                    args.seed),
+                                  lambda task, crossed: print_cross(task, crossed, "flexi"))
     tasks, problem = study_arguments_problem(args, TASKS)
     if problem:
         print(f"elastiq: error: {problem}", file=sys.stderr)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -44,13 +43,14 @@ from bench.common import timed
 from bench.search.study_comparison import (
     TASKS,
     add_study_arguments,
+    add_to_earlier_run,
     compare_studies,
     print_comparison,
     study_arguments_problem,
 )
 from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
-from search_space import Arch, ElastiqError, SearchSpace
+from search_space import Arch, SearchSpace
 from supernet.tasks import load_task
 from supernet.training.train import evaluate, load_supernet
 
@@ -149,19 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(args.dir)
     if args.boundaries_from:
-        path = Path(args.boundaries_from)
-        try:
-            results = json.loads(path.read_text())
-            for task, t in results["tasks"].items():
-                t["base_front_with_boundaries"] = with_boundaries(task, base / task, t["runs"]["base"]["front"],
-                                                                  args.rounds, args.seed)
-                _print_boundaries(task, t["base_front_with_boundaries"])
-        except (OSError, ValueError, KeyError, TypeError, ElastiqError) as exc:
-            print(f"elastiq: error: --boundaries-from {path} with --dir {base}: {exc}".splitlines()[0],
-                  file=sys.stderr)
-            return 2
-        path.write_text(json.dumps(results, indent=1) + "\n")
-        return 0
+        return add_to_earlier_run("--boundaries-from", Path(args.boundaries_from), base, "base_front_with_boundaries",
+                                  lambda task, t: with_boundaries(task, base / task, t["runs"]["base"]["front"],
+                                                                  args.rounds, args.seed), _print_boundaries)
     tasks, problem = study_arguments_problem(args, STAGES)
     if problem:
         print(f"elastiq: error: {problem}", file=sys.stderr)

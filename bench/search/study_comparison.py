@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ from orchestrator.search.pareto import hypervolume, pareto_front
 from orchestrator.storage.study import evaluations, require_study
 from predictors.cost import arch_costs
 from predictors.runtimes import runtime_named
-from search_space import SearchSpace
+from search_space import ElastiqError, SearchSpace
 from supernet.tasks import load_task
 from supernet.token_reduction import layer_layouts
 from supernet.training.train import load_supernet
@@ -189,3 +190,18 @@ def print_cross(task: str, crossed: list[dict], new: str) -> None:
     for c in crossed:
         print(f"{task}: base front model of depth {c['depth']}: {100 * c['accuracy_base_supernet']:.2f}% in its "
               f"supernet, {100 * c[f'accuracy_{new}_supernet']:.2f}% in {new}'s")
+
+
+def add_to_earlier_run(flag: str, path: Path, base: Path, key: str, compute, report) -> int:
+    """An earlier run's results file (`flag`), each task's `key` set to `compute(task, results)` (its studies
+    in `base`) and reported; 0, or 2 after one line on stderr, the file left as it was."""
+    try:
+        results = json.loads(path.read_text())
+        for task, t in results["tasks"].items():
+            t[key] = compute(task, t)
+            report(task, t[key])
+    except (OSError, ValueError, KeyError, TypeError, ElastiqError) as exc:
+        print(f"elastiq: error: {flag} {path} with --dir {base}: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
