@@ -99,6 +99,7 @@ bench: install
 	$(PY) bench/search/resume_scale.py --checkpoint $(CKPT) --trials 100000
 	$(PY) bench/latency/export_honesty.py
 	$(PY) bench/latency/token_mixers.py
+	$(PY) bench/latency/spread_sources.py
 	rm -rf runs/bench/flexibert-search-mnist1d runs/bench/flexibert-search-listops  # it writes only into new folders
 	$(PY) bench/search/flexibert_search.py --tasks mnist1d --dir runs/bench/flexibert-search-mnist1d \
 		--out bench/results/flexibert_search_mnist1d.json

@@ -7,9 +7,14 @@ measurement whose spread is too high is repeated, then flagged. On CUDA the
 time comes from events after a synchronize. A measurement holds its target
 through an exclusive lock, so two measurements never share the cores.
 
-Back-to-back repeats agree to about 1% here, yet the whole machine speeds up
-and slows down by 10-30% within seconds (a shared virtual machine). So a set
-of models is measured side by side (`measure_many`): rounds in which every
+On the machine this was first written on, back-to-back repeats agreed to about
+1%. On the project's current machines (KVM guests) one and the same artifact
+runs in a fast state or in a slow one, 1.2-1.6x slower, for stretches of up to
+about 0.9 s; the median of 1,500 samples moves 50-80% from one run to the next,
+and neither thread spinning, the memory arena, timing ten calls a sample,
+pinning to a core nor the other core's load removes it
+(`bench/latency/spread_sources.py`). The whole machine also speeds up and
+slows down within seconds. So a set of models is measured side by side (`measure_many`): rounds in which every
 model, in a new random order, runs a short burst; a model's latency is the
 median of its burst medians, so all models sample the same drift. The spread
 between rounds is recorded as `pass_cv`.

@@ -17,6 +17,7 @@ ROWS = [
     latency.export_honesty,
     latency.quantized_layers,
     latency.token_mixers,
+    latency.spread_sources,
     search.flexibert_search,
     search.stage_search,
     search.quantized_search,

@@ -1,5 +1,5 @@
 """The README table's rows of latency: runtimes, the latency predictor, measuring inside a search, export honesty,
-quantized layers, token mixers: one function per results file."""
+quantized layers, token mixers, the sources of a measurement's spread: one function per results file."""
 
 from __future__ import annotations
 
@@ -131,3 +131,25 @@ def token_mixers() -> list[Row]:
         table.append(["the Fourier mixing alone (128 features): ONNX Runtime's `DFT` operator over the matrix "
                       "product elastiq ships", forms, "", "ship the faster", "same run"])
     return table
+
+
+SLOW_LABEL = "1.25x"  # `bench/latency/spread_sources.SLOW`
+
+
+def spread_sources() -> list[Row]:
+    """Rows of `bench/results/spread_sources.json`."""
+    if (r := load("spread_sources.json")) is None:
+        return []
+    v, slow = r["variants"], r["slow_state"]
+
+    def figures(name: str) -> str:
+        x = v[name]
+        return (f"{name}: within {100 * x['spread_within_run']:.1f}%, median moves "
+                f"{100 * x['median_between_runs']:.1f}%, minimum {100 * x['minimum_between_runs']:.1f}%")
+    return [[f"latency spread, one digits artifact (int8 layers), batch 1, 1 thread, {r['runs']} runs of "
+             f"{r['samples']} samples per variant in shuffled rounds: spread within a run (median over runs), "
+             f"how far the median and the minimum move between runs",
+             figures("default") + f"; slow state (over {SLOW_LABEL} the minimum) {100 * slow['slow_share']:.0f}% of "
+             f"{slow['samples']:,} samples in a row, its stretches up to **{slow['stretch_max_ms']:.0f} ms**",
+             "; ".join(figures(name) for name in v if name != "default"),
+             "within a pass <= 5%", f"`{PY} bench/latency/spread_sources.py`"]]

@@ -249,16 +249,30 @@ class OnnxRuntime(Runtime):
                 inputs = out if isinstance(out, tuple) else (out, inputs[1]) if masked else (out,)
         return chain(graphs, weights).SerializeToString()
 
-    def load(self, artifact: bytes, device: str, threads: int) -> OrtProgram:
+    def load(self, artifact: bytes, device: str, threads: int, **settings) -> OrtProgram:
+        """`settings`: of `session_options` (benchmarks try them; a target's program takes the defaults)."""
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: its notes on unused initializers are not ours to fix
-        return OrtProgram(onnxruntime.InferenceSession(artifact, options, providers=[self.provider]))
+        return OrtProgram(onnxruntime.InferenceSession(artifact, session_options(threads, **settings),
+                                                       providers=[self.provider]))
+
+
+def session_options(threads: int, spinning: bool = True, arena: bool = True):
+    """A session's options as a target runs it: `threads` intra-op threads, sequential, every graph
+    optimization; `spinning`: idle threads spin between ops (ONNX Runtime's default); `arena`: the CPU
+    memory arena (likewise)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its notes on unused initializers are not ours to fix
+    options.enable_cpu_mem_arena = arena
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 class _GraphBytes:
