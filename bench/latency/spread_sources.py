@@ -19,9 +19,11 @@ the machine's drift falls on all alike. Per run: the median, the minimum, the 10
 10%-trimmed mean of its samples, its spread (IQR / 1.349 / median) and its share of samples more than 25%
 above its minimum (a slow state). Per variant: the median of those over runs, and how far each estimator moves
 between runs (max / min - 1): the stable estimator is the one that moves least. Also the timer's own cost, and
-in one long series of the default session, how long the slow state lasts once entered.
+in one long series of the default session, how long the slow state lasts once entered. Last, which estimator
+of an arch's latency repeats: `--archs` random archs timed side by side in `--rounds` rounds of a `--burst`
+each, every estimator taken on the first and on the second half of the rounds.
 
-    .venv/bin/python bench/latency/spread_sources.py [--runs 6] [--samples 1500]
+    .venv/bin/python bench/latency/spread_sources.py [--runs 12] [--samples 1500] [--archs 16] [--rounds 60]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from scipy.stats import kendalltau
 
 from bench.common import RESULTS, ROOT, refuse, write_json
 from predictors.measure import example_input
@@ -60,8 +63,9 @@ ESTIMATORS = ("median", "minimum", "p10", "trimmed_mean")
 SLOW = 1.25  # a sample this much above its run's minimum is in the slow state
 
 
-def artifacts(seed: int) -> tuple[dict[str, bytes], torch.Tensor, str]:
-    """The int8 arch's artifact and its fp32 twin, built once; the target's input; the arch's JSON."""
+def artifacts(seed: int) -> tuple[dict[str, bytes], torch.Tensor, str, tuple]:
+    """The int8 arch's artifact and its fp32 twin, built once; the target's input; the arch's JSON; the space,
+    the supernet and an example, for more archs."""
     space = SearchSpace.from_yaml(ROOT / "configs/spaces/digits.yaml")
     task = load_task("digits", seed)
     supernet = Supernet(space, task.spec, seed=seed).eval()
@@ -74,7 +78,7 @@ def artifacts(seed: int) -> tuple[dict[str, bytes], torch.Tensor, str]:
     runtime = OnnxRuntime()
     built = {name: runtime.build(supernet.extract(a), example) for name, a in (("int8", arch), ("fp32", fp32))}
     inputs = example_input(task.spec, HardwareTarget("spread", threads=1, batch_size=1), seed=seed)
-    return built, inputs, arch.to_json()
+    return built, inputs, arch.to_json(), (space, supernet, example)
 
 
 @contextmanager
@@ -150,21 +154,58 @@ def slow_stretches(call, samples: int, warmup: int) -> dict[str, float]:
             "stretch_max_ms": max(stretches, default=0.0), "series_ms": float(times.sum())}
 
 
+BURST_ESTIMATORS = {  # an arch's latency from its bursts' medians and minima, (rounds, ) each
+    "median_of_burst_medians": lambda medians, minima: np.median(medians),  # the protocol's today
+    "p25_of_burst_medians": lambda medians, minima: np.percentile(medians, 25),
+    "p10_of_burst_medians": lambda medians, minima: np.percentile(medians, 10),
+    "min_of_burst_medians": lambda medians, minima: medians.min(),
+    "min_of_samples": lambda medians, minima: minima.min(),
+}
+
+
+def estimator_repeatability(space: SearchSpace, supernet: Supernet, example: torch.Tensor, inputs: torch.Tensor,
+                            archs: int, rounds: int, burst: int, rng: np.random.Generator) -> dict:
+    """`archs` random archs measured side by side as `measure_many` does (rounds of one burst each, in a new
+    order each round); each estimator taken on the first and on the second half of the rounds (minutes
+    apart, as a dataset and a later re-measurement): how far the halves disagree (median and 90th
+    percentile over archs of |first / second - 1|) and how alike they order the archs (Kendall tau)."""
+    runtime = OnnxRuntime()
+    chosen = [space.sample(rng) for _ in range(archs)]
+    calls = [runtime.load(runtime.build(supernet.extract(a), example), "cpu", 1).runner(inputs) for a in chosen]
+    medians, minima = np.empty((archs, rounds)), np.empty((archs, rounds))
+    for r in range(rounds):
+        for i in rng.permutation(archs):
+            times = one_run(calls[i], 1, burst, 1)
+            medians[i, r], minima[i, r] = np.median(times), times.min()
+    half = rounds // 2
+    result = {"archs": archs, "rounds": rounds, "burst": burst}
+    for name, estimate in BURST_ESTIMATORS.items():
+        first = np.array([estimate(medians[i, :half], minima[i, :half]) for i in range(archs)])
+        second = np.array([estimate(medians[i, half:], minima[i, half:]) for i in range(archs)])
+        gap = np.abs(first / second - 1)
+        result[name] = {"halves_apart_median": float(np.median(gap)), "halves_apart_p90": float(np.percentile(gap, 90)),
+                        "kendall_tau": float(kendalltau(first, second).statistic)}
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=12)
     parser.add_argument("--samples", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--archs", type=int, default=16, help="archs of the estimators' repeatability")
+    parser.add_argument("--rounds", type=int, default=60, help="rounds in which each of them runs a burst")
+    parser.add_argument("--burst", type=int, default=10, help="calls in a burst")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "spread_sources.json"))
     args = parser.parse_args(argv)
-    for name in ("runs", "samples"):
+    for name in ("runs", "samples", "archs", "rounds", "burst"):
         if getattr(args, name) < 2:
             refuse(f"--{name} {getattr(args, name)}: at least 2")
     if args.warmup < 0:
         refuse(f"--warmup {args.warmup}: not a count")
     torch.set_num_threads(1)
-    built, inputs, arch = artifacts(args.seed)
+    built, inputs, arch, (space, supernet, example) = artifacts(args.seed)
     runtime, rng = OnnxRuntime(), np.random.default_rng(args.seed)
     calls = {name: runtime.load(built[artifact], "cpu", 1, **settings).runner(inputs)
              for name, (artifact, settings, *_) in VARIANTS.items()}
@@ -180,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"arch": arch, "runs": args.runs, "samples": args.samples, "warmup": args.warmup,
               "cores": len(os.sched_getaffinity(0)), "timer": timer_cost(10_000),
               "slow_state": slow_stretches(calls["default"], 20 * args.samples, args.warmup),
-              "variants": {name: variant_summary(r) for name, r in runs.items()}, "per_run": runs}
+              "variants": {name: variant_summary(r) for name, r in runs.items()},
+              "estimators": estimator_repeatability(space, supernet, example, inputs, args.archs, args.rounds,
+                                                    args.burst, np.random.default_rng([args.seed, 1])),
+              "per_run": runs}
     write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "per_run"}, indent=2))
     return 0

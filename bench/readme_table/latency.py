@@ -140,7 +140,12 @@ def spread_sources() -> list[Row]:
     """Rows of `bench/results/spread_sources.json`."""
     if (r := load("spread_sources.json")) is None:
         return []
-    v, slow = r["variants"], r["slow_state"]
+    v, slow, e = r["variants"], r["slow_state"], r["estimators"]
+
+    def estimator(name: str) -> str:
+        x = e[name]
+        return (f"{100 * x['halves_apart_median']:.2f}% ({100 * x['halves_apart_p90']:.2f}%), "
+                f"tau {x['kendall_tau']:.3f}")
 
     def figures(name: str) -> str:
         x = v[name]
@@ -152,4 +157,11 @@ def spread_sources() -> list[Row]:
              figures("default") + f"; slow state (over {SLOW_LABEL} the minimum) {100 * slow['slow_share']:.0f}% of "
              f"{slow['samples']:,} samples in a row, its stretches up to **{slow['stretch_max_ms']:.0f} ms**",
              "; ".join(figures(name) for name in v if name != "default"),
-             "within a pass <= 5%", f"`{PY} bench/latency/spread_sources.py`"]]
+             "within a pass <= 5%", f"`{PY} bench/latency/spread_sources.py`"],
+            [f"latency estimators, {e['archs']} digits archs side by side, {e['rounds']} rounds of a {e['burst']}-call "
+             f"burst: each estimator on the first and the second half of the rounds, the gap between them: median "
+             f"(90th percentile), Kendall tau",
+             "minimum of the samples " + estimator("min_of_samples"),
+             "; ".join(f"{name.replace('_', ' ')} {estimator(name)}" for name in e
+                       if isinstance(e[name], dict) and name != "min_of_samples"),
+             "", "same run"]]
