@@ -10,8 +10,8 @@ through an exclusive lock, so two measurements never share the cores.
 On the machine this was first written on, back-to-back repeats agreed to about
 1%. On the project's current machines (KVM guests) one and the same artifact
 runs in a fast state or in a slow one, 1.2-1.6x slower, for stretches of up to
-about 0.9 s; the median of 1,500 samples moves 50-80% from one run to the next,
-and neither thread spinning, the memory arena, timing ten calls a sample,
+about 0.9 s; the median of 1,500 samples moves by 5-80% from one run to the
+next, its minimum mostly by 1-5%, and neither thread spinning, the memory arena, timing ten calls a sample,
 pinning to a core nor the other core's load removes it
 (`bench/latency/spread_sources.py`). The whole machine also speeds up and
 slows down within seconds. So a set of models is measured side by side (`measure_many`): rounds in which every
