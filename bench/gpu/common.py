@@ -15,7 +15,6 @@ PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "onnxruntime",
             "pytest")
 
 
-
 @dataclass(frozen=True)
 class Sizes:
     """How much each section does: the full check on a GPU, or a rehearsal of it on a CPU."""
@@ -35,6 +34,7 @@ class Sizes:
     batches: tuple[int, ...] = (1, 32)
     passes: int = 7
     min_digits_accuracy: float = 0.5  # the largest digits arch after warm-up + steps (chance: 0.1)
+
 
 FULL = Sizes()
 

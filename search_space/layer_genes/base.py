@@ -20,7 +20,7 @@ class GeneArch(Protocol):
     depth: int
 
 
-class GeneSpace(Protocol):
+class FeatureSpace(Protocol):
     """What a gene's features read of a space."""
 
     max_embed_dim: int
@@ -50,15 +50,15 @@ class LayerGene:
         """The value of the space's largest (or smallest) arch."""
         return max(values) if largest else min(values)
 
-    def feature_names(self, space: GeneSpace, index: int) -> list[str]:
+    def feature_names(self, space: FeatureSpace, index: int) -> list[str]:
         """Layer `index`'s features, in a space where some layer has choices for the gene."""
         return [f"layer{index}.{self.key}"] if getattr(space.layers[index], self.key) is not None else []
 
-    def features(self, space: GeneSpace, arch: GeneArch, index: int) -> list[float]:
+    def features(self, space: FeatureSpace, arch: GeneArch, index: int) -> list[float]:
         values = getattr(space.layers[index], self.key)
         return [] if values is None else [getattr(arch.layers[index], self.key) / self.scale(space, values)]
 
-    def scale(self, space: GeneSpace, values: tuple[int, ...]) -> float:
+    def scale(self, space: FeatureSpace, values: tuple[int, ...]) -> float:
         """What a feature's value is divided by, so that it lies in [0, 1]."""
         return max(values)
 

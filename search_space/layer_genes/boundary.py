@@ -9,7 +9,7 @@ from typing import Any
 
 from search_space.choice_lists import int_choices
 from search_space.errors import SpaceError
-from search_space.layer_genes.base import GeneArch, GeneSpace, LayerGene
+from search_space.layer_genes.base import FeatureSpace, GeneArch, LayerGene
 
 MAX_FACTOR = 1 << 16  # tokens merged into one: beyond any sequence a model reads
 
@@ -35,12 +35,12 @@ class Boundary(LayerGene):
     def extreme(self, values: tuple[int, ...], largest: bool) -> int:
         return min(values) if largest else max(values)  # the largest arch merges the fewest tokens
 
-    def feature_names(self, space: GeneSpace, index: int) -> list[str]:
+    def feature_names(self, space: FeatureSpace, index: int) -> list[str]:
         # and in a space with stages, the share of the input's tokens each layer sees (1 / the product of the
         # factors so far: a sequence's share; a patch grid's is its square), which its cost falls with
         return super().feature_names(space, index) + [f"layer{index}.tokens"]
 
-    def features(self, space: GeneSpace, arch: GeneArch, index: int) -> list[float]:
+    def features(self, space: FeatureSpace, arch: GeneArch, index: int) -> list[float]:
         share = 1.0 / math.prod(factor_of(arch, i) for i in range(index + 1))
         return super().features(space, arch, index) + [share]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from search_space.choice_lists import int_choices
 from search_space.errors import SpaceError
-from search_space.layer_genes.base import GeneSpace, LayerGene
+from search_space.layer_genes.base import FeatureSpace, LayerGene
 
 
 class Width(LayerGene):
@@ -25,7 +25,7 @@ class Width(LayerGene):
                                  f"largest embed_dim, which the supernet's weights span)")
         return widths
 
-    def scale(self, space: GeneSpace, values: tuple[int, ...]) -> float:
+    def scale(self, space: FeatureSpace, values: tuple[int, ...]) -> float:
         return space.max_embed_dim
 
 
