@@ -1,23 +1,28 @@
 """Latency measurement protocol (DESIGN decision 5), on what a runtime executes
 (a `Program`; a torch module also serves, for tests and benchmarks of kernels).
 
-Warm-up, fixed threads, `inference_mode`, repeats in rounds until the median
-is stable (or a cap), then median, IQR, coefficient of variation and n. A
-measurement whose spread is too high is repeated, then flagged. On CUDA the
-time comes from events after a synchronize. A measurement holds its target
-through an exclusive lock, so two measurements never share the cores.
+Models are measured side by side (`measure_many`): in each of `Protocol.passes`
+rounds every model, in a new random order, gets one untimed call and a short
+burst of timed calls, under fixed threads and `inference_mode`, holding the
+target through an exclusive lock (two measurements never share the cores). On
+CUDA the time comes from events after a synchronize.
 
-On the machine this was first written on, back-to-back repeats agreed to about
-1%. On the project's current machines (KVM guests) one and the same artifact
-runs in a fast state or in a slow one, 1.2-1.6x slower, for stretches of up to
-about 0.9 s; the median of 1,500 samples moves by 5-80% from one run to the
-next, its minimum mostly by 1-5%, and neither thread spinning, the memory arena, timing ten calls a sample,
-pinning to a core nor the other core's load removes it
-(`bench/latency/spread_sources.py`). The whole machine also speeds up and
-slows down within seconds. So a set of models is measured side by side (`measure_many`): rounds in which every
-model, in a new random order, runs a short burst; a model's latency is the
-median of its burst medians, so all models sample the same drift. The spread
-between rounds is recorded as `pass_cv`.
+A model's latency is the fastest of its timed calls: what it costs when nothing
+else takes the core. On the machine this was first written on, the median of
+the bursts served, and back-to-back repeats agreed to about 1%. On the project's
+current machines (KVM guests) the same artifact runs in a fast state, or in a
+slow one 1.25-1.6x slower for stretches of a fraction of a millisecond (90% under
+1 ms, the longest 75 ms); the slow state takes 10-70% of the calls, varies from
+run to run, and neither thread spinning, the memory arena, ten calls a sample,
+pinning to a core nor the other core's load removes it. The median of 1,500 calls
+then moves by 5-80% between runs and the minimum by 1%; of 16 archs measured
+side by side, the minimum of each half of the rounds agrees with the other half to
+0.4% (median; 0.8% at the 90th percentile), the median of the burst medians to 13%
+(`bench/latency/spread_sources.py`). The estimate's own repeatability is measured
+with every figure: the fastest call of the odd rounds against that of the even
+rounds (`gap`). A model whose halves differ by more than `Protocol.max_gap` is
+measured afresh (the attempt whose halves agree best is kept), then flagged: it
+enters no dataset as a figure.
 
 Measurements taken after a target's dataset (during a search, at export) are
 taken beside drift probes (`measure_beside_probes`): archs of the dataset,
@@ -34,7 +39,7 @@ from __future__ import annotations
 import fcntl
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,38 +53,48 @@ from predictors.target import HardwareTarget, fingerprint
 
 @dataclass(frozen=True)
 class Protocol:
-    warmup: int = 10
-    round_size: int = 20
-    min_rounds: int = 2
-    max_repeats: int = 200
-    stable_within: float = 0.01  # relative change of the median between rounds
-    max_cv: float = 0.10  # within-run spread above which a measurement is repeated, then flagged
-    max_pass_cv: float = 0.25  # the same for the spread between the rounds of `measure_many`
-    attempts: int = 3
-    passes: int = 15  # rounds of `measure_many`: every model runs a short burst in each, in a new order each
+    warmup: int = 10  # untimed calls of each model before the first round
+    passes: int = 15  # rounds: every model runs one untimed call and a burst, in a new order each round
+    burst: int = 5  # timed calls of a model in a round
+    max_gap: float = 0.02  # how far the fastest call of the odd rounds may stray from the even rounds'
+    attempts: int = 3  # fresh measurements of a model whose halves stray further (the best kept), then a flag
 
 
 @dataclass(frozen=True)
 class LatencyMeasurement:
-    median_ms: float
-    iqr_ms: float
-    cv: float  # robust, within a pass: IQR / 1.349 / median
-    n: int  # timed runs, all passes together
+    latency_ms: float  # the fastest timed call (beside probes: on the dataset's scale, raw_latency_ms / drift)
+    iqr_ms: float  # of the burst medians
+    cv: float  # robust spread of the timed calls: IQR / 1.349 / median (the machine's, not the estimate's)
+    n: int  # timed calls, all rounds together
     attempts: int
-    flagged: bool  # spread stayed above the protocol's max_cv
+    flagged: bool  # the estimate's halves stayed further apart than the protocol's max_gap
     fingerprint: dict[str, Any]
     passes: int = 1
-    pass_cv: float = 0.0  # robust spread of the pass medians
-    # beside drift probes: median_ms is on the dataset's scale, raw_median_ms / drift
+    pass_cv: float = 0.0  # robust spread of the burst medians
+    # beside drift probes: latency_ms is on the dataset's scale, raw_latency_ms / drift
     drift: float | None = None
-    raw_median_ms: float | None = None
+    raw_latency_ms: float | None = None
+    gap: float | None = None  # fastest call of the odd rounds against the even rounds': max / min - 1
+    burst_median_ms: float | None = None  # the median of the burst medians (the figure before the fastest call)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def standard_error(self) -> float:
-        """Relative standard error of the median: 1.2533 sigma / sqrt(n) over the pass medians."""
+        """Relative standard error of the figure. From the gap between its halves (two estimates, each
+        from half the calls: E|a - b| = 1.128 sigma_half, and the whole has about sigma_half / sqrt(2));
+        for a figure stored before the gap was, from the spread of the burst medians."""
+        if self.gap is not None:
+            return self.gap / 1.128 / np.sqrt(2)
         return 1.2533 * self.pass_cv / np.sqrt(max(self.passes, 1))
+
+    @property
+    def flag_reason(self) -> str | None:
+        if not self.flagged:
+            return None
+        if self.gap is None:
+            return "its rounds spread too much (measured before the gap was recorded)"
+        return f"the fastest calls of its two halves of rounds differ by {100 * self.gap:.1f}%"
 
 
 @dataclass(frozen=True)
@@ -152,23 +167,6 @@ def _timer(target: HardwareTarget):
     return run_once
 
 
-def _one_attempt(call, target: HardwareTarget, protocol: Protocol) -> np.ndarray:
-    run_once = _timer(target)
-    for _ in range(protocol.warmup):
-        call()
-    times: list[float] = []
-    previous = None
-    while len(times) < protocol.max_repeats:
-        times += [run_once(call) for _ in range(protocol.round_size)]
-        median = float(np.median(times))
-        rounds = len(times) // protocol.round_size
-        if rounds >= protocol.min_rounds and previous is not None and \
-                abs(median - previous) <= protocol.stable_within * previous:
-            break
-        previous = median
-    return np.asarray(times)
-
-
 def _runner(model, inputs: torch.Tensor, device: torch.device):
     """One timed call of `model` (a runtime's `Program`, or a torch module) on `inputs`."""
     if isinstance(model, Program):
@@ -177,73 +175,71 @@ def _runner(model, inputs: torch.Tensor, device: torch.device):
     return lambda: model(inputs)
 
 
-def measure_latency(model, inputs: torch.Tensor, target: HardwareTarget,
-                    protocol: Protocol = Protocol(), lock: bool = True) -> LatencyMeasurement:
-    device = torch.device(target.device)
-    inputs = inputs.to(device)
-    call = _runner(model, inputs, device)
-    best = None
-    with (holding(target) if lock else nullcontext()), _threads(target.threads), torch.inference_mode():
-        for attempt in range(1, protocol.attempts + 1):  # noqa: B007 - the count is reported
-            times = _one_attempt(call, target, protocol)
-            q1, median, q3 = np.percentile(times, [25, 50, 75])
-            cv = float((q3 - q1) / 1.349 / median) if median > 0 else 0.0
-            if best is None or cv < best[1]:
-                best = (times, cv, float(median), float(q3 - q1))
-            if cv <= protocol.max_cv:
-                break
-    times, cv, median, iqr = best
-    return LatencyMeasurement(median_ms=median, iqr_ms=iqr, cv=cv, n=len(times), attempts=attempt,
-                              flagged=cv > protocol.max_cv, fingerprint=fingerprint(target))
-
+def halves_gap(bursts: list[list[float]]) -> float:
+    """How far the fastest call of the odd rounds strays from that of the even rounds (max / min - 1):
+    0 with fewer than two rounds, where nothing tells."""
+    if len(bursts) < 2:
+        return 0.0
+    odd, even = min(min(b) for b in bursts[1::2]), min(min(b) for b in bursts[::2])
+    return float(max(odd, even) / min(odd, even) - 1) if min(odd, even) > 0 else 0.0
 
 
 def measure_many(models: list, inputs: torch.Tensor, target: HardwareTarget, protocol: Protocol,
-                 rng: np.random.Generator, burst: int = 5) -> list[LatencyMeasurement]:
+                 rng: np.random.Generator) -> list[LatencyMeasurement]:
     """Models measured side by side: in each of `protocol.passes` rounds every model, in a new random
     order, gets one untimed call (to warm its weights back into cache) and a burst of timed
-    calls. A model's latency is the median of its burst medians, so every model samples the
-    machine's drift over the same window. A model whose rounds still spread more than
-    `protocol.max_pass_cv` gets as many rounds again, then is flagged."""
+    calls, so every model samples the machine's states over the same window. A model's latency is
+    its fastest call. One whose odd and even rounds disagree about it by more than `protocol.max_gap`
+    is measured afresh with the others that do, up to `protocol.attempts` times; the attempt whose halves
+    agree best is kept (a noisy spell's rounds are dropped, not averaged in), and flagged if they still
+    disagree."""
     device = torch.device(target.device)
     inputs = inputs.to(device)
-    models = [_runner(m, inputs, device) for m in models]
-    passes = protocol.passes
+    calls = [_runner(m, inputs, device) for m in models]
     run_once = _timer(target)
-    samples: list[list[float]] = [[] for _ in models]
-    calls: list[list[float]] = [[] for _ in models]
-    attempts = np.ones(len(models), dtype=int)
+    kept: list[list[list[float]]] = [[] for _ in models]  # each model's best attempt: its bursts
+    attempts = np.zeros(len(models), dtype=int)
 
-    def rounds(indices: np.ndarray, count: int) -> None:
-        for _ in range(count):
+    def attempt(indices: np.ndarray) -> None:
+        bursts: dict[int, list[list[float]]] = {int(i): [] for i in indices}
+        for _ in range(protocol.passes):
             for i in rng.permutation(indices):
-                call = models[i]
+                call = calls[i]
                 call()
-                times = [run_once(call) for _ in range(burst)]
-                samples[i].append(float(np.median(times)))
-                calls[i] += times
+                bursts[int(i)].append([run_once(call) for _ in range(protocol.burst)])
+        for i, new in bursts.items():
+            attempts[i] += 1
+            if not kept[i] or halves_gap(new) < halves_gap(kept[i]):
+                kept[i] = new
 
     with holding(target), _threads(target.threads), torch.inference_mode():
-        for call in models:
+        for call in calls:
             for _ in range(protocol.warmup):
                 call()
-        rounds(np.arange(len(models)), passes)
+        attempt(np.arange(len(models)))
         for _ in range(protocol.attempts - 1):
-            noisy = np.array([i for i in range(len(models)) if _robust_cv(samples[i]) > protocol.max_pass_cv],
-                             dtype=int)
-            if noisy.size == 0 or passes < 3:
+            unsteady = np.array([i for i in range(len(models)) if halves_gap(kept[i]) > protocol.max_gap],
+                                dtype=int)
+            if unsteady.size == 0 or protocol.passes < 2:
                 break
-            attempts[noisy] += 1
-            rounds(noisy, passes)
+            attempt(unsteady)
     results = []
     for i in range(len(models)):
-        q1, median, q3 = np.percentile(samples[i], [25, 50, 75])
-        spread = _robust_cv(samples[i])
+        times = [t for burst in kept[i] for t in burst]
+        medians = [float(np.median(b)) for b in kept[i]]
+        q1, q3 = np.percentile(medians, [25, 75])
+        gap = halves_gap(kept[i])
         results.append(LatencyMeasurement(
-            median_ms=float(median), iqr_ms=float(q3 - q1), cv=_robust_cv(calls[i]), n=len(calls[i]),
-            attempts=int(attempts[i]), flagged=spread > protocol.max_pass_cv, fingerprint=fingerprint(target),
-            passes=len(samples[i]), pass_cv=spread))
+            latency_ms=float(min(times)), iqr_ms=float(q3 - q1), cv=_robust_cv(times), n=len(times),
+            attempts=int(attempts[i]), flagged=gap > protocol.max_gap, fingerprint=fingerprint(target),
+            passes=len(kept[i]), pass_cv=_robust_cv(medians), gap=gap, burst_median_ms=float(np.median(medians))))
     return results
+
+
+def measure_latency(model, inputs: torch.Tensor, target: HardwareTarget,
+                    protocol: Protocol = Protocol()) -> LatencyMeasurement:
+    """One model measured by the protocol, alone."""
+    return measure_many([model], inputs, target, protocol, np.random.default_rng(0))[0]
 
 
 MIN_NOISE_FLOOR = 0.03  # a probe's stored latency carries the drift of the run that measured it: ~1-2% here
@@ -261,7 +257,7 @@ def noise_floor(references: list[LatencyMeasurement]) -> float:
 def drift_of(now: list[LatencyMeasurement], then: list[LatencyMeasurement]) -> tuple[float, float]:
     """The machine's drift (the probes' latency now / when the dataset was measured: exp of the median log
     ratio) and the probes' disagreement about it (the robust spread of their log ratios)."""
-    ratios = np.log([n.median_ms / t.median_ms for n, t in zip(now, then, strict=True)])
+    ratios = np.log([n.latency_ms / t.latency_ms for n, t in zip(now, then, strict=True)])
     spread = float(1.4826 * np.median(np.abs(ratios - np.median(ratios)))) if len(ratios) > 1 else 0.0
     return float(np.exp(np.median(ratios))), spread
 
@@ -305,8 +301,9 @@ def measure_beside_probes(models: list, probes: list, references: list[LatencyMe
                   f"evenly (spread {100 * spread:.1f}%): normalized")
     check = DriftCheck(drift=float(drift), spread=float(spread), noise_floor=float(floor), attempts=len(tried),
                        accepted=bool(accepted), reason=reason)
-    normalized = [replace(m, median_ms=m.median_ms / drift, iqr_ms=m.iqr_ms / drift, drift=drift,
-                          raw_median_ms=m.median_ms) for m in batch]
+    normalized = [replace(m, latency_ms=m.latency_ms / drift, iqr_ms=m.iqr_ms / drift, drift=drift,
+                          burst_median_ms=None if m.burst_median_ms is None else m.burst_median_ms / drift,
+                          raw_latency_ms=m.latency_ms) for m in batch]
     return normalized, check
 
 
@@ -315,13 +312,3 @@ def _robust_cv(values: list[float]) -> float:
         return 0.0
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     return float((q3 - q1) / 1.349 / median) if median > 0 else 0.0
-
-
-def combine(runs: list[LatencyMeasurement]) -> LatencyMeasurement:
-    medians = np.array([r.median_ms for r in runs])
-    q1, median, q3 = np.percentile(medians, [25, 50, 75])
-    pass_cv = float((q3 - q1) / 1.349 / median) if len(runs) > 1 and median > 0 else 0.0
-    return LatencyMeasurement(median_ms=float(median), iqr_ms=float(np.median([r.iqr_ms for r in runs])),
-                              cv=float(np.median([r.cv for r in runs])), n=sum(r.n for r in runs),
-                              attempts=max(r.attempts for r in runs), flagged=any(r.flagged for r in runs),
-                              fingerprint=runs[0].fingerprint, passes=len(runs), pass_cv=pass_cv)

@@ -92,6 +92,14 @@ class Predictor(BaseEstimator):
     def _from_target(self, t: np.ndarray, name: str) -> np.ndarray:
         return np.exp(t) if self._uses_log(name) else t
 
+    def _fitted(self, model, name: str, X: np.ndarray, y: np.ndarray):
+        """`model` fitted on (X, y) in its target space. A linear model of a positive target judged by relative
+        error (a latency, by MAPE) weighs each row by 1 / y^2: its squared error is then the relative one, and
+        the smallest archs are not left to absorb the largest ones' residuals."""
+        if name == "ridge" and self.log_target:
+            return model.fit(X, y, ridgecv__sample_weight=1 / y ** 2)
+        return model.fit(X, self._to_target(y, name))
+
     def fit(self, X, y) -> Predictor:
         with warnings.catch_warnings():  # candidates that fit badly lose the CV; their warnings tell nothing more
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -113,9 +121,9 @@ class Predictor(BaseEstimator):
         for name in self.candidates:
             predictions = np.empty_like(y)
             fold_models[name] = []
-            target = self._to_target(y, name)
             for train, test in folds:
-                model = clone(_candidate(name, self.random_state, self.gbm_trees)).fit(X[train], target[train])
+                model = self._fitted(clone(_candidate(name, self.random_state, self.gbm_trees)), name, X[train],
+                                     y[train])
                 predictions[test] = self._from_target(model.predict(X[test]), name)
                 fold_models[name].append(model)
             self.cv_scores_[name] = scores(y, predictions).to_dict()
@@ -123,7 +131,7 @@ class Predictor(BaseEstimator):
         self.chosen_ = min(self.candidates, key=lambda n: sign * np.nan_to_num(self.cv_scores_[n][self.select_by],
                                                                                 nan=-sign * np.inf))
         chosen = clone(_candidate(self.chosen_, self.random_state, self.gbm_trees))
-        self.model_ = chosen.fit(X, self._to_target(y, self.chosen_))
+        self.model_ = self._fitted(chosen, self.chosen_, X, y)
         self.fold_models_ = fold_models[self.chosen_]
         self.X_train_, self.y_train_ = X, y
         self.n_train_ = len(y)

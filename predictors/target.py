@@ -16,6 +16,10 @@ from torch import Tensor, nn
 from predictors.runtimes import DEFAULT_RUNTIME, Program, Runtime, runtime_named
 from search_space import InputError
 
+# how a figure is taken from its timed calls (`predictors.measure`: the fastest): part of what it is measured
+# on, so the medians stored before are never mixed with these
+ESTIMATE = "fastest"
+
 
 @dataclass(frozen=True)
 class HardwareTarget:
@@ -45,9 +49,9 @@ class HardwareTarget:
 
     @property
     def measured_on(self) -> str:
-        """What its latency figures are measured on (runtime, version, device, graph format; stored with each):
-        measurements of different runtimes, versions or devices are never mixed."""
-        return self.inference_runtime.measured_on(self.device)
+        """What its latency figures are measured on (runtime, version, device, graph format, estimate; stored with
+        each): measurements of different runtimes, versions, devices or estimates are never mixed."""
+        return f"{self.inference_runtime.measured_on(self.device)}-{ESTIMATE}"
 
     def deploy(self, subnet: nn.Module, example: Tensor) -> Program:
         """The runtime's artifact of `subnet`, built, loaded and checked against it."""

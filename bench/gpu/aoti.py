@@ -56,7 +56,7 @@ def aot_inductor_figures(ctx: Context, supernet, space, task, seq_len: int | Non
     for batch in ctx.sizes.batches:
         at_batch = replace(target, batch_size=batch)
         inputs = example_input(task.spec, at_batch)
-        program_ms, quantized_ms, float_ms = (m.median_ms for m in measure_many(
+        program_ms, quantized_ms, float_ms = (m.latency_ms for m in measure_many(
             [program, eager_quantized, eager_float], inputs, at_batch, Protocol(passes=ctx.sizes.passes),
             np.random.default_rng(SEED)))
         figures[f"b{batch}"] = {"aoti_int8_ms": round(program_ms, 4), "eager_fake_quant_ms": round(quantized_ms, 4),

@@ -55,7 +55,11 @@ def honesty(exports: list[Path]) -> dict:
         corrected += [abs(e["latency_error_drift_corrected_pct"]) for e in entries
                       if e.get("latency_error_drift_corrected_pct") is not None]
         met += [e["meets_latency_bound"] for e in entries if e["meets_latency_bound"] is not None]
-        per_export[manifest["study"]] = manifest["honesty"]
+        study_corrected = [abs(e["latency_error_drift_corrected_pct"]) for e in entries
+                           if e.get("latency_error_drift_corrected_pct") is not None]
+        per_export[manifest["study"]] = {**manifest["honesty"], "models": len(entries),
+                                         "latency_median_abs_error_drift_corrected_pct":
+                                             float(np.median(study_corrected)) if study_corrected else None}
     return {"exports": per_export, "models": len(errors),
             "latency_median_abs_error_pct": float(np.median(errors)) if errors else None,
             "latency_median_abs_error_drift_corrected_pct": float(np.median(corrected)) if corrected else None,

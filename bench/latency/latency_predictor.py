@@ -49,7 +49,7 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
              for e in space.embed_dims]
     inputs = example_input(task, target)
     measured = measure_many([target.deploy(stem, inputs) for stem in stems], inputs, target, protocol, rng)
-    table = {("stem_head", e): m.median_ms for e, m in zip(space.embed_dims, measured, strict=True)}
+    table = {("stem_head", e): m.latency_ms for e, m in zip(space.embed_dims, measured, strict=True)}
     configs = []
     for i, choices in enumerate(space.layers[:1]):  # every layer has the same choices in this space
         for embed_dim in space.embed_dims:
@@ -63,7 +63,7 @@ def lookup_table(supernet: Supernet, space: SearchSpace, target: HardwareTarget,
         blocks = [target.deploy(_alone(supernet.blocks[i].get_active_subnet(embed_dim, layer)), x)
                   for i, layer in group]
         for (_, layer), m in zip(group, measure_many(blocks, x, target, protocol, rng), strict=True):
-            table[(embed_dim, layer)] = m.median_ms
+            table[(embed_dim, layer)] = m.latency_ms
     return table
 
 
@@ -83,7 +83,7 @@ def noise_floor(supernet: Supernet, space: SearchSpace, target: HardwareTarget, 
     rng = np.random.default_rng(seed)
     probes = [target.deploy(supernet.extract(space.sample(rng)), x) for _ in range(10)]
     repeats = [measure_many(probes, x, target, protocol, rng) for _ in range(8)]
-    medians = np.array([[m.median_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
+    medians = np.array([[m.latency_ms for m in repeat] for repeat in repeats]).T  # (model, repeat)
     return {"passes": protocol.passes,
             "cv_of_repeated_measurements_pct": float(np.median(medians.std(axis=1, ddof=1) / medians.mean(axis=1))
                                                      * 100),
@@ -99,8 +99,8 @@ def largest_int8_effect(supernet: Supernet, space: SearchSpace, target: Hardware
                                                                                  for layer in largest.layers))), x)
                 for bits in (8, 32)]
     int8, fp32 = measure_many(programs, x, target, protocol, np.random.default_rng(seed))
-    return {"arch": "largest", "int8_ms": int8.median_ms, "fp32_ms": fp32.median_ms,
-            "ratio": int8.median_ms / fp32.median_ms}
+    return {"arch": "largest", "int8_ms": int8.latency_ms, "fp32_ms": fp32.latency_ms,
+            "ratio": int8.latency_ms / fp32.latency_ms}
 
 
 def main() -> None:
@@ -132,7 +132,7 @@ def main() -> None:
     archs = stratified_archs(space, args.archs, np.random.default_rng(args.seed))
     records = list(measure_archs(supernet, archs, target, protocol, chunk=args.chunk,
                                  seed=args.seed))
-    y = np.array([r.measurement.median_ms for r in records])
+    y = np.array([r.measurement.latency_ms for r in records])
     flagged = int(sum(r.measurement.flagged for r in records))
     order = np.random.default_rng(args.seed + 1).permutation(len(archs))
     held_out = order[400:] if len(archs) > 400 else order[int(0.8 * len(archs)):]

@@ -69,7 +69,7 @@ def main() -> None:
         keys = list(programs)
         measured = measure_many([programs[k] for k in keys], inputs, target, Protocol(passes=args.passes),
                                 np.random.default_rng([args.seed, batch]))
-        latency = {k: m.median_ms for k, m in zip(keys, measured, strict=True)}
+        latency = {k: m.latency_ms for k, m in zip(keys, measured, strict=True)}
         for name, arch in archs.items():
             row = {"arch": name, "arch_key": arch.key, "batch": batch,
                    "int8_layers": sum(layer.bits < 32 for layer in arch.layers), "layers": arch.depth}

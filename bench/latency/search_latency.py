@@ -85,7 +85,7 @@ def measured_alone(config, task, checkpoint: str, archs: list, probes: list, see
         probe_programs = [target.deploy(supernet.extract(a), inputs) for a, _ in probes]
         measured, check = measure_beside_probes(programs, probe_programs, [m for _, m in probes], inputs, target,
                                                 config.measure.to_protocol(), np.random.default_rng([seed, repeat]))
-        alone.append((np.array([m.median_ms for m in measured]), np.array([m.raw_median_ms for m in measured]),
+        alone.append((np.array([m.latency_ms for m in measured]), np.array([m.raw_latency_ms for m in measured]),
                       check))
     return alone
 
@@ -129,13 +129,13 @@ def main() -> None:
         task = load_task(config.task.name, config.seed, config.task.options)
         alone = measured_alone(config, task, args.checkpoint, [r.arch for r in searched], probes, args.seed)
 
-        search_scaled = np.array([r.measurement.median_ms for r in searched])
-        search_raw = np.array([r.measurement.raw_median_ms for r in searched])
+        search_scaled = np.array([r.measurement.latency_ms for r in searched])
+        search_raw = np.array([r.measurement.raw_latency_ms for r in searched])
         (alone1, alone1_raw, check1), (alone2, _, check2) = alone
 
         def cv_mape(subset: list[StoredLatency]) -> float:
             X = latency_features(config.space, task.spec, target, [r.arch for r in subset])
-            model = LatencyPredictor(random_state=config.seed).fit(X, np.array([r.measurement.median_ms
+            model = LatencyPredictor(random_state=config.seed).fit(X, np.array([r.measurement.latency_ms
                                                                                 for r in subset]))
             return model.cv_scores_[model.chosen_]["mape"]
 

@@ -18,6 +18,7 @@ ROWS = [
     latency.quantized_layers,
     latency.token_mixers,
     latency.spread_sources,
+    latency.latency_protocol,
     search.flexibert_search,
     search.stage_search,
     search.quantized_search,

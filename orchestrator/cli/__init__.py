@@ -102,8 +102,11 @@ def measure_command(config_path: str, set_pairs: tuple[str, ...], count: int | N
     """Build (or complete) the latency dataset of the study's hardware target."""
     from orchestrator.config import load_study_config
     from orchestrator.execution.measuring import run_measure
+    from orchestrator.search.latency_model import latency_predictor_report
 
-    click.echo(run_measure(load_study_config(config_path, _overrides(set_pairs)), count, progress=progress))
+    config = load_study_config(config_path, _overrides(set_pairs))
+    click.echo(run_measure(config, count, progress=progress))
+    click.echo(latency_predictor_report(config))
 
 
 executor_option = click.option("--executor", type=click.Choice(["ray", "local"]), default=None,

@@ -34,17 +34,28 @@ class TargetConfig(Section):
         return HardwareTarget(**self.model_dump())
 
 
+# settings of the median-based protocol, which a figure no longer comes from
+_REMOVED_MEASURE_KEYS = {"max_repeats": "every arch runs `passes` rounds of `burst` calls",
+                         "max_cv": "a figure is the fastest call; the spread of the calls is recorded, not a limit",
+                         "max_pass_cv": "use max_gap: how far the two halves of the rounds may disagree"}
+
+
 class MeasureConfig(Section):
     archs: int = Field(200, gt=0, le=100_000)  # size of the latency dataset for the target
     passes: int = Field(Protocol.passes, gt=0, le=10_000)  # rounds, each a short burst of every arch in a new order
-    max_repeats: int = Field(Protocol.max_repeats, gt=0, le=10**6)
-    # spread within a run above which it is repeated, then flagged
-    max_cv: float = Field(Protocol.max_cv, gt=0, le=10)
-    max_pass_cv: float = Field(Protocol.max_pass_cv, gt=0, le=10)  # the same for the spread between passes
+    burst: int = Field(Protocol.burst, gt=0, le=10_000)  # timed calls of an arch in a round
+    # how far the fastest call of the odd rounds may stray from the even rounds' before more rounds, then a flag
+    max_gap: float = Field(Protocol.max_gap, gt=0, le=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data):
+        for key in _REMOVED_MEASURE_KEYS.keys() & (data.keys() if isinstance(data, dict) else set()):
+            raise ValueError(f"{key} is no longer a setting: {_REMOVED_MEASURE_KEYS[key]}")
+        return data
 
     def to_protocol(self) -> Protocol:
-        return Protocol(max_repeats=self.max_repeats, max_cv=self.max_cv, max_pass_cv=self.max_pass_cv,
-                        passes=self.passes)
+        return Protocol(passes=self.passes, burst=self.burst, max_gap=self.max_gap)
 
 
 class RayConfig(Section):

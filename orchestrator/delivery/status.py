@@ -11,6 +11,8 @@ from orchestrator.finetune.results import finetuned_run, front_summary, study_re
 from orchestrator.search.front import front_and_hypervolume
 from orchestrator.search.objectives import Objectives
 from orchestrator.storage.history import hypervolume_history
+from orchestrator.storage.latency import stored_latencies
+from orchestrator.storage.predictor_store import latest_scores
 from orchestrator.storage.schema import connect, masked
 from orchestrator.storage.study import (
     arch_key_of,
@@ -42,6 +44,7 @@ def study_status(url: str, name: str) -> dict[str, Any]:
     history = hypervolume_history(engine, name)
     try:
         finetune = _finetune_status(study, engine, objectives)
+        latency = _latency_status(engine, config)
     finally:
         engine.dispose()
     return {
@@ -51,8 +54,23 @@ def study_status(url: str, name: str) -> dict[str, Any]:
         "budget_used": len(table.trials) / config.search.evaluations, "feasible": len(feasible),
         "unique_archs": unique_archs(study),
         "best": best, "pareto_size": front_size, "hypervolume": hypervolume,
-        "hypervolume_history": history, "finetune": finetune,
+        "hypervolume_history": history, "finetune": finetune, "latency": latency,
     }
+
+
+def _latency_status(engine, config) -> dict[str, Any]:
+    """The target's latency dataset (how many measured, how many flagged and why) and the latency predictor
+    last fitted on it, with its cross-validated error."""
+    target = config.target.to_target()
+    measured = [r.measurement for r in stored_latencies(engine, target).values()]
+    scores = latest_scores(engine, config.study, "latency", target.name)
+    gaps = [m.gap for m in measured if m.flagged and m.gap is not None]
+    return {"target": target.name, "measured_on": target.measured_on, "measurements": len(measured),
+            "flagged": sum(m.flagged for m in measured),
+            "flagged_largest_gap_pct": 100 * max(gaps) if gaps else None,
+            "predictor": None if scores is None else {"model": scores.chosen, "measurements": scores.n_train,
+                                                      "cv_mape_pct": scores.chosen_scores["mape"],
+                                                      "cv_kendall_tau": scores.chosen_scores["kendall_tau"]}}
 
 
 def _finetune_status(study, engine, objectives: Objectives) -> dict[str, Any] | None:
@@ -90,6 +108,16 @@ def format_status(status: dict[str, Any], as_json: bool = False) -> str:
         lines.append("  constraints: " + ", ".join(status["constraints"]))
     for metric, best in status["best"].items():
         lines.append(f"  best {metric}: {best['value']:.6g} (trial {best['trial']}, arch {best['arch_key']})")
+    latency = status.get("latency")
+    if latency is not None:
+        p = latency["predictor"]
+        lines.append(f"  latency on {latency['target']}: {latency['measurements']} archs measured, "
+                     f"{latency['flagged']} flagged" + ("" if latency["flagged_largest_gap_pct"] is None else
+                                                        f" (their two halves of rounds apart by up to "
+                                                        f"{latency['flagged_largest_gap_pct']:.1f}%)")
+                     + ("; no latency predictor fitted yet" if p is None else
+                        f"; predictor {p['model']}, cross-validated error {p['cv_mape_pct']:.2f}% (MAPE), Kendall "
+                        f"tau {p['cv_kendall_tau']:.3f} on {p['measurements']} measurements"))
     f = status.get("finetune")
     if f is not None:
         lines.append(f"  fine-tuned ({f['settings']['scheduler']}, run {f['run_key'][:8]}): {f['candidates']} "

@@ -122,8 +122,9 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
         dataset = [r.measurement for r in stored_latencies(engine, target).values()]
     finally:
         engine.dispose()
+    gaps = [m.gap for m in dataset if m.gap is not None]
     return (f"target {target.name}: {len(outcome.measured_now)} archs measured now ({outcome.remeasured} flagged "
-            f"before), {len(dataset)} in the dataset; "
-            f"median spread within a pass {np.median([m.cv for m in dataset]) * 100:.1f}%, between passes "
-            f"{np.median([m.pass_cv for m in dataset]) * 100:.1f}%; {sum(m.flagged for m in dataset)} flagged "
-            f"({flagged} of this run)")
+            f"before), {len(dataset)} in the dataset; an arch's latency is its fastest call, and its two halves of "
+            f"rounds agree within {np.median(gaps) * 100 if gaps else 0:.2f}% (median; the calls themselves "
+            f"spread {np.median([m.cv for m in dataset]) * 100:.1f}%); {sum(m.flagged for m in dataset)} flagged "
+            f"({flagged} of this run: halves further apart than measure.max_gap {config.measure.max_gap:.1%})")

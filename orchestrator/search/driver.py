@@ -30,7 +30,7 @@ from orchestrator.execution.evaluation import EvalJob
 from orchestrator.execution.executors import Executor, LocalExecutor, RayExecutor
 from orchestrator.execution.measuring import beside_probes, measure_and_store
 from orchestrator.search.front import front_and_hypervolume
-from orchestrator.search.latency_model import fit_latency_predictor
+from orchestrator.search.latency_model import described, fit_latency_predictor
 from orchestrator.search.objectives import Objectives
 from orchestrator.search.preflight import check_before_search
 from orchestrator.search.strategies import SearchContext, ask_fixed, make_strategy
@@ -97,6 +97,8 @@ class SearchDriver:
         register_target(engine, self.target)
         predictor = fit_latency_predictor(engine, config, task.spec, self.target) \
             if self.objectives.needs_latency else None
+        if predictor is not None:
+            log.info("%s", described(predictor, self.target))
         if study is None:
             study = create_study(config, supernet_sha, self._reference_point(task, predictor))
         self.study = study
@@ -241,8 +243,8 @@ class SearchDriver:
             for attr in ("measure_node", "latency_drift", "latency_raw_ms", "latency_refused"):
                 if latency.get(attr) is not None:
                     trial.set_user_attr(attr, latency[attr])
-            if "median_ms" in latency:
-                metrics["latency_measured_ms"] = latency["median_ms"]
+            if "latency_ms" in latency:
+                metrics["latency_measured_ms"] = latency["latency_ms"]
             if arch.key in predicted:
                 metrics["latency_predicted_ms"], metrics["latency_predicted_std_ms"] = predicted[arch.key]
                 metrics["latency_ms"] = metrics.get("latency_measured_ms", predicted[arch.key][0])
@@ -304,8 +306,8 @@ class SearchDriver:
         for arch in archs:
             m = measured.latencies.get(arch.key)
             if m is not None:
-                found[arch.key] = {"median_ms": m.median_ms} if arch.key not in now else {
-                    "median_ms": m.median_ms, "latency_raw_ms": m.raw_median_ms, "latency_drift": m.drift,
+                found[arch.key] = {"latency_ms": m.latency_ms} if arch.key not in now else {
+                    "latency_ms": m.latency_ms, "latency_raw_ms": m.raw_latency_ms, "latency_drift": m.drift,
                     "measure_node": node["id"]}
             elif measured.refused is not None:
                 found[arch.key] = {"latency_refused": measured.refused, "measure_node": node["id"]}

@@ -11,6 +11,7 @@ import optuna
 
 from orchestrator.config import ConfigError, StudyConfig
 from orchestrator.execution.executors import check_ray_address
+from orchestrator.search.latency_model import MIN_MEASUREMENTS
 from orchestrator.search.objectives import Objectives
 from orchestrator.storage.latency import latency_dataset
 from orchestrator.storage.schema import StorageError, connect
@@ -60,10 +61,10 @@ def check_before_search(config: StudyConfig, objectives: Objectives,
         finally:
             engine.dispose()
         usable = int((~flagged).sum())  # flagged measurements never train the predictor
-        if usable < 10:
+        if usable < MIN_MEASUREMENTS:
             raise StorageError(f"target {target.name!r} has {usable} unflagged latency measurements "
-                               f"({len(archs) - usable} flagged); at least 10 are needed (run `elastiq measure "
-                               f"-c CONFIG`, which also measures flagged ones again)")
+                               f"({len(archs) - usable} flagged); at least {MIN_MEASUREMENTS} are needed (run "
+                               f"`elastiq measure -c CONFIG`, which also measures flagged ones again)")
     return task, record["sha256"], study
 
 

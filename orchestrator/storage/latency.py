@@ -23,7 +23,7 @@ from search_space import Arch
 
 _SAME_MACHINE = ("cpu", "cores", "machine", "torch", "device")
 # "measure": the dataset, measured alone (its scale); "search", "export": measured beside drift probes and
-# put on the dataset's scale (median_ms = raw_median_ms / drift); None: stored before schema 3
+# put on the dataset's scale (latency_ms = raw_latency_ms / drift); None: stored before schema 3
 SOURCES = ("measure", "search", "export")
 
 
@@ -86,7 +86,7 @@ def latency_dataset(engine: Engine, target: HardwareTarget) -> tuple[list[Arch],
     if not records:
         raise StorageError(f"target {target.name!r} has no latency measurements on {target.measured_on}; "
                            f"run `elastiq measure -c CONFIG` first")
-    return ([r.arch for r in records], np.array([r.measurement.median_ms for r in records]),
+    return ([r.arch for r in records], np.array([r.measurement.latency_ms for r in records]),
             np.array([r.measurement.flagged for r in records], dtype=bool))
 
 
@@ -101,7 +101,7 @@ def drift_probes(engine: Engine, target: HardwareTarget, count: int = 8) -> list
 def pick_drift_probes(records: Iterable[StoredLatency], count: int = 8) -> list[tuple[Arch, LatencyMeasurement]]:
     """`drift_probes` among records already read."""
     records = sorted((r for r in records if r.source in (None, "measure") and not r.measurement.flagged),
-                     key=lambda r: (r.measurement.median_ms, r.arch.key))
+                     key=lambda r: (r.measurement.latency_ms, r.arch.key))
     picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int)) \
         if records else []
     return [(records[i].arch, records[i].measurement) for i in picks]
@@ -123,15 +123,15 @@ def store_latencies(engine: Engine, target: HardwareTarget, measured: Iterable[t
         for arch, m in measured:
             session.add(LatencyRow(
                 target_id=target_id, arch_key=arch.key, arch=arch.to_json(), measured_on=target.measured_on,
-                median_ms=m.median_ms, iqr_ms=m.iqr_ms, cv=m.cv, n=m.n, attempts=m.attempts, flagged=m.flagged,
-                passes=m.passes, pass_cv=m.pass_cv, source=source, drift=m.drift,
-                raw_median_ms=m.median_ms if m.raw_median_ms is None else m.raw_median_ms,
+                latency_ms=m.latency_ms, iqr_ms=m.iqr_ms, cv=m.cv, n=m.n, attempts=m.attempts, flagged=m.flagged,
+                passes=m.passes, pass_cv=m.pass_cv, gap=m.gap, source=source, drift=m.drift,
+                raw_latency_ms=m.latency_ms if m.raw_latency_ms is None else m.raw_latency_ms,
                 fingerprint=dumps(m.fingerprint)))
 
 
 def _record(row: LatencyRow) -> StoredLatency:
     measurement = LatencyMeasurement(
-        median_ms=row.median_ms, iqr_ms=row.iqr_ms, cv=row.cv, n=row.n, attempts=row.attempts, flagged=row.flagged,
-        fingerprint=json.loads(row.fingerprint), passes=row.passes, pass_cv=row.pass_cv, drift=row.drift,
-        raw_median_ms=row.raw_median_ms)
+        latency_ms=row.latency_ms, iqr_ms=row.iqr_ms, cv=row.cv, n=row.n, attempts=row.attempts, flagged=row.flagged,
+        fingerprint=json.loads(row.fingerprint), passes=row.passes, pass_cv=row.pass_cv, gap=row.gap, drift=row.drift,
+        raw_latency_ms=row.raw_latency_ms)
     return StoredLatency(Arch.from_json(row.arch), measurement, row.source)

@@ -4,6 +4,7 @@ so a resumed search refits the same predictor instead of cross-validating every 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -36,3 +37,23 @@ def store_predictor(engine: Engine, study: str, kind: str, target: str, version:
         session.add(PredictorRow(study=study, kind=kind, target=target, version=version, n_train=n_train,
                                  chosen=chosen, cv_scores=dumps(cv_scores),
                                  sha256=hashlib.sha256(artifact).hexdigest(), artifact=artifact))
+
+
+@dataclass(frozen=True)
+class PredictorScores:
+    chosen: str
+    n_train: int
+    cv_scores: dict  # candidate -> its cross-validated scores (`predictors.models.Scores`)
+
+    @property
+    def chosen_scores(self) -> dict:
+        return self.cv_scores[self.chosen]
+
+
+def latest_scores(engine: Engine, study: str, kind: str, target: str) -> PredictorScores | None:
+    """The cross-validated scores of the predictor last stored for this study and target, of any size."""
+    with Session(engine) as session:
+        row = session.scalar(select(PredictorRow).where(
+            PredictorRow.study == study, PredictorRow.kind == kind, PredictorRow.target == target)
+            .order_by(PredictorRow.id.desc()))
+        return None if row is None else PredictorScores(row.chosen, row.n_train, json.loads(row.cv_scores))

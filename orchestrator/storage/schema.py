@@ -33,15 +33,19 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from search_space import InputError
 
-SCHEMA_VERSION = 5  # 2 added elastiq_exports; 3 how each latency was measured (source, drift, raw), and batches;
+SCHEMA_VERSION = 6  # 2 added elastiq_exports; 3 how each latency was measured (source, drift, raw), and batches;
 # 4 the fine-tuning stage (elastiq_finetune_candidates, elastiq_finetune_rungs); 5 elastiq_latency.backend renamed
-# measured_on (it holds what a figure was measured on: runtime, version, device, graph format)
-_READABLE_VERSIONS = (1, 2, 3, 4, 5)  # older schemas are upgraded on connecting
+# measured_on (it holds what a figure was measured on: runtime, version, device, graph format); 6 a latency is no
+# longer a median: median_ms renamed latency_ms (raw_median_ms too), and the gap between its halves added
+_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # older schemas are upgraded on connecting
 # columns added to existing tables, by the version that added them (new tables come from create_all)
 _ADDED_COLUMNS = {3: [("elastiq_latency", "source", "VARCHAR(16)"), ("elastiq_latency", "drift", "FLOAT"),
-                      ("elastiq_latency", "raw_median_ms", "FLOAT")]}
+                      ("elastiq_latency", "raw_median_ms", "FLOAT")],
+                  6: [("elastiq_latency", "gap", "FLOAT")]}
 # columns renamed, by the version that renamed them: (table, old name, new name)
-_RENAMED_COLUMNS = {5: [("elastiq_latency", "backend", "measured_on")]}
+_RENAMED_COLUMNS = {5: [("elastiq_latency", "backend", "measured_on")],
+                    6: [("elastiq_latency", "median_ms", "latency_ms"), ("elastiq_latency", "raw_median_ms",
+                                                                         "raw_latency_ms")]}
 
 
 class StorageError(InputError):
@@ -80,7 +84,7 @@ class LatencyRow(Base):
     arch_key: Mapped[str] = mapped_column(String(64))
     arch: Mapped[str] = mapped_column(Text)
     measured_on: Mapped[str] = mapped_column(String(64))  # HardwareTarget.measured_on
-    median_ms: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
     iqr_ms: Mapped[float] = mapped_column(Float)
     cv: Mapped[float] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer)
@@ -88,11 +92,12 @@ class LatencyRow(Base):
     flagged: Mapped[bool] = mapped_column(Boolean)
     passes: Mapped[int] = mapped_column(Integer, default=1)
     pass_cv: Mapped[float] = mapped_column(Float, default=0.0)
+    gap: Mapped[float | None] = mapped_column(Float, nullable=True)  # LatencyMeasurement.gap; None before schema 6
     # "measure" (the dataset, measured alone: its scale), "search" or "export" (measured beside drift
-    # probes and put on the dataset's scale: median_ms = raw_median_ms / drift); None before schema 3
+    # probes and put on the dataset's scale: latency_ms = raw_latency_ms / drift); None before schema 3
     source: Mapped[str | None] = mapped_column(String(16), nullable=True)
     drift: Mapped[float | None] = mapped_column(Float, nullable=True)
-    raw_median_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    raw_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     fingerprint: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=_now)
 

@@ -59,14 +59,14 @@ def trained(tmp_path_factory):
 
 
 def write_config(base, filename="study.yaml", **changes):
-    """A study on the shared tiny supernet. Its measurements are never flagged (`max_pass_cv` 10): a
+    """A study on the shared tiny supernet. Its measurements are never flagged (`max_gap` 10): a
     busy machine would otherwise decide how many are usable, and a search refuses fewer than 10. The
     tests of flagging set their own tolerance or flag rows themselves."""
     config = {"study": "tiny-search", "storage": f"sqlite:///{base / 'study.db'}", "seed": 3,
               "space": str(CONFIGS / "spaces" / "tiny.yaml"), "task": {"name": "digits"},
               "supernet": {"steps": 30, "batch_size": 32, "warmup_steps": 3, "sandwich_random": 1, "lr": 0.01,
                            "checkpoint": str(base / "tiny.pt")},
-              "target": {"name": "cpu-b1"}, "measure": {"archs": 16, "max_repeats": 40, "passes": 5, "max_pass_cv": 10},
+              "target": {"name": "cpu-b1"}, "measure": {"archs": 16, "passes": 5, "max_gap": 10},
               "objectives": {"accuracy": "maximize", "latency_ms": "minimize"},
               "constraints": ["params <= 20000"],
               "search": {"strategy": "evolutionary", "evaluations": 12, "batch_size": 4, "executor": "local"},

@@ -127,8 +127,12 @@ def test_status_json(trained, capsys):
     assert main(["status", "--storage", f"sqlite:///{trained / 'study.db'}", "--study", "st", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["evaluations"] == 4 and status["budget"] == 4 and "accuracy" in status["best"]
+    latency = status["latency"]  # the target's dataset, and the predictor the search fitted on it
+    assert latency["target"] == "cpu-b1" and latency["measurements"] >= 16 and latency["flagged"] == 0
+    assert latency["predictor"]["measurements"] == latency["measurements"] and latency["predictor"]["cv_mape_pct"] > 0
     assert main(["status", "--storage", f"sqlite:///{trained / 'study.db'}", "--study", "st"]) == 0
-    assert "evaluations 4 of 4 (100%)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "evaluations 4 of 4 (100%)" in out and "latency on cpu-b1:" in out and "cross-validated error" in out
 
 
 @pytest.mark.slow

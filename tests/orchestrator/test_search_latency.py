@@ -20,7 +20,7 @@ from tests.orchestrator.conftest import write_config
 def _rows(url, source):
     engine = connect(url, create=False)
     with Session(engine) as session:
-        rows = [(r.arch_key, r.median_ms, r.raw_median_ms, r.drift) for r in
+        rows = [(r.arch_key, r.latency_ms, r.raw_latency_ms, r.drift) for r in
                 session.scalars(select(LatencyRow).where(LatencyRow.source == source))]
     engine.dispose()
     return rows
@@ -94,8 +94,9 @@ def test_an_older_schema_is_upgraded_on_connecting(tmp_path):
     connect(url).dispose()
     engine = connect(url)
     with engine.begin() as connection:  # as elastiq's schema 2 left it
-        for column in ("source", "drift", "raw_median_ms"):
+        for column in ("source", "drift", "raw_latency_ms", "gap"):
             connection.execute(text(f"ALTER TABLE elastiq_latency DROP COLUMN {column}"))
+        connection.execute(text("ALTER TABLE elastiq_latency RENAME COLUMN latency_ms TO median_ms"))
         connection.execute(text("ALTER TABLE elastiq_latency RENAME COLUMN measured_on TO backend"))
         connection.execute(text("UPDATE elastiq_schema SET version = 2"))
     engine.dispose()
@@ -120,6 +121,9 @@ def check_schema_4_upgrade(url: str) -> None:
     engine = connect(url)
     with engine.begin() as connection:  # as schema 4 left it
         connection.execute(text("ALTER TABLE elastiq_latency RENAME COLUMN measured_on TO backend"))
+        connection.execute(text("ALTER TABLE elastiq_latency RENAME COLUMN latency_ms TO median_ms"))
+        connection.execute(text("ALTER TABLE elastiq_latency RENAME COLUMN raw_latency_ms TO raw_median_ms"))
+        connection.execute(text("ALTER TABLE elastiq_latency DROP COLUMN gap"))
         connection.execute(text("UPDATE elastiq_schema SET version = 4"))
         connection.execute(text("INSERT INTO elastiq_targets (name, settings, fingerprint, created_at) VALUES "
                                 "(:name, :settings, :fingerprint, CURRENT_TIMESTAMP)"),
@@ -134,7 +138,7 @@ def check_schema_4_upgrade(url: str) -> None:
     engine.dispose()
     engine = connect(url, create=False)
     stored = stored_latencies(engine, target)
-    assert list(stored) == ["k"] and stored["k"].measurement.median_ms == 2.5 and stored["k"].source == "measure"
+    assert list(stored) == ["k"] and stored["k"].measurement.latency_ms == 2.5 and stored["k"].source == "measure"
     with Session(engine) as session:
         assert session.scalar(select(SchemaInfo.version)) == SCHEMA_VERSION
     engine.dispose()

@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -87,29 +89,74 @@ def test_measurement_protocol_records_spread(digits_space, digits_supernet):
     target = HardwareTarget("test", threads=1)
     inputs = example_input(FEATURES, target)
     program = target.deploy(digits_supernet.extract(digits_space.smallest()), inputs)
-    protocol = Protocol(warmup=3, round_size=10, max_repeats=60)
+    protocol = Protocol(warmup=3, passes=4, burst=5)
     result = measure_latency(program, inputs, target, protocol)
-    assert result.median_ms > 0 and result.iqr_ms >= 0 and result.cv >= 0
-    assert 20 <= result.n <= 60 * protocol.attempts
+    assert result.latency_ms > 0 and result.iqr_ms >= 0 and result.cv >= 0 and result.gap >= 0
+    assert result.n == 4 * 5 and result.passes == 4 and result.attempts >= 1  # the attempt kept
     assert result.fingerprint["torch"] == torch.__version__ and result.fingerprint == fingerprint(target)
     assert result.fingerprint["runtime"] == "onnxruntime" and result.fingerprint["intra_op_threads"] == 1
     assert torch.get_num_threads() >= 1
 
 
-def test_noisy_measurements_are_repeated_then_flagged():
-    calls = {"n": 0}
+class Alternating(torch.nn.Module):
+    """A model whose calls take `slow_ms` in the rounds `slow_rounds` picks and `fast_ms` in the others,
+    on a simulated clock (one round: an untimed call and a burst)."""
 
-    class Jittery(torch.nn.Module):
-        def forward(self, x):
-            calls["n"] += 1
-            import time
-            time.sleep(0.004 if calls["n"] % 2 else 0.0001)
-            return x
+    def __init__(self, clock, fast_ms, slow_ms, slow_rounds, burst):
+        super().__init__()
+        self.clock, self.fast_ms, self.slow_ms, self.slow_rounds, self.burst = clock, fast_ms, slow_ms, slow_rounds, burst
+        self.calls = 0
 
-    target = HardwareTarget("jitter")
-    result = measure_latency(Jittery(), torch.zeros(1), target, Protocol(warmup=1, round_size=10, max_repeats=20,
-                                                                         max_cv=0.05, attempts=2))
-    assert result.flagged and result.attempts == 2
+    def forward(self, x):
+        self.calls += 1
+        slow = self.slow_rounds((self.calls - 1) // (self.burst + 1))
+        self.clock.now += (self.slow_ms if slow else self.fast_ms) / 1e3
+        return x
+
+
+@pytest.fixture
+def simulated_clock(monkeypatch):
+    import predictors.measure as measure
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self):
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(measure, "time", clock)
+    monkeypatch.setattr(measure, "holding", lambda target: contextlib.nullcontext())
+    return clock
+
+
+def test_a_latency_is_the_fast_state_and_a_slow_spell_does_not_move_it(simulated_clock):
+    """Slow rounds (a slow state of the machine) in most of the rounds: the median would follow them, the
+    fastest call does not; both halves saw the fast state, so nothing is flagged."""
+    protocol = Protocol(warmup=0, passes=10, burst=3, attempts=1)
+    model = Alternating(simulated_clock, 1.0, 1.5, lambda r: r % 5 not in (0, 1), protocol.burst)
+    result = measure_latency(model, torch.zeros(1), HardwareTarget("simulated"), protocol)
+    assert result.latency_ms == pytest.approx(1.0) and result.gap == pytest.approx(0.0) and not result.flagged
+    assert result.cv > 0.1  # the calls' own spread is the machine's, recorded
+
+
+def test_a_noisy_spell_is_dropped_by_measuring_afresh(simulated_clock):
+    """The first attempt's odd rounds never reach the fast state; the second attempt's all do: the second is
+    kept, its halves agree."""
+    protocol = Protocol(warmup=0, passes=4, burst=2, attempts=3)
+    model = Alternating(simulated_clock, 1.0, 1.5, lambda r: r < 4 and r % 2 == 1, protocol.burst)
+    result = measure_latency(model, torch.zeros(1), HardwareTarget("simulated"), protocol)
+    assert result.attempts == 2 and result.gap == 0.0 and not result.flagged and result.latency_ms == pytest.approx(1.0)
+    assert result.cv == 0.0  # the calls of the attempt kept
+
+
+def test_a_model_that_never_settles_is_repeated_then_flagged_with_its_reason(simulated_clock):
+    """Only the even rounds reach the fast state: the halves disagree by 50%, in every attempt."""
+    protocol = Protocol(warmup=0, passes=4, burst=2, attempts=2)
+    model = Alternating(simulated_clock, 1.0, 1.5, lambda r: r % 2 == 1, protocol.burst)
+    result = measure_latency(model, torch.zeros(1), HardwareTarget("simulated"), protocol)
+    assert result.flagged and result.attempts == 2 and result.gap == pytest.approx(0.5)
+    assert "differ by 50.0%" in result.flag_reason
 
 
 def test_bad_targets():
@@ -141,19 +188,6 @@ def test_example_input_shapes():
     assert example_input(FEATURES, HardwareTarget(batch_size=2)).shape == (2, 16, 4)
 
 
-def test_passes_combine_into_a_median_with_their_spread():
-    from predictors.measure import LatencyMeasurement, combine
-
-    def run(ms, flagged=False):
-        return LatencyMeasurement(median_ms=ms, iqr_ms=0.1, cv=0.02, n=40, attempts=1, flagged=flagged,
-                                  fingerprint={"cpu": "x"})
-
-    combined = combine([run(1.0), run(1.2), run(5.0, flagged=True)])
-    assert combined.median_ms == 1.2 and combined.passes == 3 and combined.n == 120
-    assert combined.flagged and combined.pass_cv > 0
-    assert combine([run(2.0)]).pass_cv == 0.0
-
-
 def test_measure_many_measures_each_model_once_per_pass(digits_space, digits_supernet):
     from predictors.measure import measure_many
 
@@ -161,7 +195,7 @@ def test_measure_many_measures_each_model_once_per_pass(digits_space, digits_sup
     inputs = example_input(FEATURES, target)
     models = [target.deploy(digits_supernet.extract(a), inputs) for a in (digits_space.smallest(), digits_space.largest())]
     results = measure_many(models, inputs, target,
-                           Protocol(warmup=2, round_size=10, max_repeats=20, passes=3), rng=np.random.default_rng(0))
-    # 3 passes an attempt; a model whose passes spread too much (a loaded machine) gets another attempt
-    assert all(r.passes == 3 * r.attempts and r.attempts >= 1 for r in results)
-    assert results[0].median_ms < results[1].median_ms  # the smallest arch is faster than the largest
+                           Protocol(warmup=2, passes=3), rng=np.random.default_rng(0))
+    # 3 passes an attempt; a model whose halves disagree (a loaded machine) is measured afresh, the best attempt kept
+    assert all(r.passes == 3 and r.n == 3 * 5 and r.attempts >= 1 for r in results)
+    assert results[0].latency_ms < results[1].latency_ms  # the smallest arch is faster than the largest

@@ -54,7 +54,7 @@ class _nothing:
 
 def reference(ms: float) -> LatencyMeasurement:
     """A probe's stored measurement: 15 passes, 3% spread between them."""
-    return LatencyMeasurement(median_ms=ms, iqr_ms=0.0, cv=0.01, n=75, attempts=1, flagged=False, fingerprint={},
+    return LatencyMeasurement(latency_ms=ms, iqr_ms=0.0, cv=0.01, n=75, attempts=1, flagged=False, fingerprint={},
                               passes=15, pass_cv=0.03)
 
 
@@ -71,8 +71,8 @@ def run(clock, model_slowdown, probe_slowdowns, passes=15, seed=0):
 def test_a_machine_as_fast_as_its_dataset_is_accepted_at_once(clock):
     measured, check = run(clock, lambda: 1.0, [lambda: 1.0] * 6)
     assert check.accepted and check.attempts == 1 and check.drift == pytest.approx(1.0)
-    assert [m.median_ms for m in measured] == pytest.approx([0.5, 1.0])
-    assert all(m.drift == pytest.approx(1.0) and m.raw_median_ms == pytest.approx(m.median_ms) for m in measured)
+    assert [m.latency_ms for m in measured] == pytest.approx([0.5, 1.0])
+    assert all(m.drift == pytest.approx(1.0) and m.raw_latency_ms == pytest.approx(m.latency_ms) for m in measured)
 
 
 def test_an_even_slowdown_is_repeated_then_divided_out(clock):
@@ -80,8 +80,8 @@ def test_an_even_slowdown_is_repeated_then_divided_out(clock):
     latencies are 25% high; on the dataset's scale they are right."""
     measured, check = run(clock, lambda: 1.25, [lambda: 1.25] * 6)
     assert check.accepted and check.attempts == PROTOCOL.attempts and check.drift == pytest.approx(1.25)
-    assert [m.raw_median_ms for m in measured] == pytest.approx([0.625, 1.25])
-    assert [m.median_ms for m in measured] == pytest.approx([0.5, 1.0])
+    assert [m.raw_latency_ms for m in measured] == pytest.approx([0.625, 1.25])
+    assert [m.latency_ms for m in measured] == pytest.approx([0.5, 1.0])
     assert "normalized" in check.reason
 
 
@@ -97,7 +97,7 @@ def test_a_slowdown_that_passes_is_waited_out(clock):
 
     measured, check = run(clock, busy_at_first, [busy_at_first] * 6)
     assert check.accepted and check.attempts == 2 and check.drift == pytest.approx(1.0)
-    assert [m.median_ms for m in measured] == pytest.approx([0.5, 1.0])
+    assert [m.latency_ms for m in measured] == pytest.approx([0.5, 1.0])
 
 
 def test_uneven_slowdowns_are_refused(clock):
@@ -109,7 +109,7 @@ def test_uneven_slowdowns_are_refused(clock):
 
 
 def test_the_noise_floor_grows_with_the_probes_spread(clock):
-    noisy = [LatencyMeasurement(median_ms=ms, iqr_ms=0.0, cv=0.2, n=15, attempts=1, flagged=False, fingerprint={},
+    noisy = [LatencyMeasurement(latency_ms=ms, iqr_ms=0.0, cv=0.2, n=15, attempts=1, flagged=False, fingerprint={},
                                 passes=3, pass_cv=0.30) for ms in PROBE_MS]
     models = [Costly(clock, 1.0)]
     probes = [Costly(clock, ms, slow) for ms, slow in zip(PROBE_MS, [lambda: 1.0, lambda: 1.15] * 3, strict=True)]
@@ -122,7 +122,7 @@ def test_without_a_dataset_the_models_are_measured_as_they_are(clock):
     measured, check = measure_beside_probes([Costly(clock, 0.7, lambda: 1.3)], [], [], torch.zeros(1), TARGET,
                                             replace(PROTOCOL, passes=3), np.random.default_rng(0))
     assert check.accepted and "as is" in check.reason
-    assert measured[0].median_ms == pytest.approx(0.91) and measured[0].drift is None
+    assert measured[0].latency_ms == pytest.approx(0.91) and measured[0].drift is None
     with pytest.raises(ValueError, match="references"):
         measure_beside_probes([torch.nn.Identity()], [torch.nn.Identity()], [], torch.zeros(1), TARGET,
                               replace(PROTOCOL, passes=3), np.random.default_rng(0))

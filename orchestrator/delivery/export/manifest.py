@@ -45,16 +45,16 @@ def remeasured(models: list[ExportedModel], programs: list[Program], probes: lis
     out = []
     for model, normalized in zip(models, measured, strict=True):
         m = normalized if normalized.drift is None else replace(  # as measured now
-            normalized, median_ms=normalized.raw_median_ms, iqr_ms=normalized.iqr_ms * normalized.drift)
+            normalized, latency_ms=normalized.raw_latency_ms, iqr_ms=normalized.iqr_ms * normalized.drift)
         predicted = model.latency_predicted_ms
         out.append(replace(
-            model, latency_remeasured_ms=m.median_ms, latency_remeasured_iqr_ms=m.iqr_ms,
+            model, latency_remeasured_ms=m.latency_ms, latency_remeasured_iqr_ms=m.iqr_ms,
             latency_remeasured_flagged=m.flagged,
-            latency_error_pct=None if predicted is None else 100 * (predicted - m.median_ms) / m.median_ms,
+            latency_error_pct=None if predicted is None else 100 * (predicted - m.latency_ms) / m.latency_ms,
             machine_drift=drift,
             latency_error_drift_corrected_pct=None if predicted is None or drift is None
-            else 100 * (predicted * drift - m.median_ms) / m.median_ms,
-            latency_bound_ms=bound, meets_latency_bound=None if bound is None else m.median_ms <= bound))
+            else 100 * (predicted * drift - m.latency_ms) / m.latency_ms,
+            latency_bound_ms=bound, meets_latency_bound=None if bound is None else m.latency_ms <= bound))
     return out, drift
 
 

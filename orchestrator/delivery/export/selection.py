@@ -172,4 +172,4 @@ def _measure_for_selection(unmeasured: list[Evaluation], config: StudyConfig, en
     if outcome.refused is not None:
         raise ExportError(f"study {config.study!r}: latency of the candidates {outcome.refused}; export again "
                           f"when the machine is idle")
-    return {key: m.median_ms for key, m in outcome.latencies.items()}
+    return {key: m.latency_ms for key, m in outcome.latencies.items()}
