@@ -6,8 +6,9 @@ built once by the target's runtime and measured twice by the protocol (`predicto
 as two `elastiq measure` runs would. From the same calls, two figures per arch: the fastest call (the
 protocol's latency) and the median of the burst medians (the protocol's figure before). Per figure: how far
 the two measurements of an arch lie apart (median and 90th percentile of max / min - 1), Kendall tau between
-them, and the cross-validated error of the latency predictor fitted on each measurement (as `elastiq measure`
-reports it), and the share of archs the protocol flags. Also each measurement's wall time, and the spread of
+them, and the cross-validated error of the latency predictor fitted on each measurement (on every arch, and,
+for the fastest call, on the unflagged ones: as `elastiq measure` reports it), and the archs the protocol
+flags. Also each measurement's wall time, and the spread of
 the calls themselves.
 
     .venv/bin/python bench/latency/latency_protocol.py [--configs configs/digits.yaml ...] [--archs N]
@@ -79,6 +80,10 @@ def target_figures(config_path: Path, archs: int | None) -> dict:
         first, second = (np.array([figure(m) for m in run]) for run in measurements)
         result[name] = {**apart(first, second), "latency_range_ms": [float(first.min()), float(first.max())],
                         "predictor": [cv_error(features, values, config.seed) for values in (first, second)]}
+    steady = [np.array([not m.flagged for m in run]) for run in measurements]  # what `elastiq measure` fits on
+    result["fastest_call"]["predictor_unflagged"] = [
+        cv_error(features[keep], np.array([m.latency_ms for m in run])[keep], config.seed)
+        for run, keep in zip(measurements, steady, strict=True)]
     return result
 
 

@@ -188,7 +188,9 @@ def latency_protocol() -> list[Row]:
                       f"{fastest['latency_range_ms'][1]:.2f} ms), each measured twice by `elastiq measure`'s protocol: "
                       f"the fastest call (the latency now) against the median of the burst medians (before), "
                       f"from the same calls",
-                      f"fastest call: **{figures(fastest)}**; halves' gap {t['gap_median_pct']:.2f}% (median), "
+                      f"fastest call: **{figures(fastest)}**, on the unflagged archs **"
+                      + " and ".join(f"{p['cv_mape_pct']:.2f}%" for p in fastest["predictor_unflagged"])
+                      + f"**; halves' gap {t['gap_median_pct']:.2f}% (median), "
                       f"flagged {' and '.join(map(str, t['flagged']))}; measuring took "
                       f"{' and '.join(f'{s:.1f}' for s in t['measure_s'])} s",
                       f"median of burst medians: {figures(median)}; the calls themselves spread "

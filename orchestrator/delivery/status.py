@@ -62,10 +62,15 @@ def _latency_status(engine, config) -> dict[str, Any]:
     """The target's latency dataset (how many measured, how many flagged and why) and the latency predictor
     last fitted on it, with its cross-validated error."""
     target = config.target.to_target()
-    measured = [r.measurement for r in stored_latencies(engine, target).values()]
+    stored = list(stored_latencies(engine, target).values())
+    measured = [r.measurement for r in stored]
+    sources: dict[str, int] = {}
+    for r in stored:  # stored before schema 3 without a source: measured alone
+        sources[r.source or "measure"] = sources.get(r.source or "measure", 0) + 1
     scores = latest_scores(engine, config.study, "latency", target.name)
     gaps = [m.gap for m in measured if m.flagged and m.gap is not None]
     return {"target": target.name, "measured_on": target.measured_on, "measurements": len(measured),
+            "measurements_by_source": dict(sorted(sources.items())),
             "flagged": sum(m.flagged for m in measured),
             "flagged_largest_gap_pct": 100 * max(gaps) if gaps else None,
             "predictor": None if scores is None else {"model": scores.chosen, "measurements": scores.n_train,
@@ -111,7 +116,8 @@ def format_status(status: dict[str, Any], as_json: bool = False) -> str:
     latency = status.get("latency")
     if latency is not None:
         p = latency["predictor"]
-        lines.append(f"  latency on {latency['target']}: {latency['measurements']} archs measured, "
+        by_source = ", ".join(f"{n} by {source}" for source, n in latency["measurements_by_source"].items())
+        lines.append(f"  latency on {latency['target']}: {latency['measurements']} archs measured ({by_source}), "
                      f"{latency['flagged']} flagged" + ("" if latency["flagged_largest_gap_pct"] is None else
                                                         f" (their two halves of rounds apart by up to "
                                                         f"{latency['flagged_largest_gap_pct']:.1f}%)")

@@ -129,6 +129,7 @@ def test_status_json(trained, capsys):
     assert status["evaluations"] == 4 and status["budget"] == 4 and "accuracy" in status["best"]
     latency = status["latency"]  # the target's dataset, and the predictor the search fitted on it
     assert latency["target"] == "cpu-b1" and latency["measurements"] >= 16 and latency["flagged"] == 0
+    assert latency["measurements_by_source"]["measure"] >= 16
     assert latency["predictor"]["measurements"] == latency["measurements"] and latency["predictor"]["cv_mape_pct"] > 0
     assert main(["status", "--storage", f"sqlite:///{trained / 'study.db'}", "--study", "st"]) == 0
     out = capsys.readouterr().out
