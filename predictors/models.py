@@ -159,7 +159,8 @@ class Predictor(BaseEstimator):
 
 
 class LatencyPredictor(Predictor):
-    """Latency from per-op analytic costs; fitted in log space, chosen by MAPE."""
+    """Latency from per-op analytic costs, chosen by MAPE: the non-linear candidates fitted in log space, the
+    ridge on the latency itself, each row weighed by 1 / y^2."""
 
     def __init__(self, candidates: tuple[str, ...] = CANDIDATES, cv: int = 5, log_target: bool = True,
                  select_by: str = "mape", random_state: int = 0, gbm_trees: int = 300):

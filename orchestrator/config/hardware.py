@@ -44,7 +44,8 @@ class MeasureConfig(Section):
     archs: int = Field(200, gt=0, le=100_000)  # size of the latency dataset for the target
     passes: int = Field(Protocol.passes, gt=0, le=10_000)  # rounds, each a short burst of every arch in a new order
     burst: int = Field(Protocol.burst, gt=0, le=10_000)  # timed calls of an arch in a round
-    # how far the fastest call of the odd rounds may stray from the even rounds' before more rounds, then a flag
+    # how far the fastest call of the odd rounds may stray from the even rounds' before the arch is measured afresh,
+    # then flagged
     max_gap: float = Field(Protocol.max_gap, gt=0, le=10)
 
     @model_validator(mode="before")
