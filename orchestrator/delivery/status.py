@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -64,9 +65,7 @@ def _latency_status(engine, config) -> dict[str, Any]:
     target = config.target.to_target()
     stored = list(stored_latencies(engine, target).values())
     measured = [r.measurement for r in stored]
-    sources: dict[str, int] = {}
-    for r in stored:  # stored before schema 3 without a source: measured alone
-        sources[r.source or "measure"] = sources.get(r.source or "measure", 0) + 1
+    sources = Counter(r.source or "measure" for r in stored)  # stored before schema 3 without one: measured alone
     scores = latest_scores(engine, config.study, "latency", target.name)
     gaps = [m.gap for m in measured if m.flagged and m.gap is not None]
     return {"target": target.name, "measured_on": target.measured_on, "measurements": len(measured),
