@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from predictors.runtimes.onnx_lowering import int8_weight_type
 from predictors.runtimes.onnx_runtime import graph_bytes
+from predictors.target import decode_context
 from search_space import Arch, SearchSpace
 from supernet.mixers import MixerShape, mixer_of, projection_shapes
 from supernet.quant import BYTE_BITS, DEFAULT_BLOCK_SIZE, FULL_PRECISION
@@ -33,9 +34,10 @@ from supernet.task_spec import TaskSpec, position_rows, unpadded_tokens
 from supernet.token_reduction import boundary_costs, input_layout, layer_layouts
 
 
-def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+def _linear_bytes(in_features: int, out_features: int, bits: int, block_size: int = DEFAULT_BLOCK_SIZE,
+                  bias: bool = True) -> int:
     """Bytes of one Linear layer's weights, scales, zero points and bias in the artifact."""
-    bias = 4 * out_features
+    bias = 4 * out_features if bias else 0
     if bits >= FULL_PRECISION:
         return 4 * in_features * out_features + bias
     if bits >= BYTE_BITS:
@@ -85,6 +87,7 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
             costs.stages[-1]["weight_bytes"] += nbytes
 
     style, table = task.style, space.table_bits
+    norm_params = 1 if style.norm == "rms" else 2  # a weight (and a bias) per channel
     if task.input_kind in ("tokens", "text"):
         add("embedding", task.input_dim * e + style.token_types * e, 0,
             _table_bytes(task.input_dim, e, table) + (_table_bytes(style.token_types, e, table)
@@ -95,7 +98,7 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
     add("position", rows * e + (e if style.cls_token else 0), tokens * e,
         _table_bytes(rows, e, table) + (4 * e if style.cls_token else 0))
     if style.embedding_norm:
-        add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
+        add("norm", norm_params * e, 2 * tokens * e, 4 * norm_params * e)
     sized = task if task.patch_grid is not None or tokens == task.seq_len else replace(task, seq_len=tokens)
     layouts = [input_layout(sized), *layer_layouts(sized, arch)]
     for index, layer in enumerate(arch.layers):
@@ -118,24 +121,74 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         linear = f"linear@{bits}"
         mixer = mixer_of(layer.mixer)
         norms = 1 + int(mixer.sublayer or not style.norm_first)  # a layer without a mixer has no norm before it
-        add("norm", 2 * norms * e, norms * tokens * e, 4 * 2 * norms * e, breakdown)
-        for in_f, out_f in (*projection_shapes(mixer, e, inner), (e, layer.mlp_dim), (layer.mlp_dim, e)):
-            add(linear, in_f * out_f + out_f, tokens * in_f * out_f,
-                _linear_bytes(in_f, out_f, bits, space.quant_block_size), breakdown)
+        add("norm", norm_params * norms * e, norms * tokens * e, 4 * norm_params * norms * e, breakdown)
+        for in_f, out_f, bias in _layer_linears(space, style, mixer, e, layer):
+            add(linear, in_f * out_f + (out_f if bias else 0), tokens * in_f * out_f,
+                _linear_bytes(in_f, out_f, bits, space.quant_block_size, bias), breakdown)
             costs.by_op[f"calls:{linear}"] += 1
         shape = MixerShape(tokens, inner, space.head_dim, e, space.local_window,
                            layouts[index + 1].tokens if unpadded_tokens(task) is not None else None)
         add(f"mixing:{layer.mixer}", mixer.params(layer.mixer, shape), mixer.macs(layer.mixer, shape),
             mixer.weight_bytes(layer.mixer, shape), breakdown)
+        if style.qk_norm and mixer.projected:  # Qwen3's norms of each head's queries and keys
+            add("norm", 2 * space.head_dim, 2 * tokens * inner, 4 * 2 * space.head_dim, breakdown)
         costs.by_op[f"calls:mixing:{layer.mixer}"] += 1
         add("activation", 0, tokens * layer.mlp_dim, 0, breakdown)
         costs.per_layer.append(breakdown)
     for stage in costs.stages:
         stage["macs"] = int(stage["macs"])
     if style.final_norm:
-        add("norm", 2 * e, 2 * tokens * e, 4 * 2 * e)
+        add("norm", norm_params * e, 2 * tokens * e, 4 * norm_params * e)
     if style.pooler:
         add("linear@32", e * e + e, e * e, _linear_bytes(e, e, 32))
-    add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
-        _linear_bytes(e, task.num_classes, 32))
+    if style.causal:  # the LM head reads every token; tied to the token table, it holds no parameter of its own
+        # (the artifact stores the table again for it)
+        add("linear@32", 0 if style.tie_embeddings else e * task.num_classes, tokens * e * task.num_classes,
+            _linear_bytes(e, task.num_classes, 32, bias=False))
+    else:
+        add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
+            _linear_bytes(e, task.num_classes, 32))
     return costs
+
+
+def _layer_linears(space: SearchSpace, style, mixer, width: int, layer) -> list[tuple[int, int, bool]]:
+    """(inputs, outputs, bias) of a layer's Linears: its mixer's projections, then its MLP's (a gated MLP's
+    gate too)."""
+    inner = layer.num_heads * space.head_dim
+    shapes = projection_shapes(mixer, width, inner, inner // style.heads_per_kv)
+    biases = [style.out_bias if p == "out" else style.qkv_bias for p in mixer.projections]
+    mlp = [(width, layer.mlp_dim)] * (2 if style.gated_mlp else 1) + [(layer.mlp_dim, width)]
+    return ([(i, o, b) for (i, o), b in zip(shapes, biases, strict=True)]
+            + [(i, o, style.mlp_bias) for i, o in mlp])
+
+
+def kv_cache_bytes(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int, context: int) -> int:
+    """What a decoder's KV cache holds at `context` tokens (fp32 keys and values of every layer with
+    attention; a `sliding` layer's keys past its window are kept too, as the artifact keeps them)."""
+    if not task.style.causal:
+        return 0
+    heads = sum(layer.num_heads // task.style.heads_per_kv for layer in arch.layers if mixer_of(layer.mixer).sublayer)
+    return 2 * batch_size * context * heads * space.head_dim * 4
+
+
+def kv_read_bytes(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int, context: int) -> int:
+    """What one generated token at `context` reads of the cache: each layer's keys and values that its queries
+    see (a `sliding` layer's last `local_window` + 1)."""
+    if not task.style.causal:
+        return 0
+    seen = 0
+    for layer in arch.layers:
+        if mixer_of(layer.mixer).sublayer:
+            keys = min(context, space.local_window + 1) if layer.mixer == "sliding" else context
+            seen += keys * layer.num_heads // task.style.heads_per_kv
+    return 2 * batch_size * seen * space.head_dim * 4
+
+
+def cost_metrics(space: SearchSpace, task: TaskSpec, arch: Arch, target) -> dict[str, float]:
+    """The study metrics the cost model gives, at `target`'s batch and sequence: params, bytes and MACs, and
+    memory_mb (the artifact and, for a decoder, its KV cache at the target's context, in MiB)."""
+    costs = arch_costs(space, task, arch, target.batch_size, target.seq_len)
+    cache = kv_cache_bytes(space, task, arch, target.batch_size, decode_context(target, task)) if task.style.causal \
+        else 0
+    return {"params": costs.params, "bytes": costs.bytes, "macs": costs.macs,
+            "memory_mb": (costs.bytes + cache) / 2**20}

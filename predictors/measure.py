@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from predictors.runtimes import Program
-from predictors.target import HardwareTarget, fingerprint
+from predictors.target import HardwareTarget, decode_context, fingerprint
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,8 @@ def example_input(spec, target: HardwareTarget, seed: int = 0) -> torch.Tensor:
     """A batch shaped as the target runs it (inputs do not change the cost)."""
     tokens = target.seq_len or spec.seq_len
     generator = torch.Generator().manual_seed(seed)
+    if spec.style.causal:  # a decoder's prefill check; its timed call is a token at the target's context
+        decode_context(target, spec)
     if spec.input_kind == "tokens":
         return torch.randint(spec.input_dim, (target.batch_size, tokens), generator=generator)
     if spec.input_kind == "text":  # real tokens (no padding: the full length is what a budget must hold)

@@ -30,6 +30,9 @@ class HardwareTarget:
     seq_len: int | None = None  # None: the task's own length
     dtype: str = "float32"
     runtime: str | None = None  # None: the device's default (ONNX Runtime on a CPU)
+    # a decoder LM's latency is one generated token with this many tokens in its KV cache's context
+    # (`onnx_decoder`); None: the sequence length
+    context: int | None = None
 
     def __post_init__(self) -> None:
         # the fields' types and ranges are checked where a target is read (`orchestrator.config.TargetConfig`);
@@ -41,7 +44,10 @@ class HardwareTarget:
         runtime_named(self.runtime).require(self.device)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.context is None:  # only where set: a target stored before it keeps its settings and key
+            del data["context"]
+        return data
 
     @property
     def inference_runtime(self) -> Runtime:
@@ -54,7 +60,12 @@ class HardwareTarget:
         return f"{self.inference_runtime.measured_on(self.device)}-{ESTIMATE}"
 
     def deploy(self, subnet: nn.Module, example: Tensor) -> Program:
-        """The runtime's artifact of `subnet`, built, loaded and checked against it."""
+        """The runtime's artifact of `subnet`, built, loaded and checked against it; a decoder LM's with its
+        KV cache, timed as one generated token at `context` (default: `example`'s length)."""
+        style = getattr(getattr(subnet, "stem", None), "style", None)
+        if style is not None and style.causal:
+            return self.inference_runtime.deploy_decoder(subnet, example, self.context or example.shape[1],
+                                                         self.device, self.threads)
         return self.inference_runtime.deploy(subnet, example, self.device, self.threads)
 
     @property
@@ -62,6 +73,16 @@ class HardwareTarget:
         """Identity of the target's settings (the name excluded)."""
         settings = {k: v for k, v in self.to_dict().items() if k != "name"}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def decode_context(target: HardwareTarget, spec) -> int:
+    """The context a decoder LM's latency is measured at on `target` (its own, else its sequence length, else
+    the task's); refused past the model's positions."""
+    context = target.context or target.seq_len or spec.seq_len
+    if spec.style.positions is not None and context > spec.style.positions:
+        raise InputError(f"target {target.name!r}: a context of {context:,} tokens is past the "
+                         f"{spec.style.positions:,} positions of the model")
+    return context
 
 
 def _cpu_model() -> str:

@@ -9,9 +9,15 @@ that holds only the sliced weights.
 
 Its layout follows a `ModelStyle`: ours (pre-LN, mean pooling) by default, or
 an imported family's (BERT's post-LN blocks, embedding LayerNorm, token types
-and [CLS] pooler; ViT's [CLS] token), so that an imported model's largest arch
-computes what the pretrained model computes. Text inputs carry padding:
-the padding mask reaches every attention kernel and the pooling.
+and [CLS] pooler; ViT's [CLS] token; a decoder LM's RMSNorm, rotary positions,
+gated MLP, grouped-query heads and LM head), so that an imported model's
+largest arch computes what the pretrained model computes. Text inputs carry
+padding: the padding mask reaches every attention kernel and the pooling.
+
+A decoder's blocks sit in slots by importance (`block_order`, set by the
+import): an arch of depth k keeps the first k slots, the k most important
+blocks, and runs them in the pretrained model's order, so that a shallower
+model drops the blocks that matter least (ShortGPT), not the last ones.
 """
 
 from __future__ import annotations
@@ -24,102 +30,52 @@ from torch import Tensor, nn
 
 from search_space import Arch, LayerArch, SearchSpace
 from search_space.layer_genes import factor_of
+from supernet.elastic_layers import ElasticLinear, elastic_norm, parameter_copy
 from supernet.mixers import mixer_of, offered
+from supernet.mixers.attention import HeadLayout
 from supernet.preflight import ensure_fits_in_memory
 from supernet.quant import (
     DEFAULT_BLOCK_SIZE,
     FULL_PRECISION,
-    QuantLinear,
     QuantTable,
     fake_quantize_rows,
-    quantized_linear,
 )
 from supernet.subnet import (
-    ACTIVATIONS,
     MLP,
     Block,
     Head,
     Stem,
     Subnet,
     embed_inputs,
+    mlp_hidden_out,
     padding_mask,
     pool_tokens,
     residual,
+    run_order,
 )
 from supernet.task_spec import ModelStyle, TaskSpec, position_rows, unpadded_tokens
 from supernet.token_reduction import elastic_boundaries, input_layout, layer_layouts
 
-
-def _copy(src: Tensor) -> nn.Parameter:
-    return nn.Parameter(src.detach().clone())
-
-
-def _static_linear(weight: Tensor, bias: Tensor | None, bits: int, block_size: int) -> nn.Linear:
-    out_features, in_features = weight.shape
-    layer = (QuantLinear(in_features, out_features, bias is not None, bits, block_size) if bits < FULL_PRECISION
-             else nn.Linear(in_features, out_features, bias is not None))
-    layer.weight = _copy(weight)
-    if bias is not None:
-        layer.bias = _copy(bias)
-    return layer
-
-
-# ---- elastic building blocks -------------------------------------------
-
-class ElasticLinear(nn.Linear):
-    """A Linear of the largest size; the active path uses weight[:out, :in]. Below 8 bits its weights
-    are quantized in blocks of `block_size` inputs (a constant of the space)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 block_size: int = DEFAULT_BLOCK_SIZE):
-        super().__init__(in_features, out_features, bias=bias)
-        self.block_size = block_size
-
-    def forward(self, x: Tensor, out_features: int | None = None, bits: int = FULL_PRECISION) -> Tensor:
-        weight, bias = self.weight, self.bias
-        in_features = x.shape[-1]
-        # full-size layers skip slicing: the largest arch must cost what a static model costs
-        if out_features is not None and out_features != self.out_features:
-            weight = weight[:out_features]
-            bias = bias[:out_features] if bias is not None else None
-        if in_features != self.in_features:
-            weight = weight[:, :in_features]
-        if bits >= FULL_PRECISION:
-            return F.linear(x, weight, bias)
-        return quantized_linear(x, weight, bias, bits, self.block_size)
-
-    def get_active_subnet(self, in_features: int, out_features: int, bits: int = FULL_PRECISION) -> nn.Linear:
-        bias = self.bias[:out_features] if self.bias is not None else None
-        return _static_linear(self.weight[:out_features, :in_features], bias, bits, self.block_size)
-
-
-class ElasticLayerNorm(nn.LayerNorm):
-    def forward(self, x: Tensor) -> Tensor:
-        dim = x.shape[-1]
-        if dim == self.normalized_shape[0]:
-            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return F.layer_norm(x, (dim,), self.weight[:dim], self.bias[:dim], self.eps)
-
-    def get_active_subnet(self, dim: int) -> nn.LayerNorm:
-        norm = nn.LayerNorm(dim, eps=self.eps)
-        norm.weight, norm.bias = _copy(self.weight[:dim]), _copy(self.bias[:dim])
-        return norm
-
+# ---- elastic modules -------------------------------------------------------
 
 class ElasticMixer(nn.Module):
     """The token-mixing sublayer: the Q/K/V/O projections every mixer shares (heads sliced with a fixed
-    head dim), and the extra weights the offered mixers ask for (a `conv<k>`'s kernel). What each mixer
-    computes, and the static module it becomes, is its definition's (`supernet.mixers`)."""
+    head dim; a decoder's keys and values with a head for every `heads_per_kv` query heads), and the extra
+    weights the offered mixers ask for (a `conv<k>`'s kernel, Qwen3's norms of queries and keys). What each
+    mixer computes, and the static module it becomes, is its definition's (`supernet.mixers`)."""
 
     def __init__(self, embed_dim: int, max_heads: int, head_dim: int, local_window: int, mixers: tuple[str, ...],
-                 block_size: int = DEFAULT_BLOCK_SIZE):
+                 block_size: int = DEFAULT_BLOCK_SIZE, style: ModelStyle = ModelStyle()):
         super().__init__()
         self.head_dim, self.local_window = head_dim, local_window
-        inner = max_heads * head_dim
-        self.query = ElasticLinear(embed_dim, inner, block_size=block_size)
-        self.key = ElasticLinear(embed_dim, inner, block_size=block_size)
-        self.value = ElasticLinear(embed_dim, inner, block_size=block_size)
-        self.out = ElasticLinear(inner, embed_dim, block_size=block_size)
+        self.layout = HeadLayout(style.heads_per_kv, style.rope_theta)
+        inner, kv_inner = max_heads * head_dim, self.layout.kv_heads(max_heads) * head_dim
+        self.query = ElasticLinear(embed_dim, inner, bias=style.qkv_bias, block_size=block_size)
+        self.key = ElasticLinear(embed_dim, kv_inner, bias=style.qkv_bias, block_size=block_size)
+        self.value = ElasticLinear(embed_dim, kv_inner, bias=style.qkv_bias, block_size=block_size)
+        self.out = ElasticLinear(inner, embed_dim, bias=style.out_bias, block_size=block_size)
+        self.q_norm = nn.RMSNorm(head_dim, eps=style.norm_eps) if style.qk_norm else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=style.norm_eps) if style.qk_norm else None
         by_definition = offered(mixers)
         self.definitions = tuple(by_definition)
         # only what an offered mixer asks for: a space without it keeps its checkpoints' keys
@@ -130,6 +86,11 @@ class ElasticMixer(nn.Module):
     def forward(self, x: Tensor, num_heads: int, mixer: str, bits: int, mask: Tensor | None = None) -> Tensor:
         return mixer_of(mixer).forward(self, x, mixer, num_heads, bits, mask)
 
+    def projection_size(self, projection: str, num_heads: int) -> int:
+        """The active outputs of shared projection `projection` at `num_heads` query heads."""
+        heads = self.layout.kv_heads(num_heads) if projection in ("key", "value") else num_heads
+        return heads * self.head_dim
+
     def get_active_subnet(self, embed_dim: int, num_heads: int, mixer: str, bits: int,
                           tokens: int | None = None) -> nn.Module | None:
         """`tokens`: the length of an input without padding (a static mixer may hold what depends on it)."""
@@ -137,18 +98,26 @@ class ElasticMixer(nn.Module):
 
 
 class ElasticMLP(nn.Module):
-    def __init__(self, embed_dim: int, max_hidden: int, activation: str = "gelu", block_size: int = DEFAULT_BLOCK_SIZE):
+    """fc2(act(fc1(x))), or with `gated`, fc2(act(gate(x)) * fc1(x)) (SwiGLU: fc1 is Llama's up_proj, fc2
+    its down_proj); a hidden unit is a row of fc1 (and gate) and a column of fc2, sliced together."""
+
+    def __init__(self, embed_dim: int, max_hidden: int, activation: str = "gelu", block_size: int = DEFAULT_BLOCK_SIZE,
+                 gated: bool = False, bias: bool = True):
         super().__init__()
-        self.fc1 = ElasticLinear(embed_dim, max_hidden, block_size=block_size)
-        self.fc2 = ElasticLinear(max_hidden, embed_dim, block_size=block_size)
+        self.fc1 = ElasticLinear(embed_dim, max_hidden, bias=bias, block_size=block_size)
+        self.gate = ElasticLinear(embed_dim, max_hidden, bias=bias, block_size=block_size) if gated else None
+        self.fc2 = ElasticLinear(max_hidden, embed_dim, bias=bias, block_size=block_size)
         self.activation = activation
 
     def forward(self, x: Tensor, hidden: int, bits: int) -> Tensor:
-        return self.fc2(ACTIVATIONS[self.activation](self.fc1(x, hidden, bits)), x.shape[-1], bits)
+        gate = None if self.gate is None else (lambda h: self.gate(h, hidden, bits))
+        return mlp_hidden_out(x, lambda h: self.fc1(h, hidden, bits), gate,
+                              lambda h: self.fc2(h, x.shape[-1], bits), self.activation)
 
     def get_active_subnet(self, embed_dim: int, hidden: int, bits: int) -> MLP:
         return MLP(self.fc1.get_active_subnet(embed_dim, hidden, bits),
-                   self.fc2.get_active_subnet(hidden, embed_dim, bits), self.activation)
+                   self.fc2.get_active_subnet(hidden, embed_dim, bits), self.activation,
+                   gate=None if self.gate is None else self.gate.get_active_subnet(embed_dim, hidden, bits))
 
 
 class ElasticBlock(nn.Module):
@@ -161,10 +130,10 @@ class ElasticBlock(nn.Module):
         super().__init__()
         self.join = ElasticLinear(embed_dim, embed_dim) if join else None
         self.norm_first = style.norm_first
-        self.norm1 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
-        self.attention = ElasticMixer(embed_dim, max_heads, head_dim, local_window, mixers, block_size)
-        self.norm2 = ElasticLayerNorm(embed_dim, eps=style.norm_eps)
-        self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size)
+        self.norm1 = elastic_norm(embed_dim, style)
+        self.attention = ElasticMixer(embed_dim, max_heads, head_dim, local_window, mixers, block_size, style)
+        self.norm2 = elastic_norm(embed_dim, style)
+        self.mlp = ElasticMLP(embed_dim, max_hidden, style.activation, block_size, style.gated_mlp, style.mlp_bias)
 
     def forward(self, x: Tensor, layer: LayerArch, mask: Tensor | None = None, width: int | None = None) -> Tensor:
         """`width`: the layer's (default: the input's); where the input is of another, the join maps it."""
@@ -199,10 +168,10 @@ class ElasticStem(nn.Module):
             self.embed = nn.Embedding(task.input_dim, embed_dim)
         else:
             self.embed = ElasticLinear(task.input_dim, embed_dim)
-        self.position = nn.Parameter(torch.zeros(position_rows(task), embed_dim))
+        self.position = nn.Parameter(torch.zeros(position_rows(task), embed_dim)) if style.position_table else None
         self.token_type = nn.Parameter(torch.zeros(style.token_types, embed_dim)) if style.token_types else None
         self.cls_token = nn.Parameter(torch.zeros(embed_dim)) if style.cls_token else None
-        self.norm = ElasticLayerNorm(embed_dim, eps=style.norm_eps) if style.embedding_norm else None
+        self.norm = elastic_norm(embed_dim, style) if style.embedding_norm else None
 
     def forward(self, x: Tensor, embed_dim: int, norm: bool = True) -> Tensor:
         """Token vectors of `x` at `embed_dim` (`norm`: with the embedding norm, where the style has one)."""
@@ -212,13 +181,14 @@ class ElasticStem(nn.Module):
         else:
             embed = lambda features: self.embed(features, embed_dim)  # noqa: E731
         return embed_inputs(
-            x, self.input_kind, self.style, embed, fake_quantize_rows(self.position[:, :embed_dim], bits),
+            x, self.input_kind, self.style, embed,
+            None if self.position is None else fake_quantize_rows(self.position[:, :embed_dim], bits),
             None if self.token_type is None else fake_quantize_rows(self.token_type[:, :embed_dim], bits),
             None if self.cls_token is None else self.cls_token[:embed_dim], self.norm if norm else None)
 
     def get_active_subnet(self, embed_dim: int) -> Stem:
         def table(weight: Tensor) -> nn.Module | nn.Parameter:
-            return _copy(weight) if self.table_bits >= FULL_PRECISION else QuantTable(weight, self.table_bits)
+            return parameter_copy(weight) if self.table_bits >= FULL_PRECISION else QuantTable(weight, self.table_bits)
 
         if self.input_kind in ("tokens", "text"):
             weight = self.embed.weight[:, :embed_dim].detach()
@@ -226,21 +196,23 @@ class ElasticStem(nn.Module):
                      else QuantTable(weight, self.table_bits))
         else:
             embed = self.embed.get_active_subnet(self.embed.in_features, embed_dim)
-        return Stem(embed, table(self.position[:, :embed_dim]), self.input_kind, self.style,
+        return Stem(embed, None if self.position is None else table(self.position[:, :embed_dim]), self.input_kind,
+                    self.style,
                     token_type=None if self.token_type is None else table(self.token_type[:, :embed_dim]),
-                    cls_token=None if self.cls_token is None else _copy(self.cls_token[:embed_dim]),
+                    cls_token=None if self.cls_token is None else parameter_copy(self.cls_token[:embed_dim]),
                     norm=None if self.norm is None else self.norm.get_active_subnet(embed_dim))
 
 
 class ElasticHead(nn.Module):
-    """Final norm, pooling (mean over real tokens or [CLS], then the pooler), classifier."""
+    """Final norm, pooling (mean over real tokens or [CLS], then the pooler), classifier; a causal style's
+    pools nothing: its classifier is the LM head, on every token (without bias)."""
 
     def __init__(self, embed_dim: int, num_classes: int, style: ModelStyle = ModelStyle()):
         super().__init__()
         self.style = style
-        self.norm = ElasticLayerNorm(embed_dim, eps=style.norm_eps) if style.final_norm else None
+        self.norm = elastic_norm(embed_dim, style) if style.final_norm else None
         self.pooler = ElasticLinear(embed_dim, embed_dim) if style.pooler else None
-        self.classifier = ElasticLinear(embed_dim, num_classes)
+        self.classifier = ElasticLinear(embed_dim, num_classes, bias=not style.causal)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         pooler = None if self.pooler is None else (lambda h: self.pooler(h, h.shape[-1]))
@@ -274,26 +246,35 @@ class Supernet(nn.Module):
         shallow = replace(task.style, pooling="mean")
         self.exits = nn.ModuleDict({str(depth): ElasticHead(embed_dim, task.num_classes, shallow)
                                     for depth in space.depths if space.depth_heads and depth < space.max_depth})
+        if task.style.causal:  # slot i holds the model's block block_order[i] (the import orders them)
+            self.register_buffer("block_order", torch.arange(space.max_depth))
         generator = torch.Generator().manual_seed(seed)
         self.apply(lambda module: _init_weights(module, generator))
+        if task.style.tie_embeddings:  # after the init: one parameter, drawn once
+            self.head.classifier.weight = self.stem.embed.weight
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
         for _, h, mask in self._layers(x, arch):  # noqa: B007 - only the last output is kept, not every layer's
             pass
         return self.head_of(arch.depth)(h, mask)
 
+    def slots(self, arch: Arch) -> list[int]:
+        """The slots `arch` runs, in the order it runs them (a decoder's: the pretrained model's)."""
+        return run_order(getattr(self, "block_order", None), arch.depth)
+
     def _layers(self, x: Tensor, arch: Arch):
         """(depth, tokens, padding mask) after each layer of `arch`, its tokens reduced at its stage boundaries."""
         mask = padding_mask(x, self.task.input_kind, self.task.style)
         h = self.stem(x, arch.embed_dim)
         layout = input_layout(self.task)
-        for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False)):
+        for ran, i in enumerate(self.slots(arch), start=1):
+            block, layer = self.blocks[i], arch.layers[i]
             factor = factor_of(arch, i)
             if factor > 1:
                 h, mask = self.reductions[str(i)](h, mask, layout, factor)
                 layout = layout.reduced(factor)
             h = block(h, layer, mask, arch.width_of(i))
-            yield i + 1, h, mask
+            yield ran, h, mask
 
     def head_of(self, depth: int) -> ElasticHead:
         """The head that reads the output of an arch of `depth` layers."""
@@ -320,12 +301,15 @@ class Supernet(nn.Module):
             into = [widths[i - 1] if i else arch.embed_dim for i in range(arch.depth)]  # each layer's input width
             subnet = Subnet(
                 self.stem.get_active_subnet(arch.embed_dim),
-                [block.get_active_subnet(widths[i], layer, into[i], layouts[i + 1].tokens if unpadded else None)
-                 for i, (block, layer) in enumerate(zip(self.blocks, arch.layers, strict=False))],
+                [self.blocks[i].get_active_subnet(widths[i], arch.layers[i], into[i],
+                                                  layouts[i + 1].tokens if unpadded else None)
+                 for i in self.slots(arch)],
                 self.head_of(arch.depth).get_active_subnet(arch.out_width),
                 arch_json=arch.to_json(),
                 reductions={i: self.reductions[str(i)].get_active_subnet(into[i], layouts[i], factor_of(arch, i))
                             for i in range(arch.depth) if factor_of(arch, i) > 1})
+            if self.task.style.tie_embeddings and isinstance(subnet.stem.embed, nn.Embedding):
+                subnet.head.classifier.weight = subnet.stem.embed.weight  # tied in the static model too
         return subnet.train(self.training)
 
 
@@ -342,6 +326,8 @@ def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
         nn.init.normal_(module.weight, std=0.02, generator=generator)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
+    if isinstance(module, nn.RMSNorm):
+        nn.init.ones_(module.weight)
     elif isinstance(module, ElasticStem):
         for extra in (module.position, module.token_type, module.cls_token):
             if extra is not None:

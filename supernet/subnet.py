@@ -1,8 +1,9 @@
 """The static model that `Supernet.extract` produces, and the computations it shares with the supernet.
 
 A plain encoder: a stem (embeddings, positions, token types, [CLS] token), pre- or post-LN blocks of
-attention and MLP, a pooled head. It holds only the sliced weights of one arch and depends on nothing
-of the supernet; its layers are `nn.Linear` or, where the arch quantizes them, `QuantLinear`.
+attention and MLP, a pooled head; or a decoder LM of the same parts: causal attention, its head the LM head
+on every token. It holds only the sliced weights of one arch and depends on nothing of the supernet; its
+layers are `nn.Linear` or, where the arch quantizes them, `QuantLinear`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supernet.quant import QuantTable
-from supernet.task_spec import ModelStyle
+from supernet.task_spec import ModelStyle, padded_kind
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -40,28 +41,48 @@ def graph_settings(module: nn.Module) -> tuple[tuple[str, object], ...]:
     """What an exported graph of `module` depends on besides its weights' values: the settings its
     class declares in `graph_settings` (torch's LayerNorm: its eps). A runtime that exports one graph
     per structure keys it by these, so a static module that a setting changes the graph of declares it."""
-    names = getattr(module, "graph_settings", ("eps",) if isinstance(module, nn.LayerNorm) else ())
-    return tuple((name, getattr(module, name)) for name in names)
+    names = getattr(module, "graph_settings", ("eps",) if isinstance(module, (nn.LayerNorm, nn.RMSNorm)) else ())
+    settings = tuple((name, getattr(module, name)) for name in names)
+    if isinstance(module, nn.Linear) and module.bias is None:  # a decoder's (only then: other keys stay)
+        settings += (("bias", False),)
+    return settings
 
 
 def padding_mask(x: Tensor, kind: str, style: ModelStyle) -> Tensor | None:
-    """(batch, tokens) True at real tokens of a padded text input; None where nothing is padded."""
-    if kind != "text" or style.pad_token_id is None:
+    """(batch, tokens) True at real tokens of a padded input (a text, a causal model's tokens); None where
+    nothing is padded."""
+    if not padded_kind(kind, style) or style.pad_token_id is None:
         return None
-    return x[..., 0] != style.pad_token_id
+    return (x[..., 0] if kind == "text" else x) != style.pad_token_id
 
 
-def embed_inputs(x: Tensor, kind: str, style: ModelStyle, embed, position: Tensor, token_type: Tensor | None,
-                 cls_token: Tensor | None, norm) -> Tensor:
+def run_order(block_order: Tensor | None, depth: int) -> list[int]:
+    """The slots an arch of `depth` layers runs, in order: the first `depth` slots, sorted by the position
+    of the block each holds (`block_order`, a decoder's); without it, slot by slot."""
+    if block_order is None:
+        return list(range(depth))
+    positions = block_order[:depth].tolist()
+    return sorted(range(depth), key=positions.__getitem__)
+
+
+def embed_inputs(x: Tensor, kind: str, style: ModelStyle, embed, position: Tensor | None,
+                 token_type: Tensor | None, cls_token: Tensor | None, norm, positions: Tensor | None = None
+                 ) -> Tensor:
     """Input -> token vectors: the embedding (a table for ids, a linear map for features), the
-    [CLS] token, positions and token types, and the embedding norm; shared by the elastic and the
-    static stem. `embed` maps inputs to vectors; the tensors are already sliced to the width."""
+    [CLS] token, positions (None: rotary, applied in attention) and token types, and the embedding norm;
+    shared by the elastic and the static stem. `embed` maps inputs to vectors; the tensors are already
+    sliced to the width. `positions` (batch, tokens): each token's row of the position table, where a
+    decoder's new tokens continue a cached sequence (default: 0, 1, ...)."""
     ids = x[..., 0] if kind == "text" else x
     h = embed(ids)
     if cls_token is not None:
         h = torch.cat([cls_token.expand(h.shape[0], 1, -1), h], dim=1)
     tokens = h.shape[1]
-    if style.position_offset is not None:  # RoBERTa: real tokens count from the offset, padding sits at it
+    if position is None:
+        pass
+    elif positions is not None:
+        h = h + F.embedding(positions, position)
+    elif style.position_offset is not None:  # RoBERTa: real tokens count from the offset, padding sits at it
         real = (ids != style.pad_token_id).long()
         h = h + F.embedding(torch.cumsum(real, dim=1) * real + style.position_offset, position)
     else:
@@ -73,9 +94,12 @@ def embed_inputs(x: Tensor, kind: str, style: ModelStyle, embed, position: Tenso
 
 def pool_tokens(h: Tensor, mask: Tensor | None, style: ModelStyle, norm, pooler) -> Tensor:
     """Token vectors -> one vector: the norm (per token), then [CLS] or the mean over real tokens,
-    then the pooler (dense + tanh) where the style has one."""
+    then the pooler (dense + tanh) where the style has one. A causal style's pools nothing: every token
+    is read (its next token's logits)."""
     if norm is not None:
         h = norm(h)
+    if style.causal:
+        return h
     if style.pooling == "cls":
         pooled = h[:, 0]
     elif mask is None:
@@ -86,16 +110,24 @@ def pool_tokens(h: Tensor, mask: Tensor | None, style: ModelStyle, norm, pooler)
     return torch.tanh(pooler(pooled)) if pooler is not None else pooled
 
 
+def mlp_hidden_out(x: Tensor, fc1, gate, fc2, activation: str) -> Tensor:
+    """fc2(act(fc1(x))), or where `gate` is given, fc2(act(gate(x)) * fc1(x)) (SwiGLU)."""
+    if gate is None:
+        return fc2(ACTIVATIONS[activation](fc1(x)))
+    return fc2(ACTIVATIONS[activation](gate(x)) * fc1(x))
+
+
 class MLP(nn.Module):
     graph_settings = ("activation",)
 
-    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, activation: str = "gelu"):
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, activation: str = "gelu", gate: nn.Linear | None = None):
         super().__init__()
         self.fc1, self.fc2 = fc1, fc2
+        self.gate = gate
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(ACTIVATIONS[self.activation](self.fc1(x)))
+        return mlp_hidden_out(x, self.fc1, self.gate, self.fc2, self.activation)
 
 
 class Block(nn.Module):
@@ -129,7 +161,7 @@ class Stem(nn.Module):
 
     graph_settings = ("input_kind", "style")
 
-    def __init__(self, embed: nn.Module, position: nn.Parameter | QuantTable, input_kind: str = "features",
+    def __init__(self, embed: nn.Module, position: nn.Parameter | QuantTable | None, input_kind: str = "features",
                  style: ModelStyle = ModelStyle(), token_type: nn.Parameter | QuantTable | None = None,
                  cls_token: nn.Parameter | None = None, norm: nn.LayerNorm | None = None):
         super().__init__()
@@ -138,9 +170,11 @@ class Stem(nn.Module):
         self.token_type, self.cls_token, self.norm = token_type, cls_token, norm
         self.input_kind, self.style = input_kind, style
 
-    def forward(self, x: Tensor) -> Tensor:
-        return embed_inputs(x, self.input_kind, self.style, self.embed, _table(self.position),
-                            None if self.token_type is None else _table(self.token_type), self.cls_token, self.norm)
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        return embed_inputs(x, self.input_kind, self.style, self.embed,
+                            None if self.position is None else _table(self.position),
+                            None if self.token_type is None else _table(self.token_type), self.cls_token, self.norm,
+                            positions)
 
     def padding_mask(self, x: Tensor) -> Tensor | None:
         return padding_mask(x, self.input_kind, self.style)

@@ -19,6 +19,7 @@ ROWS = [
     latency.token_mixers,
     latency.spread_sources,
     latency.latency_protocol,
+    latency.decoder_latency,
     search.flexibert_search,
     search.stage_search,
     search.quantized_search,

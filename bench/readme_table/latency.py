@@ -198,3 +198,33 @@ def latency_protocol() -> list[Row]:
                       "CV MAPE <= 3% (demo), <= 4% (MiniLM); flagged <= 10%",
                       f"`{PY} bench/latency/latency_protocol.py`"])
     return table
+
+
+def decoder_latency() -> list[Row]:
+    """Rows of `bench/results/decoder_latency.json`."""
+    r = load("decoder_latency.json")
+    if r is None:
+        return []
+    command = f"`{PY} bench/latency/decoder_latency.py`"
+    table = [[f"decoder LM, decode latency with a KV cache (ONNX Runtime, 1 thread, batch 1; {r['model']}): "
+              f"{r['archs']} archs at context {c}, latency predictor cross-validated",
+              f"MAPE **{d['cv_mape_pct']:.2f}%**, tau {d['kendall_tau']:.3f} ({d['model']}); on the "
+              f"{d['unflagged']['archs']} unflagged (what a study fits on) **{d['unflagged']['cv_mape_pct']:.2f}%**, "
+              f"tau {d['unflagged']['kendall_tau']:.3f}",
+              f"{d['latency_ms_range'][0]:.3f}-{d['latency_ms_range'][1]:.3f} ms; largest {d['largest_ms']:.3f} ms "
+              f"against a bandwidth floor of {d['largest_floor_ms']:.3f} ms ({r['bandwidth_gb_s']:.1f} GB/s); "
+              f"median {d['over_floor_median']:.1f}x the floor; halves of rounds apart "
+              f"{d['halves_gap_median_pct']:.2f}% (median), {d['flagged']} flagged", "MAPE <= 5%", command]
+             for c, d in r["decode"].items()]
+    p = r["prefill"]
+    table.append([f"decoder LM, prefill of {p['tokens']} tokens, same archs", f"{p['latency_ms_range'][0]:.2f}-"
+                  f"{p['latency_ms_range'][1]:.2f} ms", f"largest {p['per_token_largest_ms']:.3f} ms a token", "",
+                  "same run"])
+    for row in r["scaling"].values():
+        cells = "; ".join(f"{c}: {v['ms']:.3f} ms (floor {v['floor_ms']:.3f}, cache read {v['kv_read_mb']:.2f} MiB)"
+                          for c, v in row["by_context"].items())
+        layers = row["arch"]["layers"]
+        table.append([f"decoder LM, decode latency by context, an arch of {len(layers)} layer"
+                      f"{'s' if len(layers) > 1 else ''} "
+                      f"({', '.join(sorted({x['mixer'] for x in layers}))})", cells, "", "", "same run"])
+    return table

@@ -46,18 +46,20 @@ def space_sample(space_path: str, count: int, seed: int, mode: str) -> None:
 @click.argument("model_path", type=click.Path(file_okay=False))
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The space YAML to write (not overwritten).")
-@click.option("--mixers", "--attention", "mixers", default="softmax", show_default=True,
-              metavar="softmax[,linear][,local][,fourier][,conv<k>][,none]",
-              help="Token mixers to offer. The model learned softmax alone; at the short sequences of most "
+@click.option("--mixers", "--attention", "mixers", default=None,
+              metavar="softmax[,linear][,local][,fourier][,conv<k>][,none] | causal[,sliding][,none]",
+              help="Token mixers to offer, the model's own first (default: it alone; softmax for an encoder, "
+                   "causal for a decoder LM). The model learned its own alone; at the short sequences of most "
                    "classification tasks the others save little and their training takes from the shared weights.")
 @click.option("--reduce", "reduce", default=None, metavar="LAYER[,LAYER...]:FACTOR[,FACTOR...]",
               help="Stage boundaries the search may put before these layers, merging tokens by these factors "
                    "(1: no boundary), e.g. 2,4:1,2. Omit 1 to force a boundary (the model is then no arch).")
 def space_from_model(model_path: str, out_path: str, mixers: str, reduce: str | None) -> None:
     """Write a space whose largest arch is the pretrained model at MODEL_PATH (its depth, heads, MLP
-    size, hidden size; the softmax mixer, full precision), with smaller choices: every depth from one
-    layer (the first layers kept), heads and MLP sizes down to a quarter, int8 layers; with --reduce,
-    stage boundaries (the new projections start as pooling and train with the sandwich rule)."""
+    size, hidden size; its own mixer, full precision), with smaller choices: every depth from one
+    layer (an encoder's first layers kept, a decoder's most important blocks), heads and MLP sizes down
+    to a quarter, int8 layers (and a decoder's 4-bit ones); with --reduce, stage boundaries (the new
+    projections start as pooling and train with the sandwich rule)."""
     from pathlib import Path
 
     from search_space.registry import known_mixers, mixer_name
@@ -67,12 +69,15 @@ def space_from_model(model_path: str, out_path: str, mixers: str, reduce: str | 
     out = Path(out_path)
     if out.exists():
         raise InputError(f"{out}: already exists; give another path or remove it")
-    names = tuple(dict.fromkeys(k.strip() for k in mixers.split(",") if k.strip()))
-    unknown = [k for k in names if mixer_name(k) is None or mixer_name(k).check(k) is not None]
-    if unknown or not names or names[0] != "softmax":
-        raise InputError(f"--mixers {mixers!r}: give softmax first, then any of {known_mixers()}")
     boundaries = _reduce_option(reduce) if reduce is not None else None
     model = open_pretrained(model_path)
+    own = "causal" if model.family.causal else "softmax"
+    names = tuple(dict.fromkeys(k.strip() for k in (own if mixers is None else mixers).split(",") if k.strip()))
+    unknown = [k for k in names if mixer_name(k) is None or mixer_name(k).check(k) is not None]
+    if unknown or not names or names[0] != own:
+        raise InputError(f"--mixers {mixers!r}: give {own} (the model's own) first, then any of {known_mixers()}")
+    if model.family.causal and boundaries is not None:
+        raise InputError("--reduce: a decoder LM's tokens are not merged (each one is a step of generation)")
     data = model_space(model, mixers=names)
     if boundaries is not None:
         data["per_layer"] = [{"layers": boundaries[0], "reduce": boundaries[1]}]

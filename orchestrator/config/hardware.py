@@ -21,6 +21,8 @@ class TargetConfig(Section):
     dtype: Literal["float32"] = HardwareTarget.dtype
     # None: onnxruntime on cpu, aotinductor on cuda
     runtime: str | None = Field(HardwareTarget.runtime, min_length=1, max_length=100)
+    # a decoder LM's latency: one generated token with this many tokens in context (None: seq_len, else the task's)
+    context: int | None = Field(HardwareTarget.context, gt=1, le=2**20)
 
     @model_validator(mode="after")
     def _runtime_runs_here(self) -> TargetConfig:

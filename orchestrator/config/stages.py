@@ -11,7 +11,9 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from orchestrator.config.base import Section
 from supernet.training.finetune import FinetuneSettings
 
-METRICS = ("accuracy", "latency_ms", "params", "bytes", "macs")
+# accuracy, or a language model's perplexity, is a task's quality (`supernet.tasks.quality_metric`); memory_mb is
+# a model's weights and its KV cache at the target's batch and context (a decoder's; an encoder's weights alone)
+METRICS = ("accuracy", "perplexity", "latency_ms", "params", "bytes", "macs", "memory_mb")
 STRATEGIES = ("evolutionary", "nsga2", "tpe", "random")
 _CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 

@@ -26,6 +26,7 @@ from orchestrator.config.stages import (
 from orchestrator.config.training import SupernetConfig, TaskConfig
 from search_space import InputError, SearchSpace
 from search_space.yaml_input import read_yaml
+from supernet.tasks import QUALITY_DIRECTIONS, quality_metric
 
 
 class StudyConfig(Section):
@@ -37,8 +38,8 @@ class StudyConfig(Section):
     supernet: SupernetConfig = SupernetConfig()
     target: TargetConfig = TargetConfig()
     measure: MeasureConfig = MeasureConfig()
-    objectives: dict[str, Literal["maximize", "minimize"]] = Field(
-        default_factory=lambda: {"accuracy": "maximize", "latency_ms": "minimize"})
+    # default: the task's quality (accuracy, or a language model's perplexity) and latency_ms
+    objectives: dict[str, Literal["maximize", "minimize"]] = Field(default_factory=dict)
     constraints: list[Constraint] = Field(default_factory=list)
     search: SearchConfig = SearchConfig()
     finetune: FinetuneConfig = FinetuneConfig()
@@ -55,6 +56,16 @@ class StudyConfig(Section):
             raise ValueError(f"space.bits: {str(exc).removeprefix('target.runtime ')}") from None
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_objectives(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "objectives" not in data:
+            task = data.get("task")
+            name = task.get("name") if isinstance(task, dict) else getattr(task, "name", None)
+            quality = quality_metric(name or TaskConfig().name)
+            data = {**data, "objectives": {quality: QUALITY_DIRECTIONS[quality], "latency_ms": "minimize"}}
+        return data
+
     @field_validator("objectives")
     @classmethod
     def _known_objectives(cls, value: dict[str, str]) -> dict[str, str]:
@@ -64,6 +75,21 @@ class StudyConfig(Section):
             if metric not in METRICS:
                 raise ValueError(f"unknown metric {metric!r}; choose from {list(METRICS)}")
         return value
+
+    @model_validator(mode="after")
+    def _the_tasks_quality(self) -> StudyConfig:
+        """A task is scored by one quality metric: an objective or constraint on another is refused, as is
+        a quality objective in the direction that makes it worse."""
+        quality = quality_metric(self.task.name)
+        named = [*self.objectives, *(c.metric for c in self.constraints)]
+        for other in QUALITY_DIRECTIONS:
+            if other != quality and other in named:
+                raise ValueError(f"task {self.task.name} scores a model by {quality}, not {other}: give "
+                                 f"objectives: {{{quality}: {QUALITY_DIRECTIONS[quality]}, ...}}")
+        if self.objectives.get(quality, QUALITY_DIRECTIONS[quality]) != QUALITY_DIRECTIONS[quality]:
+            raise ValueError(f"objectives: {quality} is to {QUALITY_DIRECTIONS[quality]}, not to "
+                             f"{self.objectives[quality]}")
+        return self
 
     @field_validator("constraints", mode="before")
     @classmethod
@@ -98,8 +124,8 @@ def _resolve_pretrained(data: dict[str, Any], base_dir: Path, source: str) -> No
         data["supernet"] = {**supernet, "pretrained": pretrained}
     if name not in PRETRAINED_TASKS:
         if isinstance(pretrained, str):
-            raise ConfigError(f"{source}: supernet.pretrained needs task text or image-folder (the user's data, "
-                              f"prepared by the model), not {name or 'digits'!r}")
+            raise ConfigError(f"{source}: supernet.pretrained needs task text, image-folder or causal-lm (the user's "
+                              f"data, prepared by the model), not {name or 'digits'!r}")
         return
     options = task.get("options", {})
     if not isinstance(options, dict):

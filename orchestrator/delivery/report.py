@@ -28,7 +28,7 @@ from search_space.layer_genes import factor_of, has_boundaries
 
 SUMMARY = "summary.md"
 UNITS = {"latency_ms": "latency (ms)", "params": "parameters", "bytes": "model size (bytes)", "macs": "MACs",
-         "accuracy": "accuracy (%)"}
+         "accuracy": "accuracy (%)", "perplexity": "perplexity", "memory_mb": "memory (MiB)"}
 
 
 @dataclass
@@ -45,13 +45,17 @@ class StudyView:
 
     @property
     def x_metric(self) -> str:
+        """The plot's cost axis: the first minimized objective that is not the task's quality."""
         return next((m for m, d in zip(self.objectives.metrics, self.objectives.directions, strict=True)
-                     if d == "minimize"), self.objectives.metrics[-1])
+                     if d == "minimize" and m != self.objectives.quality), self.objectives.metrics[-1])
 
     @property
     def y_metric(self) -> str:
-        return next((m for m, d in zip(self.objectives.metrics, self.objectives.directions, strict=True)
-                     if d == "maximize"), self.objectives.metrics[0])
+        """The plot's quality axis: accuracy or perplexity, where an objective."""
+        quality = self.objectives.quality
+        return quality if quality in self.objectives.metrics else next(
+            (m for m, d in zip(self.objectives.metrics, self.objectives.directions, strict=True)
+             if d == "maximize"), self.objectives.metrics[0])
 
     def quantized_share(self, evaluations_: list[Evaluation]) -> float:
         layers = [layer for e in evaluations_ for layer in e.arch.layers]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from predictors.cost import arch_costs
+from predictors.cost import arch_costs, cost_metrics
 from predictors.measure import LatencyMeasurement, Protocol, example_input, measure_beside_probes
 from predictors.target import HardwareTarget
 from search_space import Arch, SearchSpace
@@ -80,7 +80,8 @@ def static_model(supernet, arch: Arch, task, finetune_steps: int, seed: int,
 
 
 def evaluate_arch(job: EvalJob) -> dict[str, Any]:
-    """Accuracy and analytic costs of one arch (deterministic for a given job)."""
+    """The task's metric (accuracy, or a language model's perplexity) and the analytic costs of one arch
+    (deterministic for a given job)."""
     torch.set_num_threads(threads_given())  # workers run side by side, each on the CPUs it was given
     started = time.perf_counter()
     space, task, _ = _context(job)
@@ -89,15 +90,15 @@ def evaluate_arch(job: EvalJob) -> dict[str, Any]:
     arch = space.validate(Arch.from_json(job.arch))
     if job.finetune_steps > 0:
         model = static_model(supernet, arch, task, job.finetune_steps, job.seed, device)
-        accuracy = evaluate(model, None, task, job.split)
+        quality = evaluate(model, None, task, job.split)
     else:
-        accuracy = evaluate(supernet, arch, task, job.split)
+        quality = evaluate(supernet, arch, task, job.split)
     target = job.target
-    costs = arch_costs(space, task.spec, arch, target.batch_size, target.seq_len)
     stages = {}  # an arch with stage boundaries: each stage's tokens and MACs, for the report
-    for k, stage in enumerate(costs.stages if has_boundaries(arch) else ()):
-        stages.update({f"stage{k}_tokens": stage["tokens"], f"stage{k}_macs": stage["macs"]})
-    return {"accuracy": accuracy, "params": costs.params, "bytes": costs.bytes, "macs": costs.macs, **stages,
+    if has_boundaries(arch):
+        for k, stage in enumerate(arch_costs(space, task.spec, arch, target.batch_size, target.seq_len).stages):
+            stages.update({f"stage{k}_tokens": stage["tokens"], f"stage{k}_macs": stage["macs"]})
+    return {task.metric: quality, **cost_metrics(space, task.spec, arch, target), **stages,
             "eval_seconds": time.perf_counter() - started}
 
 

@@ -79,7 +79,7 @@ def run_supernet_training(config: StudyConfig, progress: bool = True) -> str:
         head = (f"supernet: {result.step} steps ({result.trained_now} now, {result.skipped_steps} skipped) "
                 f"in {result.seconds:.1f} s on {device.type}{precision}")
     largest, smallest = config.space.largest(), config.space.smallest()
-    lines = [head, f"  val accuracy: largest {evaluate(model, largest, task):.4f}, "
+    lines = [head, f"  val {task.metric}: largest {evaluate(model, largest, task):.4f}, "
                    f"smallest {evaluate(model, smallest, task):.4f}"]
     if record is not None:
         lines.append(f"  checkpoint {checkpoint} (sha256 {record['sha256'][:16]})")
@@ -158,7 +158,8 @@ def unreachable_nodes(probe: str) -> list[str]:
 
 
 def describe_arch_accuracy(config: StudyConfig, arch_text: str, split: str) -> str:
-    """`elastiq evaluate`: one arch's accuracy with inherited weights, and where they come from."""
+    """`elastiq evaluate`: one arch's accuracy (a language model's perplexity) with inherited weights, and
+    where they come from."""
     from search_space import Arch
     from supernet.checkpoint import CheckpointError
     from supernet.training.train import load_supernet
@@ -180,4 +181,4 @@ def describe_arch_accuracy(config: StudyConfig, arch_text: str, split: str) -> s
     else:
         raise CheckpointError(f"checkpoint {checkpoint}: no such file (run `elastiq train-supernet` first)")
     model.to(resolve_device(config.supernet.device))
-    return f"{split} accuracy {evaluate(model, arch, task, split):.4f} of {arch.to_json()}\n  weights: {source}"
+    return f"{split} {task.metric} {evaluate(model, arch, task, split):.4f} of {arch.to_json()}\n  weights: {source}"

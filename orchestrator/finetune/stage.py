@@ -49,7 +49,7 @@ from orchestrator.storage.study import SUPERNET_ATTR, evaluations, require_study
 from orchestrator.storage.supernets import supernet_checkpoint
 from supernet.checkpoint import load_checkpoint
 from supernet.device import resolve_device
-from supernet.tasks import load_task
+from supernet.tasks import load_task, quality_metric
 from supernet.training.train import check_layout
 
 log = logging.getLogger("elastiq.finetune")
@@ -77,6 +77,9 @@ class FinetuneStage:
         self.storage, self.study_name, self.progress = storage, study_name, progress
         self.study = require_study(storage, study_name)
         self.config = settings_with(stored_config(self.study, storage), overrides or {})
+        if quality_metric(self.config.task.name) != "accuracy":  # its candidates' rungs hold accuracies
+            raise FinetuneError(f"study {study_name!r}: a {self.config.task.name} study's front is not fine-tuned "
+                                f"yet (its models are scored by {quality_metric(self.config.task.name)})")
         self.settings = self.config.finetune
         self.objectives = Objectives.from_config(self.config.objectives, self.config.constraints)
 

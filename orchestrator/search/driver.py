@@ -50,7 +50,7 @@ from orchestrator.storage.study import (
     record_budget,
 )
 from orchestrator.storage.supernets import register_supernet
-from predictors.cost import arch_costs
+from predictors.cost import cost_metrics
 from predictors.features import latency_features
 from predictors.measure import DriftCheck, LatencyMeasurement
 from search_space import Arch, InputError
@@ -210,8 +210,7 @@ class SearchDriver:
                              exact_costs=lambda archs: [self._costs(task, a) for a in archs], predict_latency=predict)
 
     def _costs(self, task, arch: Arch) -> dict[str, float]:
-        costs = arch_costs(self.config.space, task.spec, arch, self.target.batch_size, self.target.seq_len)
-        return {"params": costs.params, "bytes": costs.bytes, "macs": costs.macs}
+        return cost_metrics(self.config.space, task.spec, arch, self.target)
 
     def _job(self, arch: Arch, supernet_sha: str) -> EvalJob:
         config = self.config
@@ -328,6 +327,8 @@ class SearchDriver:
                 reference.append(0.0)  # accuracy 0: every model improves on it
             elif metric in bounds:
                 reference.append(bounds[metric])
+            elif metric == "perplexity":  # a uniform guess over the vocabulary: every model improves on it
+                reference.append(float(task.spec.num_classes))
             elif metric == "latency_ms":
                 mean = predictor.predict(latency_features(self.config.space, task.spec, self.target, [largest]))
                 reference.append(float(mean[0]) * 1.1)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.config import Constraint
+from supernet.tasks import QUALITY_DIRECTIONS
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class Objectives:
 
     def feasible(self, metrics: dict[str, float]) -> bool:
         return all(v <= 0 for v in self.violations(metrics))
+
+    @property
+    def quality(self) -> str:
+        """The task's quality metric among the objectives and constraints (accuracy where none is)."""
+        named = [*self.metrics, *(c.metric for c in self.constraints)]
+        return next((m for m in named if m in QUALITY_DIRECTIONS), "accuracy")
 
     @property
     def needs_latency(self) -> bool:

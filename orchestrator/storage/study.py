@@ -100,6 +100,10 @@ def require_study(url: str, name: str) -> optuna.Study:
 def stored_config(study: optuna.Study, storage_url: str) -> StudyConfig:
     data = json.loads(study.user_attrs[CONFIG_ATTR])
     data["storage"] = storage_url
+    objectives, names = data.get("objectives"), study.metric_names
+    if isinstance(objectives, dict) and names is not None and sorted(names) == sorted(objectives):
+        # in the order of the trials' values (the config is stored with its keys sorted)
+        data["objectives"] = {name: objectives[name] for name in names}
     return study_config_from_dict(data, source=f"study {study.study_name!r}")
 
 

@@ -1,6 +1,7 @@
-"""Runtimes that execute deployed models: ONNX Runtime (CPU default), AOTInductor."""
+"""Runtimes that execute deployed models: ONNX Runtime (CPU default; a decoder LM's artifact with its KV cache in
+`onnx_decoder`), AOTInductor."""
 
-from predictors.runtimes import aot_inductor, onnx_runtime  # noqa: F401 - each registers itself
+from predictors.runtimes import aot_inductor, onnx_decoder, onnx_runtime  # noqa: F401 - each registers itself
 from predictors.runtimes.base import (
     DEFAULT_RUNTIME,
     RUNTIMES,

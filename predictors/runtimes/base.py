@@ -96,6 +96,15 @@ class Runtime(ABC):
         check_agreement(program, subnet, example, self.name)
         return program
 
+    def deploy_decoder(self, subnet: nn.Module, example: Tensor, context: int, device: str = "cpu",
+                       threads: int = 1) -> Program:
+        """A decoder LM's artifact with a KV cache, timed as one generated token at `context` (a runtime
+        without one refuses)."""
+        if self.name not in DECODER_ARTIFACTS:
+            raise RuntimeUnavailable(f"target.runtime {self.name!r} has no artifact for a decoder LM with a KV "
+                                     f"cache ({', '.join(sorted(DECODER_ARTIFACTS))} has)")
+        return DECODER_ARTIFACTS[self.name](subnet, example, context, threads)
+
 
 def with_quantized_layers_as(model: nn.Module, lower: Callable[[nn.Module], nn.Module],
                              tables: bool = False) -> nn.Module:
@@ -145,6 +154,8 @@ def check_agreement(program: Program, subnet: nn.Module, example: Tensor, name: 
 
 
 RUNTIMES: dict[str, type[Runtime]] = {}
+# runtime name -> deploy(subnet, example, context, threads): its decoder artifact (a module of its own registers it)
+DECODER_ARTIFACTS: dict[str, Callable[..., Program]] = {}
 DEFAULT_RUNTIME = {"cpu": "onnxruntime", "cuda": "aotinductor"}
 
 

@@ -67,10 +67,12 @@ class _PartGraphs:
         self._graphs: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
-    def graph(self, lowered: nn.Module, example: tuple[Tensor, ...], structure: tuple):
+    def graph(self, lowered: nn.Module, example: tuple[Tensor, ...], structure: tuple, export=None):
+        """`export(lowered, example)` makes the graph (default: a part that maps a hidden state to the next)."""
         with self._lock:
             if structure not in self._graphs:
-                self._graphs[structure] = self._from_disk(structure) or self._export(lowered, example, structure)
+                self._graphs[structure] = (self._from_disk(structure)
+                                           or self._export(lowered, example, structure, export or _export_graph))
             return self._graphs[structure]
 
     @staticmethod
@@ -88,8 +90,8 @@ class _PartGraphs:
         except Exception:  # noqa: BLE001 - absent, unreadable or damaged: export it again
             return None
 
-    def _export(self, lowered: nn.Module, example: tuple[Tensor, ...], structure: tuple):
-        graph = _export_graph(lowered, example)
+    def _export(self, lowered: nn.Module, example: tuple[Tensor, ...], structure: tuple, export):
+        graph = export(lowered, example)
         path = self._path(structure)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,6 @@ def cache_dir() -> Path:
 def _export_graph(lowered: nn.Module, example: tuple[Tensor, ...]):
     """`lowered`'s graph for inputs shaped as `example` (the hidden state, then the mask where the model
     has one) with any batch size."""
-    from onnx import numpy_helper
 
     batch = torch.export.Dim("batch", min=1)
     pairs = tuple(torch.cat([t[:1], t[:1]]) for t in example)  # batch 1 would be specialized away
@@ -120,9 +121,15 @@ def _export_graph(lowered: nn.Module, example: tuple[Tensor, ...]):
         warnings.simplefilter("ignore", UserWarning)  # the exporter's notes on torchvision and on tracing
         program = torch.onnx.export(lowered, pairs, dynamo=True, optimize=False, verbose=False,
                                     input_names=names, dynamic_shapes=tuple({0: batch} for _ in pairs))
-    graph = program.model_proto
+    return without_weights(program.model_proto, lowered)
+
+
+def without_weights(graph, lowered: nn.Module):
+    """`graph` with `lowered`'s weights emptied: they are put in at each build."""
+    from onnx import numpy_helper
+
     weights = set(lowered.state_dict())
-    for i, tensor in enumerate(graph.graph.initializer):  # the weights are put in at each build: keep none
+    for i, tensor in enumerate(graph.graph.initializer):
         if tensor.name in weights:
             empty = numpy_helper.from_array(np.zeros(0, numpy_helper.to_array(tensor).dtype), tensor.name)
             graph.graph.initializer[i].CopyFrom(empty)
@@ -133,20 +140,47 @@ def chain(parts: list, weights: list[dict[str, np.ndarray]]):
     """One model: each part's graph with its own names prefixed, holding `weights[i]`, fed by the
     previous part's output (and, in a padded text model, by the padding mask of the first part or of the
     last stage boundary's reduction, which pools it)."""
-    import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    nodes, initializers = [], []
-    first, last = parts[0], parts[-1]
+    renames = []
     mask = MASK  # the padding mask the next part reads
-    for i, (part, state) in enumerate(zip(parts, weights, strict=True)):
+    for i, part in enumerate(parts):
         graph = part.graph
         rename = {graph.input[0].name: INPUT if i == 0 else f"hidden{i}",
-                  graph.output[0].name: OUTPUT if i == len(parts) - 1 else f"hidden{i + 1}", "": ""}
+                  graph.output[0].name: OUTPUT if i == len(parts) - 1 else f"hidden{i + 1}"}
         rename.update({extra.name: mask for extra in graph.input[1:]})
         if len(graph.output) > 1:  # the stem's mask, or a reduction's pooled one
             mask = MASK if i == 0 else f"{MASK}{i}"
             rename[graph.output[1].name] = mask
+        renames.append(rename)
+    first, last = parts[0], parts[-1]
+    source, sink = _value_info(first.graph.input[0], INPUT), _value_info(last.graph.output[0], OUTPUT)
+    nodes, initializers = merged(parts, weights, renames)
+    graph = helper.make_graph(nodes, "elastiq_subnet", [source], [sink], initializers)
+    return helper.make_model(graph, opset_imports=list(first.opset_import), ir_version=first.ir_version,
+                             producer_name="elastiq")
+
+
+def _value_info(info, name: str):
+    import onnx
+
+    copied = onnx.ValueInfoProto()
+    copied.CopyFrom(info)
+    copied.name = name
+    return copied
+
+
+def merged(parts: list, weights: list[dict[str, np.ndarray]], renames: list[dict[str, str]]) -> tuple[list, list]:
+    """The nodes and initializers of the part graphs as one graph's: part i's names prefixed with "pi/" except
+    those `renames[i]` maps (its inputs and outputs, to the names that join the parts), its weights
+    `weights[i]` put in."""
+    import onnx
+    from onnx import numpy_helper
+
+    nodes, initializers = [], []
+    for i, (part, state, rename) in enumerate(zip(parts, weights, renames, strict=True)):
+        graph = part.graph
+        rename = {**rename, "": ""}
 
         def renamed(name: str, i=i, rename=rename) -> str:
             return rename.get(name, f"p{i}/{name}")
@@ -177,14 +211,7 @@ def chain(parts: list, weights: list[dict[str, np.ndarray]]):
             copied.input[:] = [renamed(n) for n in node.input]
             copied.output[:] = [renamed(n) for n in node.output]
             nodes.append(copied)
-    source, sink = onnx.ValueInfoProto(), onnx.ValueInfoProto()
-    source.CopyFrom(first.graph.input[0])
-    source.name = INPUT
-    sink.CopyFrom(last.graph.output[0])
-    sink.name = OUTPUT
-    graph = helper.make_graph(nodes, "elastiq_subnet", [source], [sink], initializers)
-    return helper.make_model(graph, opset_imports=list(first.opset_import), ir_version=first.ir_version,
-                             producer_name="elastiq")
+    return nodes, initializers
 
 
 def _set_nbits_widths(node, packed_shape: tuple[int, ...]) -> None:

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from search_space.registry import MIXERS, mixer_name, register_mixer
 
-# projection name -> (input, output) in units of (the layer's width, heads x head_dim)
-PROJECTIONS = {"query": ("width", "inner"), "key": ("width", "inner"), "value": ("width", "inner"),
+# projection name -> (input, output) in units of (the layer's width, heads x head_dim, key-value heads x head_dim)
+PROJECTIONS = {"query": ("width", "inner"), "key": ("width", "kv"), "value": ("width", "kv"),
                "out": ("inner", "width")}
 
 
@@ -48,6 +48,7 @@ class Mixer:
     projected: bool = True  # its output goes through the shared `out` projection (multi-arch pads it)
     projections: tuple[str, ...] = ("query", "key", "value", "out")  # the shared projections it uses
     sublayer: bool = True  # False: the layer keeps its MLP alone (no norm, no residual branch before it)
+    causal: bool = False  # no token sees a later one: a decoder LM's layers may take it
 
     # ---- names (what the space asks) ----------------------------------
     def matches(self, name: str) -> bool:
@@ -70,8 +71,8 @@ class Mixer:
 
     def forward(self, layer: nn.Module, x: Tensor, name: str, num_heads: int, bits: int,
                 mask: Tensor | None) -> Tensor:
-        inner = num_heads * layer.head_dim
-        mixed = self.mix(layer, lambda projection: getattr(layer, projection)(x, inner, bits), name, num_heads, mask)
+        mixed = self.mix(layer, lambda projection: getattr(layer, projection)(
+            x, layer.projection_size(projection, num_heads), bits), name, num_heads, mask)
         return layer.out(mixed, x.shape[-1], bits)
 
     def mix(self, layer: nn.Module, project: Callable[[str], Tensor], name: str, num_heads: int,
@@ -116,8 +117,10 @@ def offered(names: tuple[str, ...]) -> dict[Mixer, tuple[str, ...]]:
     return {d: tuple(n for n in names if d.matches(n)) for d in MIXERS.values() if any(map(d.matches, names))}
 
 
-def projection_shapes(definition: Mixer, width: int, inner: int) -> list[tuple[int, int]]:
-    size = {"width": width, "inner": inner}
+def projection_shapes(definition: Mixer, width: int, inner: int, kv: int | None = None) -> list[tuple[int, int]]:
+    """(inputs, outputs) of each shared projection the mixer uses; `kv`: the keys' and values' width where
+    fewer heads than the queries' (grouped-query attention)."""
+    size = {"width": width, "inner": inner, "kv": inner if kv is None else kv}
     return [(size[PROJECTIONS[p][0]], size[PROJECTIONS[p][1]]) for p in definition.projections]
 
 

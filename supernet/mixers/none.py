@@ -18,6 +18,7 @@ class NoMixer(Mixer):
     projected = False
     projections = ()
     sublayer = False
+    causal = True
 
     def forward(self, layer, x, name, num_heads, bits, mask):
         return torch.zeros_like(x)  # what it adds to the residual stream (a multi-arch pass pads with it)

@@ -1,16 +1,20 @@
 """Family adapters: how a Hugging Face checkpoint's config and weights map onto the elastic model.
 
 Each adapter is a small class: which `model_type`s it reads, the `ModelStyle` of its layout, and a
-table from the checkpoint's weight names to the supernet's (`weight_map`). Names are matched with or
-without the base model's prefix (`bert.`, `roberta.`, `vit.`), as a bare encoder (`BertModel`) or a
-model with a classification head saves them.
+table from the checkpoint's weight names to the supernet's (`weight_map`; a name with a conversion where
+the checkpoint lays a weight out otherwise). Names are matched with or without the base model's prefix
+(`bert.`, `roberta.`, `vit.`, `model.`), as a bare model (`BertModel`) or one with a head saves them.
+This module holds the encoders; `decoder_families` the decoder LMs.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
+
+from torch import Tensor
 
 from search_space import InputError
 from supernet.subnet import ACTIVATIONS
@@ -23,24 +27,39 @@ class PretrainedError(InputError):
 
 @dataclass(frozen=True)
 class Dims:
-    """The sizes of a pretrained encoder."""
+    """The sizes of a pretrained model."""
 
     hidden: int
     heads: int
     intermediate: int
     layers: int
-    positions: int  # rows of its position table
+    positions: int  # rows of its position table, or (rotary positions) the longest sequence it was made for
+    head_size: int | None = None  # where the config gives it (Qwen3's need not be hidden / heads)
+    kv_heads: int | None = None  # key and value heads, where fewer than the query heads (grouped-query attention)
+
+    @property
+    def heads_per_kv(self) -> int:
+        return self.heads // self.kv_heads if self.kv_heads else 1
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.head_size or self.hidden // self.heads
+
+
+class Converted(NamedTuple):
+    """A checkpoint weight that needs a conversion into the supernet's layout (GPT-2's fused, transposed
+    projections)."""
+
+    name: str
+    convert: Callable[[Tensor], Tensor]
 
 
 class Family(ABC):
     name: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
     prefix: ClassVar[str]  # the base model's name in a checkpoint with a head
-    input_kind: ClassVar[str]  # "text" (token ids and types) or "features" (image patches)
+    input_kind: ClassVar[str]  # "text" (token ids and types), "features" (image patches), "tokens" (an LM's)
+    causal: ClassVar[bool] = False  # a decoder LM
 
     def dims(self, config: Any) -> Dims:
         hidden, heads = config.hidden_size, config.num_attention_heads
@@ -60,7 +79,7 @@ class Family(ABC):
     def style(self, config: Any) -> ModelStyle: ...
 
     @abstractmethod
-    def weight_map(self, layers: int) -> dict[str, str]:
+    def weight_map(self, config: Any, layers: int) -> dict[str, str | Converted]:
         """Supernet weight name -> checkpoint weight name (without the prefix), for every weight the
         checkpoint must hold; the head's optional weights are in `head_map`."""
 
@@ -120,7 +139,7 @@ class BertFamily(Family):
                           token_types=config.type_vocab_size, pad_token_id=config.pad_token_id,
                           positions=self.positions(config))
 
-    def weight_map(self, layers: int) -> dict[str, str]:
+    def weight_map(self, config: Any, layers: int) -> dict[str, str]:
         names = {"stem.embed.weight": "embeddings.word_embeddings.weight",
                  "stem.position": "embeddings.position_embeddings.weight",
                  "stem.token_type": "embeddings.token_type_embeddings.weight",
@@ -171,7 +190,7 @@ class VitFamily(Family):
         return ModelStyle(norm_first=True, activation=config.hidden_act, norm_eps=config.layer_norm_eps,
                           final_norm=True, pooling="cls", cls_token=True, positions=self.positions(config))
 
-    def weight_map(self, layers: int) -> dict[str, str]:
+    def weight_map(self, config: Any, layers: int) -> dict[str, str]:
         names = {"stem.embed.weight": "embeddings.patch_embeddings.projection.weight",
                  "stem.embed.bias": "embeddings.patch_embeddings.projection.bias",
                  "stem.cls_token": "embeddings.cls_token", "stem.position": "embeddings.position_embeddings",
@@ -182,15 +201,4 @@ class VitFamily(Family):
         return _optional("head.classifier", "classifier")
 
 
-FAMILIES: tuple[Family, ...] = (BertFamily(), RobertaFamily(), VitFamily())
-
-
-def family_of(config: Any) -> Family:
-    model_type = getattr(config, "model_type", None)
-    for family in FAMILIES:
-        if model_type in family.model_types:
-            family.check(config)
-            return family
-    supported = sorted(t for f in FAMILIES for t in f.model_types)
-    raise PretrainedError(f"model type {model_type!r} is not supported; supported: {', '.join(supported)} "
-                          f"(BERT-style encoders for sequence classification, ViT for image classification)")
+ENCODER_FAMILIES: tuple[Family, ...] = (BertFamily(), RobertaFamily(), VitFamily())

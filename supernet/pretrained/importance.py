@@ -6,7 +6,8 @@ data, without labels (Minitron's activation-based importance): a head's importan
 of what it adds to the residual stream (its context vectors through its slice of the output
 projection), a neuron's the mean |activation| times the norm of its output weights, both over real
 tokens of the largest arch. The permutation moves whole rows and columns, so the full model computes
-exactly what it did.
+exactly what it did. A decoder's blocks are ordered too (`order_blocks_by_importance`), by ShortGPT's
+block influence; the largest arch still runs them in the model's order.
 """
 
 from __future__ import annotations
@@ -68,25 +69,76 @@ def importance(supernet: Supernet, calibration: Tensor, batch_size: int = 64) ->
     return heads, neurons  # sums over the same tokens for every unit of a layer: their order is the mean's
 
 
+def _permute_rows(layer, order: Tensor) -> None:
+    layer.weight.copy_(layer.weight[order])
+    if layer.bias is not None:
+        layer.bias.copy_(layer.bias[order])
+
+
 @torch.no_grad()
 def reorder_by_importance(supernet: Supernet, calibration: Tensor) -> dict[str, list[list[int]]]:
-    """Permute every layer's heads and neurons into descending importance; return the orders."""
+    """Permute every layer's heads and neurons into descending importance; return the orders. Where
+    query heads share key-value heads (grouped-query attention), whole groups move, by the importance of
+    their query heads together."""
     head_scores, neuron_scores = importance(supernet, calibration)
-    head_dim = supernet.space.head_dim
+    head_dim, group = supernet.space.head_dim, supernet.task.style.heads_per_kv
     orders: dict[str, list[list[int]]] = {"heads": [], "neurons": []}
     for block, head_score, neuron_score in zip(supernet.blocks, head_scores, neuron_scores, strict=True):
-        head_order = torch.argsort(head_score, descending=True, stable=True)
+        group_order = torch.argsort(head_score.view(-1, group).sum(dim=1), descending=True, stable=True)
+        head_order = (group_order[:, None] * group + torch.arange(group)).reshape(-1)
         rows = (head_order[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+        kv_rows = (group_order[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
         attention = block.attention
-        for projection in (attention.query, attention.key, attention.value):
-            projection.weight.copy_(projection.weight[rows])
-            projection.bias.copy_(projection.bias[rows])
+        _permute_rows(attention.query, rows)
+        _permute_rows(attention.key, kv_rows)
+        _permute_rows(attention.value, kv_rows)
         attention.out.weight.copy_(attention.out.weight[:, rows])
         neuron_order = torch.argsort(neuron_score, descending=True, stable=True)
         mlp = block.mlp
-        mlp.fc1.weight.copy_(mlp.fc1.weight[neuron_order])
-        mlp.fc1.bias.copy_(mlp.fc1.bias[neuron_order])
+        for layer in (mlp.fc1, mlp.gate) if mlp.gate is not None else (mlp.fc1,):
+            _permute_rows(layer, neuron_order)
         mlp.fc2.weight.copy_(mlp.fc2.weight[:, neuron_order])
         orders["heads"].append(head_order.tolist())
         orders["neurons"].append(neuron_order.tolist())
     return orders
+
+
+@torch.no_grad()
+def block_influence(supernet: Supernet, calibration: Tensor, batch_size: int = 64) -> Tensor:
+    """Per slot, ShortGPT's block influence: 1 - the mean cosine similarity of a token's hidden state before
+    and after the block, over the calibration tokens of the largest arch. A block that changes little of
+    what it is given is the first to drop."""
+    largest = supernet.space.largest()
+    similarity, count = torch.zeros(len(supernet.blocks)), 0
+
+    def on_block(i: int):
+        def hook(module, args, output):
+            similarity[i] += torch.nn.functional.cosine_similarity(args[0], output, dim=-1).sum()
+        return hook
+
+    handles = [block.register_forward_hook(on_block(i)) for i, block in enumerate(supernet.blocks)]
+    was_training = supernet.training
+    supernet.eval()
+    try:
+        for begin in range(0, len(calibration), batch_size):
+            x = calibration[begin:begin + batch_size]
+            supernet(x, largest)
+            count += x.shape[0] * x.shape[1]
+    finally:
+        for handle in handles:
+            handle.remove()
+        supernet.train(was_training)
+    return 1.0 - similarity / max(count, 1)
+
+
+@torch.no_grad()
+def order_blocks_by_importance(supernet: Supernet, calibration: Tensor) -> list[int]:
+    """Put a decoder's blocks into slots by descending block influence (an arch of depth k keeps the first k
+    slots, and runs them in the model's order: `Supernet.block_order`); return the model's block in each slot."""
+    influence = block_influence(supernet, calibration)
+    slots = torch.argsort(influence, descending=True, stable=True)
+    blocks = list(supernet.blocks)
+    for slot, previous in enumerate(slots.tolist()):
+        supernet.blocks[slot] = blocks[previous]
+    supernet.block_order.copy_(supernet.block_order[slots])
+    return supernet.block_order.tolist()

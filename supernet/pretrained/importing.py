@@ -21,13 +21,29 @@ import torch
 from torch import Tensor
 
 from search_space import SearchSpace
+from search_space.registry import DEFAULT_QUANT_BLOCK_SIZE
 from supernet.model import Supernet
-from supernet.pretrained.families import Dims, Family, PretrainedError, family_of
+from supernet.pretrained.decoder_families import DECODER_FAMILIES
+from supernet.pretrained.families import ENCODER_FAMILIES, Converted, Dims, Family, PretrainedError
 from supernet.task_spec import TaskSpec
 
 log = logging.getLogger("elastiq.supernet")
 
 DEFAULT_MIXERS = ("softmax", "linear", "local")  # softmax first: the largest arch is the model
+DECODER_MIXERS = ("causal", "sliding", "none")  # causal first, likewise
+FAMILIES: tuple[Family, ...] = ENCODER_FAMILIES + DECODER_FAMILIES
+
+
+def family_of(config: Any) -> Family:
+    model_type = getattr(config, "model_type", None)
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            family.check(config)
+            return family
+    supported = sorted(t for f in FAMILIES for t in f.model_types)
+    raise PretrainedError(f"model type {model_type!r} is not supported; supported: {', '.join(supported)} "
+                          f"(BERT-style encoders for sequence classification, ViT for image classification, "
+                          f"decoder LMs for causal language modelling)")
 
 
 @dataclass(frozen=True)
@@ -104,24 +120,37 @@ def read_weights(model: PretrainedModel) -> dict[str, Tensor]:
 
 
 def model_space(model: PretrainedModel, name: str | None = None,
-                mixers: tuple[str, ...] = DEFAULT_MIXERS) -> dict[str, Any]:
-    """A space whose largest arch is the model: every depth from one layer to the model's (the first
-    layers kept, each depth with a head of its own), heads and MLP sizes down to a quarter, softmax
-    first, full precision the largest bit width. A text model's embedding tables are
-    stored int8 (half its parameters are the token table); an image model's only table is its
-    positions (about 1% of it), left fp32 so that its largest arch stays exactly the model."""
-    d = model.dims
+                mixers: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A space whose largest arch is the model: every depth from one layer to the model's, heads and MLP
+    sizes down to a quarter, the model's own mixer first (`mixers`, default: the family's offer), full
+    precision the largest bit width.
+
+    An encoder keeps its first layers at each depth, each depth with a head of its own. A text model's
+    embedding tables are stored int8 (half its parameters are the token table); an image model's only
+    table is its positions (about 1% of it), left fp32 so that its largest arch stays exactly the model.
+
+    A decoder keeps its most important blocks (the import orders them), one final norm and LM head for
+    every depth; query heads go in whole groups of its key-value heads; layers may also be 4-bit
+    (weights in blocks, ONNX Runtime's MatMulNBits) where its sizes are whole blocks; its tables stay
+    fp32 (its LM head may be the token table)."""
+    d, decoder = model.dims, model.family.causal
+    own = DECODER_MIXERS[0] if decoder else DEFAULT_MIXERS[0]
+    mixers = mixers or (DECODER_MIXERS if decoder else DEFAULT_MIXERS)
 
     def steps(full: int) -> list[int]:
         return sorted({max(1, round(full * k / 4)) for k in (1, 2, 3, 4)})
 
-    if not mixers or mixers[0] != "softmax":
-        raise PretrainedError(f"mixers {list(mixers)}: softmax must come first (the pretrained model's own)")
+    if mixers[0] != own:
+        raise PretrainedError(f"mixers {list(mixers)}: {own} must come first (the pretrained model's own)")
+    heads, mlp = [g * d.heads_per_kv for g in steps(d.heads // d.heads_per_kv)], steps(d.intermediate)
+    # 4-bit weights come in blocks of inputs: every layer input must be whole blocks
+    blocks = all(n % DEFAULT_QUANT_BLOCK_SIZE == 0 for n in [d.hidden, *mlp, *(h * d.head_dim for h in heads)])
     return {"name": name or f"{model.family.name}-{d.layers}x{d.hidden}", "head_dim": d.head_dim,
-            "local_window": 8, "depth_heads": True, "quantize_embeddings": model.family.input_kind == "text",
+            "local_window": 8 if not decoder else 64, "depth_heads": not decoder,
+            "quantize_embeddings": model.family.input_kind == "text",
             "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
-            "layer": {"num_heads": steps(d.heads), "mlp_dim": steps(d.intermediate),
-                      "mixer": list(mixers), "bits": [32, 8]}}
+            "layer": {"num_heads": heads, "mlp_dim": mlp, "mixer": list(mixers),
+                      "bits": [32, 8, 4] if decoder and blocks else [32, 8]}}
 
 
 def check_space_fits(space: SearchSpace, model: PretrainedModel) -> None:
@@ -152,7 +181,8 @@ class ImportReport:
 
     def summary(self) -> str:
         new = f"; new: {', '.join(self.new)}" if self.new else ""
-        order = "; heads and neurons in importance order" if self.orders else ""
+        order = ("; blocks, heads and neurons in importance order" if self.orders and "blocks" in self.orders
+                 else "; heads and neurons in importance order" if self.orders else "")
         return f"imported {self.imported} tensors{new}{order}"
 
 
@@ -176,6 +206,7 @@ def full_supernet(model: PretrainedModel, spec: TaskSpec, seed: int, labels: lis
     weights = read_weights(model)
     family, prefix = model.family, model.family.prefix
     ours = full.state_dict()
+    buffers = {name for name, _ in full.named_buffers()}
 
     def find(name: str) -> Tensor | None:
         for candidate in (prefix + name, name):
@@ -184,11 +215,12 @@ def full_supernet(model: PretrainedModel, spec: TaskSpec, seed: int, labels: lis
         return None
 
     state, report = {}, ImportReport(imported=0)
-    for target, source in family.weight_map(model.dims.layers).items():
+    for target, source in family.weight_map(model.config, model.dims.layers).items():
+        source, convert = (source.name, source.convert) if isinstance(source, Converted) else (source, None)
         tensor = find(source)
         if tensor is None:
             raise PretrainedError(f"pretrained model {model.path}: weight {prefix}{source} is missing")
-        tensor = _own_shape(target, tensor.float())
+        tensor = _own_shape(target, tensor.float() if convert is None else convert(tensor.float()))
         if tensor.shape != ours[target].shape:
             raise PretrainedError(f"pretrained model {model.path}: weight {source} has shape {tuple(tensor.shape)}, "
                                   f"its config says {tuple(ours[target].shape)} (weights that do not match the "
@@ -201,8 +233,10 @@ def full_supernet(model: PretrainedModel, spec: TaskSpec, seed: int, labels: lis
         if found:
             state[target] = found[0].float()
     _align_classifier(state, model, labels, report)
+    if spec.style.tie_embeddings:  # one parameter under two names
+        state["head.classifier.weight"] = state["stem.embed.weight"]
     for target in ours:
-        if target not in state:
+        if target not in state and target not in buffers:
             report.new.append(target)
     full.load_state_dict({**ours, **state})
     report.imported = len(state)
@@ -249,10 +283,12 @@ def import_pretrained(model: PretrainedModel, space: SearchSpace, spec: TaskSpec
                       calibration: Tensor | None, labels: list[str] | None = None) -> tuple[Supernet, ImportReport]:
     """The study's supernet holding the model's weights, heads and neurons in importance order on
     `calibration` inputs (None: in the checkpoint's order)."""
-    from supernet.pretrained.importance import reorder_by_importance
+    from supernet.pretrained.importance import order_blocks_by_importance, reorder_by_importance
 
     check_space_fits(space, model)
     full, report = full_supernet(model, spec, seed, labels)
     if calibration is not None:
         report.orders = reorder_by_importance(full, calibration)
+        if spec.style.causal:
+            report.orders["blocks"] = [order_blocks_by_importance(full, calibration)]
     return sliced_into(Supernet(space, spec, seed=seed), full).eval(), report

@@ -1,8 +1,8 @@
 """Tasks: seeded train/val/test splits plus the input/output shape the model needs (`load_task`).
 
 A task is one of the shipped ones (`shipped`), the user's files prepared by a pretrained model's own
-processor (`user_data`: `text`, `image-folder`), or `module:function`, called as
-`function(seed=..., **options)` and returning a `Task` (`base`).
+processor (`user_data`: `text`, `image-folder`; `causal_lm`: `causal-lm`, for a decoder LM), or
+`module:function`, called as `function(seed=..., **options)` and returning a `Task` (`base`).
 """
 
 from __future__ import annotations
@@ -18,19 +18,29 @@ from search_space import InputError
 from supernet.tasks.base import Task, TaskError
 from supernet.tasks.shipped import SPLITS, digits, listops, mnist1d
 
-__all__ = ["PRETRAINED_TASKS", "TASKS", "Task", "TaskError", "digits", "listops", "load_task", "mnist1d"]
+__all__ = ["PRETRAINED_TASKS", "QUALITY_DIRECTIONS", "TASKS", "TASK_METRICS", "Task", "TaskError", "digits", "listops",
+           "load_task", "mnist1d", "quality_metric"]
 
 TASKS: dict[str, Callable[..., Task]] = {"digits": digits, "mnist1d": mnist1d, "listops": listops}
-PRETRAINED_TASKS = ("text", "image-folder")  # the user's files, prepared by the pretrained model's own processor
+PRETRAINED_TASKS = ("text", "image-folder", "causal-lm")  # the user's files, prepared by the pretrained model's own
+# processor
+# what a task's models are scored by (`Task.metric`), where not accuracy; and which way is better
+TASK_METRICS = {"causal-lm": "perplexity"}
+QUALITY_DIRECTIONS = {"accuracy": "maximize", "perplexity": "minimize"}
+
+
+def quality_metric(name: str) -> str:
+    """The metric task `name` scores a model by (a user's `module:function` task: accuracy)."""
+    return TASK_METRICS.get(name, "accuracy")
 
 
 def _task_factory(name: str) -> Callable[..., Task] | None:
     if name in TASKS:
         return TASKS[name]
     if name in PRETRAINED_TASKS:
-        from supernet.tasks import user_data
+        from supernet.tasks import causal_lm, user_data
 
-        return {"text": user_data.text, "image-folder": user_data.image_folder}[name]
+        return {"text": user_data.text, "image-folder": user_data.image_folder, "causal-lm": causal_lm.causal_lm}[name]
     return None
 
 
@@ -91,7 +101,11 @@ def _check_task(task: object, name: str) -> None:
         if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(t, Tensor) for t in pair)):
             raise TaskError(f"task {name!r}: split {split!r} must be a pair of tensors (inputs, labels)")
         x, y = pair
-        if x.dim() < 2 or y.dim() != 1 or y.dtype != torch.long:
+        per_token = task.spec.style.causal  # a language model's labels: each token's next
+        if per_token and (x.dim() != 2 or y.shape != x.shape or y.dtype != torch.long):
+            raise TaskError(f"task {name!r}: split {split!r} needs token ids and next tokens of one shape "
+                            f"(samples, tokens), got {tuple(x.shape)} and {tuple(y.shape)} {y.dtype}")
+        if not per_token and (x.dim() < 2 or y.dim() != 1 or y.dtype != torch.long):
             raise TaskError(f"task {name!r}: split {split!r} needs inputs of shape (samples, tokens[, features]) and "
                             f"integer labels of shape (samples,), got {tuple(x.shape)} and {tuple(y.shape)} {y.dtype}")
         if len(x) != len(y) or len(y) == 0:

@@ -25,7 +25,7 @@ SPLIT_OPTIONS = {"train": "train", "val": "validation", "test": "test"}
 HELD_OUT = 0.1  # default share of the training file for each split not given as a file
 
 
-def _pretrained(task: str, model: str | None):
+def pretrained_model(task: str, model: str | None):
     from supernet.pretrained.importing import open_pretrained
 
     if model is None:
@@ -34,7 +34,7 @@ def _pretrained(task: str, model: str | None):
     return open_pretrained(model)
 
 
-def _named_files(task: str, files: dict[str, str | None]) -> dict[str, Path]:
+def named_files(task: str, files: dict[str, str | None]) -> dict[str, Path]:
     named = {}
     for split, value in files.items():
         if value is None:
@@ -47,7 +47,7 @@ def _named_files(task: str, files: dict[str, str | None]) -> dict[str, Path]:
     return named
 
 
-def _seeded_splits(task: str, count: int, given: set[str], seed: int, held_out: float) -> dict[str, list[int]]:
+def seeded_splits(task: str, count: int, given: set[str], seed: int, held_out: float) -> dict[str, list[int]]:
     """Indices into the `count` training rows for the training split and each split not `given` as a
     file (`held_out` of the rows each)."""
     order = np.random.default_rng(seed).permutation(count).tolist()
@@ -64,7 +64,7 @@ def _seeded_splits(task: str, count: int, given: set[str], seed: int, held_out: 
     return parts
 
 
-def _check_held_out(task: str, held_out) -> float:
+def check_held_out(task: str, held_out) -> float:
     if isinstance(held_out, bool) or not isinstance(held_out, (int, float)) or not 0 < held_out <= 0.4:
         raise TaskError(f"task {task}: held_out must be a fraction in (0, 0.4], got {held_out!r}")
     return float(held_out)
@@ -140,8 +140,8 @@ def text(seed: int = 0, train: str | None = None, validation: str | None = None,
     """Sequence classification on the user's files, tokenized by the pretrained model's tokenizer to
     `seq_len` tokens (padded; longer texts are cut). A split without a file is `held_out` of the
     training file."""
-    held_out = _check_held_out("text", held_out)
-    pretrained = _pretrained("text", model)
+    held_out = check_held_out("text", held_out)
+    pretrained = pretrained_model("text", model)
     if pretrained.family.input_kind != "text":
         raise TaskError(f"task text: pretrained model {pretrained.path} is a {pretrained.family.name} model, "
                         f"not a text encoder")
@@ -155,14 +155,14 @@ def text(seed: int = 0, train: str | None = None, validation: str | None = None,
         if value is not None and (not isinstance(value, str) or not value):
             raise TaskError(f"task text: {option} must be a column name, got {value!r}")
     columns = [text] + ([text_pair] if text_pair else []) + [label]
-    files = _named_files("text", {"train": train, "val": validation, "test": test})
+    files = named_files("text", {"train": train, "val": validation, "test": test})
     tables = {split: _read_table("text", path, columns) for split, path in files.items()}
     if len(tables) < 3:
         whole = tables["train"]
-        for split, index in _seeded_splits("text", len(whole[label]), set(tables), seed, held_out).items():
+        for split, index in seeded_splits("text", len(whole[label]), set(tables), seed, held_out).items():
             tables[split] = {c: [whole[c][i] for i in index] for c in columns}
     names = _label_names("text", tables["train"][label])
-    tokenizer = _tokenizer(pretrained)
+    tokenizer = tokenizer_of(pretrained)
     splits = {}
     for split in ("train", "val", "test"):
         rows = tables[split]
@@ -179,13 +179,13 @@ def text(seed: int = 0, train: str | None = None, validation: str | None = None,
     return Task("text", spec, splits, labels=names)
 
 
-def _tokenizer(pretrained):
+def tokenizer_of(pretrained, task: str = "text"):
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(pretrained.path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TaskError(f"task text: pretrained model {pretrained.path} has no usable tokenizer "
+        raise TaskError(f"task {task}: pretrained model {pretrained.path} has no usable tokenizer "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
@@ -217,15 +217,15 @@ def image_folder(seed: int = 0, train: str | None = None, validation: str | None
     """Image classification on folders of class subfolders, prepared by the pretrained model's image
     processor and cut into the model's patches (each patch's pixels channel by channel, patches row by
     row: the order of ViT's patch convolution)."""
-    held_out = _check_held_out("image-folder", held_out)
-    pretrained = _pretrained("image-folder", model)
+    held_out = check_held_out("image-folder", held_out)
+    pretrained = pretrained_model("image-folder", model)
     if pretrained.family.input_kind != "features":
         raise TaskError(f"task image-folder: pretrained model {pretrained.path} is not an image model")
-    files = _named_files("image-folder", {"train": train, "val": validation, "test": test})
+    files = named_files("image-folder", {"train": train, "val": validation, "test": test})
     read = {split: _read_images(path) for split, path in files.items()}
     if len(read) < 3:
         images, labels = read["train"]
-        for split, index in _seeded_splits("image-folder", len(labels), set(read), seed, held_out).items():
+        for split, index in seeded_splits("image-folder", len(labels), set(read), seed, held_out).items():
             read[split] = ([images[i] for i in index], [labels[i] for i in index])
     names = _label_names("image-folder", read["train"][1])
     processor = _image_processor(pretrained)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from supernet.tasks import Task
 from supernet.training.loop import TrainingLoop, warmup_cosine
+from supernet.training.losses import distillation_loss, label_loss
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,12 @@ class Finetuner:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = label_loss(logits, y)
         if self.teacher is not None and self.settings.distill_weight > 0:
             with torch.no_grad():
                 soft = self.teacher(x).float().softmax(dim=-1)
             weight = self.settings.distill_weight
-            loss = (1 - weight) * loss + weight * F.kl_div(logits.float().log_softmax(dim=-1), soft,
-                                                           reduction="batchmean")
+            loss = (1 - weight) * loss + weight * distillation_loss(logits.float(), soft)
         return loss
 
     def state(self) -> dict[str, Any]:

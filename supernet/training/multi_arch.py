@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from search_space import Arch
+from supernet.elastic_layers import ElasticLayerNorm, ElasticLinear
 from supernet.mixers import mixer_of
-from supernet.model import ElasticLayerNorm, ElasticLinear, Supernet
+from supernet.model import Supernet
 from supernet.quant import FULL_PRECISION
 from supernet.subnet import ACTIVATIONS, padding_mask, pool_tokens, residual
 
@@ -82,6 +83,8 @@ def forward_parts(model: Supernet, x: Tensor, archs: list[Arch]) -> Tensor:
     if not model.space.padded_multi_arch:  # joins between widths, merged tokens: train.sandwich_loss passes each alone
         raise ValueError(f"archs of a space with {', '.join(g.key for g in model.space.genes)} choices run one pass "
                          f"each, not in one multi-arch pass")
+    if model.task.style.causal:  # its blocks run in their model's order, its keys and values in head groups
+        raise ValueError("a decoder's archs run one pass each, not in one multi-arch pass")
     device, task = x.device, model.task
     run = _Pass(archs, x.shape[0], device)
     mask = padding_mask(x, task.input_kind, task.style)

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from search_space import Arch
@@ -40,6 +39,7 @@ from supernet.device import to_cpu
 from supernet.model import Supernet
 from supernet.tasks import Task
 from supernet.training.loop import TrainingDiverged, TrainingLoop, World, warmup_cosine
+from supernet.training.losses import distillation_loss, hits, label_loss, perplexity
 from supernet.training.multi_arch import forward_parts
 
 __all__ = ["TrainSettings", "TrainResult", "TrainingDiverged", "World", "train_supernet", "train_standalone",
@@ -109,7 +109,7 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
     *exits, (_, teacher_logits) = model.exit_logits(x, largest)
     weight = distill_weight(settings, step)
     if teacher is None:
-        loss = F.cross_entropy(teacher_logits, y)
+        loss = label_loss(teacher_logits, y)
         soft_targets = teacher_logits.detach().softmax(dim=-1)
     else:
         with torch.no_grad():
@@ -123,8 +123,8 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
         group = students[first:first + settings.archs_per_pass]
         if len(group) == 1:
             parts = [(model(x, group[0]), slice(None))]
-        elif not model.space.padded_multi_arch:  # joins between widths, merged tokens (multi_arch): each arch
-            # its own pass
+        elif not model.space.padded_multi_arch or model.task.style.causal:  # joins between widths, merged tokens,
+            # a decoder's blocks in their own order and its grouped heads (multi_arch): each arch its own pass
             part = len(y) // len(group)
             rows = [slice(i * part, (i + 1) * part) for i in range(len(group))]
             parts = [(model(x[r], arch), r) for arch, r in zip(group, rows, strict=True)]
@@ -135,7 +135,7 @@ def sandwich_loss(model: Supernet, x: torch.Tensor, y: torch.Tensor, largest: Ar
         for offset, (logits, rows) in enumerate(parts):
             scale = 1.0 if first + offset == 0 else random_scale
             if small_accuracy is None:
-                small_accuracy = (logits.detach().argmax(-1) == y[rows]).float().mean()
+                small_accuracy = hits(logits.detach(), y[rows]).mean()
             loss = loss + scale * _student_loss(logits, y[rows], soft_targets[rows], weight)
     return loss, teacher_logits, small_accuracy
 
@@ -146,9 +146,9 @@ def _student_loss(logits: torch.Tensor, labels: torch.Tensor, soft_targets: torc
     of weight 0 is not computed."""
     loss = logits.new_zeros(())
     if weight < 1.0:
-        loss = loss + (1.0 - weight) * F.cross_entropy(logits, labels)
+        loss = loss + (1.0 - weight) * label_loss(logits, labels)
     if weight > 0.0:
-        loss = loss + weight * F.kl_div(logits.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+        loss = loss + weight * distillation_loss(logits, soft_targets)
     return loss
 
 
@@ -165,7 +165,7 @@ class SandwichStep(torch.nn.Module):
                 teacher: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not students:
             logits = self.supernet(x, largest)
-            return F.cross_entropy(logits, y), logits, (logits.detach().argmax(-1) == y).float().mean()
+            return label_loss(logits, y), logits, hits(logits.detach(), y).mean()
         return sandwich_loss(self.supernet, x, y, largest, students, self.settings, step, teacher)
 
 
@@ -243,7 +243,7 @@ def train_supernet(model: Supernet, task: Task, settings: TrainSettings, seed: i
             bar.update(1)
             if loop.step_count % 10 == 0 or loop.step_count == settings.steps:
                 bar.set_postfix(loss=f"{loss.item():.3f}",
-                                acc_large=f"{(teacher_logits.argmax(-1) == y).float().mean().item():.2f}",
+                                acc_large=f"{hits(teacher_logits, y).mean().item():.2f}",
                                 acc_small=f"{small_accuracy.item():.2f}")
             if loop.step_count % settings.checkpoint_every == 0 or loop.step_count == settings.steps:
                 record = save()
@@ -302,21 +302,28 @@ def load_supernet(path: str | Path, space, task: Task, expected_sha256: str | No
 
 @torch.inference_mode()
 def evaluate(model, arch: Arch | None, task: Task, split: str = "val", batch_size: int = 512) -> float:
-    """Accuracy of `arch` with inherited weights (or of a static model when arch is None; or of any callable
-    on a batch, such as a runtime's program), on the model's device, in float32. The batches are always the
-    same: activations are quantized per batch, so the same batches give the same numbers."""
+    """The task's metric (`task.metric`: accuracy, or a language model's perplexity per token) of `arch` with
+    inherited weights (or of a static model when arch is None; or of any callable on a batch, such as a
+    runtime's program), on the model's device, in float32. The batches are always the same: activations are
+    quantized per batch, so the same batches give the same numbers."""
     x, y = task.split(split)
     weights = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     device = weights.device if weights is not None else torch.device("cpu")
     was_training = getattr(model, "training", False)
     _set_training(model, False)
-    correct = 0
+    if task.metric == "perplexity":  # a sequence's logits are (tokens, vocabulary): fewer sequences a batch
+        batch_size = max(1, batch_size // x.shape[1])
+    correct, loss = 0, 0.0
     for begin in range(0, len(y), batch_size):
         xb = x[begin:begin + batch_size].to(device)
         logits = model(xb) if arch is None else model(xb, arch)
-        correct += int((logits.argmax(dim=-1).cpu() == y[begin:begin + batch_size]).sum())
+        labels = y[begin:begin + batch_size].to(logits.device)
+        if task.metric == "perplexity":
+            loss += float(label_loss(logits.float(), labels, reduction="sum"))
+        else:
+            correct += int(hits(logits, labels).sum())
     _set_training(model, was_training)
-    return correct / len(y)
+    return perplexity(loss, y.numel()) if task.metric == "perplexity" else correct / len(y)
 
 
 def _set_training(model, mode: bool) -> None:
@@ -337,6 +344,6 @@ def train_standalone(model: torch.nn.Module, task: Task, settings: TrainSettings
     started = time.perf_counter()
     model.train()
     for _ in tqdm(range(settings.steps), disable=not progress, desc="standalone", unit="step"):
-        loop.step(lambda x, y: F.cross_entropy(model(x), y))
+        loop.step(lambda x, y: label_loss(model(x), y))
     return TrainResult(step=settings.steps, trained_now=settings.steps, skipped_steps=loop.skipped,
                        seconds=time.perf_counter() - started, record=None)

@@ -67,6 +67,12 @@ TINY_4_BIT = {"head_dim": 16, "embed_dim": [32], "depth": [1], "layer": {
     ({"supernet": {"random_weight": -1}}, "supernet.random_weight: Input should be greater than or equal to 0"),
     ({"supernet": {"random_weight": float("nan")}}, "supernet.random_weight: Input should be a finite number"),
     ({"target": {"runtime": "aotinductor"}, "space": {**TINY_4_BIT}}, "space.bits: 'aotinductor' cannot run 4-bit"),
+    ({"objectives": {"perplexity": "minimize"}}, "task digits scores a model by accuracy, not perplexity"),
+    ({"task": {"name": "causal-lm"}, "supernet": {"pretrained": "lm"}, "objectives": {"accuracy": "maximize"}},
+     "task causal-lm scores a model by perplexity, not accuracy: give objectives: {perplexity: minimize"),
+    ({"task": {"name": "causal-lm"}, "supernet": {"pretrained": "lm"}, "objectives": {"perplexity": "maximize"}},
+     "perplexity is to minimize, not to maximize"),
+    ({"target": {"context": 1}}, "target.context: Input should be greater than 1"),
 ])
 def test_bad_configs_name_the_problem(change, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
@@ -90,3 +96,17 @@ def test_malformed_and_non_mapping_yaml(tmp_path):
         load_study_config(bad)
     with pytest.raises(ConfigError, match="cannot override 'study.x'"):
         load_study_config(CONFIGS / "digits.yaml", {"study.x": 1})
+
+
+def test_a_language_models_study_is_scored_by_perplexity_and_keeps_its_objectives_order(tmp_path):
+    from orchestrator.storage.study import create_study, stored_config
+
+    lm = study_config_from_dict({**GOOD, "task": {"name": "causal-lm"}, "supernet": {"pretrained": "lm"}},
+                                base_dir=CONFIGS)
+    assert lm.objectives == {"perplexity": "minimize", "latency_ms": "minimize"}  # the default for its task
+    config = study_config_from_dict({**GOOD, "storage": f"sqlite:///{tmp_path / 's.db'}",
+                                     "objectives": {"latency_ms": "minimize", "bytes": "minimize",
+                                                    "accuracy": "maximize"}}, base_dir=CONFIGS)
+    study = create_study(config, "0" * 64, [1.0, 1.0, 0.0])
+    # the stored config's keys are sorted; its objectives are read in the order of the trials' values
+    assert list(stored_config(study, config.storage).objectives) == ["latency_ms", "bytes", "accuracy"]

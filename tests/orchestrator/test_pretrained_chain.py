@@ -156,7 +156,7 @@ def test_bad_user_data_is_refused_with_one_line(user_files, tmp_path, capsys):
         "train": "train.csv", "text": "sentence", "label": "sentiment", "seq_len": 64}})
     assert "no such file" in _bad(base, capsys, supernet=checkpoint, task={"name": "text", "options": {
         "train": "missing.csv", "text": "sentence", "label": "sentiment", "seq_len": 16}})
-    assert "needs task text or image-folder" in _bad(base, capsys, supernet=checkpoint, task={"name": "digits"})
+    assert "needs task text, image-folder or causal-lm" in _bad(base, capsys, supernet=checkpoint, task={"name": "digits"})
     assert "no such directory" in _bad(base, capsys, supernet={**checkpoint, "pretrained": "nowhere"})
     (base / "bad.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00\x00")
     assert "error" in _bad(base, capsys, supernet=checkpoint, task={"name": "text", "options": {

@@ -35,7 +35,7 @@ from orchestrator.storage.schema import connect
 from orchestrator.storage.study import SUPERNET_ATTR, evaluations, require_study, stored_config
 from orchestrator.storage.supernets import supernet_checkpoint
 from supernet.checkpoint import sha256_file
-from supernet.tasks import load_task
+from supernet.tasks import load_task, quality_metric
 from supernet.training.train import load_supernet
 
 __all__ = ["MANIFEST", "ExportError", "ExportedModel", "Selection", "accuracy_floor", "export_study", "front",
@@ -49,6 +49,9 @@ def export_study(storage: str, study_name: str, out: str | Path, selection: Sele
     check_output_dir(out, MANIFEST, replace=True)  # an earlier export may be up to date: decided below
     study = require_study(storage, study_name)
     config = stored_config(study, storage)
+    if quality_metric(config.task.name) != "accuracy":
+        raise ExportError(f"study {study_name!r}: a {config.task.name} study is not exported yet (a decoder's "
+                          f"artifact with its KV cache is built and measured, not yet shipped in a folder)")
     objectives = Objectives.from_config(config.objectives, config.constraints)
     target = config.target.to_target()
     task = load_task(config.task.name, config.seed, config.task.options)

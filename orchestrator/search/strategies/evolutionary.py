@@ -1,10 +1,10 @@
 """Predictor-guided evolution, as LINAS does.
 
-A random first batch; then an accuracy predictor refit on every real
-evaluation, NSGA-II with the space's mutation and crossover over thousands of
-candidates scored by the predictors, and the next batch taken from the
+A random first batch; then an accuracy predictor (of the task's quality: accuracy, or a language
+model's perplexity) refit on every real evaluation, NSGA-II with the space's mutation and crossover
+over thousands of candidates scored by the predictors, and the next batch taken from the
 predicted front (not yet evaluated, diverse by crowding distance, optimistic in
-accuracy by one standard deviation). Confidently infeasible candidates are
+quality by one standard deviation). Confidently infeasible candidates are
 never proposed.
 """
 
@@ -55,9 +55,9 @@ class EvolutionaryStrategy:
         # beyond MAX_FIT, fit on the best ones and a sample of the rest
         rest = np.setdiff1d(np.arange(len(evaluated)), best[: MAX_FIT // 2])
         fit = best[: MAX_FIT // 2] + sorted(rng.permutation(rest)[: MAX_FIT // 2].tolist())
-        accuracy = np.array([evaluated[i].metrics["accuracy"] for i in fit])
+        quality = np.array([evaluated[i].metrics[context.objectives.quality] for i in fit])
         predictor = search_accuracy_predictor(len(fit), random_state=int(rng.integers(2**31)))
-        predictor.fit(encode_many(space, [evaluated[i].arch for i in fit]), accuracy)
+        predictor.fit(encode_many(space, [evaluated[i].arch for i in fit]), quality)
         scorer = _Scorer(context, predictor)
         # the first population: the best evaluated archs (by their real front) plus random ones
         elite = [evaluated[i].arch for i in best][: self.population // 2]
@@ -126,11 +126,11 @@ class _Scorer:
     def _score(self, archs: list[Arch]) -> tuple[np.ndarray, np.ndarray]:
         context = self.context
         mean, std = self.predictor.predict(encode_many(context.space, archs), return_std=True)
-        columns: dict[str, Any] = {"accuracy": (mean, std)}
+        columns: dict[str, Any] = {context.objectives.quality: (mean, std)}
         if context.predict_latency is not None:
             columns["latency_ms"] = context.predict_latency(archs)
         exact = context.exact_costs(archs)
-        for metric in ("params", "bytes", "macs"):
+        for metric in ("params", "bytes", "macs", "memory_mb"):
             values = np.array([row[metric] for row in exact], dtype=float)
             columns[metric] = (values, np.zeros_like(values))
         objective_rows = []
