@@ -12,7 +12,10 @@ batch 1, the script measures, side by side in the protocol's shuffled rounds:
 - prefill latency (the whole prompt in one call) of the same archs at 128 tokens;
 - decode latency of three archs at contexts 64 to 2,048: does the KV cache show?
 - beside each, the memory-bandwidth floor: the bytes one token reads (the artifact's weights, and the KV cache
-  its queries see) over this machine's copy bandwidth (numpy, 256 MiB, best of 5).
+  its queries see) over this machine's copy bandwidth (numpy, 256 MiB, best of 5);
+- the largest arch's decoding with each key-value head serving its query heads in place
+  (`grouped_attention`) against the same with the cache repeated per query head first (the form before),
+  side by side at each context.
 
     .venv/bin/python bench/latency/decoder_latency.py [--archs 80]
 """
@@ -25,9 +28,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -37,8 +42,11 @@ from predictors.features import latency_features  # noqa: E402
 from predictors.measure import Protocol, measure_many  # noqa: E402
 from predictors.models import LatencyPredictor  # noqa: E402
 from predictors.runtimes import runtime_named  # noqa: E402
+from predictors.runtimes.onnx_runtime import PartGraphs  # noqa: E402
 from predictors.target import HardwareTarget  # noqa: E402
 from search_space import SearchSpace  # noqa: E402
+from supernet.mixers import attention  # noqa: E402
+from supernet.mixers.attention import HeadLayout, shared_kv  # noqa: E402
 from supernet.pretrained.importing import full_supernet, model_space, open_pretrained  # noqa: E402
 from supernet.task_spec import TaskSpec  # noqa: E402
 
@@ -78,6 +86,31 @@ def _timed(call) -> float:
 def measured(supernet, space, spec, archs, target: HardwareTarget, prompt: torch.Tensor, rng) -> list:
     programs = [target.deploy(supernet.extract(arch), prompt) for arch in archs]
     return measure_many(programs, prompt, target, Protocol(), rng)
+
+
+def _repeated_attention(q, key, value, visible, group):
+    """The cached attention as it was first built: the cache repeated for every query head, then SDPA."""
+    return F.scaled_dot_product_attention(q, *shared_kv(key, value, HeadLayout(group)), attn_mask=visible)
+
+
+def grouped_against_repeated(supernet, arch, prompt: torch.Tensor, rng) -> dict:
+    """The arch's decoder artifact, grouped attention / the cache repeated first, side by side by context."""
+    from predictors.runtimes.onnx_decoder import deploy_decoder
+    from predictors.runtimes.onnx_runtime import OnnxRuntime
+
+    static = supernet.extract(arch).eval()
+    row = {}
+    for context in SCALING:
+        target = HardwareTarget(name=f"decode-{context}", context=context)
+        grouped = deploy_decoder(static, prompt, context)
+        with mock.patch.object(attention, "grouped_attention", _repeated_attention), \
+                mock.patch.object(OnnxRuntime, "_parts", PartGraphs()), \
+                tempfile.TemporaryDirectory() as cache, mock.patch.dict("os.environ", {"ELASTIQ_CACHE_DIR": cache}):
+            repeated = deploy_decoder(static, prompt, context)
+        now, before = measure_many([grouped, repeated], prompt, target, Protocol(), rng)
+        row[str(context)] = {"grouped_ms": now.latency_ms, "repeated_ms": before.latency_ms,
+                             "ratio": now.latency_ms / before.latency_ms}
+    return row
 
 
 def cv_error(space, spec, target, archs, latency) -> dict:
@@ -135,6 +168,8 @@ def main() -> None:
                                  "kv_read_mb": kv_read_bytes(space, spec, arch, 1, context) / 2**20}
         result["scaling"][arch.key] = {"arch": arch.to_dict(), "by_context": row}
         print(f"{arch.key}: " + ", ".join(f"{c}: {v['ms']:.3f} ms (floor {v['floor_ms']:.3f})" for c, v in row.items()))
+    result["grouped_against_repeated"] = grouped_against_repeated(supernet, archs[0], prompt, rng)
+    print(f"grouped / repeated, largest: {result['grouped_against_repeated']}")
     result["seconds"] = time.perf_counter() - started
     OUT.write_text(json.dumps(result, indent=2))
     print(f"written to {OUT.relative_to(ROOT)}")

@@ -220,6 +220,13 @@ def decoder_latency() -> list[Row]:
     table.append([f"decoder LM, prefill of {p['tokens']} tokens, same archs", f"{p['latency_ms_range'][0]:.2f}-"
                   f"{p['latency_ms_range'][1]:.2f} ms", f"largest {p['per_token_largest_ms']:.3f} ms a token", "",
                   "same run"])
+    if "grouped_against_repeated" in r:
+        ab = r["grouped_against_repeated"]
+        table.append(["decoder LM, the largest arch's decoding, each key-value head serving its query heads in place "
+                      "/ the cache repeated per query head first (the form before), side by side",
+                      "; ".join(f"{c}: **{v['ratio']:.2f}x**" for c, v in ab.items()),
+                      "; ".join(f"{c}: {v['grouped_ms']:.2f} / {v['repeated_ms']:.2f} ms" for c, v in ab.items()),
+                      "", "same run"])
     for row in r["scaling"].values():
         cells = "; ".join(f"{c}: {v['ms']:.3f} ms (floor {v['floor_ms']:.3f}, cache read {v['kv_read_mb']:.2f} MiB)"
                           for c, v in row["by_context"].items())

@@ -261,6 +261,9 @@ class SearchDriver:
         executor and cached; the executor's results (an Exception for a failed one) and where each ran."""
         cache_key = CacheKey(run.supernet_sha, SPLIT, self.target.name, self.config.search.finetune_steps)
         cached = cached_metrics(run.engine, cache_key, [arch.key for arch in archs])
+        for arch in archs:  # cached before the cost model gave memory_mb: its costs are computed, not evaluated
+            if arch.key in cached and "memory_mb" not in cached[arch.key]:
+                cached[arch.key] = {**self._costs(run.task, arch), **cached[arch.key]}
         to_run = list({arch.key: arch for arch in archs if arch.key not in cached}.values())
         outcomes = run.executor.evaluate([self._job(a, run.supernet_sha) for a in to_run])
         results = dict(zip([a.key for a in to_run], outcomes, strict=True))

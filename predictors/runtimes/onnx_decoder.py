@@ -97,7 +97,7 @@ def _export(role: str):
 
 
 def _structure(role: str, part: nn.Module) -> tuple:
-    return ("decoder", 2, role, _ROLES[role], int8_weight_type()) + tuple(
+    return ("decoder", 3, role, _ROLES[role], int8_weight_type()) + tuple(
         (name, type(m).__name__, graph_settings(m)) for name, m in part.named_modules())
 
 

@@ -57,7 +57,7 @@ def _structure(part: nn.Module, example: Tensor, first: bool, masked: bool) -> t
         (name, type(m).__name__, graph_settings(m)) for name, m in part.named_modules())
 
 
-class _PartGraphs:
+class PartGraphs:
     """ONNX graphs of subnet parts, exported once per structure: kept in memory, and on disk (in
     `cache_dir()`, keyed by the structure and the exporter's versions) so that every process of a
     run (Ray workers, the CLI) need not export them again. A graph holds no weights (they are the
@@ -247,7 +247,7 @@ class OnnxRuntime(Runtime):
     supported_bits = (32, 8, 4, 2)
     provider = "CPUExecutionProvider"
 
-    _parts = _PartGraphs()
+    _parts = PartGraphs()
 
     def fingerprint(self, device: str, threads: int) -> dict:
         return {**super().fingerprint(device, threads), "execution_provider": self.provider,

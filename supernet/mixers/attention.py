@@ -244,8 +244,19 @@ class Attention(nn.Module):
         key, value = torch.cat([past_key, k], dim=2), torch.cat([past_value, v], dim=2)
         window = self.kernel.window if isinstance(self.kernel, SlidingAttention) else None
         visible = cached_visibility(x.shape[1], key.shape[2], key_mask, window)
-        out = F.scaled_dot_product_attention(q, *shared_kv(key, value, self.layout), attn_mask=visible)
+        out = grouped_attention(q, key, value, visible, self.layout.heads_per_kv)
         return self.out(merged_heads(out)), key, value
+
+
+def grouped_attention(q: Tensor, key: Tensor, value: Tensor, visible: Tensor, group: int) -> Tensor:
+    """Softmax attention of q (batch, heads, queries, head_dim) over key and value (batch, kv heads, keys,
+    head_dim) where `visible` (batch, 1, queries, keys), each key-value head serving its `group` query heads
+    where it lies: a decoding step reads its cache once, and copies none of it (`shared_kv` repeats it)."""
+    batch, heads, queries, head_dim = q.shape
+    grouped = q.view(batch, heads // group, group, queries, head_dim)  # query heads j * group ... by kv head j
+    scores = grouped @ key.unsqueeze(2).transpose(-1, -2) * head_dim ** -0.5  # (b, kv, group, queries, keys)
+    scores = scores.masked_fill(~visible.unsqueeze(2), float("-inf"))
+    return (scores.softmax(dim=-1) @ value.unsqueeze(2)).view(batch, heads, queries, head_dim)
 
 
 KERNELS: dict[str, type[AttentionKernel]] = {}

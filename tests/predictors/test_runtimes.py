@@ -203,7 +203,7 @@ def test_part_graphs_are_exported_once_then_read_from_the_cache(digits_space, di
     monkeypatch.setenv("ELASTIQ_CACHE_DIR", str(tmp_path))
     x = torch.randn(2, 16, 4, generator=torch.Generator().manual_seed(0))
     subnet = digits_supernet.extract(digits_space.smallest())
-    fresh = onnx_runtime._PartGraphs()
+    fresh = onnx_runtime.PartGraphs()
     monkeypatch.setattr(OnnxRuntime, "_parts", fresh)
     OnnxRuntime().deploy(subnet, x)
     cached = list((tmp_path / "onnx-parts").glob("*.onnx"))
@@ -216,11 +216,11 @@ def test_part_graphs_are_exported_once_then_read_from_the_cache(digits_space, di
         raise AssertionError("exported again")
 
     monkeypatch.setattr(onnx_runtime, "_export_graph", never)
-    monkeypatch.setattr(OnnxRuntime, "_parts", onnx_runtime._PartGraphs())  # a new process, the same disk
+    monkeypatch.setattr(OnnxRuntime, "_parts", onnx_runtime.PartGraphs())  # a new process, the same disk
     OnnxRuntime().deploy(subnet, x)
     cached[0].write_bytes(b"damaged")
     with pytest.raises(AssertionError, match="exported again"):  # a damaged file is exported again, not read
-        monkeypatch.setattr(OnnxRuntime, "_parts", onnx_runtime._PartGraphs())
+        monkeypatch.setattr(OnnxRuntime, "_parts", onnx_runtime.PartGraphs())
         OnnxRuntime().deploy(subnet, x)
 
 
