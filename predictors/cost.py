@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from predictors.runtimes.onnx_lowering import int8_weight_type
-from predictors.runtimes.onnx_runtime import graph_bytes
+from predictors.runtimes.onnx_runtime import SHARED_WEIGHT_BYTES, graph_bytes
 from predictors.target import decode_context
 from search_space import Arch, SearchSpace
 from supernet.mixers import MixerShape, mixer_of, projection_shapes
@@ -141,10 +141,11 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         add("norm", norm_params * e, 2 * tokens * e, 4 * norm_params * e)
     if style.pooler:
         add("linear@32", e * e + e, e * e, _linear_bytes(e, e, 32))
-    if style.causal:  # the LM head reads every token; tied to the token table, it holds no parameter of its own
-        # (the artifact stores the table again for it)
+    if style.causal:  # the LM head reads every token; tied to the token table, it holds no weight of its own
+        # (the artifact reads the table's)
+        shared = style.tie_embeddings and table >= FULL_PRECISION and 4 * e * task.num_classes >= SHARED_WEIGHT_BYTES
         add("linear@32", 0 if style.tie_embeddings else e * task.num_classes, tokens * e * task.num_classes,
-            _linear_bytes(e, task.num_classes, 32, bias=False))
+            0 if shared else _linear_bytes(e, task.num_classes, 32, bias=False))
     else:
         add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
             _linear_bytes(e, task.num_classes, 32))

@@ -173,11 +173,13 @@ def _value_info(info, name: str):
 def merged(parts: list, weights: list[dict[str, np.ndarray]], renames: list[dict[str, str]]) -> tuple[list, list]:
     """The nodes and initializers of the part graphs as one graph's: part i's names prefixed with "pi/" except
     those `renames[i]` maps (its inputs and outputs, to the names that join the parts), its weights
-    `weights[i]` put in."""
+    `weights[i]` put in; a weight equal to one stored already (a decoder's LM head tied to its token table) is
+    read from it, not stored twice."""
     import onnx
     from onnx import numpy_helper
 
     nodes, initializers = [], []
+    stored: dict[tuple, str] = {}  # a large weight's dtype, shape and digest -> its name in the model
     for i, (part, state, rename) in enumerate(zip(parts, weights, renames, strict=True)):
         graph = part.graph
         rename = {**rename, "": ""}
@@ -190,7 +192,14 @@ def merged(parts: list, weights: list[dict[str, np.ndarray]], renames: list[dict
         for tensor in graph.initializer:
             if tensor.name in state:
                 found.add(tensor.name)
-                initializers.append(numpy_helper.from_array(state[tensor.name], renamed(tensor.name)))
+                array = state[tensor.name]
+                same = _identity(array)
+                if same is not None and same in stored:
+                    rename[tensor.name] = stored[same]
+                    continue
+                if same is not None:
+                    stored[same] = renamed(tensor.name)
+                initializers.append(numpy_helper.from_array(array, renamed(tensor.name)))
             else:  # a constant of the graph (a mask of the sequence length): the same for every width
                 copied = onnx.TensorProto()
                 copied.CopyFrom(tensor)
@@ -212,6 +221,16 @@ def merged(parts: list, weights: list[dict[str, np.ndarray]], renames: list[dict
             copied.output[:] = [renamed(n) for n in node.output]
             nodes.append(copied)
     return nodes, initializers
+
+
+SHARED_WEIGHT_BYTES = 1 << 16  # weights from this size on are stored once where equal (smaller: not worth a hash)
+
+
+def _identity(array: np.ndarray) -> tuple | None:
+    """What tells a large weight from every other; None for a small one."""
+    if array.nbytes < SHARED_WEIGHT_BYTES:
+        return None
+    return array.dtype.str, array.shape, hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def _set_nbits_widths(node, packed_shape: tuple[int, ...]) -> None:

@@ -140,15 +140,19 @@ def _short(tmp_path):
 
 def test_the_onnx_runtime_decoder_generates_what_the_model_does(tmp_path):
     """The decoder artifact (KV cache, ONNX Runtime GenAI's names) continues prompts as the torch model does for
-    32 greedy tokens, with full-precision, 4-bit, sliding-window and attention-free layers; a target times one
-    token at its context, and refuses a context past the model's positions."""
+    32 greedy tokens, with full-precision, 4-bit, sliding-window and attention-free layers; its tied LM head reads
+    the token table, stored once; a target times one token at its context, and refuses a context past the model's
+    positions."""
+    import onnx
+
+    from predictors.runtimes.onnx_decoder import build_decoder
     from predictors.measure import example_input
     from predictors.runtimes.onnx_decoder import DecoderProgram
     from predictors.target import HardwareTarget
     from supernet.kv_cache import DecoderStep, greedy
 
-    model = open_pretrained(save_decoder_model(tmp_path / "llama", layers=3, hidden_size=64, intermediate_size=128,
-                                               head_dim=32))
+    model = open_pretrained(save_decoder_model(tmp_path / "llama", "llama-tied", layers=3, hidden_size=64,
+                                               intermediate_size=128, head_dim=32))
     spec = _spec(model)
     supernet, _ = full_supernet(model, spec, seed=0)
     arch = Arch(64, (LayerArch(4, 128, "causal", 32), LayerArch(2, 64, "none", 4), LayerArch(2, 96, "sliding", 4)))
@@ -163,6 +167,8 @@ def test_the_onnx_runtime_decoder_generates_what_the_model_does(tmp_path):
     step = DecoderStep(static).eval()
     prompt = torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(2))
     assert torch.equal(greedy(step, step.layout, prompt, 32), greedy(program.step, step.layout, prompt, 32))
+    tables = [t for t in onnx.load_from_string(build_decoder(static)).graph.initializer if list(t.dims) == [257, 64]]
+    assert len(tables) == 1  # 257 x 64 fp32: 64 KiB and more are stored once where equal
     logits, *present = program.runner(prompt)()  # one token at the context: the cache then holds 40
     assert logits.shape == (2, 1, 257) and present[0].shape == (2, 2, 40, 32)
     with pytest.raises(InputError, match="context of 65 tokens is past the 64 positions"):
