@@ -7,6 +7,7 @@ ROWS = [
     supernet.supernet_quality,
     supernet.supernet_quality_mnist1d,
     supernet.supernet_recipe,
+    supernet.lm_block_order,
     latency.runtimes,
     latency.latency_predictor,
     search.accuracy_predictor,

@@ -137,3 +137,18 @@ def distributed_training() -> list[Row]:
                       f"**{o['ratio']:.2f}x**", f"{o['sandwich_ms']:.1f} ms / {o['static_sum_ms']:.1f} ms",
                       "<= 1.15x", "same run"])
     return table
+
+
+def lm_block_order() -> list[Row]:
+    """Rows of `bench/results/lm_block_order.json`."""
+    r = load("lm_block_order.json")
+    if r is None:
+        return []
+    depths = r["by_depth"]
+    return [[f"decoder LM (Llama-style, 8 layers, trained here {r['steps']} steps of {r['batch']} x 128 tokens on "
+             f"Debian's package descriptions in {r['train_seconds']:.0f} s): inherited val perplexity of each depth "
+             f"with no further training, blocks kept by block influence / the first k",
+             "; ".join(f"{d}: **{v['influence']:.1f}** / {v['first']:.1f}" for d, v in depths.items()),
+             f"block order {r['block_order']}; {r['val_sequences']} val sequences of held-out descriptions; "
+             "uniform guess 2048", "",
+             f"`{PY} bench/examples/lm_block_order.py`"]]

@@ -78,6 +78,10 @@ def space_from_model(model_path: str, out_path: str, mixers: str, reduce: str | 
         raise InputError(f"--mixers {mixers!r}: give {own} (the model's own) first, then any of {known_mixers()}")
     if model.family.causal and boundaries is not None:
         raise InputError("--reduce: a decoder LM's tokens are not merged (each one is a step of generation)")
+    seeing = [k for k in names if model.family.causal and not getattr(mixer_name(k), "causal", False)]
+    if seeing:
+        raise InputError(f"--mixers {mixers!r}: {seeing[0]} lets a token see later ones; a decoder LM's layers take "
+                         f"causal, sliding or none")
     data = model_space(model, mixers=names)
     if boundaries is not None:
         data["per_layer"] = [{"layers": boundaries[0], "reduce": boundaries[1]}]

@@ -18,7 +18,8 @@ def test_a_decoder_lm_from_the_model_folder_to_its_perplexity(tmp_path, capsys):
     capsys.readouterr()  # what saving the model printed
     for bad, message in ((["--mixers", "softmax"], "give causal (the model's own) first"),
                          (["--mixers", "sliding,causal"], "give causal (the model's own) first"),
-                         (["--reduce", "1:1,2"], "a decoder LM's tokens are not merged")):
+                         (["--reduce", "1:1,2"], "a decoder LM's tokens are not merged"),
+                         (["--mixers", "causal,linear"], "linear lets a token see later ones")):
         assert main(["space", "from-model", model, "-o", space, *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1

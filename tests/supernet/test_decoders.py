@@ -145,9 +145,8 @@ def test_the_onnx_runtime_decoder_generates_what_the_model_does(tmp_path):
     positions."""
     import onnx
 
-    from predictors.runtimes.onnx_decoder import build_decoder
     from predictors.measure import example_input
-    from predictors.runtimes.onnx_decoder import DecoderProgram
+    from predictors.runtimes.onnx_decoder import DecoderProgram, build_decoder
     from predictors.target import HardwareTarget
     from supernet.kv_cache import DecoderStep, greedy
 
