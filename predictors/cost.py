@@ -24,8 +24,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from predictors.runtimes.onnx_chaining import SHARED_WEIGHT_BYTES
 from predictors.runtimes.onnx_lowering import int8_weight_type
-from predictors.runtimes.onnx_runtime import SHARED_WEIGHT_BYTES, graph_bytes
+from predictors.runtimes.onnx_runtime import graph_bytes
 from predictors.target import decode_context
 from search_space import Arch, SearchSpace
 from supernet.mixers import MixerShape, mixer_of, projection_shapes
@@ -139,17 +140,22 @@ def arch_costs(space: SearchSpace, task: TaskSpec, arch: Arch, batch_size: int =
         stage["macs"] = int(stage["macs"])
     if style.final_norm:
         add("norm", norm_params * e, 2 * tokens * e, 4 * norm_params * e)
+    _head_costs(add, task, e, tokens, table)
+    return costs
+
+
+def _head_costs(add, task: TaskSpec, e: int, tokens: int, table_bits: int) -> None:
+    """The head after the final norm: the pooler and the classifier, or a decoder's LM head on every token
+    (tied to the token table, it holds no weight of its own: the artifact reads the table's)."""
+    style, classes = task.style, task.num_classes
     if style.pooler:
         add("linear@32", e * e + e, e * e, _linear_bytes(e, e, 32))
-    if style.causal:  # the LM head reads every token; tied to the token table, it holds no weight of its own
-        # (the artifact reads the table's)
-        shared = style.tie_embeddings and table >= FULL_PRECISION and 4 * e * task.num_classes >= SHARED_WEIGHT_BYTES
-        add("linear@32", 0 if style.tie_embeddings else e * task.num_classes, tokens * e * task.num_classes,
-            0 if shared else _linear_bytes(e, task.num_classes, 32, bias=False))
+    if style.causal:
+        shared = style.tie_embeddings and table_bits >= FULL_PRECISION and 4 * e * classes >= SHARED_WEIGHT_BYTES
+        add("linear@32", 0 if style.tie_embeddings else e * classes, tokens * e * classes,
+            0 if shared else _linear_bytes(e, classes, 32, bias=False))
     else:
-        add("linear@32", e * task.num_classes + task.num_classes, e * task.num_classes + tokens * e,
-            _linear_bytes(e, task.num_classes, 32))
-    return costs
+        add("linear@32", e * classes + classes, e * classes + tokens * e, _linear_bytes(e, classes, 32))
 
 
 def _layer_linears(space: SearchSpace, style, mixer, width: int, layer) -> list[tuple[int, int, bool]]:

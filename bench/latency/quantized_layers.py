@@ -34,8 +34,9 @@ from onnx import helper, numpy_helper
 
 from bench.common import timed, timing_arguments
 from predictors.runtimes import runtime_named
+from predictors.runtimes.onnx_chaining import chain
 from predictors.runtimes.onnx_lowering import onnx_lowered
-from predictors.runtimes.onnx_runtime import _export_graph, chain
+from predictors.runtimes.onnx_runtime import _export_graph
 from search_space import Arch, LayerArch, SearchSpace
 from supernet.model import Supernet
 from supernet.task_spec import TaskSpec

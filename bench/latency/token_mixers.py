@@ -27,8 +27,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench.common import timed, timing_arguments
 from predictors.runtimes import runtime_named
+from predictors.runtimes.onnx_chaining import chain
 from predictors.runtimes.onnx_lowering import onnx_lowered
-from predictors.runtimes.onnx_runtime import _export_graph, chain
+from predictors.runtimes.onnx_runtime import _export_graph
 from search_space import Arch, LayerArch, SearchSpace
 from supernet.mixers.fourier import _dft
 from supernet.model import Supernet

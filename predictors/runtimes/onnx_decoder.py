@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from predictors.runtimes.base import DECODER_ARTIFACTS, Program, check_agreement
+from predictors.runtimes.onnx_chaining import merged, value_info
 from predictors.runtimes.onnx_lowering import int8_weight_type, onnx_lowered
-from predictors.runtimes.onnx_runtime import OnnxRuntime, _value_info, merged, session_options, without_weights
+from predictors.runtimes.onnx_runtime import OnnxRuntime, session_options, without_weights
 from supernet.kv_cache import CacheLayout, cache_layout, cached_block
 from supernet.subnet import graph_settings
 
@@ -124,11 +125,11 @@ def build_decoder(subnet: nn.Module) -> bytes:
             for info in graph.graph.input:  # an input the part does not read (a rotary stem's positions) is gone
                 rename[info.name] = joined[info.name][0] if info.name in joined else info.name
                 if rename[info.name] in (*INPUTS, *past_names):
-                    inputs[rename[info.name]] = _value_info(info, rename[info.name])
+                    inputs[rename[info.name]] = value_info(info, rename[info.name])
             for info in graph.graph.output:
                 rename[info.name] = joined[info.name][1] if info.name in joined else info.name
                 if rename[info.name] in ("logits", *present_names):
-                    outputs[rename[info.name]] = _value_info(info, rename[info.name])
+                    outputs[rename[info.name]] = value_info(info, rename[info.name])
             cached += role == "cached"
             graphs.append(graph)
             weights.append({name: tensor.detach().numpy() for name, tensor in lowered.state_dict().items()})
