@@ -37,10 +37,6 @@ class CacheLayout:
         """A cache of `past` tokens (zeros), in input order."""
         return [torch.zeros(batch, heads, past, self.head_dim) for heads in self.kv_heads for _ in range(2)]
 
-    def bytes(self, batch: int, tokens: int, element_bytes: int = 4) -> int:
-        """What the cache of `tokens` tokens holds (keys and values, fp32 by default)."""
-        return 2 * batch * tokens * self.head_dim * sum(self.kv_heads) * element_bytes
-
 
 def cache_layout(subnet: Subnet) -> CacheLayout:
     attentions = [block.attention for block in subnet.blocks if block.attention is not None]

@@ -21,6 +21,7 @@ from orchestrator.storage.latency import pick_drift_probes, register_target, sto
 from orchestrator.storage.schema import StorageError, connect
 from predictors.dataset import measure_archs, stratified_archs
 from predictors.measure import DriftCheck, LatencyMeasurement
+from predictors.target import decode_context
 from search_space import Arch
 from supernet.model import Supernet
 from supernet.tasks import load_task
@@ -103,6 +104,8 @@ def run_measure(config: StudyConfig, count: int | None = None, progress: bool = 
         supernet = Supernet(config.space, task.spec, seed=config.seed).eval()
     if target.seq_len is not None and target.seq_len > task.spec.seq_len:
         raise StorageError(f"target.seq_len {target.seq_len} is longer than the task's {task.spec.seq_len} tokens")
+    if task.spec.style.causal:
+        decode_context(target, task.spec)  # a context past the model's positions: refused before anything is written
     flagged = 0
 
     def alone(todo: list[Arch], _probes: Probes, _stored: int):

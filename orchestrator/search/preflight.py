@@ -16,7 +16,7 @@ from orchestrator.search.objectives import Objectives
 from orchestrator.storage.latency import latency_dataset
 from orchestrator.storage.schema import StorageError, connect
 from orchestrator.storage.study import SUPERNET_ATTR, check_compatible, database_exists, find_study
-from predictors.target import HardwareTarget
+from predictors.target import HardwareTarget, decode_context
 from supernet.checkpoint import load_checkpoint
 from supernet.device import resolve_device
 from supernet.tasks import load_task
@@ -28,6 +28,8 @@ def check_before_search(config: StudyConfig, objectives: Objectives,
     in one line, before anything is written, where it cannot."""
     check_where_it_runs(config)
     task = load_task(config.task.name, config.seed, config.task.options)
+    if task.spec.style.causal:
+        decode_context(target, task.spec)  # a context past the model's positions
     checkpoint = Path(config.supernet.checkpoint)
     if not checkpoint.exists():
         raise StorageError(f"no supernet checkpoint at {checkpoint}: run `elastiq train-supernet -c CONFIG` first")

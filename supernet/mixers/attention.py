@@ -60,10 +60,6 @@ def causal_band(queries: int, keys: int, window: int | None, device: torch.devic
     return (behind >= 0) if window is None else (behind >= 0) & (behind <= window)
 
 
-def _causal(tokens: int, window: int | None, device: torch.device) -> Tensor:
-    return causal_band(tokens, tokens, window, device)
-
-
 class CausalAttention(AttentionKernel):
     """Softmax over the keys up to the query's own position (a decoder's)."""
 
@@ -72,7 +68,8 @@ class CausalAttention(AttentionKernel):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=_causal(q.shape[-2], None, q.device) & _visible(mask))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_band(q.shape[-2], q.shape[-2], None, q.device)
+                                              & _visible(mask))
 
 
 class SlidingAttention(AttentionKernel):
@@ -82,7 +79,7 @@ class SlidingAttention(AttentionKernel):
     name = "sliding"
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        visible = _causal(q.shape[-2], self.window, q.device)
+        visible = causal_band(q.shape[-2], q.shape[-2], self.window, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=visible if mask is None else visible & _visible(mask))
 
 

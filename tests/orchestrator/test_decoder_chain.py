@@ -60,6 +60,12 @@ def test_a_decoder_lm_from_the_model_folder_to_its_perplexity(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "causal-lm study" in err and err.count("\n") == 1
     assert not (tmp_path / "models").exists()
+    fresh = {**config, "storage": f"sqlite:///{tmp_path / 'fresh.db'}", "target": {"name": "far", "context": 65}}
+    (tmp_path / "far.yaml").write_text(yaml.safe_dump(fresh))
+    for command in ("measure", "search"):  # a context past the model's positions: nothing written
+        assert main([command, "-c", str(tmp_path / "far.yaml"), "--no-progress"]) == 2
+        assert "context of 65 tokens is past the 64 positions" in capsys.readouterr().err
+    assert not (tmp_path / "fresh.db").exists()
     config["task"]["options"]["seq_len"] = 100  # past the model's 64 positions
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(config))
     assert main(["evaluate", "-c", str(tmp_path / "long.yaml"), "--arch", "largest"]) == 2
