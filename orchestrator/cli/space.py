@@ -64,14 +64,15 @@ def space_from_model(model_path: str, out_path: str, mixers: str, reduce: str | 
 
     from search_space.registry import known_mixers, mixer_name
     from supernet.checkpoint import atomic_write
-    from supernet.pretrained.importing import model_space, open_pretrained
+    from supernet.preflight import causal_mixers
+    from supernet.pretrained.importing import model_space, open_pretrained, own_mixer
 
     out = Path(out_path)
     if out.exists():
         raise InputError(f"{out}: already exists; give another path or remove it")
     boundaries = _reduce_option(reduce) if reduce is not None else None
     model = open_pretrained(model_path)
-    own = "causal" if model.family.causal else "softmax"
+    own = own_mixer(model)
     names = tuple(dict.fromkeys(k.strip() for k in (own if mixers is None else mixers).split(",") if k.strip()))
     unknown = [k for k in names if mixer_name(k) is None or mixer_name(k).check(k) is not None]
     if unknown or not names or names[0] != own:
@@ -81,7 +82,7 @@ def space_from_model(model_path: str, out_path: str, mixers: str, reduce: str | 
     seeing = [k for k in names if model.family.causal and not getattr(mixer_name(k), "causal", False)]
     if seeing:
         raise InputError(f"--mixers {mixers!r}: {seeing[0]} lets a token see later ones; a decoder LM's layers take "
-                         f"causal, sliding or none")
+                         f"{', '.join(causal_mixers())}")
     data = model_space(model, mixers=names)
     if boundaries is not None:
         data["per_layer"] = [{"layers": boundaries[0], "reduce": boundaries[1]}]

@@ -134,7 +134,7 @@ def model_space(model: PretrainedModel, name: str | None = None,
     (weights in blocks, ONNX Runtime's MatMulNBits) where its sizes are whole blocks; its tables stay
     fp32 (its LM head may be the token table)."""
     d, decoder = model.dims, model.family.causal
-    own = DECODER_MIXERS[0] if decoder else DEFAULT_MIXERS[0]
+    own = own_mixer(model)
     mixers = mixers or (DECODER_MIXERS if decoder else DEFAULT_MIXERS)
 
     def steps(full: int) -> list[int]:
@@ -151,6 +151,11 @@ def model_space(model: PretrainedModel, name: str | None = None,
             "embed_dim": [d.hidden], "depth": list(range(1, d.layers + 1)),
             "layer": {"num_heads": heads, "mlp_dim": mlp, "mixer": list(mixers),
                       "bits": [32, 8, 4] if decoder and blocks else [32, 8]}}
+
+
+def own_mixer(model: PretrainedModel) -> str:
+    """The mixer the model learned (a space from it offers it first): causal for a decoder, else softmax."""
+    return DECODER_MIXERS[0] if model.family.causal else DEFAULT_MIXERS[0]
 
 
 def check_space_fits(space: SearchSpace, model: PretrainedModel) -> None:
